@@ -1,0 +1,196 @@
+"""The JSON contracts between acefleet services (proxy, agent, central).
+
+These models are the single definition of what crosses the wire; each service's API and each
+client import them from here, so a field renamed on one side fails the other side's type check.
+Error bodies everywhere are ``{"error": {"code": "<stable_code>", "message": "<human text>"}}``.
+
+Content keys: a channel is keyed ``"<kind>:<value>"`` where kind is ``id`` (content_id and its
+alias id) or ``infohash``. Once an engine reports the infohash of an ``id`` channel, both keys
+name the same stream.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# --- common ---------------------------------------------------------------------------------
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(Wire):
+    code: str = Field(description="Stable machine-readable code, e.g. no_capacity")
+    message: str = Field(description="What went wrong, for a human")
+    retry_after_s: float | None = None
+
+
+class ErrorBody(Wire):
+    error: ErrorDetail
+
+
+def content_key(kind: Literal["id", "infohash"], value: str) -> str:
+    return f"{kind}:{value.strip().lower()}"
+
+
+# --- engines (agent → central, agent API) ---------------------------------------------------
+
+
+class EngineHealth(StrEnum):
+    starting = "starting"  # container exists, get_status not answered yet
+    healthy = "healthy"
+    unhealthy = "unhealthy"  # failing probes, below the replacement threshold or being replaced
+
+
+class EngineStats(Wire):
+    status: str | None = None  # idle | prebuf | dl (from stat_url)
+    peers: int | None = None
+    speed_down_kbps: int | None = None
+    speed_up_kbps: int | None = None
+    downloaded_bytes: int | None = None
+    uploaded_bytes: int | None = None
+    at: datetime | None = None
+
+
+class EngineReport(Wire):
+    id: str = Field(description="Engine id: the container name, stable across agent restarts")
+    host: str
+    endpoint: str = Field(
+        description="host:port of the engine HTTP API, as reachable from its edge"
+    )
+    http_port: int
+    p2p_port: int | None = None
+    profile: str
+    health: EngineHealth
+    draining: bool = False
+    stream_cap: int = Field(ge=1, description="Max concurrent sessions this engine may carry")
+    streams: int = Field(ge=0, description="Sessions the agent knows are live on it")
+    vpn_forwarded: bool = False
+    created_at: datetime
+    generation: int = 0
+    stats: EngineStats | None = None
+
+
+class VpnState(Wire):
+    enabled: bool = False
+    connected: bool | None = None
+    forwarded_port: int | None = None
+
+
+class ProvisioningState(Wire):
+    state: Literal["ok", "blocked", "breaker_open", "half_open"] = "ok"
+    reason: str | None = None
+    in_flight: int = 0
+    failures_total: int = 0
+
+
+# --- heartbeats (agent → central) ------------------------------------------------------------
+
+
+class Heartbeat(Wire):
+    host: str
+    agent_url: str = Field(description="Base URL of the agent, as central may reach it")
+    seq: int = Field(ge=0, description="Increases by one per heartbeat; resets on agent restart")
+    engines: list[EngineReport]
+    max_engines: int
+    vpn: VpnState = VpnState()
+    provisioning: ProvisioningState = ProvisioningState()
+    draining: bool = False
+
+
+class Directive(Wire):
+    kind: Literal["provision", "stop_engine", "drain", "undrain"]
+    count: int | None = None  # provision
+    engine_id: str | None = None  # stop_engine
+
+
+class HeartbeatReply(Wire):
+    interval_s: float
+    directives: list[Directive] = []
+
+
+# --- claims (proxy → central, proxy → agent) -------------------------------------------------
+
+
+class ClaimRequest(Wire):
+    content_key: str = Field(min_length=3, max_length=200, pattern=r"^(id|infohash):\S+$")
+    proxy_id: str = Field(min_length=1, max_length=100)
+    host: str = Field(min_length=1, max_length=200, description="The asking proxy's edge host")
+
+
+class EngineRef(Wire):
+    id: str
+    host: str
+    endpoint: str
+
+
+class RelayRef(Wire):
+    host: str
+    proxy_url: str = Field(description="Base URL of the edge proxy to pull the stream from")
+
+
+class ClaimGrant(Wire):
+    kind: Literal["engine", "relay"]
+    claim_id: str
+    ttl_s: float = Field(
+        description="Unconfirmed claims expire after this; a stream_started event confirms it"
+    )
+    engine: EngineRef | None = None
+    relay: RelayRef | None = None
+
+
+# --- events (proxy → central) ----------------------------------------------------------------
+
+
+class StreamEvent(Wire):
+    event_id: str = Field(min_length=1, max_length=100, description="Idempotency key")
+    type: Literal["stream_started", "stream_ended", "viewers"]
+    stream_id: str = Field(min_length=1, max_length=100, description="One upstream session")
+    at: datetime
+    content_key: str | None = None
+    infohash: str | None = None
+    claim_id: str | None = None
+    engine_id: str | None = None
+    host: str | None = None
+    viewers: int | None = Field(default=None, ge=0)
+    reason: str | None = None  # stream_ended
+
+
+class EventBatch(Wire):
+    proxy_id: str = Field(min_length=1, max_length=100)
+    events: list[StreamEvent] = Field(max_length=1000)
+
+
+class EventResult(Wire):
+    event_id: str
+    status: Literal["accepted", "duplicate", "error"]
+    error: ErrorDetail | None = None
+
+
+class EventBatchResult(Wire):
+    results: list[EventResult]
+
+
+# --- proxy snapshots (anti-entropy) ----------------------------------------------------------
+
+
+class LiveStream(Wire):
+    stream_id: str
+    content_key: str
+    infohash: str | None = None
+    claim_id: str | None = None
+    engine_id: str | None = None
+    source: Literal["central", "agent", "static", "relay"]
+    viewers: int = Field(ge=0)
+    started_at: datetime
+
+
+class ProxySnapshot(Wire):
+    host: str
+    url: str = Field(description="Base URL other edges use to relay from this proxy")
+    streams: list[LiveStream]

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set up what is missing, then lint, type-check, test.
+#   scripts/test.sh                 everything
+#   scripts/test.sh -k proxy        extra arguments go to pytest (lint and molecule still run)
+#   ACEFLEET_SKIP_MOLECULE=1 ...    skip the Molecule scenarios (quick local loops only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+step "ruff"
+ruff check .
+ruff format --check acefleet proxy orchestrator enginesim
+step "mypy (strict)"
+mypy
+if [[ -x scripts/lint-ansible.sh ]]; then step "ansible lint"; scripts/lint-ansible.sh; fi
+
+step "pytest"
+pytest -ra -p no:cacheprovider "$@"
+
+if [[ -x scripts/molecule.sh && -z ${ACEFLEET_SKIP_MOLECULE:-} ]]; then
+  step "molecule"
+  scripts/molecule.sh
+fi

@@ -1,0 +1,99 @@
+"""Start acefleet services as real subprocesses on loopback ports, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """A running service process; ``url`` is its base URL on loopback."""
+
+    name: str
+    argv: list[str]
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+        self.proc.wait(timeout=15)
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def start(
+    name: str,
+    args: Sequence[str],
+    *,
+    port: int,
+    ready_path: str,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 20.0,
+    expect_status: int = 200,
+) -> Service:
+    """Run console script ``name`` with ``args`` and wait until GET ``ready_path`` answers."""
+    exe = BIN / name
+    argv = [str(exe) if exe.exists() else name, *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{port}.log"
+    fh = log_path.open("wb")
+    proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+    svc = Service(name, argv, port, proc, log_path, env or {})
+    deadline = time.monotonic() + timeout
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        if not svc.alive():
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{svc.log()}")
+        try:
+            r = httpx.get(svc.url + ready_path, timeout=1.0)
+            if r.status_code == expect_status:
+                return svc
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.05)
+    svc.stop()
+    raise RuntimeError(f"{name} not ready on {ready_path} after {timeout}s ({last}):\n{svc.log()}")
