@@ -51,6 +51,11 @@ def build_parser(cls: type[BaseSettings], prog: str, description: str) -> argpar
         "TOML file given by --config; flags win over the environment, which wins over the file.",
     )
     parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print it as JSON and exit (0 valid, 2 invalid)",
+    )
+    parser.add_argument(
         "--config",
         metavar="FILE",
         help=f"TOML file with options (keys as below, with underscores) [env {prefix}CONFIG]",
@@ -92,6 +97,7 @@ def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: st
     parser = build_parser(cls, prog, description)
     ns = vars(parser.parse_args(argv))
     prefix = str(cls.model_config.get("env_prefix", ""))
+    check_only = ns.pop("check_config", False)
     config_path = ns.pop("config", None) or os.environ.get(f"{prefix}CONFIG")
     file_values = _read_file(config_path) if config_path else {}
     unknown = sorted(set(file_values) - set(cls.model_fields))
@@ -111,7 +117,7 @@ def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: st
 
     layered = type(cls.__name__, (cls,), {"settings_customise_sources": classmethod(sources)})
     try:
-        return typing.cast(S, layered(**ns))
+        settings = typing.cast(S, layered(**ns))
     except ValidationError as exc:
         lines = [f"{prog}: invalid configuration:"]
         for err in exc.errors():
@@ -119,3 +125,7 @@ def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: st
             lines.append(f"  --{where.replace('_', '-')} / {prefix}{where.upper()}: {err['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
+    if check_only:
+        print(settings.model_dump_json(indent=2))
+        raise SystemExit(0)
+    return settings
