@@ -1,0 +1,317 @@
+"""HTTP API of acefleet-agent, versioned under /v1 (OpenAPI in docs/openapi/agent.json)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import generate_latest
+from pydantic import Field
+
+from acefleet.wire import (
+    ClaimGrant,
+    ClaimRequest,
+    EngineHealth,
+    EngineRef,
+    EngineReport,
+    EngineStats,
+    ProvisioningState,
+    VpnState,
+    Wire,
+)
+from orchestrator.agent.dockerops import DockerError
+from orchestrator.agent.errors import AgentError
+from orchestrator.agent.pool import Pool, ProvisionRefused
+
+
+class EngineList(Wire):
+    host: str
+    engines: list[EngineReport]
+
+
+class EngineDetail(Wire):
+    engine: EngineReport
+    stats_history: list[EngineStats] = Field(description="Recent stats, oldest first")
+    claims: list[str] = Field(description="Ids of the claims holding this engine")
+
+
+class Capacity(Wire):
+    engines: int
+    engines_free: int
+    engines_starting: int
+    engines_unhealthy: int
+    max_engines: int
+    stream_cap: int
+    streams: int
+    free_slots: int = Field(
+        description="Sessions the host can still take, counting engines it may still provision"
+    )
+    weight_percent: int
+
+
+class AgentStatus(Wire):
+    host: str
+    ready: bool
+    not_ready_reason: str | None = None
+    draining: bool
+    capacity: Capacity
+    vpn: VpnState
+    provisioning: ProvisioningState
+    profile: str
+    image: str
+
+
+class ClaimConfirm(Wire):
+    stat_url: str | None = Field(
+        default=None, max_length=2000, description="The session's stat_url, for stats polling"
+    )
+
+
+class ClaimInfo(Wire):
+    claim_id: str
+    content_key: str
+    engine_id: str
+    confirmed: bool
+    stat_url: str | None = None
+
+
+class DrainState(Wire):
+    draining: bool
+
+
+def pool_of(request: Request) -> Pool:
+    pool: Pool = request.app.state.pool
+    return pool
+
+
+PoolDep = Annotated[Pool, Depends(pool_of)]
+
+
+def require_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Mutating calls carry ``Authorization: Bearer <api_key>``."""
+    expected = pool_of(request).s.api_key.get_secret_value().encode()
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise AgentError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is required")
+
+
+Auth = Depends(require_key)
+
+
+def capacity(pool: Pool) -> Capacity:
+    s = pool.s
+    live = pool.live()
+    streams = sum(pool.streams(e.id) for e in live)
+    open_slots = sum(s.stream_cap - pool.streams(e.id) for e in pool.claimable())
+    can_grow = pool.provisioning().state == "ok"
+    future = max(0, s.max_engines - len(live)) * s.stream_cap if can_grow else 0
+    total = max(1, s.max_engines * s.stream_cap)
+    return Capacity(
+        engines=len(live),
+        engines_free=len(pool.free()),
+        engines_starting=sum(1 for e in live if e.health == EngineHealth.starting),
+        engines_unhealthy=sum(1 for e in live if e.health == EngineHealth.unhealthy),
+        max_engines=s.max_engines,
+        stream_cap=s.stream_cap,
+        streams=streams,
+        free_slots=open_slots + future,
+        weight_percent=round(100 * min(total, open_slots + future) / total),
+    )
+
+
+def _engine_or_404(pool: Pool, engine_id: str) -> None:
+    if pool.find(engine_id) is None:
+        raise AgentError(404, "engine_not_found", f"no engine {engine_id!r} on {pool.s.host}")
+
+
+def _refused(exc: ProvisionRefused) -> AgentError:
+    status = 409 if exc.code == "max_engines" else 503
+    return AgentError(status, exc.code, exc.message, exc.retry_after_s)
+
+
+v1 = APIRouter(prefix="/v1")
+
+
+@v1.get("/engines", response_model=EngineList, responses={304: {"description": "Not modified"}})
+async def list_engines(
+    pool: PoolDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    body = EngineList(host=pool.s.host, engines=pool.reports()).model_dump_json().encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+@v1.get("/engines/{engine_id}", response_model=EngineDetail, responses={404: {}})
+async def get_engine(engine_id: str, pool: PoolDep) -> EngineDetail:
+    _engine_or_404(pool, engine_id)
+    engine = pool.engines[engine_id]
+    return EngineDetail(
+        engine=pool.report(engine),
+        stats_history=list(engine.stats),
+        claims=[c.claim_id for c in pool.claims.for_engine(engine_id)],
+    )
+
+
+@v1.post("/engines", status_code=202, response_model=EngineReport, dependencies=[Auth])
+async def create_engine(pool: PoolDep) -> EngineReport:
+    """Provision one engine now; it is returned while still ``starting``."""
+    try:
+        engine = await pool.start_provision()
+    except ProvisionRefused as exc:
+        raise _refused(exc) from None
+    return pool.report(engine)
+
+
+@v1.delete("/engines/{engine_id}", status_code=204, dependencies=[Auth])
+async def delete_engine(
+    engine_id: str,
+    pool: PoolDep,
+    force: Annotated[bool, Query(description="Remove even while it carries sessions")] = False,
+) -> Response:
+    _engine_or_404(pool, engine_id)
+    engine = pool.engines[engine_id]
+    if pool.streams(engine_id) and not force:
+        raise AgentError(409, "engine_busy", f"engine {engine_id} carries sessions; use force")
+    try:
+        await pool.remove(engine, "api")
+    except DockerError as exc:
+        raise AgentError(503, exc.code, exc.message) from None
+    pool.wake()
+    return Response(status_code=204)
+
+
+@v1.get("/status", response_model=AgentStatus)
+async def status(pool: PoolDep) -> AgentStatus:
+    reason = pool.ready_reason()
+    return AgentStatus(
+        host=pool.s.host,
+        ready=reason is None,
+        not_ready_reason=reason,
+        draining=pool.draining,
+        capacity=capacity(pool),
+        vpn=pool.vpn_state(),
+        provisioning=pool.provisioning(),
+        profile=pool.profile.name,
+        image=pool.s.engine_image,
+    )
+
+
+@v1.post("/claims", status_code=201, response_model=ClaimGrant, dependencies=[Auth])
+async def claim(req: ClaimRequest, pool: PoolDep) -> ClaimGrant:
+    """Reserve an engine slot on this host (the proxy's fallback when central is away)."""
+    if pool.draining:
+        pool.metrics.claims.labels(result="draining").inc()
+        raise AgentError(503, "draining", f"host {pool.s.host} is drained")
+    candidates = pool.claimable()
+    if not candidates:
+        pool.metrics.claims.labels(result="no_capacity").inc()
+        pool.wake()  # the pool adds engines when the free buffer is gone
+        raise AgentError(
+            503, "no_capacity", "no free engine on this host right now", pool.s.reconcile_interval_s
+        )
+    # Least loaded first, then the engine free the longest; no await between pick and reserve.
+    engine = min(candidates, key=lambda e: (pool.streams(e.id), e.idle_since))
+    granted = pool.claims.add(req.content_key, req.proxy_id, engine.id)
+    pool.metrics.claims.labels(result="granted").inc()
+    pool.wake()
+    return ClaimGrant(
+        kind="engine",
+        claim_id=granted.claim_id,
+        ttl_s=pool.s.claim_ttl_s,
+        engine=EngineRef(id=engine.id, host=engine.host, endpoint=engine.endpoint),
+    )
+
+
+@v1.get("/claims", response_model=list[ClaimInfo])
+async def list_claims(pool: PoolDep) -> list[ClaimInfo]:
+    return [
+        ClaimInfo(
+            claim_id=c.claim_id,
+            content_key=c.content_key,
+            engine_id=c.engine_id,
+            confirmed=c.confirmed,
+            stat_url=c.stat_url,
+        )
+        for c in pool.claims.claims.values()
+    ]
+
+
+@v1.post("/claims/{claim_id}/confirm", response_model=ClaimInfo, dependencies=[Auth])
+async def confirm_claim(
+    claim_id: str, pool: PoolDep, body: ClaimConfirm | None = None
+) -> ClaimInfo:
+    """The session started: the claim no longer expires; ``stat_url`` enables stats polling."""
+    c = pool.claims.confirm(claim_id, body.stat_url if body else None)
+    if c is None:
+        raise AgentError(404, "claim_not_found", f"no claim {claim_id!r} (expired or released)")
+    return ClaimInfo(
+        claim_id=c.claim_id,
+        content_key=c.content_key,
+        engine_id=c.engine_id,
+        confirmed=c.confirmed,
+        stat_url=c.stat_url,
+    )
+
+
+@v1.delete("/claims/{claim_id}", status_code=204, dependencies=[Auth])
+async def release_claim(claim_id: str, pool: PoolDep) -> Response:
+    claim_ = pool.claims.release(claim_id)
+    if claim_ is None:
+        raise AgentError(404, "claim_not_found", f"no claim {claim_id!r} (expired or released)")
+    engine = pool.engines.get(claim_.engine_id)
+    if engine is not None and not pool.streams(engine.id):
+        engine.idle_since = time.monotonic()
+    pool.wake()
+    return Response(status_code=204)
+
+
+@v1.get("/drain", response_model=DrainState)
+async def drain_state(pool: PoolDep) -> DrainState:
+    return DrainState(draining=pool.draining)
+
+
+@v1.post("/drain", response_model=DrainState, dependencies=[Auth])
+async def drain(pool: PoolDep) -> DrainState:
+    """Stop taking new work: local claims are refused, agent-check answers ``drain``."""
+    pool.draining = True
+    return DrainState(draining=True)
+
+
+@v1.delete("/drain", response_model=DrainState, dependencies=[Auth])
+async def undrain(pool: PoolDep) -> DrainState:
+    pool.draining = False
+    return DrainState(draining=False)
+
+
+ops = APIRouter()
+
+
+@ops.get("/livez", response_class=PlainTextResponse)
+async def livez() -> str:
+    return "ok\n"
+
+
+@ops.get("/readyz", response_class=PlainTextResponse, responses={503: {}})
+async def readyz(pool: PoolDep) -> Response:
+    reason = pool.ready_reason()
+    if reason is not None:
+        return JSONResponse({"error": {"code": "not_ready", "message": reason}}, status_code=503)
+    return PlainTextResponse("ready\n")
+
+
+@ops.get("/metrics", response_class=PlainTextResponse)
+async def metrics(pool: PoolDep) -> Response:
+    m = pool.metrics
+    live = pool.live()
+    for health in EngineHealth:
+        m.engines.labels(health=health.value).set(sum(1 for e in live if e.health == health))
+    m.engines_free.set(len(pool.free()))
+    m.streams.set(sum(pool.streams(e.id) for e in live))
+    m.breaker_open.set(1 if pool.breaker.current() == "open" else 0)
+    return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,106 @@
+"""One engine container as the agent sees it; its labels are the source of truth."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from acefleet.wire import EngineHealth, EngineReport, EngineStats
+
+LABEL_MANAGED = "acefleet.managed"
+LABEL_HOST = "acefleet.host"
+LABEL_PROFILE = "acefleet.profile"
+LABEL_HTTP_PORT = "acefleet.http-port"
+LABEL_P2P_PORT = "acefleet.p2p-port"
+LABEL_CREATED_AT = "acefleet.created-at"
+LABEL_GENERATION = "acefleet.generation"
+LABEL_VPN_FORWARDED = "acefleet.vpn-forwarded"
+LABEL_ROLE = "acefleet.role"
+
+
+class BadLabels(ValueError):
+    """A container carries our host label but its other labels cannot be read."""
+
+
+@dataclass
+class Engine:
+    id: str  # container name, stable across agent restarts
+    host: str
+    address: str
+    http_port: int
+    p2p_port: int
+    profile: str
+    created_at: datetime
+    generation: int = 0
+    vpn_forwarded: bool = False
+    health: EngineHealth = EngineHealth.starting
+    probe_failures: int = 0
+    removing: bool = False
+    adopted: bool = False
+    started_mono: float = field(default_factory=time.monotonic)
+    ready_mono: float | None = None
+    idle_since: float = field(default_factory=time.monotonic)
+    stats: deque[EngineStats] = field(default_factory=lambda: deque(maxlen=60))
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.http_port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_ROLE: "engine",
+            LABEL_HOST: self.host,
+            LABEL_PROFILE: self.profile,
+            LABEL_HTTP_PORT: str(self.http_port),
+            LABEL_P2P_PORT: str(self.p2p_port),
+            LABEL_CREATED_AT: self.created_at.isoformat(),
+            LABEL_GENERATION: str(self.generation),
+            LABEL_VPN_FORWARDED: "true" if self.vpn_forwarded else "false",
+        }
+
+    @classmethod
+    def from_labels(cls, name: str, labels: dict[str, str], address: str) -> Engine:
+        try:
+            return cls(
+                id=name,
+                host=labels[LABEL_HOST],
+                address=address,
+                http_port=int(labels[LABEL_HTTP_PORT]),
+                p2p_port=int(labels[LABEL_P2P_PORT]),
+                profile=labels.get(LABEL_PROFILE, "unknown"),
+                created_at=datetime.fromisoformat(labels[LABEL_CREATED_AT]),
+                generation=int(labels.get(LABEL_GENERATION, "0")),
+                vpn_forwarded=labels.get(LABEL_VPN_FORWARDED) == "true",
+                adopted=True,
+            )
+        except (KeyError, ValueError) as exc:
+            raise BadLabels(f"container {name} has unreadable acefleet labels: {exc}") from exc
+
+    def report(self, streams: int, stream_cap: int) -> EngineReport:
+        return EngineReport(
+            id=self.id,
+            host=self.host,
+            endpoint=self.endpoint,
+            http_port=self.http_port,
+            p2p_port=self.p2p_port,
+            profile=self.profile,
+            health=self.health,
+            draining=self.removing,
+            stream_cap=stream_cap,
+            streams=streams,
+            vpn_forwarded=self.vpn_forwarded,
+            created_at=self.created_at,
+            generation=self.generation,
+            stats=self.stats[-1] if self.stats else None,
+        )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

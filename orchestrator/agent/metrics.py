@@ -1,0 +1,48 @@
+"""Prometheus metrics ``acefleet_agent_*`` (one registry per agent instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.engines = Gauge("acefleet_agent_engines", "Engines by health", ["health"], registry=r)
+        self.engines_free = Gauge(
+            "acefleet_agent_engines_free", "Healthy engines without a session", registry=r
+        )
+        self.streams = Gauge("acefleet_agent_streams", "Sessions known on engines", registry=r)
+        self.provisions = Counter(
+            "acefleet_agent_provisions_total", "Provisioning attempts", ["result"], registry=r
+        )
+        self.time_to_ready = Histogram(
+            "acefleet_agent_engine_time_to_ready_seconds",
+            "Container create to get_status answering",
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+            registry=r,
+        )
+        self.removed = Counter(
+            "acefleet_agent_engines_removed_total", "Engines removed", ["reason"], registry=r
+        )
+        self.replaced = Counter(
+            "acefleet_agent_engines_replaced_total", "Unhealthy engines replaced", registry=r
+        )
+        self.adopted = Counter(
+            "acefleet_agent_engines_adopted_total", "Engines adopted from labels", registry=r
+        )
+        self.probe_failures = Counter(
+            "acefleet_agent_probe_failures_total", "Failed health probes", registry=r
+        )
+        self.breaker_open = Gauge(
+            "acefleet_agent_breaker_open", "1 when provisioning's breaker is open", registry=r
+        )
+        self.claims = Counter(
+            "acefleet_agent_claims_total", "Local claim requests", ["result"], registry=r
+        )
+        self.vpn_connected = Gauge(
+            "acefleet_agent_vpn_connected", "1 when the VPN is up (0 also when unused)", registry=r
+        )
+        self.heartbeats = Counter(
+            "acefleet_agent_heartbeats_total", "Heartbeats to central", ["result"], registry=r
+        )

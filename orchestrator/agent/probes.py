@@ -1,0 +1,87 @@
+"""Talking to engines over HTTP: readiness, liveness, network status and session stats."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from acefleet.wire import EngineStats
+from orchestrator.agent.engine import Engine, now_utc
+from orchestrator.agent.profiles import NETWORK_PATH, EngineProfile
+
+
+class EngineProbe:
+    def __init__(self, client: httpx.AsyncClient, timeout_s: float) -> None:
+        self.client = client
+        self.timeout = timeout_s
+
+    async def _json(self, url: str) -> Any:
+        r = await self.client.get(url, timeout=self.timeout)
+        r.raise_for_status()
+        return r.json()
+
+    async def ready(self, engine: Engine, profile: EngineProfile) -> bool:
+        """Readiness is the engine answering get_status, not Docker saying "running"."""
+        try:
+            body = await self._json(engine.base_url + profile.ready_path)
+        except (httpx.HTTPError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("error") is None and bool(body.get("result"))
+
+    async def alive(self, engine: Engine, profile: EngineProfile) -> bool:
+        try:
+            body = await self._json(engine.base_url + profile.live_path)
+        except (httpx.HTTPError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("result") is not None
+
+    async def network_connected(self, engine: Engine) -> bool | None:
+        """The engine's own view of its connectivity (a second opinion on the VPN)."""
+        try:
+            body = await self._json(engine.base_url + NETWORK_PATH)
+        except (httpx.HTTPError, ValueError):
+            return None
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict) or "connected" not in result:
+            return None
+        return bool(result["connected"])
+
+    async def stats(self, engine: Engine, stat_url: str) -> EngineStats | None:
+        """Poll a session's stat_url; only its path is used, always against this engine."""
+        parts = urlsplit(stat_url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            body = await self._json(engine.base_url + path)
+        except (httpx.HTTPError, ValueError):
+            return None
+        resp = body.get("response") if isinstance(body, dict) else None
+        if not isinstance(resp, dict):
+            return None
+        return EngineStats(
+            status=_str(resp.get("status")),
+            peers=_int(resp.get("peers")),
+            speed_down_kbps=_int(resp.get("speed_down")),
+            speed_up_kbps=_int(resp.get("speed_up")),
+            downloaded_bytes=_int(resp.get("downloaded")),
+            uploaded_bytes=_int(resp.get("uploaded")),
+            at=now_utc(),
+        )
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,218 @@
+"""Settings of acefleet-agent (env prefix ``ACEFLEET_AGENT_``).
+
+These names are a contract: the Ansible role templates the agent's config from them. Add, never
+rename.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from acefleet.config import CommaList
+
+_PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "apikey", "api_key"}
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACEFLEET_AGENT_", extra="forbid")
+
+    # --- service ---------------------------------------------------------------------------
+    host: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+        description="Name of this edge host; engines are labelled with it and only engines "
+        "carrying it are adopted",
+    )
+    listen_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on")
+    listen_port: int = Field(default=8100, ge=1, le=65535, description="HTTP API port")
+    api_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer key required by every mutating call (at least 12 characters)",
+    )
+    agent_check_port: int = Field(
+        default=8101,
+        ge=0,
+        le=65535,
+        description="TCP port of the HAProxy agent-check responder (0 disables it)",
+    )
+    agent_check_host: str = Field(
+        default="0.0.0.0", description="Address the HAProxy agent-check responder listens on"
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error")
+    log_format: str = Field(default="auto", description="auto, json or console")
+
+    # --- docker and engines ----------------------------------------------------------------
+    docker_url: str = Field(
+        default="unix:///var/run/docker.sock", description="Docker API endpoint"
+    )
+    docker_timeout_s: float = Field(default=30, gt=0, description="Timeout of one Docker call")
+    engine_image: str = Field(
+        default="acefleet/engine-sim", min_length=1, description="Image engines run from"
+    )
+    engine_profile: str = Field(
+        default="auto",
+        description="How the image takes ports/flags/env: auto (from the image name), "
+        "engine-sim, acestream-http-proxy or http-port-env",
+    )
+    engine_extra_args: CommaList = Field(
+        default_factory=list,
+        description="Extra engine arguments (comma-separated), e.g. --chaos,--timing,fast",
+    )
+    engine_env: CommaList = Field(
+        default_factory=list,
+        description="Extra engine environment as NAME=value items (comma-separated)",
+    )
+    engine_bind_host: str = Field(
+        default="127.0.0.1", description="Host address engine ports are published on"
+    )
+    engine_network_container: str = Field(
+        default="",
+        description="Join this container's network namespace instead of publishing ports "
+        "(network_mode container:<name>); engines are then reached on engine_address",
+    )
+    engine_address: str = Field(
+        default="",
+        description="Address the agent and proxy use to reach engines (default: "
+        "engine_bind_host, or 127.0.0.1 in a shared network namespace)",
+    )
+    engine_memory_mb: int = Field(default=0, ge=0, description="Memory limit per engine (0: none)")
+    http_port_range: str = Field(
+        default="19000-19499", description="Host ports for engine HTTP APIs, as LOW-HIGH"
+    )
+    p2p_port_range: str = Field(
+        default="19500-19999", description="Host ports for engine P2P, as LOW-HIGH"
+    )
+    stream_cap: int = Field(default=1, ge=1, le=16, description="Max sessions per engine")
+
+    # --- pool sizing -----------------------------------------------------------------------
+    min_engines: int = Field(default=1, ge=0, description="Floor: engines kept running always")
+    free_engines: int = Field(
+        default=1, ge=0, description="Buffer of free (streamless) engines kept ready"
+    )
+    max_engines: int = Field(default=10, ge=0, description="Never run more engines than this")
+    idle_grace_s: float = Field(
+        default=300, ge=0, description="Free engines beyond the buffer are stopped after this"
+    )
+    reconcile_interval_s: float = Field(
+        default=5, gt=0, description="How often the pool is compared with its targets"
+    )
+
+    # --- readiness, health -----------------------------------------------------------------
+    ready_timeout_s: float = Field(
+        default=60, gt=0, description="Engines not answering get_status by then are removed"
+    )
+    ready_poll_s: float = Field(default=0.5, gt=0, description="Readiness poll interval")
+    probe_interval_s: float = Field(default=10, gt=0, description="Health probe interval")
+    probe_timeout_s: float = Field(default=5, gt=0, description="Timeout of one health probe")
+    probe_failures: int = Field(
+        default=3, ge=1, description="Failed probes in a row that make an engine be replaced"
+    )
+    replace_cooldown_s: float = Field(
+        default=30, ge=0, description="Minimum time between two engine replacements"
+    )
+
+    # --- provisioning protection -----------------------------------------------------------
+    provision_concurrency: int = Field(
+        default=2, ge=1, description="Engines being created at the same time"
+    )
+    provision_min_interval_s: float = Field(
+        default=1, ge=0, description="Minimum time between two container creations"
+    )
+    breaker_failures: int = Field(
+        default=3, ge=1, description="Provisioning failures in a row that open the breaker"
+    )
+    breaker_backoff_s: float = Field(
+        default=10, gt=0, description="First wait before a half-open retry"
+    )
+    breaker_backoff_max_s: float = Field(
+        default=300, gt=0, description="Longest wait between half-open retries"
+    )
+
+    # --- claims and stats ------------------------------------------------------------------
+    claim_ttl_s: float = Field(
+        default=30, gt=0, description="Unconfirmed local claims expire after this"
+    )
+    state_file: str = Field(
+        default="",
+        description="JSON file keeping local claims across agent restarts (empty: memory only)",
+    )
+    stats_interval_s: float = Field(default=5, gt=0, description="stat_url poll interval")
+    stats_history: int = Field(default=60, ge=1, le=10000, description="Stats kept per engine")
+
+    # --- VPN (Gluetun) ---------------------------------------------------------------------
+    vpn_container: str = Field(
+        default="",
+        description="Gluetun container whose network engines share (empty: no VPN)",
+    )
+    vpn_control_url: str = Field(
+        default="http://127.0.0.1:8000", description="Gluetun control server base URL"
+    )
+    vpn_api_key: SecretStr = Field(
+        default=SecretStr(""), description="X-API-Key for Gluetun's control server, if set"
+    )
+    vpn_check_interval_s: float = Field(default=10, gt=0, description="VPN status poll interval")
+
+    # --- central ---------------------------------------------------------------------------
+    central_url: str = Field(default="", description="acefleet-central base URL (empty: alone)")
+    central_api_key: SecretStr = Field(
+        default=SecretStr(""), description="Bearer key for acefleet-central"
+    )
+    agent_url: str = Field(
+        default="", description="This agent's URL as central reaches it (default: from listen)"
+    )
+    heartbeat_interval_s: float = Field(default=2, gt=0, description="Heartbeat interval")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        key = self.api_key.get_secret_value()
+        if len(key) < 12 or key.lower() in _PLACEHOLDER_KEYS:
+            raise ValueError("api_key must be set to a real secret of at least 12 characters")
+        if self.max_engines < self.min_engines:
+            raise ValueError("max_engines must be >= min_engines")
+        parse_range(self.http_port_range)
+        parse_range(self.p2p_port_range)
+        for item in self.engine_env:
+            if "=" not in item:
+                raise ValueError(f"engine_env item {item!r} is not NAME=value")
+        if self.vpn_container and self.engine_network_container:
+            raise ValueError("set vpn_container or engine_network_container, not both")
+        return self
+
+    @property
+    def network_container(self) -> str:
+        """The container whose network namespace engines join, if any."""
+        return self.vpn_container or self.engine_network_container
+
+    @property
+    def reach_address(self) -> str:
+        if self.engine_address:
+            return self.engine_address
+        if self.network_container or self.engine_bind_host in ("0.0.0.0", "::", ""):
+            return "127.0.0.1"
+        return self.engine_bind_host
+
+    @property
+    def http_ports(self) -> range:
+        return parse_range(self.http_port_range)
+
+    @property
+    def p2p_ports(self) -> range:
+        return parse_range(self.p2p_port_range)
+
+
+def parse_range(text: str) -> range:
+    """``"19000-19499"`` → range(19000, 19500); a precise error otherwise."""
+    low_s, sep, high_s = text.partition("-")
+    try:
+        low, high = int(low_s), int(high_s if sep else low_s)
+    except ValueError:
+        raise ValueError(f"port range {text!r} is not LOW-HIGH") from None
+    if not (1 <= low <= high <= 65535):
+        raise ValueError(f"port range {text!r} must satisfy 1 <= LOW <= HIGH <= 65535")
+    return range(low, high + 1)
