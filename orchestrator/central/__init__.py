@@ -1,1 +1,3 @@
-"""acefleet."""
+"""acefleet-central: fleet view, engine claims, stream registry, operator API, dashboard."""
+
+__version__ = "0.1.0"

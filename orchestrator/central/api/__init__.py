@@ -1,0 +1,1 @@
+"""Central's HTTP routers, one per audience."""

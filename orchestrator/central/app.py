@@ -1,0 +1,110 @@
+"""The central FastAPI application: routers, error shapes, lifespan (history, sweeper)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import orchestrator.central as package
+from acefleet import logs
+from orchestrator.central import views
+from orchestrator.central.api import live, operators, services
+from orchestrator.central.auth import KeyRing
+from orchestrator.central.history import History
+from orchestrator.central.http import (
+    ApiError,
+    RateLimitHeaders,
+    on_api_error,
+    on_http_error,
+    on_validation_error,
+)
+from orchestrator.central.metrics import CentralMetrics
+from orchestrator.central.schemas import Health
+from orchestrator.central.settings import CentralSettings
+from orchestrator.central.state import Central
+
+log = logs.get(__name__)
+SWEEP_INTERVAL_S = 0.25
+
+
+def create_app(settings: CentralSettings, clock: Callable[[], float] | None = None) -> FastAPI:
+    metrics = CentralMetrics()
+    history = History(
+        settings.database_url, settings.history_queue_max, metrics.history_dropped.inc
+    )
+    state = Central(settings, metrics, history, clock or time.monotonic)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await history.start()
+        sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
+        log.info("central_started", database=_redact(settings.database_url))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await history.stop()
+
+    app = FastAPI(
+        title="acefleet-central",
+        version=package.__version__,
+        description="Fleet view, engine claims, stream registry and operator API of acefleet.",
+        lifespan=lifespan,
+    )
+    app.state.central = state
+    app.state.keyring = KeyRing(settings)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_middleware(RateLimitHeaders)
+    app.include_router(services.router)
+    app.include_router(operators.router)
+    app.include_router(live.router)
+
+    @app.get("/livez", tags=["health"])
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"model": Health}})
+    async def readyz() -> JSONResponse:
+        """Ready when the history database answers; ``warming_up`` says whether live state is
+        still being rebuilt from heartbeats and snapshots (claims are answered meanwhile)."""
+        db = await history.ping()
+        body = Health(
+            status="ok" if db else "unavailable", warming_up=state.warming_up(), database=db
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if db else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics_endpoint(_request: Request) -> Response:
+        views.update_metrics(state)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _sweep_forever(state: Central) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            state.sweep()
+        except Exception as exc:  # a bug here must not stop claim expiry for good
+            log.error("sweep_failed", error=repr(exc))
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

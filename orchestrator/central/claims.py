@@ -1,0 +1,138 @@
+"""Claims: which engine serves which content, reserved in memory before central answers.
+
+Everything here is synchronous and runs on the event loop without awaiting, so one claim
+request is decided and reserved before the next one is looked at: two concurrent requests can
+never be handed the same slot. Nothing on this path touches the database.
+
+One content is served by at most one engine session in the whole fleet (an engine allows one
+session per content, and a second upstream of the same channel would be waste): every other edge
+asking for it is told to relay from the edge that has it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+ClaimKind = Literal["engine", "relay"]
+
+
+@dataclass(slots=True)
+class Claim:
+    id: str
+    kind: ClaimKind
+    content_key: str
+    host: str  # engine claims: the engine's host; relay claims: the asking host
+    asked_by: str  # the host whose proxy asked
+    proxy_id: str
+    created: float
+    created_at: datetime
+    expires: float | None  # None once confirmed by a stream_started event
+    engine_id: str | None = None
+    relay_from: str | None = None  # relay claims: the edge that serves the content
+    stream_id: str | None = None
+    keys: set[str] = field(default_factory=set)  # content key plus aliases (infohash)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.expires is None
+
+
+class ClaimBook:
+    """All live claims, indexed by id, by content key and by engine."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.claims: dict[str, Claim] = {}
+        self.by_content: dict[str, str] = {}
+        self.by_engine: dict[str, set[str]] = {}
+
+    def load(self, engine_id: str) -> int:
+        held = self.by_engine.get(engine_id)
+        return len(held) if held else 0
+
+    def for_content(self, key: str, now: float) -> Claim | None:
+        cid = self.by_content.get(key)
+        if cid is None:
+            return None
+        claim = self.claims[cid]
+        if claim.expires is not None and claim.expires <= now:
+            self.release(cid)
+            return None
+        return claim
+
+    def reserve(
+        self,
+        *,
+        kind: ClaimKind,
+        content_key: str,
+        host: str,
+        asked_by: str,
+        proxy_id: str,
+        now: float,
+        engine_id: str | None = None,
+        relay_from: str | None = None,
+        confirmed: bool = False,
+        claim_id: str | None = None,
+    ) -> Claim:
+        claim = Claim(
+            id=claim_id or uuid.uuid4().hex,
+            kind=kind,
+            content_key=content_key,
+            host=host,
+            asked_by=asked_by,
+            proxy_id=proxy_id,
+            created=now,
+            created_at=datetime.now(UTC),
+            expires=None if confirmed else now + self.ttl,
+            engine_id=engine_id,
+            relay_from=relay_from,
+        )
+        self.claims[claim.id] = claim
+        if kind == "engine" and engine_id is not None:
+            self.by_engine.setdefault(engine_id, set()).add(claim.id)
+            self.alias(claim, content_key)
+        return claim
+
+    def alias(self, claim: Claim, key: str) -> None:
+        """Index an engine claim under another key of the same content (its infohash)."""
+        if claim.kind != "engine":
+            return
+        claim.keys.add(key)
+        self.by_content.setdefault(key, claim.id)
+
+    def confirm(self, claim: Claim, stream_id: str) -> None:
+        claim.expires = None
+        claim.stream_id = stream_id
+
+    def extend(self, claim: Claim, now: float) -> None:
+        if claim.expires is not None:
+            claim.expires = now + self.ttl
+
+    def release(self, claim_id: str) -> Claim | None:
+        claim = self.claims.pop(claim_id, None)
+        if claim is None:
+            return None
+        for key in claim.keys:
+            if self.by_content.get(key) == claim_id:
+                del self.by_content[key]
+        if claim.engine_id is not None:
+            held = self.by_engine.get(claim.engine_id)
+            if held is not None:
+                held.discard(claim_id)
+                if not held:
+                    del self.by_engine[claim.engine_id]
+        return claim
+
+    def expire(self, now: float) -> list[Claim]:
+        due = [c.id for c in self.claims.values() if c.expires is not None and c.expires <= now]
+        return [c for c in (self.release(cid) for cid in due) if c is not None]
+
+    def pending_on_engine(self, engine_id: str) -> list[Claim]:
+        return [
+            self.claims[cid]
+            for cid in self.by_engine.get(engine_id, ())
+            if not self.claims[cid].confirmed
+        ]

@@ -1,0 +1,40 @@
+"""``acefleet-central``: run the central orchestrator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import uvicorn
+
+from acefleet import config, logs
+from orchestrator.central.app import create_app
+from orchestrator.central.settings import CentralSettings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = config.load(
+        CentralSettings,
+        argv,
+        prog="acefleet-central",
+        description="Fleet view, engine claims, stream registry, operator API and dashboard.",
+    )
+    logs.configure(settings.log_level, settings.log_format, "acefleet-central")
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.listen_host,
+            port=settings.listen_port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            # Open live-update streams never end by themselves; do not wait long for them.
+            timeout_graceful_shutdown=2,
+        )
+    )
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""History (stream sessions, events, provisioning log) in SQL, written behind the hot path.
+
+Callers enqueue plain rows without awaiting; one writer task batches them into transactions.
+When the database is slow or down the queue fills and new rows are dropped (and counted): a
+claim must never wait for a disk. SQLite (aiosqlite) by default; PostgreSQL (asyncpg) works with
+the same statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from acefleet import logs
+
+log = logs.get(__name__)
+
+metadata = MetaData()
+
+sessions = Table(
+    "stream_sessions",
+    metadata,
+    Column("stream_id", String(100), primary_key=True),
+    Column("proxy_id", String(100), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("content_key", String(200), nullable=False, index=True),
+    Column("infohash", String(100)),
+    Column("claim_id", String(64)),
+    Column("engine_id", String(200)),
+    Column("source", String(20), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("end_reason", String(200)),
+    Column("peak_viewers", Integer, nullable=False, default=0),
+)
+
+events = Table(
+    "stream_events",
+    metadata,
+    Column("event_id", String(100), primary_key=True),
+    Column("proxy_id", String(100), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("stream_id", String(100), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSON, nullable=False),
+)
+
+provisioning_log = Table(
+    "provisioning_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("host", String(200), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("count", Integer),
+    Column("reason", String(300)),
+)
+
+
+@dataclass(slots=True)
+class _Op:
+    kind: str  # "insert_ignore" | "insert" | "update_session"
+    table: Table
+    row: dict[str, Any]
+
+
+class History:
+    def __init__(self, url: str, queue_max: int, on_drop: Callable[[], None]) -> None:
+        self.url = url
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue(maxsize=queue_max)
+        self._on_drop = on_drop
+        self._engine: AsyncEngine | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.written = 0
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._engine = create_async_engine(self.url)
+        async with self._engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        self._writer = asyncio.create_task(self._write_loop(), name="history-writer")
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), flush_timeout)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def ping(self) -> bool:
+        if self._engine is None:
+            return False
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(select(1))
+        except Exception:  # any driver error means "not ready", never a crash
+            return False
+        return True
+
+    # --- enqueue (never awaits) ---------------------------------------------------------------
+
+    def _put(self, op: _Op) -> None:
+        try:
+            self._queue.put_nowait(op)
+        except asyncio.QueueFull:
+            self._on_drop()
+
+    def event(self, row: dict[str, Any]) -> None:
+        self._put(_Op("insert_ignore", events, row))
+
+    def session_started(self, row: dict[str, Any]) -> None:
+        self._put(_Op("insert_ignore", sessions, row))
+
+    def session_updated(self, stream_id: str, values: dict[str, Any]) -> None:
+        self._put(_Op("update_session", sessions, {"stream_id": stream_id, **values}))
+
+    def provisioning(
+        self, at: datetime, host: str, action: str, count: int | None, reason: str | None
+    ) -> None:
+        row = {"at": at, "host": host, "action": action, "count": count, "reason": reason}
+        self._put(_Op("insert", provisioning_log, row))
+
+    # --- writer --------------------------------------------------------------------------------
+
+    def _statement(self, op: _Op) -> Any:
+        if op.kind == "update_session":
+            values = dict(op.row)
+            stream_id = values.pop("stream_id")
+            return update(sessions).where(sessions.c.stream_id == stream_id).values(**values)
+        if op.kind == "insert_ignore":
+            # Events and sessions are idempotent by id, also across restarts of central.
+            dialect = self._engine.dialect.name if self._engine else ""
+            if dialect == "postgresql":
+                return postgresql.insert(op.table).values(**op.row).on_conflict_do_nothing()
+            if dialect == "sqlite":
+                return sqlite.insert(op.table).values(**op.row).on_conflict_do_nothing()
+        return insert(op.table).values(**op.row)
+
+    async def _write_loop(self) -> None:
+        assert self._engine is not None
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < 500 and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self._engine.begin() as conn:
+                    for op in batch:
+                        await conn.execute(self._statement(op))
+                self.written += len(batch)
+            except Exception as exc:  # a bad batch is logged and dropped; history is best effort
+                log.error("history_write_failed", rows=len(batch), error=repr(exc))
+                for _ in batch:
+                    self._on_drop()
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    # --- reads (operator API) ------------------------------------------------------------------
+
+    async def sessions(
+        self, limit: int, content_key: str | None, host: str | None
+    ) -> list[dict[str, Any]]:
+        assert self._engine is not None
+        q = select(sessions).order_by(sessions.c.started_at.desc()).limit(limit)
+        if content_key:
+            q = q.where(sessions.c.content_key == content_key)
+        if host:
+            q = q.where(sessions.c.host == host)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def provisioning_entries(self, limit: int) -> list[dict[str, Any]]:
+        assert self._engine is not None
+        q = select(provisioning_log).order_by(provisioning_log.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def flush(self, limit_s: float = 5.0) -> None:
+        """Wait until everything queued so far is written (tests, shutdown)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), limit_s)

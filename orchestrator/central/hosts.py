@@ -1,0 +1,172 @@
+"""The fleet view: edge hosts and their engines, as the agents' heartbeats describe them.
+
+Live state is soft: it is rebuilt from heartbeats after a restart. A host that stops
+heartbeating becomes *stale* (no new work is placed on it) and later *lost*; central never stops
+anything because a host went quiet, since the engines may well be serving viewers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from acefleet.wire import (
+    Directive,
+    EngineHealth,
+    EngineReport,
+    Heartbeat,
+    ProvisioningState,
+    VpnState,
+)
+
+
+class HostStatus(StrEnum):
+    live = "live"
+    stale = "stale"
+    lost = "lost"
+
+
+@dataclass(slots=True)
+class Engine:
+    report: EngineReport
+    operator_drain: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.report.id
+
+    @property
+    def draining(self) -> bool:
+        return self.report.draining or self.operator_drain
+
+
+@dataclass(slots=True)
+class Host:
+    name: str
+    agent_url: str
+    first_seen: float
+    last_seen: float
+    last_seen_at: datetime
+    seq: int = 0
+    heartbeats: int = 0
+    max_engines: int = 0
+    vpn: VpnState = field(default_factory=VpnState)
+    provisioning: ProvisioningState = field(default_factory=ProvisioningState)
+    agent_draining: bool = False
+    operator_drain: bool = False
+    engines: dict[str, Engine] = field(default_factory=dict)
+    pending: list[Directive] = field(default_factory=list)
+    # Warm buffer bookkeeping: provision directives sent but maybe not yet in the agent's report.
+    provision_sent: int = 0
+    provision_sent_at: float = 0.0
+    buffer_target: int | None = None
+    blocked_reason: str | None = None
+    status_seen: HostStatus = HostStatus.live
+
+    @property
+    def draining(self) -> bool:
+        return self.agent_draining or self.operator_drain
+
+    def status(self, now: float, stale_after: float, lost_after: float) -> HostStatus:
+        silent = now - self.last_seen
+        if silent >= lost_after:
+            return HostStatus.lost
+        if silent >= stale_after:
+            return HostStatus.stale
+        return HostStatus.live
+
+
+class UnknownTarget(LookupError):
+    """An operator named a host or engine central has never heard of."""
+
+
+class Fleet:
+    """Hosts by name, plus an index from engine id to host."""
+
+    def __init__(self, stale_after: float, lost_after: float) -> None:
+        self.stale_after = stale_after
+        self.lost_after = lost_after
+        self.hosts: dict[str, Host] = {}
+        self.engine_host: dict[str, str] = {}
+
+    def ingest(self, hb: Heartbeat, now: float) -> tuple[Host, float | None, list[str]]:
+        """Apply one heartbeat; returns the host, the gap since its last one and gone engines."""
+        wall = datetime.now(UTC)
+        host = self.hosts.get(hb.host)
+        gap: float | None = None
+        if host is None:
+            host = Host(
+                name=hb.host,
+                agent_url=hb.agent_url,
+                first_seen=now,
+                last_seen=now,
+                last_seen_at=wall,
+            )
+            self.hosts[hb.host] = host
+        else:
+            gap = now - host.last_seen
+        host.agent_url = hb.agent_url
+        host.last_seen = now
+        host.last_seen_at = wall
+        host.seq = hb.seq
+        host.heartbeats += 1
+        host.max_engines = hb.max_engines
+        host.vpn = hb.vpn
+        host.provisioning = hb.provisioning
+        host.agent_draining = hb.draining
+        old = host.engines
+        fresh: dict[str, Engine] = {}
+        for report in hb.engines:
+            engine = old.get(report.id)
+            if engine is None:
+                # An engine that moved hosts (never expected) is re-indexed under its new host.
+                fresh[report.id] = Engine(report)
+            else:
+                engine.report = report
+                fresh[report.id] = engine
+            self.engine_host[report.id] = hb.host
+        gone = [eid for eid in old if eid not in fresh]
+        for eid in gone:
+            if self.engine_host.get(eid) == hb.host:
+                del self.engine_host[eid]
+        host.engines = fresh
+        return host, gap, gone
+
+    def take_directives(self, host: Host) -> list[Directive]:
+        out, host.pending = host.pending, []
+        return out
+
+    def status(self, host: Host, now: float) -> HostStatus:
+        return host.status(now, self.stale_after, self.lost_after)
+
+    def host(self, name: str) -> Host:
+        host = self.hosts.get(name)
+        if host is None:
+            raise UnknownTarget(f"no host named {name!r} has heartbeated")
+        return host
+
+    def engine(self, engine_id: str) -> Engine:
+        name = self.engine_host.get(engine_id)
+        if name is None:
+            raise UnknownTarget(f"no engine {engine_id!r} in any heartbeat")
+        return self.hosts[name].engines[engine_id]
+
+    def drain_host(self, name: str, drain: bool) -> Host:
+        host = self.host(name)
+        host.operator_drain = drain
+        # The agent is told once; its own draining flag then carries the decision across a
+        # restart of central (live state is rebuilt from heartbeats).
+        host.pending = [d for d in host.pending if d.kind not in ("drain", "undrain")]
+        host.pending.append(Directive(kind="drain" if drain else "undrain"))
+        return host
+
+    def drain_engine(self, engine_id: str, drain: bool) -> Engine:
+        engine = self.engine(engine_id)
+        engine.operator_drain = drain
+        return engine
+
+
+def placeable(engine: Engine) -> bool:
+    """Whether an engine may take new work, ignoring its load."""
+    return engine.report.health is EngineHealth.healthy and not engine.draining

@@ -1,0 +1,170 @@
+"""HTTP plumbing shared by central's routers: error bodies, auth dependencies, ETags, and the
+rate-limit headers."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from acefleet.wire import ErrorBody, ErrorDetail
+from orchestrator.central.auth import READERS, KeyRing, Role
+
+API_KEY_HEADER = "X-API-Key"
+api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="API key of a service, operator or viewer"
+)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.retry_after_s = retry_after_s
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    retry_after_s: float | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, retry_after_s=retry_after_s))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No or unknown API key"},
+    403: {"model": ErrorBody, "description": "The key's role may not do this"},
+    422: {"model": ErrorBody, "description": "Malformed request"},
+    429: {"model": ErrorBody, "description": "Rate limit exceeded"},
+}
+
+
+def _where(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def on_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    parts = [f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:10]]
+    return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+
+async def on_api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers, exc.retry_after_s)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+
+
+async def on_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
+    """A dependency admitting keys of ``roles``; it also spends one token of the key's bucket."""
+    allowed = frozenset(roles)
+
+    async def dependency(request: Request, api_key: str | None = Depends(api_key_scheme)) -> Role:
+        key = api_key or _bearer(request) or request.query_params.get("api_key")
+        if not key:
+            raise ApiError(
+                401, "unauthenticated", f"send an API key in the {API_KEY_HEADER} header"
+            )
+        keyring: KeyRing = request.app.state.keyring
+        verdict = keyring.check(key)
+        if verdict.role is None:
+            raise ApiError(401, "unauthenticated", "unknown API key")
+        request.state.ratelimit = (verdict.limit, verdict.remaining, verdict.reset_s)
+        if not verdict.allowed:
+            retry = max(1, math.ceil(verdict.retry_after_s))
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many requests for this API key",
+                {"Retry-After": str(retry)},
+                retry_after_s=retry,
+            )
+        if verdict.role not in allowed:
+            raise ApiError(
+                403, "forbidden", f"role {verdict.role} may not do this (needs {sorted(allowed)})"
+            )
+        return verdict.role
+
+    return dependency
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+service_only = require(Role.service)
+operator_only = require(Role.operator)
+any_reader = require(*READERS)
+
+
+def etagged(request: Request, model: BaseModel) -> Response:
+    """The model as JSON with a strong ETag; 304 when the client already has this version."""
+    body = model.model_dump_json().encode()
+    tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    inm = request.headers.get("if-none-match", "")
+    if tag in (t.strip().removeprefix("W/") for t in inm.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+class RateLimitHeaders:
+    """Pure ASGI middleware: copies the bucket state the auth dependency left in the request
+    state into ``X-RateLimit-*`` headers (also on responses a handler built itself)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state = scope.get("state") or {}
+                info = state.get("ratelimit")
+                if info is not None:
+                    limit, remaining, reset = info
+                    headers = list(message.get("headers", []))
+                    headers += [
+                        (b"x-ratelimit-limit", str(limit).encode()),
+                        (b"x-ratelimit-remaining", str(remaining).encode()),
+                        (b"x-ratelimit-reset", str(reset).encode()),
+                    ]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

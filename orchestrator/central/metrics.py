@@ -1,0 +1,75 @@
+"""Prometheus metrics of central (``acefleet_central_*``), one registry per app instance.
+
+No label ever carries a content key, a host name or a client address: fleet gauges are counts
+by state, so the series count stays fixed however large the fleet grows.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_CLAIM_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+_LAG_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 6, 10, 30, 60)
+
+
+class CentralMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.hosts = Gauge("acefleet_central_hosts", "Edge hosts by status", ["status"], registry=r)
+        self.engines = Gauge(
+            "acefleet_central_engines", "Engines by health", ["health"], registry=r
+        )
+        self.engine_slots = Gauge(
+            "acefleet_central_engine_slots",
+            "Stream slots of placeable engines on live hosts",
+            ["state"],
+            registry=r,
+        )
+        self.claims = Gauge(
+            "acefleet_central_claims_live", "Live claims", ["kind", "state"], registry=r
+        )
+        self.streams = Gauge("acefleet_central_streams", "Live upstream sessions", registry=r)
+        self.viewers = Gauge("acefleet_central_viewers", "Viewers on live streams", registry=r)
+        self.warming_up = Gauge(
+            "acefleet_central_warming_up", "1 while live state is being rebuilt", registry=r
+        )
+        self.claim_seconds = Histogram(
+            "acefleet_central_claim_duration_seconds",
+            "Time to decide and reserve a claim, inside central",
+            buckets=_CLAIM_BUCKETS,
+            registry=r,
+        )
+        self.claims_total = Counter(
+            "acefleet_central_claim_answers", "Claim answers by outcome", ["outcome"], registry=r
+        )
+        self.heartbeat_lag = Histogram(
+            "acefleet_central_heartbeat_lag_seconds",
+            "Gap between two heartbeats of the same host",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.heartbeat_age_max = Gauge(
+            "acefleet_central_heartbeat_age_max_seconds",
+            "Longest silence of any host that is not lost",
+            registry=r,
+        )
+        self.heartbeats_total = Counter(
+            "acefleet_central_heartbeats", "Heartbeats received", registry=r
+        )
+        self.events_total = Counter(
+            "acefleet_central_events", "Stream events by result", ["status"], registry=r
+        )
+        self.provision_total = Counter(
+            "acefleet_central_provisioned_engines",
+            "Engines asked for through provision directives",
+            registry=r,
+        )
+        self.history_queue = Gauge(
+            "acefleet_central_history_queue_depth", "History rows waiting to be written", registry=r
+        )
+        self.history_dropped = Counter(
+            "acefleet_central_history_dropped",
+            "History rows dropped (queue full or DB error)",
+            registry=r,
+        )

@@ -1,0 +1,90 @@
+"""Placement policy: which engine takes a new content.
+
+In order:
+1. Only engines that can take work: host heartbeating (not stale or lost), host not draining,
+   engine healthy, engine not draining, engine under its per-engine stream cap.
+2. The asking proxy's own host when it has such an engine (no relay hop, no cross-edge traffic).
+   Another edge only when its proxy can be relayed from (its URL is known).
+3. The least-loaded engine (streams / cap), then the least-loaded host.
+4. VPN-forwarded engines (reachable by peers, so they pull faster) before the others.
+5. Ties are broken at random, so a burst of claims spreads instead of herding onto the
+   first engine in a list.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.central.claims import ClaimBook
+from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus, placeable
+
+
+@dataclass(slots=True, frozen=True)
+class NoPlacement(Exception):
+    code: str
+    message: str
+
+
+def _host_candidates(host: Host, book: ClaimBook) -> tuple[list[tuple[float, bool, Engine]], float]:
+    """Engines of a host with room, and the host's load ratio over its placeable engines."""
+    fits: list[tuple[float, bool, Engine]] = []
+    used = cap = 0
+    for engine in host.engines.values():
+        if not placeable(engine):
+            continue
+        report = engine.report
+        load = max(report.streams, book.load(report.id))
+        used += load
+        cap += report.stream_cap
+        if load < report.stream_cap:
+            fits.append((load / report.stream_cap, report.vpn_forwarded, engine))
+    return fits, (used / cap if cap else 1.0)
+
+
+def choose(
+    fleet: Fleet,
+    book: ClaimBook,
+    asking_host: str,
+    now: float,
+    relayable: Callable[[str], bool],
+    rng: random.Random,
+) -> tuple[Host, Engine]:
+    """The engine for a new content, or :class:`NoPlacement` saying why none fits."""
+    live_hosts = 0
+    own = fleet.hosts.get(asking_host)
+    if own is not None and not own.draining and fleet.status(own, now) is HostStatus.live:
+        live_hosts += 1
+        fits, _ = _host_candidates(own, book)
+        if fits:
+            return own, _best([(f, 0.0) for f in fits], rng)
+    pool: list[tuple[tuple[float, bool, Engine], float]] = []
+    owners: dict[str, Host] = {}
+    for host in fleet.hosts.values():
+        if host is own or host.draining or fleet.status(host, now) is not HostStatus.live:
+            continue
+        live_hosts += 1
+        if not relayable(host.name):
+            continue
+        fits, host_ratio = _host_candidates(host, book)
+        for f in fits:
+            pool.append((f, host_ratio))
+            owners[f[2].id] = host
+    if pool:
+        engine = _best(pool, rng)
+        return owners[engine.id], engine
+    if live_hosts == 0:
+        raise NoPlacement("no_hosts", "no edge host is heartbeating and undrained")
+    raise NoPlacement("no_capacity", "every healthy, undrained engine is at its stream cap")
+
+
+def _best(pool: list[tuple[tuple[float, bool, Engine], float]], rng: random.Random) -> Engine:
+    best_key: tuple[float, float, int, float] | None = None
+    best: Engine | None = None
+    for (engine_ratio, forwarded, engine), host_ratio in pool:
+        key = (engine_ratio, host_ratio, 0 if forwarded else 1, rng.random())
+        if best_key is None or key < best_key:
+            best_key, best = key, engine
+    assert best is not None
+    return best

@@ -1,0 +1,188 @@
+"""Response and request bodies of central's operator API (the service contracts are in
+``acefleet.wire``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from acefleet.wire import EngineReport, ProvisioningState, VpnState
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineView(Model):
+    id: str
+    host: str
+    host_status: Literal["live", "stale", "lost"]
+    load: int = Field(description="Sessions on it: the larger of the agent's count and claims")
+    claims: int = Field(description="Claims (pending or confirmed) central holds on it")
+    placeable: bool = Field(description="Whether new work may be placed on it now")
+    operator_drain: bool
+    report: EngineReport
+
+
+class HostView(Model):
+    name: str
+    status: Literal["live", "stale", "lost"]
+    agent_url: str
+    proxy_url: str | None
+    last_heartbeat_at: datetime
+    heartbeat_age_s: float
+    seq: int
+    draining: bool
+    operator_drain: bool
+    agent_draining: bool
+    max_engines: int
+    engines: int
+    engines_healthy: int
+    streams: int
+    stream_cap: int
+    vpn: VpnState
+    provisioning: ProvisioningState
+
+
+class StreamView(Model):
+    stream_id: str
+    proxy_id: str
+    host: str
+    content_key: str
+    infohash: str | None
+    claim_id: str | None
+    engine_id: str | None
+    source: str
+    viewers: int
+    peak_viewers: int
+    started_at: datetime
+
+
+class ClaimView(Model):
+    claim_id: str
+    kind: Literal["engine", "relay"]
+    content_key: str
+    host: str
+    asked_by: str
+    engine_id: str | None
+    relay_from: str | None
+    confirmed: bool
+    stream_id: str | None
+    created_at: datetime
+
+
+class SessionRecord(Model):
+    stream_id: str
+    proxy_id: str
+    host: str
+    content_key: str
+    infohash: str | None
+    claim_id: str | None
+    engine_id: str | None
+    source: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    peak_viewers: int
+
+
+class ProvisioningHost(Model):
+    host: str
+    status: Literal["live", "stale", "lost"]
+    target: int = Field(description="Free engines wanted on this edge")
+    free: int
+    outstanding: int = Field(description="Engines asked for and not yet reported")
+    engines: int
+    max_engines: int
+    blocked_reason: str | None = Field(description="Why no engine is asked for, if blocked")
+    agent: ProvisioningState
+
+
+class ProvisioningLogEntry(Model):
+    at: datetime
+    host: str
+    action: str
+    count: int | None
+    reason: str | None
+
+
+class FleetSummary(Model):
+    warming_up: bool = Field(description="True while live state is still being rebuilt")
+    started_at: datetime
+    hosts: dict[str, int]
+    engines: int
+    engines_placeable: int
+    slots_free: int
+    claims_pending: int
+    claims_confirmed: int
+    streams: int
+    viewers: int
+    warm_buffer_per_edge: int
+    fleet_max_engines: int
+
+
+class HostList(Model):
+    warming_up: bool
+    items: list[HostView]
+
+
+class EngineList(Model):
+    warming_up: bool
+    items: list[EngineView]
+
+
+class StreamList(Model):
+    warming_up: bool
+    items: list[StreamView]
+
+
+class ClaimList(Model):
+    warming_up: bool
+    items: list[ClaimView]
+
+
+class SessionList(Model):
+    items: list[SessionRecord]
+
+
+class ProvisioningStatus(Model):
+    warming_up: bool
+    warm_buffer_per_edge: int
+    fleet_max_engines: int
+    fleet_engines: int
+    hosts: list[ProvisioningHost]
+    log: list[ProvisioningLogEntry]
+
+
+class BufferScale(Model):
+    warm_buffer_per_edge: int | None = Field(
+        default=None, ge=0, le=1000, description="Free engines to keep per edge"
+    )
+    fleet_max_engines: int | None = Field(
+        default=None, ge=0, le=100000, description="Fleet-wide engine maximum (0: none)"
+    )
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Apply warm_buffer_per_edge to this edge only (null clears its override)",
+    )
+
+
+class SnapshotResult(Model):
+    streams: int
+    added: int
+    ended: int
+
+
+class DrainResult(Model):
+    target: str
+    draining: bool
+
+
+class Health(Model):
+    status: Literal["ok", "unavailable"]
+    warming_up: bool
+    database: bool

@@ -1,0 +1,100 @@
+"""Settings of acefleet-central (flags > ``ACEFLEET_CENTRAL_*`` env > TOML file > defaults).
+
+These names are a contract with the Ansible role that templates central's configuration: add
+options freely, never rename one.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from acefleet.config import CommaList
+
+# Keys that ship in examples and must never guard a real fleet.
+_PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "example", "xxxxxxxxxxxxxxxx"}
+MIN_KEY_LENGTH = 16
+
+
+class CentralSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACEFLEET_CENTRAL_", extra="forbid")
+
+    listen_host: str = Field("127.0.0.1", description="Address the HTTP API listens on")
+    listen_port: int = Field(8000, ge=1, le=65535, description="Port the HTTP API listens on")
+    database_url: str = Field(
+        "sqlite+aiosqlite:///acefleet-central.db",
+        description="SQLAlchemy async URL of the history database "
+        "(sqlite+aiosqlite:///path or postgresql+asyncpg://user:pw@host/db)",
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, le=60, description="Interval agents are told to heartbeat at"
+    )
+    stale_after_s: float = Field(
+        6.0, gt=0, description="A host silent this long is stale: no new work is placed on it"
+    )
+    lost_after_s: float = Field(
+        30.0, gt=0, description="A host silent this long is lost (its engines are never stopped)"
+    )
+    warmup_s: float = Field(
+        6.0,
+        ge=0,
+        description="After a start, live state is rebuilt from heartbeats and proxy snapshots "
+        "for this long; the API reports warming_up meanwhile",
+    )
+    claim_ttl_s: float = Field(
+        15.0, gt=0, description="An unconfirmed claim is released after this many seconds"
+    )
+    claim_retry_after_s: float = Field(
+        2.0, gt=0, description="Retry-After sent with a 503 when no engine fits a claim"
+    )
+    warm_buffer_per_edge: int = Field(
+        2, ge=0, description="Free engines central keeps ready on every edge"
+    )
+    fleet_max_engines: int = Field(
+        500, ge=0, description="Most engines the whole fleet may run (0: no fleet-wide limit)"
+    )
+    proxy_url_template: str = Field(
+        "",
+        description="Fallback relay URL of an edge's proxy before its first snapshot, "
+        "e.g. http://{host}:6880 (empty: only URLs from proxy snapshots are used)",
+    )
+    service_keys: CommaList = Field(
+        default_factory=list, description="API keys of services (agents, proxies)"
+    )
+    operator_keys: CommaList = Field(
+        default_factory=list, description="API keys of operators (read, drain, scale)"
+    )
+    viewer_keys: CommaList = Field(default_factory=list, description="API keys that may only read")
+    rate_limit_rps: float = Field(
+        20.0, gt=0, description="Requests per second allowed per operator or viewer key"
+    )
+    service_rate_limit_rps: float = Field(
+        5000.0, gt=0, description="Requests per second allowed per service key"
+    )
+    history_queue_max: int = Field(
+        20000, ge=100, description="History writes buffered in memory before new ones are dropped"
+    )
+    event_id_memory: int = Field(
+        200000, ge=1000, description="Event ids remembered for idempotency"
+    )
+    live_update_interval_s: float = Field(
+        0.5, gt=0, le=10, description="Shortest interval between two live updates to dashboards"
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_format: str = Field("auto", description="json, console or auto (json when not a tty)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.lost_after_s <= self.stale_after_s:
+            raise ValueError("lost_after_s must be greater than stale_after_s")
+        keys = [*self.service_keys, *self.operator_keys, *self.viewer_keys]
+        if not keys:
+            raise ValueError("set at least one of service_keys, operator_keys, viewer_keys")
+        for key in keys:
+            if len(key) < MIN_KEY_LENGTH or key.lower() in _PLACEHOLDER_KEYS:
+                raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} random characters")
+        if len(set(keys)) != len(keys):
+            raise ValueError("an API key may belong to one role only")
+        return self
