@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"acefleet-agent: {exc}") from None
     logs.configure(settings.log_level, settings.log_format, service="acefleet-agent")
+    # One line per probe would drown the log; the agent logs what the probes mean instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
     uvicorn.run(
         app,
