@@ -1,0 +1,355 @@
+"""One channel: a content's upstream session and the viewers it fans out to.
+
+The upstream can be replaced (engine died, stalled) without touching the viewers: the buffer's
+offsets keep growing across upstreams and every chunk starts on a packet boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from acefleet import logs
+from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
+from proxy.buffer import StreamBuffer, aligned
+from proxy.engine import EngineSession, UpstreamError
+from proxy.placement import Placement, PlacementError, StreamRecord
+from proxy.upstream import Playback, open_playback
+from proxy.viewer import STREAM_HEADERS, Viewer
+
+if TYPE_CHECKING:
+    from proxy.edge import Edge
+
+log = logs.get(__name__)
+
+_TICK_S = 1.0
+
+
+class Channel:
+    def __init__(
+        self, edge: Edge, key: str, selector: tuple[str, str], params: dict[str, str]
+    ) -> None:
+        self.edge = edge
+        self.settings = edge.settings
+        self.metrics = edge.metrics
+        self.loop = asyncio.get_running_loop()
+        self.key = key
+        self.keys = {key}
+        self.selector = selector
+        self.params = params
+        self.buffer = StreamBuffer(self.settings.buffer_bytes)
+        self.viewers: list[Viewer] = []
+        self.state = "starting"  # starting → live → closed
+        self.since = datetime.now(UTC)
+        self.pending = bytearray()
+        self.batch_s = self.settings.batch_ms / 1000
+        self.last_flush = 0.0
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self.grace_handle: asyncio.TimerHandle | None = None
+        self.placement: Placement | None = None
+        self.session: EngineSession | None = None
+        self.playback: Playback | None = None
+        self.record: StreamRecord | None = None
+        self.generation = 0
+        self.failovers_left = self.settings.failovers
+        self.bytes_out = 0
+        self.skips = 0
+        self.reported_viewers = -1
+        self.log = log.bind(channel=key)
+        self.task: asyncio.Task[None] | None = self.loop.create_task(self._run_upstream())
+        self.tick_handle = self.loop.call_later(_TICK_S, self._tick)
+
+    # --- viewers ----------------------------------------------------------------------------
+    def attach(self, viewer: Viewer) -> None:
+        viewer.channel = self
+        self.viewers.append(viewer)
+        self.metrics.viewers.inc()
+        if self.grace_handle is not None:
+            self.grace_handle.cancel()
+            self.grace_handle = None
+        if self.buffer.head:
+            self._start_viewer(viewer)
+
+    def detach(self, viewer: Viewer) -> None:
+        if viewer.channel is not self:
+            return
+        viewer.channel = None
+        self.viewers.remove(viewer)
+        self.metrics.viewers.dec()
+        self.edge.viewer_left()
+        if not self.viewers and self.state != "closed" and self.grace_handle is None:
+            self.grace_handle = self.loop.call_later(self.settings.grace_s, self.close, "idle")
+
+    def drop(self, viewer: Viewer, reason: str) -> None:
+        self.metrics.viewer_drops.labels(reason).inc()
+        self.log.info("viewer_dropped", reason=reason, viewer=viewer.address)
+        viewer.cut()
+        self.detach(viewer)
+
+    def _start_viewer(self, viewer: Viewer) -> None:
+        offset = self.buffer.join_point(self.settings.join_max_bytes)
+        viewer.transport.write(STREAM_HEADERS + self.buffer.start_prefix(offset))
+        viewer.cursor = offset
+        self.metrics.ttfb.observe(time.monotonic() - viewer.requested_at)
+        self.catch_up(viewer)
+
+    def catch_up(self, viewer: Viewer) -> None:
+        """Hand a viewer what it has not yet got, until its socket says stop."""
+        buf = self.buffer
+        if viewer.cursor < buf.tail:
+            if self.settings.slow_viewer_policy == "drop":
+                self.drop(viewer, "behind")
+                return
+            offset = buf.join_point(self.settings.join_max_bytes)
+            self.metrics.viewer_skips.inc()
+            self.metrics.skipped_bytes.inc(offset - viewer.cursor)
+            self.skips += 1
+            viewer.cursor = offset
+            prefix = buf.start_prefix(offset)
+            if prefix:
+                viewer.transport.write(prefix)
+        sent = 0
+        for chunk in buf.since(viewer.cursor):
+            viewer.transport.write(chunk)
+            viewer.cursor += len(chunk)
+            sent += len(chunk)
+            if viewer.paused or viewer.closed:
+                break
+        viewer.bytes_sent += sent
+        self.bytes_out += sent
+        self.metrics.bytes_out.inc(sent)
+
+    # --- upstream bytes → viewers --------------------------------------------------------------
+    def _ingest(self, generation: int, data: bytes) -> None:
+        if generation != self.generation or self.state == "closed":
+            return
+        self.metrics.bytes_in.inc(len(data))
+        now = self.loop.time()
+        if not self.pending and now - self.last_flush >= self.batch_s and aligned(data):
+            self.last_flush = now
+            self._publish(data)  # the common fast path: no copy at all
+            return
+        self.pending += data
+        if len(self.pending) >= self.settings.batch_bytes or now - self.last_flush >= self.batch_s:
+            self._flush()
+        elif self.flush_handle is None:
+            self.flush_handle = self.loop.call_at(self.last_flush + self.batch_s, self._flush)
+
+    def _flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        pending = self.pending
+        n = packet_floor(len(pending))
+        if n and (pending[0] != SYNC_BYTE or pending[n - 188] != SYNC_BYTE):
+            self._resync()
+            n = packet_floor(len(pending))
+        if n == 0 or self.state == "closed":
+            return
+        self.last_flush = self.loop.time()
+        with memoryview(pending) as view:
+            chunk = view[:n].tobytes()
+        del pending[:n]
+        self._publish(chunk)
+
+    def _resync(self) -> None:
+        at = find_sync(self.pending)
+        self.metrics.resyncs.inc()
+        if at < 0:
+            del self.pending[: max(len(self.pending) - 187, 0)]
+        else:
+            del self.pending[:at]
+
+    def _publish(self, chunk: bytes) -> None:
+        buf = self.buffer
+        start = buf.head
+        buf.append(chunk)
+        end = buf.head
+        if self.state == "starting":
+            self.state = "live"
+        size = len(chunk)
+        fanned = 0
+        for viewer in tuple(self.viewers):
+            if viewer.paused:
+                continue
+            if viewer.cursor == start:
+                viewer.transport.write(chunk)
+                viewer.cursor = end
+                viewer.bytes_sent += size
+                fanned += 1
+            elif viewer.cursor < 0:
+                self._start_viewer(viewer)
+            elif viewer.cursor != end:
+                self.catch_up(viewer)
+        self.bytes_out += fanned * size
+        self.metrics.bytes_out.inc(fanned * size)
+
+    # --- upstream lifecycle --------------------------------------------------------------------
+    async def _run_upstream(self) -> None:
+        while True:
+            try:
+                await self._open_upstream()
+                return
+            except PlacementError as exc:
+                self._fail(exc.status, exc.code, exc.message, exc.retry_after_s)
+                return
+            except UpstreamError as exc:
+                self.log.warning("upstream_failed", code=exc.code, error=exc.message)
+                self.metrics.upstream_failures.labels(exc.code).inc()
+                if exc.engine_fault and self.failovers_left > 0 and self.viewers:
+                    self.failovers_left -= 1
+                    self.metrics.failovers.inc()
+                    continue
+                self._fail(exc.status, exc.code, exc.message, exc.retry_after_s)
+                return
+
+    async def _open_upstream(self) -> None:
+        placement = await self.edge.placer.place(self.key)
+        self.generation += 1
+        generation = self.generation
+        self.placement = placement
+        session: EngineSession | None = None
+        pid = uuid.uuid4().hex
+        self.log.info("upstream_opening", where=placement.where, source=placement.source)
+        try:
+            if placement.engine is not None:
+                session = await self.edge.engine.start(
+                    placement.engine, self.selector, self.params, pid
+                )
+                self.session = session
+                if session.infohash:
+                    self.edge.alias(self, f"infohash:{session.infohash}")
+                url = session.playback_url
+            else:
+                assert placement.url is not None
+                url = placement.url
+            playback = await open_playback(
+                url,
+                lambda data: self._ingest(generation, data),
+                connect_timeout=self.settings.engine_call_timeout_s,
+                first_byte_timeout=self.settings.first_byte_timeout_s,
+            )
+        except UpstreamError as exc:
+            self._end_session(
+                placement, session, "engine_failed" if exc.engine_fault else "content"
+            )
+            self.placement = self.session = None
+            raise
+        if self.state == "closed":  # every viewer left and the grace ran out meanwhile
+            playback.close()
+            return
+        self.playback = playback
+        playback.on_end = lambda reason: self._upstream_died(generation, reason)
+        self.failovers_left = self.settings.failovers
+        self.record = StreamRecord(
+            stream_id=pid,
+            content_key=self.key,
+            placement=placement,
+            started_at=datetime.now(UTC),
+            infohash=session.infohash if session else None,
+            viewers=len(self.viewers),
+        )
+        self.metrics.upstream_sessions.inc()
+        self.edge.sink.stream_started(self.record)
+        self.log.info("upstream_live", stream=pid, where=placement.where)
+
+    def _end_session(
+        self, placement: Placement, session: EngineSession | None, reason: str
+    ) -> None:
+        if session is not None and session.command_url:
+            self.edge.background(self.edge.engine.stop(session.command_url))
+        self.edge.background(self.edge.placer.release(placement, reason))
+
+    def _upstream_died(self, generation: int, reason: str) -> None:
+        if generation != self.generation or self.state == "closed":
+            return
+        self.log.warning("upstream_died", reason=reason)
+        self.metrics.upstream_failures.labels(reason).inc()
+        self._retire_upstream(reason)
+        if self.viewers and self.failovers_left > 0:
+            self.failovers_left -= 1
+            self.metrics.failovers.inc()
+            self.pending.clear()
+            self.task = self.loop.create_task(self._run_upstream())
+        else:
+            self.close(reason)
+
+    def _retire_upstream(self, reason: str) -> None:
+        if self.playback is not None:
+            self.playback.close()
+            self.playback = None
+        if self.placement is not None:
+            self._end_session(
+                self.placement, self.session, "engine_failed" if reason != "idle" else reason
+            )
+        if self.record is not None:
+            self.edge.sink.stream_ended(self.record, reason)
+        self.placement = self.session = self.record = None
+
+    def _fail(self, status: int, code: str, message: str, retry_after_s: float | None) -> None:
+        for viewer in tuple(self.viewers):
+            viewer.fail(status, code, message, retry_after_s)
+            self.detach(viewer)
+        self.close(code)
+
+    def close(self, reason: str) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self.log.info("channel_closed", reason=reason)
+        self.edge.forget(self)
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+        for handle in (self.flush_handle, self.grace_handle, self.tick_handle):
+            if handle is not None:
+                handle.cancel()
+        for viewer in tuple(self.viewers):
+            viewer.fail(503, "channel_closed", f"channel closed ({reason})", 5.0)
+            self.detach(viewer)
+        if self.playback is not None:
+            self.playback.close()
+            self.playback = None
+        if self.placement is not None:
+            self._end_session(self.placement, self.session, reason)
+        if self.record is not None:
+            self.edge.sink.stream_ended(self.record, reason)
+        self.placement = self.session = self.record = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.tick_handle = self.loop.call_later(_TICK_S, self._tick)
+        pb = self.playback
+        if pb is not None and now - pb.last_data > self.settings.stall_timeout_s:
+            self._upstream_died(self.generation, "stall")
+        limit = self.settings.viewer_stall_timeout_s
+        drop_behind = self.settings.slow_viewer_policy == "drop"
+        for viewer in tuple(self.viewers):
+            if not viewer.paused:
+                continue
+            if now - viewer.paused_since > limit:
+                self.drop(viewer, "stalled")
+            elif drop_behind and viewer.cursor < self.buffer.tail:
+                self.drop(viewer, "behind")
+        if self.record is not None and len(self.viewers) != self.reported_viewers:
+            self.reported_viewers = self.record.viewers = len(self.viewers)
+            self.edge.sink.viewers_changed(self.record)
+
+    def status(self) -> dict[str, Any]:
+        placement = self.placement
+        return {
+            "key": self.key,
+            "keys": sorted(self.keys),
+            "state": self.state,
+            "viewers": len(self.viewers),
+            "upstream": placement.where if placement else None,
+            "source": placement.source if placement else None,
+            "stream_id": self.record.stream_id if self.record else None,
+            "infohash": self.session.infohash if self.session else None,
+            "bytes_in": self.buffer.head,
+            "bytes_out": self.bytes_out,
+            "skips": self.skips,
+            "since": self.since.isoformat(),
+        }

@@ -1,0 +1,91 @@
+"""``acefleet-proxy``: run the streaming proxy until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Sequence
+
+import uvloop
+
+from acefleet import config, logs
+from proxy.edge import Edge
+from proxy.engine import EngineClient
+from proxy.metrics import Metrics
+from proxy.server import App, ClientProtocol
+from proxy.settings import ProxySettings
+from proxy.static import StaticPlacer
+
+log = logs.get(__name__)
+
+DESCRIPTION = (
+    "The acefleet streaming proxy: one engine session per channel, fanned out to every viewer."
+)
+
+
+async def serve(settings: ProxySettings) -> None:
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    engine = EngineClient(
+        call_timeout=settings.engine_call_timeout_s,
+        stop_timeout=settings.stop_timeout_s,
+        metrics=metrics,
+    )
+    placer = StaticPlacer(
+        settings.engines,
+        default_cap=settings.engine_stream_cap,
+        engine=engine,
+        probe_interval_s=settings.probe_interval_s,
+        probe_timeout_s=settings.probe_timeout_s,
+        probe_failures=settings.probe_failures,
+    )
+    edge = Edge(settings, metrics, placer, engine)
+    app = App(settings, metrics, edge)
+    probes = loop.create_task(placer.run_probes())
+    server = await loop.create_server(
+        lambda: ClientProtocol(app),
+        settings.host,
+        settings.port,
+        reuse_address=True,
+        backlog=1024,
+    )
+    for sock in server.sockets:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
+    await stop.wait()
+    await drain(app, server, settings.drain_timeout_s)
+    probes.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probes
+    await engine.aclose()
+    log.info("stopped")
+
+
+async def drain(app: App, server: asyncio.Server, grace_s: float) -> None:
+    """readyz → 503 and no new streams, stop accepting, let viewers watch up to ``grace_s``,
+    then stop every upstream (engine stop calls included)."""
+    edge = app.edge
+    edge.draining = True
+    server.close()
+    log.info("draining", viewers=edge.viewer_count(), grace_s=grace_s)
+    if edge.viewer_count():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(edge.no_viewers.wait(), grace_s)
+    await edge.close_all("shutdown")
+    for conn in list(app.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = config.load(ProxySettings, argv, prog="acefleet-proxy", description=DESCRIPTION)
+    logs.configure(settings.log_level, settings.log_format, service="acefleet-proxy")
+    # one line per engine call is noise; engine call failures are logged by proxy.engine
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvloop.run(serve(settings))

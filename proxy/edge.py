@@ -1,0 +1,180 @@
+"""The edge: every channel of this proxy, keyed by content, and the limits that guard them.
+
+Lookups and channel creation never await, so concurrent first viewers of a content find the
+channel the first one created (single-flight) and no lock is ever held across engine I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
+
+from acefleet import logs
+from proxy.channel import Channel
+from proxy.engine import EngineClient
+from proxy.metrics import Metrics
+from proxy.placement import EventSink, NullEventSink, Placer
+from proxy.settings import ProxySettings
+from proxy.viewer import Viewer
+
+log = logs.get(__name__)
+
+_LEARNED_MAX = 10_000
+_BUCKETS_MAX = 50_000
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class RateLimiter:
+    """Token bucket per client address; the table is bounded (oldest entries go first)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, address: str) -> float:
+        """0 if allowed, else the seconds until a token is available."""
+        now = time.monotonic()
+        tokens, at = self.buckets.pop(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate
+        self.buckets[address] = (tokens, now)
+        while len(self.buckets) > _BUCKETS_MAX:
+            self.buckets.popitem(last=False)
+        return wait
+
+
+class Edge:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        metrics: Metrics,
+        placer: Placer,
+        engine: EngineClient,
+        sink: EventSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.placer = placer
+        self.engine = engine
+        self.sink: EventSink = sink or NullEventSink()
+        self.channels: dict[str, Channel] = {}
+        # id → infohash keys the engines told us, so a later request by id joins a live
+        # infohash channel instead of opening a second engine session (which would kill it).
+        self.learned: OrderedDict[str, str] = OrderedDict()
+        self.limiter = RateLimiter(settings.client_rate, settings.client_burst)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self.no_viewers = asyncio.Event()  # set whenever the last viewer of all has left
+
+    # --- channels ------------------------------------------------------------------------------
+    def live_channels(self) -> list[Channel]:
+        return list({id(c): c for c in self.channels.values()}.values())
+
+    def viewer_count(self) -> int:
+        return sum(len(c.viewers) for c in self.live_channels())
+
+    def viewer_left(self) -> None:
+        if not self.viewer_count():
+            self.no_viewers.set()
+
+    def find(self, key: str) -> Channel | None:
+        channel = self.channels.get(key)
+        if channel is None and key in self.learned:
+            channel = self.channels.get(self.learned[key])
+        return channel
+
+    def check(self, address: str, key: str) -> None:
+        """Raise :class:`Refused` when a new stream for ``key`` may not start now."""
+        if self.draining:
+            raise Refused(503, "draining", "this proxy is shutting down", 5)
+        wait = self.limiter.take(address)
+        if wait:
+            self.metrics.rejections.labels("client_rate").inc()
+            raise Refused(429, "too_many_streams", "too many new streams from this client", wait)
+        if self.viewer_count() >= self.settings.max_viewers:
+            self.metrics.rejections.labels("max_viewers").inc()
+            raise Refused(503, "max_viewers", "this proxy serves its maximum of viewers", 5)
+        if self.find(key) is None and len(self.live_channels()) >= self.settings.max_upstreams:
+            self.metrics.rejections.labels("max_upstreams").inc()
+            raise Refused(503, "max_upstreams", "this proxy runs its maximum of upstreams", 5)
+
+    def attach(
+        self,
+        viewer: Viewer,
+        key: str,
+        selector: tuple[str, str],
+        params: dict[str, str],
+    ) -> Channel:
+        """Attach ``viewer`` to the channel of ``key``, creating it (after :meth:`check`)."""
+        channel = self.find(key)
+        if channel is None:
+            channel = Channel(self, key, selector, params)
+            self.channels[key] = channel
+            self.metrics.upstreams.set(len(self.live_channels()))
+        channel.attach(viewer)
+        return channel
+
+    def alias(self, channel: Channel, key: str) -> None:
+        """The engine reported ``key`` (an infohash) for ``channel``: requests for it share."""
+        for own in channel.keys:
+            if own != key:
+                self.learned[own] = key
+                self.learned.move_to_end(own)
+        while len(self.learned) > _LEARNED_MAX:
+            self.learned.popitem(last=False)
+        other = self.channels.get(key)
+        if other is None:
+            self.channels[key] = channel
+            channel.keys.add(key)
+        elif other is not channel:
+            log.info("channel_alias_taken", channel=channel.key, key=key, by=other.key)
+
+    def forget(self, channel: Channel) -> None:
+        for key in channel.keys:
+            if self.channels.get(key) is channel:
+                del self.channels[key]
+        self.metrics.upstreams.set(len(self.live_channels()))
+
+    # --- housekeeping ----------------------------------------------------------------------
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` without anyone waiting for it; keep a reference until it finishes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", error=repr(task.exception()))
+
+    async def close_all(self, reason: str) -> None:
+        for channel in self.live_channels():
+            channel.close(reason)
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=self.settings.stop_timeout_s + 1)
+
+    def status(self) -> dict[str, Any]:
+        channels = [c.status() for c in self.live_channels()]
+        return {
+            "draining": self.draining,
+            "viewers": sum(c["viewers"] for c in channels),
+            "upstreams": len(channels),
+            "bytes_out": sum(c["bytes_out"] for c in channels),
+            "channels": channels,
+        }

@@ -1,0 +1,75 @@
+"""Prometheus metrics of the proxy. Labels are bounded enums: never a content id or an address."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.viewers = Gauge("acefleet_proxy_viewers", "Viewers attached to a channel", registry=r)
+        self.upstreams = Gauge(
+            "acefleet_proxy_upstreams", "Channels with an upstream (starting or live)", registry=r
+        )
+        self.connections = Gauge(
+            "acefleet_proxy_connections", "Open client connections", registry=r
+        )
+        self.bytes_out = Counter(
+            "acefleet_proxy_bytes_out", "Stream bytes handed to viewer sockets", registry=r
+        )
+        self.bytes_in = Counter(
+            "acefleet_proxy_bytes_in", "Stream bytes read from upstreams", registry=r
+        )
+        self.viewer_drops = Counter(
+            "acefleet_proxy_viewer_drops",
+            "Viewers disconnected by the proxy",
+            ["reason"],
+            registry=r,
+        )
+        self.viewer_skips = Counter(
+            "acefleet_proxy_viewer_skips",
+            "Times a viewer behind the buffer was moved forward",
+            registry=r,
+        )
+        self.skipped_bytes = Counter(
+            "acefleet_proxy_viewer_skipped_bytes", "Stream bytes slow viewers missed", registry=r
+        )
+        self.rejections = Counter(
+            "acefleet_proxy_rejections", "Requests refused", ["reason"], registry=r
+        )
+        self.requests = Counter(
+            "acefleet_proxy_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
+        )
+        self.ttfb = Histogram(
+            "acefleet_proxy_ttfb_seconds",
+            "Stream request to first stream byte written",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.engine_call = Histogram(
+            "acefleet_proxy_engine_call_seconds",
+            "Engine HTTP API call latency",
+            ["call"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.engine_errors = Counter(
+            "acefleet_proxy_engine_errors", "Failed engine calls", ["call", "reason"], registry=r
+        )
+        self.upstream_sessions = Counter(
+            "acefleet_proxy_upstream_sessions", "Upstream sessions started", registry=r
+        )
+        self.upstream_failures = Counter(
+            "acefleet_proxy_upstream_failures", "Upstreams that died", ["reason"], registry=r
+        )
+        self.failovers = Counter(
+            "acefleet_proxy_failovers", "Upstreams replaced while watched", registry=r
+        )
+        self.resyncs = Counter(
+            "acefleet_proxy_upstream_resyncs", "Times upstream bytes lost packet sync", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,92 @@
+"""The seam between the data path and whoever decides where a stream comes from.
+
+A :class:`Placer` answers "where do I get content X": an engine (``host:port``; the proxy does
+the ``format=json`` call and opens the playback URL) or a direct MPEG-TS URL (a relay from
+another edge proxy). The static engine list is one placer; central and agent claim clients are
+others. An :class:`EventSink` hears about upstream sessions (once per session, never per viewer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+Source = Literal["static", "agent", "central", "relay"]
+
+
+class PlacementError(Exception):
+    """No placement now. ``status`` is the HTTP status the waiting viewers get."""
+
+    def __init__(
+        self, code: str, message: str, *, status: int = 503, retry_after_s: float | None = 5.0
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one upstream session gets its bytes. Exactly one of ``engine`` and ``url``."""
+
+    source: Source
+    engine: str | None = None  # host:port of an engine HTTP API
+    url: str | None = None  # a direct MPEG-TS URL (relay)
+    claim_id: str | None = None
+    engine_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.engine is None) == (self.url is None):
+            raise ValueError("a placement names exactly one of engine and url")
+
+    @property
+    def where(self) -> str:
+        return self.engine or self.url or ""
+
+
+class Placer(Protocol):
+    async def place(self, content_key: str) -> Placement:
+        """Reserve a source for ``content_key``; raise :class:`PlacementError` if none."""
+        ...
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        """The upstream session on ``placement`` ended. ``reason`` ``engine_failed`` means the
+        source misbehaved (stall, refused, disconnect) and should not be picked again soon."""
+        ...
+
+
+@dataclass
+class StreamRecord:
+    """One upstream session, as event sinks and /ace/status see it."""
+
+    stream_id: str
+    content_key: str
+    placement: Placement
+    started_at: datetime
+    infohash: str | None = None
+    viewers: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class EventSink(Protocol):
+    """Must not block: implementations queue and send in the background."""
+
+    def stream_started(self, stream: StreamRecord) -> None: ...
+
+    def stream_ended(self, stream: StreamRecord, reason: str) -> None: ...
+
+    def viewers_changed(self, stream: StreamRecord) -> None: ...
+
+
+class NullEventSink:
+    def stream_started(self, stream: StreamRecord) -> None:
+        return None
+
+    def stream_ended(self, stream: StreamRecord, reason: str) -> None:
+        return None
+
+    def viewers_changed(self, stream: StreamRecord) -> None:
+        return None

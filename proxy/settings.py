@@ -1,0 +1,145 @@
+"""Settings of acefleet-proxy. Env names (``ACEFLEET_PROXY_<NAME>``) are templated by Ansible:
+keep them stable."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from acefleet.config import CommaList
+
+
+class ProxySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACEFLEET_PROXY_", extra="forbid")
+
+    # --- listening -------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address to listen on")
+    port: int = Field(6880, ge=1, le=65535, description="TCP port to listen on")
+    proxy_id: str = Field("", description="Name of this proxy in events (default: hostname)")
+
+    # --- engines (standalone placement) ------------------------------------------------------
+    engines: CommaList = Field(
+        default_factory=list,
+        description="Static engine list, host:port[@cap] comma separated (cap = max streams)",
+    )
+    engine_stream_cap: int = Field(
+        1, ge=1, le=64, description="Streams per engine when an entry gives no @cap"
+    )
+    probe_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="Seconds between get_status health probes per engine"
+    )
+    probe_timeout_s: float = Field(3.0, gt=0, le=60, description="Timeout of one health probe")
+    probe_failures: int = Field(
+        2, ge=1, le=100, description="Consecutive failed probes before an engine is unhealthy"
+    )
+
+    # --- timeouts ----------------------------------------------------------------------------
+    engine_call_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Timeout of the engine's format=json start call"
+    )
+    first_byte_timeout_s: float = Field(
+        45.0,
+        ge=1,
+        le=600,
+        description="Timeout for the playback URL to deliver its first byte (prebuffering)",
+    )
+    stall_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="An upstream that sends nothing this long is replaced"
+    )
+    stop_timeout_s: float = Field(5.0, gt=0, le=60, description="Timeout of the engine stop call")
+    grace_s: float = Field(
+        10.0, ge=0, le=3600, description="Upstream linger after its last viewer left (zapping)"
+    )
+    failovers: int = Field(
+        2, ge=0, le=10, description="Re-placements of an upstream that dies while watched"
+    )
+
+    # --- fan-out -----------------------------------------------------------------------------
+    buffer_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=256 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Recent stream bytes kept per channel (late joiners, slow viewers)",
+    )
+    batch_bytes: int = Field(
+        64 * 1024, ge=188, le=4 * 1024 * 1024, description="Forward once this much is waiting"
+    )
+    batch_ms: float = Field(
+        100.0, ge=0, le=2000, description="...or once the oldest waiting byte is this old (ms)"
+    )
+    join_max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=188 * 16,
+        description="Most a late joiner is sent at once (from the latest keyframe)",
+    )
+    viewer_high_water: int = Field(
+        256 * 1024, ge=16 * 1024, description="Socket send backlog above which a viewer is paused"
+    )
+    slow_viewer_policy: Literal["skip", "drop"] = Field(
+        "skip",
+        description="A viewer behind the buffer: skip = move it forward on a packet boundary, "
+        "drop = disconnect it",
+    )
+    viewer_stall_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="A viewer that reads nothing this long is disconnected"
+    )
+
+    # --- limits ------------------------------------------------------------------------------
+    max_viewers: int = Field(2000, ge=1, description="Viewers over all channels")
+    max_upstreams: int = Field(64, ge=1, description="Upstream engine sessions at once")
+    max_connections: int = Field(4000, ge=1, description="Client connections of any kind")
+    client_rate: float = Field(
+        5.0, gt=0, description="New streams per second per client address (sustained)"
+    )
+    client_burst: int = Field(10, ge=1, description="New streams a client may open in a burst")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A request must arrive complete within this (slowloris)"
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Keep-alive connections idle this long are closed"
+    )
+    max_header_bytes: int = Field(
+        8192, ge=1024, le=1024 * 1024, description="Request line plus headers, at most"
+    )
+
+    # --- lifecycle and logs ------------------------------------------------------------------
+    drain_timeout_s: float = Field(
+        30.0, ge=0, le=3600, description="On SIGTERM, how long viewers may keep watching"
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
+
+    @field_validator("engines")
+    @classmethod
+    def _engines_valid(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_engine(entry, 1)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProxySettings:
+        if self.first_byte_timeout_s < self.engine_call_timeout_s:
+            raise ValueError(
+                "first_byte_timeout_s must be >= engine_call_timeout_s: engines prebuffer for "
+                "5-30 s before the first byte"
+            )
+        if self.join_max_bytes > self.buffer_bytes:
+            raise ValueError("join_max_bytes must not exceed buffer_bytes")
+        return self
+
+
+def parse_engine(entry: str, default_cap: int) -> tuple[str, int]:
+    """``host:port[@cap]`` → (``host:port``, cap); ValueError with the reason otherwise."""
+    text = entry.strip()
+    endpoint, _, cap_text = text.partition("@")
+    host, sep, port_text = endpoint.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"engine {entry!r} is not host:port[@cap]")
+    cap = default_cap
+    if cap_text:
+        if not cap_text.isdigit() or int(cap_text) < 1:
+            raise ValueError(f"engine {entry!r}: cap must be a positive integer")
+        cap = int(cap_text)
+    return endpoint, cap
