@@ -87,7 +87,9 @@ class Session:
             ended = asyncio.ensure_future(self.ended.wait())
             gone = asyncio.ensure_future(conn.closed.wait())
             try:
-                await asyncio.wait({ended, gone}, timeout=delay)
+                await asyncio.wait(
+                    {ended, gone}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 ended.cancel()
                 gone.cancel()
