@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Build acefleet's images without any container registry (docs/images.md):
+#   acefleet/base:bookworm    mmdebstrap minbase of bookworm from the host's apt mirror, imported
+#                             into docker; cached as .cache/images/base-bookworm-HASH.tar.gz
+#   build/wheelhouse/         acefleet + dependencies as wheels, built on the host (the Ansible
+#                             acefleet role installs hosts offline from it)
+#   build/clips/              real-video clips (scripts/make-clips.sh, when it exists)
+#   acefleet/engine-sim       the engine simulator image FROM the base, installed from the wheelhouse
+#   build/images/engine-sim.tar   `docker save` of it, for the engine_image role's offline path
+# Every product carries the hash of its inputs (image label acefleet.input-hash, or a stamp file)
+# and is rebuilt only when they change, so a second run with nothing changed takes seconds.
+#   scripts/build-images.sh            build what is missing or stale
+#   scripts/build-images.sh --rebuild  ignore every cache (cold build; used to measure)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+rebuild=0
+case ${1:-} in
+  "") ;;
+  --rebuild) rebuild=1 ;;
+  *) die "usage: scripts/build-images.sh [--rebuild]" ;;
+esac
+
+BASE_IMAGE=acefleet/base:bookworm
+ENGINE_IMAGE=acefleet/engine-sim:latest
+SOURCES=/etc/apt/sources.list.d/debian.sources
+CACHE_DIR=.cache/images
+WHEELHOUSE=build/wheelhouse
+CLIPS=build/clips
+CONTEXT=build/context/engine-sim
+ENGINE_TAR=build/images/engine-sim.tar
+# Debian bookworm's python3; wheels with C extensions must be built for this very version.
+IMAGE_PYTHON=3.11
+
+need docker docker.io
+docker info >/dev/null 2>&1 || die "dockerd does not answer: run scripts/ensure-docker.sh"
+mkdir -p "$CACHE_DIR" build/images build/logs
+
+label_of() {  # label_of IMAGE: the image's input hash, empty when the image is missing
+  docker image inspect -f '{{ index .Config.Labels "acefleet.input-hash" }}' "$1" 2>/dev/null || true
+}
+
+# --- acefleet/base:bookworm --------------------------------------------------------------------
+# Without the merged-usr hook perl comes in; the dpkg excludes drop docs, man pages and locales
+# (as Debian's -slim images do): 75 MB instead of 116 MB. /var/lib/apt/lists stays empty and dated
+# 1970, so Ansible's `apt: cache_valid_time` sees a stale cache and updates before installing.
+MMDEBSTRAP_ARGS=(
+  --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-include=/usr/share/locale/locale.alias'
+  --customize-hook='upload images/base/docker-clean /etc/apt/apt.conf.d/docker-clean'
+  # mmdebstrap's own list cleanup would run after this hook and bump the directory's mtime.
+  --skip=cleanup/apt/lists
+  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin'
+  --customize-hook='mkdir -p "$1"/var/lib/apt/lists/partial'
+  --customize-hook='touch -d @0 "$1"/var/lib/apt/lists/partial "$1"/var/lib/apt/lists'
+)
+
+build_base() {
+  [[ -r $SOURCES ]] || die "$SOURCES is missing: the base image is bootstrapped from its apt mirror"
+  local hash cache have start
+  hash=$( {
+    printf '%s\n' "${MMDEBSTRAP_ARGS[@]}"
+    cat images/base/docker-clean "$SOURCES"
+    dpkg --print-architecture
+  } | sha256sum | cut -c1-16)
+  cache=$CACHE_DIR/base-bookworm-$hash.tar.gz
+  have=$(label_of "$BASE_IMAGE")
+  if ((!rebuild)) && [[ $have == "$hash" ]]; then
+    step "$BASE_IMAGE is up to date (input hash $hash)"
+    return
+  fi
+  start=$SECONDS
+  if ((!rebuild)) && [[ -s $cache ]]; then
+    step "loading $BASE_IMAGE from $cache"
+    docker load -q -i "$cache" >/dev/null
+    step "loaded $BASE_IMAGE in $((SECONDS - start)) s"
+    return
+  fi
+  need mmdebstrap mmdebstrap
+  step "bootstrapping $BASE_IMAGE with mmdebstrap from $SOURCES (log: build/logs/mmdebstrap.log)"
+  if ! mmdebstrap "${MMDEBSTRAP_ARGS[@]}" bookworm - "$SOURCES" 2>build/logs/mmdebstrap.log \
+    | docker import --change "LABEL acefleet.input-hash=$hash" \
+      --change 'LABEL acefleet.role=base' --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' \
+      - "$BASE_IMAGE" >/dev/null; then
+    tail -n 20 build/logs/mmdebstrap.log >&2
+    die "mmdebstrap | docker import failed (full log: build/logs/mmdebstrap.log)"
+  fi
+  step "built $BASE_IMAGE in $((SECONDS - start)) s; caching it as $cache"
+  rm -f "$CACHE_DIR"/base-bookworm-*.tar.gz
+  docker save "$BASE_IMAGE" | gzip >"$cache.tmp"
+  mv -f "$cache.tmp" "$cache"
+}
+
+# --- build/wheelhouse ---------------------------------------------------------------------------
+host_python() {
+  if [[ -x .venv/bin/python ]]; then echo .venv/bin/python; else echo python3; fi
+}
+
+build_wheelhouse() {
+  local py version hash stamp=build/.wheelhouse.input-hash start
+  py=$(host_python)
+  version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [[ $version == "$IMAGE_PYTHON" ]] || die "the wheelhouse must be built with Python $IMAGE_PYTHON \
+(bookworm's python3, as in the image and on Debian 12 hosts), but $py is $version"
+  # The project's inputs as hatchling packs them: metadata plus every file of the four packages.
+  hash=$( {
+    echo "$version"
+    find pyproject.toml README.md acefleet proxy orchestrator enginesim -type f \
+      -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z \
+      | xargs -0 sha256sum
+  } | sha256sum | cut -c1-16)
+  if ((!rebuild)) && [[ -f $stamp && $(<"$stamp") == "$hash" ]] \
+    && compgen -G "$WHEELHOUSE/acefleet-*.whl" >/dev/null; then
+    step "$WHEELHOUSE is up to date (input hash $hash)"
+    return
+  fi
+  start=$SECONDS
+  step "building $WHEELHOUSE: pip wheel of acefleet and its dependencies on the host (log: build/logs/wheelhouse.log)"
+  rm -rf "$WHEELHOUSE.tmp"
+  if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$WHEELHOUSE.tmp" . \
+    >build/logs/wheelhouse.log 2>&1; then
+    tail -n 20 build/logs/wheelhouse.log >&2
+    die "pip wheel failed (full log: build/logs/wheelhouse.log)"
+  fi
+  # Swap the whole directory: the Ansible role wants exactly one acefleet-*.whl in it.
+  rm -rf "$WHEELHOUSE"
+  mv "$WHEELHOUSE.tmp" "$WHEELHOUSE"
+  echo "$hash" >"$stamp"
+  step "built $WHEELHOUSE in $((SECONDS - start)) s: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
+}
+
+# --- build/clips ----------------------------------------------------------------------------------
+build_clips() {
+  if [[ -x scripts/make-clips.sh ]]; then
+    # make-clips.sh is idempotent itself (a recipe stamp per clip): a second run encodes nothing.
+    scripts/make-clips.sh "$CLIPS"
+  else
+    step "no scripts/make-clips.sh: the engine image gets no clips (synthetic TS only)"
+    mkdir -p "$CLIPS"
+  fi
+}
+
+# --- acefleet/engine-sim ------------------------------------------------------------------------
+build_engine() {
+  local base_id hash have start
+  base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+  # Stage a small context (the docker client tars all of it on every build, cached or not).
+  rm -rf "$CONTEXT"
+  mkdir -p "$CONTEXT/wheelhouse" "$CONTEXT/clips"
+  cp images/engine-sim/Dockerfile images/engine-sim/healthcheck.py "$CONTEXT/"
+  cp -l "$WHEELHOUSE"/*.whl "$CONTEXT/wheelhouse/" 2>/dev/null || cp "$WHEELHOUSE"/*.whl "$CONTEXT/wheelhouse/"
+  if compgen -G "$CLIPS/*.ts" >/dev/null; then
+    cp -l "$CLIPS"/*.ts "$CONTEXT/clips/" 2>/dev/null || cp "$CLIPS"/*.ts "$CONTEXT/clips/"
+  fi
+  hash=$( {
+    echo "$base_id"
+    cd "$CONTEXT" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -c1-16)
+  have=$(label_of "$ENGINE_IMAGE")
+  if ((!rebuild)) && [[ $have == "$hash" ]]; then
+    step "$ENGINE_IMAGE is up to date (input hash $hash)"
+    return
+  fi
+  start=$SECONDS
+  step "building $ENGINE_IMAGE from $BASE_IMAGE (input hash $hash; log: build/logs/engine-sim.log)"
+  local no_cache=()
+  ((rebuild)) && no_cache=(--no-cache)
+  if ! docker build "${no_cache[@]}" --build-arg "BASE=$BASE_IMAGE" \
+    --label "acefleet.input-hash=$hash" --label acefleet.role=engine-sim \
+    -t "$ENGINE_IMAGE" "$CONTEXT" >build/logs/engine-sim.log 2>&1; then
+    tail -n 30 build/logs/engine-sim.log >&2
+    die "docker build of $ENGINE_IMAGE failed (full log: build/logs/engine-sim.log)"
+  fi
+  step "built $ENGINE_IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$ENGINE_IMAGE" | numfmt --to=si)B)"
+}
+
+save_engine() {
+  local id stamp=$ENGINE_TAR.image-id start
+  id=$(docker image inspect -f '{{.Id}}' "$ENGINE_IMAGE")
+  if ((!rebuild)) && [[ -s $ENGINE_TAR && -f $stamp && $(<"$stamp") == "$id" ]]; then
+    step "$ENGINE_TAR is up to date"
+    return
+  fi
+  start=$SECONDS
+  step "saving $ENGINE_IMAGE to $ENGINE_TAR (for the engine_image role's offline path)"
+  docker save -o "$ENGINE_TAR.tmp" "$ENGINE_IMAGE"
+  mv -f "$ENGINE_TAR.tmp" "$ENGINE_TAR"
+  echo "$id" >"$stamp"
+  step "saved $ENGINE_TAR in $((SECONDS - start)) s ($(du -sh "$ENGINE_TAR" | cut -f1))"
+}
+
+total=$SECONDS
+build_base
+build_wheelhouse
+build_clips
+build_engine
+save_engine
+step "images ready in $((SECONDS - total)) s: $BASE_IMAGE, $ENGINE_IMAGE, $WHEELHOUSE, $ENGINE_TAR"
