@@ -30,7 +30,7 @@ def free_engines(host: Host, book: ClaimBook) -> int:
         report = engine.report
         if report.health is EngineHealth.unhealthy or engine.draining:
             continue
-        if max(report.streams, book.load(report.id)) == 0:
+        if book.load(report.id, report.streams) == 0:
             free += 1
     return free
 

@@ -49,9 +49,22 @@ class ClaimBook:
         self.by_content: dict[str, str] = {}
         self.by_engine: dict[str, set[str]] = {}
 
-    def load(self, engine_id: str) -> int:
+    def held(self, engine_id: str) -> int:
+        """Claims (pending or confirmed) on an engine."""
         held = self.by_engine.get(engine_id)
         return len(held) if held else 0
+
+    def load(self, engine_id: str, reported: int) -> int:
+        """Sessions an engine carries or is promised: the agent's count already includes the
+        confirmed claims (or will, a heartbeat later); pending ones come on top of it."""
+        held = self.by_engine.get(engine_id)
+        if not held:
+            return reported
+        pending = 0
+        for cid in held:
+            if self.claims[cid].expires is not None:
+                pending += 1
+        return max(reported, len(held) - pending) + pending
 
     def for_content(self, key: str, now: float) -> Claim | None:
         cid = self.by_content.get(key)

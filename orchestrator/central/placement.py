@@ -35,7 +35,7 @@ def _host_candidates(host: Host, book: ClaimBook) -> tuple[list[tuple[float, boo
         if not placeable(engine):
             continue
         report = engine.report
-        load = max(report.streams, book.load(report.id))
+        load = book.load(report.id, report.streams)
         used += load
         cap += report.stream_cap
         if load < report.stream_cap:

@@ -46,7 +46,7 @@ def hosts(c: Central) -> list[HostView]:
 
 
 def _load(c: Central, engine_id: str, reported: int) -> int:
-    return max(reported, c.book.load(engine_id))
+    return c.book.load(engine_id, reported)
 
 
 def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
@@ -65,7 +65,7 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
                     host=host.name,
                     host_status=status.value,
                     load=load,
-                    claims=c.book.load(engine.id),
+                    claims=c.book.held(engine.id),
                     placeable=host_ok and placeable(engine) and load < engine.report.stream_cap,
                     operator_drain=engine.operator_drain,
                     report=engine.report,
@@ -184,7 +184,7 @@ def update_metrics(c: Central) -> None:
     for health, n in health_counts.items():
         m.engines.labels(health).set(n)
     m.engine_slots.labels("free").set(s.slots_free)
-    m.engine_slots.labels("used").set(sum(c.book.load(e) for e in c.book.by_engine))
+    m.engine_slots.labels("used").set(sum(c.book.held(e) for e in c.book.by_engine))
     kinds = {(k, st): 0 for k in ("engine", "relay") for st in ("pending", "confirmed")}
     for cl in c.book.claims.values():
         kinds[(cl.kind, "confirmed" if cl.confirmed else "pending")] += 1
