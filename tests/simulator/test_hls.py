@@ -62,12 +62,15 @@ def test_manifest_without_json_serves_the_playlist(sim: Service) -> None:
 
 def test_window_slides_with_time(sim: Service) -> None:
     url = str(start_json(sim.url, "id=hls3", path="/ace/manifest.m3u8")["playback_url"])
-    _, _, seq0 = _playlist(url)
-    for _ in range(5):  # a player refreshes the playlist, which keeps the session alive
+    uris0, _, seq0 = _playlist(url)
+    for _ in range(9):  # a player refreshes the playlist, which keeps the session alive
         time.sleep(0.5)
         _playlist(url)
     uris, _, seq1 = _playlist(url)
-    assert seq1 >= seq0 + 1
+    assert seq1 >= seq0 + 1  # old segments leave the window
+    last = [int(SEG.match(u).group(2)) for u in (uris0[-1], uris[-1])]  # type: ignore[union-attr]
+    assert last[1] >= last[0] + 3  # new ones arrive at ~1 per second
+    assert httpx.get(uris0[0], timeout=5).status_code == 404
     old = uris[0].rsplit("/", 1)[0] + f"/{seq1 + 50}.ts"
     assert httpx.get(old, timeout=5).status_code == 404
 
