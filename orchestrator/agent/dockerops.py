@@ -57,7 +57,9 @@ class CreateRequest:
 
 def _translate(exc: Exception, what: str) -> DockerError:
     if isinstance(exc, docker.errors.ImageNotFound):
-        return DockerError("image_missing", f"{what}: image not found locally ({exc.explanation})")
+        return DockerError(
+            "image_missing", f"{what}: image not found locally (load or build it on this host)"
+        )
     if isinstance(exc, docker.errors.NotFound):
         return DockerError("not_found", f"{what}: {exc.explanation}")
     if isinstance(exc, docker.errors.APIError):

@@ -413,6 +413,9 @@ class Pool:
         if engine.removing:
             return
         engine.removing = True
+        await self._remove_marked(engine, reason)
+
+    async def _remove_marked(self, engine: Engine, reason: str) -> None:
         log.info("engine_removing", engine=engine.id, reason=reason)
         try:
             await self.docker.remove(engine.id)
@@ -478,10 +481,13 @@ class Pool:
                     continue
             self._last_replace = time.monotonic()
             log.warning("engine_replacing", engine=engine.id, failures=engine.probe_failures)
-            await self.remove(engine, "unhealthy")
-            self.metrics.replaced.inc()
+            # Reserve the replacement before the first await, so reconciliation does not fill
+            # the gap with a fresh engine of its own.
+            engine.removing = True
             with contextlib.suppress(ProvisionRefused):
                 self.start_provision(generation=engine.generation + 1)
+            self.metrics.replaced.inc()
+            await self._remove_marked(engine, "unhealthy")
             return
 
     async def stats_tick(self) -> None:

@@ -6,101 +6,24 @@ by that label afterwards, so tests never touch each other's (or anybody's) conta
 
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
+from tests.agent.helpers import (
+    API_KEY,
+    SIM_IMAGE,
+    STUB_IMAGE,
+    Agent,
+    AgentFactory,
+    _joined,
+    image_exists,
+    remove_by_label,
+    wait_for,
+)
 from tests.support import procs
-
-API_KEY = "agent-test-key-0123456789"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-SIM_IMAGE = "acefleet/engine-sim"
-# Used only on a development machine where scripts/build-images.sh has not produced the real
-# simulator image yet (tests/agent/engine_stub.py in a bare image); CI always has the real one.
-STUB_IMAGE = "acefleet-agent-test/engine-stub"
-
-
-def docker(*args: str, check: bool = True) -> str:
-    out = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if check and out.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {out.stderr}")
-    return out.stdout.strip()
-
-
-def image_exists(image: str) -> bool:
-    return (
-        subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
-    )
-
-
-def remove_by_label(label: str) -> None:
-    ids = docker("ps", "-aq", "--filter", f"label={label}", check=False).split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, every: float = 0.2) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-@dataclass
-class Agent:
-    host: str
-    svc: procs.Service
-    args: list[str]
-    check_port: int
-    client: httpx.Client = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.svc.url, timeout=10)
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.get(path, **kw)
-
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.post(path, headers=AUTH, **kw)
-
-    def delete(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.delete(path, headers=AUTH, **kw)
-
-    def engines(self) -> list[dict[str, Any]]:
-        r = self.get("/v1/engines")
-        r.raise_for_status()
-        engines: list[dict[str, Any]] = r.json()["engines"]
-        return engines
-
-    def healthy(self) -> list[dict[str, Any]]:
-        return [e for e in self.engines() if e["health"] == "healthy"]
-
-    def status(self) -> dict[str, Any]:
-        r = self.get("/v1/status")
-        r.raise_for_status()
-        body: dict[str, Any] = r.json()
-        return body
-
-    def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics").text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                key = line.split(" ")[0]
-                if key == name or key.startswith(name + "{"):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
 
 
 @pytest.fixture(scope="session")
@@ -110,9 +33,6 @@ def engine_image(docker_available: None) -> str:
     if image_exists(STUB_IMAGE):
         return STUB_IMAGE
     pytest.fail(f"{SIM_IMAGE} is missing: run scripts/build-images.sh")
-
-
-AgentFactory = Callable[..., Agent]
 
 
 @pytest.fixture
@@ -139,8 +59,7 @@ def agent_factory(log_dir: Path, engine_image: str) -> Iterator[AgentFactory]:
             "127.0.0.1",
             "--engine-image",
             image or engine_image,
-            "--engine-extra-args",
-            "--timing,fast",
+            "--engine-extra-args=--timing,fast",
             "--log-format",
             "json",
             "--reconcile-interval-s",
@@ -153,7 +72,7 @@ def agent_factory(log_dir: Path, engine_image: str) -> Iterator[AgentFactory]:
             "0",
             "--stats-interval-s",
             "0.5",
-            *flags,
+            *_joined(flags),
         ]
         svc = procs.start(
             "acefleet-agent",
@@ -175,18 +94,3 @@ def agent_factory(log_dir: Path, engine_image: str) -> Iterator[AgentFactory]:
         agent.svc.stop()
     for name in hosts:
         remove_by_label(f"acefleet.host={name}")
-
-
-def restart(agent: Agent, log_dir: Path) -> Agent:
-    """Start a new agent process with the same arguments (after the old one died)."""
-    svc = procs.start(
-        "acefleet-agent",
-        agent.args,
-        port=agent.svc.port,
-        ready_path="/livez",
-        log_dir=log_dir / "restarted",
-        env={"ACEFLEET_AGENT_API_KEY": API_KEY},
-    )
-    new = Agent(agent.host, svc, agent.args, agent.check_port)
-    wait_for("restarted agent ready", lambda: new.get("/readyz").status_code == 200)
-    return new

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.agent.app import create_app
 from orchestrator.agent.settings import AgentSettings
-from tests.agent.conftest import API_KEY, AUTH
+from tests.agent.helpers import API_KEY, AUTH
 from tests.support import procs
 
 REPO = Path(__file__).resolve().parents[2]
