@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import typing
 from typing import Any
 from urllib.parse import parse_qsl
@@ -103,7 +104,10 @@ class ClientProtocol(asyncio.Protocol):
         self.address = str(peer[0]) if isinstance(peer, tuple) else "local"
         self.app.connections.add(self)
         self.app.metrics.connections.inc()
-        transport.set_write_buffer_limits(high=self.settings.viewer_high_water)
+        self.transport.set_write_buffer_limits(high=self.settings.viewer_high_water)
+        sock = transport.get_extra_info("socket")
+        if self.settings.viewer_sndbuf and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.viewer_sndbuf)
         if len(self.app.connections) > self.settings.max_connections:
             self.app.metrics.rejections.labels("max_connections").inc()
             self._refuse(503, "max_connections", "too many connections", retry_after_s=5)

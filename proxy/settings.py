@@ -77,6 +77,13 @@ class ProxySettings(BaseSettings):
     viewer_high_water: int = Field(
         256 * 1024, ge=16 * 1024, description="Socket send backlog above which a viewer is paused"
     )
+    viewer_sndbuf: int = Field(
+        0,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="Kernel send buffer per viewer socket in bytes (0 = kernel autotuning); "
+        "bounds what a client that stops reading pins in the kernel",
+    )
     slow_viewer_policy: Literal["skip", "drop"] = Field(
         "skip",
         description="A viewer behind the buffer: skip = move it forward on a packet boundary, "
