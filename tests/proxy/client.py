@@ -27,9 +27,9 @@ class Stream:
     def json(self) -> Any:
         return json.loads(bytes(self.body))
 
-    async def read_until(self, size: int, timeout: float = 10.0) -> bytes:
+    async def read_until(self, size: int, within: float = 10.0) -> bytes:
         """Read until the body holds ``size`` bytes; raise on timeout or EOF."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(self.body) < size:
                 data = await self.reader.read(256 * 1024)
                 if not data:
@@ -53,8 +53,8 @@ class Stream:
             self.body += data
         return len(self.body) - before
 
-    async def read_to_eof(self, timeout: float = 10.0) -> bytes:
-        async with asyncio.timeout(timeout):
+    async def read_to_eof(self, within: float = 10.0) -> bytes:
+        async with asyncio.timeout(within):
             while data := await self.reader.read(65536):
                 self.body += data
         return bytes(self.body)
@@ -70,7 +70,7 @@ async def request(
     method: str = "GET",
     rcvbuf: int | None = None,
     raw: bytes | None = None,
-    timeout: float = 10.0,
+    within: float = 10.0,
 ) -> Stream:
     """Send one request and read the response head (and, for non-streams, the body)."""
     host, port = base.removeprefix("http://").split(":")
@@ -84,7 +84,7 @@ async def request(
     reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
     opened = time.monotonic()
     writer.write(raw or f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -95,7 +95,7 @@ async def request(
             headers[k.strip().lower()] = v.strip()
     stream = Stream(reader, writer, status, headers, opened_at=opened)
     if "content-length" in headers and method != "HEAD":
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             stream.body += await reader.readexactly(int(headers["content-length"]))
     return stream
 
@@ -124,11 +124,11 @@ def metric(proxy_url: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> None:
-    end = time.monotonic() + timeout
+async def wait_for(predicate: Any, within: float = 10.0, interval: float = 0.1) -> None:
+    end = time.monotonic() + within
     while True:
         if await asyncio.to_thread(predicate):
             return
         if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)
