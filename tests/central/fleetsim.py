@@ -16,6 +16,7 @@ from acefleet.wire import (
     Heartbeat,
     HeartbeatReply,
     LiveStream,
+    ProvisioningState,
     ProxySnapshot,
     StreamEvent,
     VpnState,
@@ -61,6 +62,7 @@ class Agent:
         self.max_engines = max_engines
         self.draining = False
         self.vpn = VpnState()
+        self.provisioning = ProvisioningState()
         self.engines = [engine(host, i, cap=cap) for i in range(engines)]
         self.replies: list[HeartbeatReply] = []
 
@@ -73,6 +75,7 @@ class Agent:
             max_engines=self.max_engines,
             draining=self.draining,
             vpn=self.vpn,
+            provisioning=self.provisioning,
         )
 
     def beat(self, client: httpx.Client) -> HeartbeatReply:
