@@ -157,7 +157,12 @@ class EngineApi:
         if await conn.wait_closed(self.timing.json_delay):
             return None
         pid = req.query.get("pid") or req.query.get("sid") or ""
-        return self.registry.start(content, pid, kind)
+        try:
+            return self.registry.start(content, pid, kind)
+        except ValueError as exc:  # a clip feed that cannot play this channel
+            log.error("cannot start session", infohash=content.infohash, error=str(exc))
+            conn.send_json(FAILED)
+            return None
 
     def _urls(self, req: Request, session: Session) -> dict[str, str]:
         base = f"http://{req.host}"

@@ -152,13 +152,15 @@ class Registry:
             self.replaced_total += 1
             log.info("session replaced", infohash=content.infohash, old=current.pid, new=pid)
             self._end(current, "replaced")
+        feed = self._make_feed(content.infohash)
         session = Session(
             content=content,
             pid=pid,
             kind=kind,
-            feed=self._make_feed(content.infohash),
+            feed=feed,
             timing=self.timing,
-            bitrate=self.bitrate,
+            # a clip plays at its own bitrate; the burst and stats follow it
+            bitrate=int(getattr(feed, "bitrate", self.bitrate)),
         )
         self.by_infohash[content.infohash] = session
         self._by_url[session.url_session] = session

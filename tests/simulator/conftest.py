@@ -138,3 +138,54 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10, step: float = 0.05) 
             return True
         time.sleep(step)
     return pred()
+
+
+class Reader:
+    """A background reader of a playback URL that records (monotonic time, total bytes)."""
+
+    def __init__(self, url: str, limit: float = 20) -> None:
+        import threading
+
+        self.url = url
+        self.limit = limit
+        self.data = bytearray()
+        self.marks: list[tuple[float, int]] = []
+        self.status = 0
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        t0 = time.monotonic()
+        try:
+            with (
+                httpx.Client(timeout=30, follow_redirects=True) as c,
+                c.stream("GET", self.url) as r,
+            ):
+                self.status = r.status_code
+                for part in r.iter_raw():
+                    self.data += part
+                    now = time.monotonic()
+                    self.marks.append((now, len(self.data)))
+                    if self._stop.is_set() or now - t0 > self.limit:
+                        break
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.done.set()
+
+    def bytes_between(self, t_a: float, t_b: float) -> int:
+        before = [n for t, n in self.marks if t <= t_a]
+        upto = [n for t, n in self.marks if t <= t_b]
+        return (upto[-1] if upto else 0) - (before[-1] if before else 0)
+
+    @property
+    def total(self) -> int:
+        return len(self.data)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
