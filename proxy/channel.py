@@ -233,10 +233,13 @@ class Channel:
                 first_byte_timeout=self.settings.first_byte_timeout_s,
             )
         except UpstreamError as exc:
-            self._end_session(
-                placement, session, "engine_failed" if exc.engine_fault else "content"
-            )
+            if session is not None and session.command_url:
+                self.edge.background(self.edge.engine.stop(session.command_url))
             self.placement = self.session = None
+            # released before a retry places again, or this engine's slot would look taken
+            await self.edge.placer.release(
+                placement, "engine_failed" if exc.engine_fault else "content"
+            )
             raise
         if self.state == "closed":  # every viewer left and the grace ran out meanwhile
             playback.close()

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import uvloop
 
@@ -15,6 +16,7 @@ from acefleet import config, logs
 from proxy.edge import Edge
 from proxy.engine import EngineClient
 from proxy.metrics import Metrics
+from proxy.placement import EventSink
 from proxy.server import App, ClientProtocol
 from proxy.settings import ProxySettings
 from proxy.static import StaticPlacer
@@ -26,7 +28,22 @@ DESCRIPTION = (
 )
 
 
-async def serve(settings: ProxySettings) -> None:
+@dataclass
+class Running:
+    app: App
+    server: asyncio.Server
+    probes: asyncio.Task[None]
+
+    async def stop(self, grace_s: float) -> None:
+        await drain(self.app, self.server, grace_s)
+        self.probes.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.probes
+        await self.app.edge.engine.aclose()
+
+
+async def start(settings: ProxySettings, sink: EventSink | None = None) -> Running:
+    """Build the proxy (static placement) and listen; ``sink`` hears upstream sessions."""
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     engine = EngineClient(
@@ -42,7 +59,7 @@ async def serve(settings: ProxySettings) -> None:
         probe_timeout_s=settings.probe_timeout_s,
         probe_failures=settings.probe_failures,
     )
-    edge = Edge(settings, metrics, placer, engine)
+    edge = Edge(settings, metrics, placer, engine, sink)
     app = App(settings, metrics, edge)
     probes = loop.create_task(placer.run_probes())
     server = await loop.create_server(
@@ -54,16 +71,18 @@ async def serve(settings: ProxySettings) -> None:
     )
     for sock in server.sockets:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
+    return Running(app, server, probes)
+
+
+async def serve(settings: ProxySettings) -> None:
+    running = await start(settings)
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
     await stop.wait()
-    await drain(app, server, settings.drain_timeout_s)
-    probes.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await probes
-    await engine.aclose()
+    await running.stop(settings.drain_timeout_s)
     log.info("stopped")
 
 

@@ -86,7 +86,7 @@ class ClientProtocol(asyncio.Protocol):
         self.settings = app.settings
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.address = "?"
+        self.address = self.peer = "?"
         self.parser = httptools.HttpRequestParser(self)
         self.url = bytearray()
         self.header_bytes = 0
@@ -101,7 +101,7 @@ class ClientProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.address = str(peer[0]) if isinstance(peer, tuple) else "local"
+        self.peer = self.address = str(peer[0]) if isinstance(peer, tuple) else "local"
         self.app.connections.add(self)
         self.app.metrics.connections.inc()
         self.transport.set_write_buffer_limits(high=self.settings.viewer_high_water)
@@ -153,11 +153,19 @@ class ClientProtocol(asyncio.Protocol):
     # --- httptools callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url.clear()
+        self.address = self.peer
         self.in_headers = True
         self._arm(self.settings.header_timeout_s)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"x-forwarded-for" and self.peer in self.settings.trusted_proxies:
+            # the closest hop is the one our trusted balancer added
+            last = value.decode("latin-1").rsplit(",", 1)[-1].strip()
+            if 0 < len(last) <= 64:
+                self.address = last
 
     def on_headers_complete(self) -> None:
         self.in_headers = False

@@ -101,6 +101,11 @@ class ProxySettings(BaseSettings):
         5.0, gt=0, description="New streams per second per client address (sustained)"
     )
     client_burst: int = Field(10, ge=1, description="New streams a client may open in a burst")
+    trusted_proxies: CommaList = Field(
+        default_factory=list,
+        description="Peer addresses (e.g. the HAProxy hosts) whose X-Forwarded-For names the "
+        "client for per-client limits",
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, le=300, description="A request must arrive complete within this (slowloris)"
     )

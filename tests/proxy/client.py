@@ -132,3 +132,9 @@ async def wait_for(predicate: Any, within: float = 10.0, interval: float = 0.1) 
         if time.monotonic() > end:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)
+
+
+def fault(sim_url: str, **body: Any) -> None:
+    """Inject a simulator fault (the simulator must run with --chaos)."""
+    r = httpx.post(f"{sim_url}/_sim/faults", json=body, timeout=5, trust_env=False)
+    r.raise_for_status()

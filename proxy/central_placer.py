@@ -1,0 +1,152 @@
+"""Claims from acefleet-central: one ``POST /v1/claims`` per new upstream, no polling.
+
+Central reserves the engine (or names the edge to relay from) before it answers, so two proxies
+never share a slot and a channel has one engine session fleet-wide. A claim is confirmed by the
+``stream_started`` event (see events.py) and released here, or by ``stream_ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from acefleet import logs
+from acefleet.wire import ClaimGrant, ClaimRequest
+from proxy.breaker import Breaker
+from proxy.fallback import Unavailable
+from proxy.placement import Placement, PlacementError
+from proxy.relay import relay_url
+
+log = logs.get(__name__)
+
+# Central's answers that mean "I cannot decide now" rather than "the fleet is full": the next
+# step (the local agent) may still serve the viewer.
+_NOT_DECIDING = frozenset({"warming_up", "no_hosts"})
+
+
+class CentralPlacer:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        api_key: str,
+        *,
+        proxy_id: str,
+        host: str,
+        timeout_s: float,
+        breaker: Breaker,
+    ) -> None:
+        self.http = http
+        self.url = url.rstrip("/")
+        self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.proxy_id = proxy_id
+        self.host = host
+        self.timeout_s = timeout_s
+        self.breaker = breaker
+        self.content_of: dict[str, str] = {}  # claim id → content key, until released
+        # content key → its release in flight: a failover must not be handed the same claim back
+        self.releasing: dict[str, asyncio.Task[None]] = {}
+
+    async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
+        pending = self.releasing.get(content_key)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        if not self.breaker.allow():
+            raise Unavailable("central_breaker_open", "central failed recently; not asked")
+        req = ClaimRequest(content_key=content_key, proxy_id=self.proxy_id, host=self.host)
+        body: dict[str, Any] = req.model_dump()
+        if avoid:
+            body["avoid"] = sorted(avoid)
+        try:
+            resp = await self.http.post(
+                f"{self.url}/v1/claims", json=body, headers=self.headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            self.breaker.failure()
+            raise Unavailable(
+                "central_unreachable", f"central claim call failed: {type(exc).__name__}"
+            ) from None
+        if resp.status_code == 200:
+            self.breaker.success()
+            try:
+                grant = ClaimGrant.model_validate_json(resp.content)
+            except ValidationError:
+                raise Unavailable("central_bad_answer", "central answered no claim grant") from None
+            return self._placement(content_key, grant)
+        code, message, retry = _error_of(resp)
+        if resp.status_code == 503 and code not in _NOT_DECIDING:
+            self.breaker.success()  # central is fine; the fleet is full
+            raise PlacementError(code, f"central: {message}", retry_after_s=retry)
+        if resp.status_code >= 500:
+            self.breaker.failure()
+        log.warning("central_claim_refused", status=resp.status_code, code=code, error=message)
+        raise Unavailable(code, f"central: {message}", retry_after_s=retry)
+
+    def _placement(self, content_key: str, grant: ClaimGrant) -> Placement:
+        self.content_of[grant.claim_id] = content_key
+        if grant.kind == "relay" and grant.relay is not None:
+            return Placement(
+                source="relay",
+                url=relay_url(grant.relay.proxy_url, content_key),
+                claim_id=grant.claim_id,
+            )
+        if grant.engine is None:
+            raise Unavailable("central_bad_answer", "central granted an engine claim without one")
+        return Placement(
+            source="central",
+            engine=grant.engine.endpoint,
+            claim_id=grant.claim_id,
+            engine_id=grant.engine.id,
+        )
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        claim_id = placement.claim_id
+        if claim_id is None:
+            return
+        key = self.content_of.pop(claim_id, None)
+        task = asyncio.ensure_future(self._delete(claim_id))
+        if key is not None:
+            self.releasing[key] = task
+        try:
+            await task
+        finally:
+            if key is not None and self.releasing.get(key) is task:
+                del self.releasing[key]
+
+    async def _delete(self, claim_id: str) -> None:
+        # Best effort: an unconfirmed claim expires by itself and a confirmed one is released
+        # by the stream_ended event, which the event queue delivers once central is back.
+        if not self.breaker.allow():
+            return
+        try:
+            resp = await self.http.delete(
+                f"{self.url}/v1/claims/{claim_id}", headers=self.headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            self.breaker.failure()
+            log.info("central_release_failed", claim_id=claim_id, error=type(exc).__name__)
+            return
+        self.breaker.success()
+        if resp.status_code not in (204, 404):
+            log.warning("central_release_refused", claim_id=claim_id, status=resp.status_code)
+
+
+def _error_of(resp: httpx.Response) -> tuple[str, str, float | None]:
+    """(code, message, retry_after_s) of an ``{"error": {...}}`` body, whatever came back."""
+    try:
+        detail = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {}
+    retry = detail.get("retry_after_s")
+    return (
+        str(detail.get("code") or f"central_http_{resp.status_code}"),
+        str(detail.get("message") or f"HTTP {resp.status_code}"),
+        float(retry) if isinstance(retry, int | float) else None,
+    )

@@ -1,0 +1,103 @@
+"""The placement chain: central, then the local agent, then the static engine list.
+
+Each step has its own short timeout and breaker (inside its placer). A step that cannot answer
+(unreachable, breaker open, central still rebuilding its view) raises :class:`Unavailable` and
+the next step is asked; a step that answers "no" for the whole fleet (central: every engine is
+busy) ends the chain, because a lower step would only bypass central's one-session-per-channel
+rule. Which step placed each upstream is counted in ``acefleet_proxy_placements_total{source}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter
+
+from acefleet import logs
+from proxy.placement import Placement, PlacementError, Source
+
+log = logs.get(__name__)
+
+# An engine whose session just failed is not asked for again this long (failover goes elsewhere).
+AVOID_S = 30.0
+_AVOID_MAX = 1000
+
+
+class Unavailable(PlacementError):
+    """This step cannot place now; the chain asks the next one."""
+
+
+class Step(Protocol):
+    """A placer that can be told which engines to avoid (those that just failed)."""
+
+    async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement: ...
+
+    async def release(self, placement: Placement, reason: str) -> None: ...
+
+
+class PlacementChain:
+    def __init__(self, steps: Sequence[tuple[str, Step]], registry: CollectorRegistry) -> None:
+        self.steps = list(steps)
+        self.placements = Counter(
+            "acefleet_proxy_placements",
+            "Upstream placements by the step that made them (central, relay, agent, static)",
+            ["source"],
+            registry=registry,
+        )
+        self.misses = Counter(
+            "acefleet_proxy_placement_fallbacks",
+            "Placement steps skipped because they could not answer",
+            ["step"],
+            registry=registry,
+        )
+        self.failed: OrderedDict[str, float] = OrderedDict()  # engine id → when it failed
+
+    def avoid(self) -> frozenset[str]:
+        now = time.monotonic()
+        while self.failed and next(iter(self.failed.values())) < now - AVOID_S:
+            self.failed.popitem(last=False)
+        return frozenset(self.failed)
+
+    async def place(self, content_key: str) -> Placement:
+        avoid = self.avoid()
+        last: PlacementError | None = None
+        for name, step in self.steps:
+            try:
+                placement = await step.place(content_key, avoid)
+            except Unavailable as exc:
+                self.misses.labels(name).inc()
+                log.info("placement_step_unavailable", step=name, code=exc.code, key=content_key)
+                last = exc
+                continue
+            self.placements.labels(placement.source).inc()
+            log.info(
+                "placed",
+                key=content_key,
+                source=placement.source,
+                where=placement.where,
+                claim_id=placement.claim_id,
+            )
+            return placement
+        if last is None:
+            raise PlacementError("no_placer", "no placement step is configured")
+        raise PlacementError(last.code, last.message, retry_after_s=last.retry_after_s)
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        if reason == "engine_failed" and placement.engine_id:
+            self.failed[placement.engine_id] = time.monotonic()
+            self.failed.move_to_end(placement.engine_id)
+            while len(self.failed) > _AVOID_MAX:
+                self.failed.popitem(last=False)
+        step = self._owner(placement.source)
+        if step is not None:
+            await step.release(placement, reason)
+
+    def _owner(self, source: Source) -> Step | None:
+        wanted = "central" if source == "relay" else source
+        for name, step in self.steps:
+            if name == wanted:
+                return step
+        return None
