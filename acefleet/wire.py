@@ -121,6 +121,11 @@ class ClaimRequest(Wire):
     content_key: str = Field(min_length=3, max_length=200, pattern=r"^(id|infohash):\S+$")
     proxy_id: str = Field(min_length=1, max_length=100)
     host: str = Field(min_length=1, max_length=200, description="The asking proxy's edge host")
+    avoid: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Engine ids not to place on (their session just failed: failover elsewhere)",
+    )
 
 
 class EngineRef(Wire):

@@ -208,7 +208,8 @@ async def claim(req: ClaimRequest, pool: PoolDep) -> ClaimGrant:
     if pool.draining:
         pool.metrics.claims.labels(result="draining").inc()
         raise AgentError(503, "draining", f"host {pool.s.host} is drained")
-    candidates = pool.claimable()
+    # ``avoid``: engines whose session the proxy just saw fail; its failover goes elsewhere.
+    candidates = [e for e in pool.claimable() if e.id not in req.avoid]
     if not candidates:
         pool.metrics.claims.labels(result="no_capacity").inc()
         pool.wake()  # the pool adds engines when the free buffer is gone

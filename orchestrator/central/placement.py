@@ -27,12 +27,14 @@ class NoPlacement(Exception):
     message: str
 
 
-def _host_candidates(host: Host, book: ClaimBook) -> tuple[list[tuple[float, bool, Engine]], float]:
+def _host_candidates(
+    host: Host, book: ClaimBook, avoid: frozenset[str] = frozenset()
+) -> tuple[list[tuple[float, bool, Engine]], float]:
     """Engines of a host with room, and the host's load ratio over its placeable engines."""
     fits: list[tuple[float, bool, Engine]] = []
     used = cap = 0
     for engine in host.engines.values():
-        if not placeable(engine):
+        if not placeable(engine) or engine.id in avoid:
             continue
         report = engine.report
         load = book.load(report.id, report.streams)
@@ -50,13 +52,15 @@ def choose(
     now: float,
     relayable: Callable[[str], bool],
     rng: random.Random,
+    avoid: frozenset[str] = frozenset(),
 ) -> tuple[Host, Engine]:
-    """The engine for a new content, or :class:`NoPlacement` saying why none fits."""
+    """The engine for a new content, or :class:`NoPlacement` saying why none fits.
+    ``avoid``: engines the asking proxy just saw fail (its failover must land elsewhere)."""
     live_hosts = 0
     own = fleet.hosts.get(asking_host)
     if own is not None and not own.draining and fleet.status(own, now) is HostStatus.live:
         live_hosts += 1
-        fits, _ = _host_candidates(own, book)
+        fits, _ = _host_candidates(own, book, avoid)
         if fits:
             return own, _best([(f, 0.0) for f in fits], rng)
     pool: list[tuple[tuple[float, bool, Engine], float]] = []
@@ -67,7 +71,7 @@ def choose(
         live_hosts += 1
         if not relayable(host.name):
             continue
-        fits, host_ratio = _host_candidates(host, book)
+        fits, host_ratio = _host_candidates(host, book, avoid)
         for f in fits:
             pool.append((f, host_ratio))
             owners[f[2].id] = host

@@ -153,6 +153,11 @@ class Central:
         now = self.clock()
         ttl = self.settings.claim_ttl_s
         live = self.book.for_content(req.content_key, now)
+        avoid = frozenset(req.avoid)
+        if live is not None and live.engine_id in avoid and live.host == req.host:
+            # The asking proxy saw this claim's engine fail: its failover needs another engine.
+            self.book.release(live.id)
+            live = None
         if live is not None and live.engine_id is not None:
             engine_host = self.fleet.engine_host.get(live.engine_id)
             if live.host == req.host and engine_host == req.host:
@@ -173,6 +178,7 @@ class Central:
                 now,
                 lambda h: self.relay_url(h) is not None,
                 self.rng,
+                avoid,
             )
         except NoPlacement as exc:
             code, message = exc.code, exc.message
