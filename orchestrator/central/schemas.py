@@ -32,7 +32,6 @@ class HostView(Model):
     agent_url: str
     proxy_url: str | None
     last_heartbeat_at: datetime
-    heartbeat_age_s: float
     seq: int
     draining: bool
     operator_drain: bool

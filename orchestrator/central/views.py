@@ -28,7 +28,6 @@ def hosts(c: Central) -> list[HostView]:
                 agent_url=host.agent_url,
                 proxy_url=c.relay_url(host.name),
                 last_heartbeat_at=host.last_seen_at,
-                heartbeat_age_s=round(now - host.last_seen, 3),
                 seq=host.seq,
                 draining=host.draining,
                 operator_drain=host.operator_drain,
