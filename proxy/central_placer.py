@@ -58,10 +58,10 @@ class CentralPlacer:
                 await asyncio.shield(pending)
         if not self.breaker.allow():
             raise Unavailable("central_breaker_open", "central failed recently; not asked")
-        req = ClaimRequest(content_key=content_key, proxy_id=self.proxy_id, host=self.host)
-        body: dict[str, Any] = req.model_dump()
-        if avoid:
-            body["avoid"] = sorted(avoid)
+        req = ClaimRequest(
+            content_key=content_key, proxy_id=self.proxy_id, host=self.host, avoid=sorted(avoid)
+        )
+        body: dict[str, Any] = req.model_dump(exclude_defaults=True)
         try:
             resp = await self.http.post(
                 f"{self.url}/v1/claims", json=body, headers=self.headers, timeout=self.timeout_s

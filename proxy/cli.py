@@ -15,6 +15,7 @@ import uvloop
 from acefleet import config, logs
 from proxy.edge import Edge
 from proxy.engine import EngineClient
+from proxy.links import ControlLinks
 from proxy.metrics import Metrics
 from proxy.placement import EventSink
 from proxy.server import App, ClientProtocol
@@ -33,12 +34,15 @@ class Running:
     app: App
     server: asyncio.Server
     probes: asyncio.Task[None]
+    links: ControlLinks | None = None
 
     async def stop(self, grace_s: float) -> None:
         await drain(self.app, self.server, grace_s)
         self.probes.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.probes
+        if self.links is not None:
+            await self.links.aclose()
         await self.app.edge.engine.aclose()
 
 
@@ -59,7 +63,15 @@ async def start(settings: ProxySettings, sink: EventSink | None = None) -> Runni
         probe_timeout_s=settings.probe_timeout_s,
         probe_failures=settings.probe_failures,
     )
-    edge = Edge(settings, metrics, placer, engine, sink)
+    # Fleet mode: claims from central, then the local agent, then the static list (links.py).
+    links = ControlLinks(settings, metrics, placer) if settings.fleet_mode else None
+    edge = Edge(
+        settings,
+        metrics,
+        links.placer if links else placer,
+        engine,
+        sink or (links.sink if links else None),
+    )
     app = App(settings, metrics, edge)
     probes = loop.create_task(placer.run_probes())
     server = await loop.create_server(
@@ -72,7 +84,9 @@ async def start(settings: ProxySettings, sink: EventSink | None = None) -> Runni
     for sock in server.sockets:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
-    return Running(app, server, probes)
+    if links is not None:
+        links.start(edge)
+    return Running(app, server, probes, links)
 
 
 async def serve(settings: ProxySettings) -> None:

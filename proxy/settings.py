@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acefleet.config import CommaList
@@ -33,6 +33,45 @@ class ProxySettings(BaseSettings):
     probe_timeout_s: float = Field(3.0, gt=0, le=60, description="Timeout of one health probe")
     probe_failures: int = Field(
         2, ge=1, le=100, description="Consecutive failed probes before an engine is unhealthy"
+    )
+
+    # --- control plane (fleet mode; see docs/fleet.md) -----------------------------------------
+    edge_host: str = Field(
+        "",
+        description="Name of this edge host as the agent and central know it (default: hostname)",
+    )
+    relay_url: str = Field(
+        "",
+        description="Base URL other edges relay this proxy's channels from (default: "
+        "http://<listen address or edge host>:<port>)",
+    )
+    central_url: str = Field("", description="acefleet-central base URL (empty: no central)")
+    central_api_key: SecretStr = Field(
+        SecretStr(""), description="Service API key for acefleet-central"
+    )
+    central_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Timeout of one call to central (claim, events, snapshot)"
+    )
+    agent_url: str = Field(
+        "", description="Local acefleet-agent base URL, the fallback for claims (empty: none)"
+    )
+    agent_api_key: SecretStr = Field(SecretStr(""), description="API key of the local agent")
+    agent_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of one agent call")
+    breaker_failures: int = Field(
+        3, ge=1, le=100, description="Failed calls in a row before central/agent is skipped"
+    )
+    breaker_open_s: float = Field(
+        5.0, gt=0, le=3600, description="How long a failed central/agent is skipped"
+    )
+    event_queue_max: int = Field(
+        10000, ge=10, le=1_000_000, description="Events queued for central; oldest dropped beyond"
+    )
+    event_batch_max: int = Field(200, ge=1, le=1000, description="Events per batch to central")
+    event_flush_s: float = Field(
+        0.2, gt=0, le=60, description="Events wait this long to gather into one batch"
+    )
+    snapshot_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between live-stream snapshots to central"
     )
 
     # --- timeouts ----------------------------------------------------------------------------
@@ -140,6 +179,11 @@ class ProxySettings(BaseSettings):
         if self.join_max_bytes > self.buffer_bytes:
             raise ValueError("join_max_bytes must not exceed buffer_bytes")
         return self
+
+    @property
+    def fleet_mode(self) -> bool:
+        """Claims go through central and/or the local agent (not only the static list)."""
+        return bool(self.central_url or self.agent_url)
 
 
 def parse_engine(entry: str, default_cap: int) -> tuple[str, int]:

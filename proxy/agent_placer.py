@@ -1,0 +1,152 @@
+"""Claims from the local acefleet-agent: the fallback when central cannot answer.
+
+The agent only knows its own host's engines, so this step can break the one-session-per-channel
+rule across edges; that is the price of serving new channels while central is away. Its claims
+expire unless confirmed, so a started upstream confirms its claim (``stream_started``), and a
+release that fails (agent restarting) is retried until it lands or the claim would have expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from acefleet import logs
+from acefleet.wire import ClaimGrant, ClaimRequest
+from proxy.breaker import Breaker
+from proxy.fallback import Unavailable
+from proxy.placement import Placement, StreamRecord
+
+log = logs.get(__name__)
+
+_RELEASE_TRIES = 20
+_RELEASE_RETRY_S = 3.0
+
+
+class AgentPlacer:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        api_key: str,
+        *,
+        proxy_id: str,
+        host: str,
+        timeout_s: float,
+        breaker: Breaker,
+    ) -> None:
+        self.http = http
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.proxy_id = proxy_id
+        self.host = host
+        self.timeout_s = timeout_s
+        self.breaker = breaker
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
+        if not self.breaker.allow():
+            raise Unavailable("agent_breaker_open", "the local agent failed recently; not asked")
+        req = ClaimRequest(
+            content_key=content_key, proxy_id=self.proxy_id, host=self.host, avoid=sorted(avoid)
+        )
+        try:
+            resp = await self.http.post(
+                f"{self.url}/v1/claims",
+                json=req.model_dump(exclude_defaults=True),
+                headers=self.headers,
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            self.breaker.failure()
+            raise Unavailable(
+                "agent_unreachable", f"agent claim call failed: {type(exc).__name__}"
+            ) from None
+        if resp.status_code in (200, 201):
+            self.breaker.success()
+            try:
+                grant = ClaimGrant.model_validate_json(resp.content)
+            except ValidationError:
+                raise Unavailable("agent_bad_answer", "agent answered no claim grant") from None
+            if grant.engine is None:
+                raise Unavailable("agent_bad_answer", "agent granted a claim without an engine")
+            return Placement(
+                source="agent",
+                engine=grant.engine.endpoint,
+                claim_id=grant.claim_id,
+                engine_id=grant.engine.id,
+            )
+        if resp.status_code >= 500 and resp.status_code != 503:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
+        code, message = _error_of(resp)
+        raise Unavailable(code, f"agent: {message}", retry_after_s=5.0)
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        if placement.claim_id is None:
+            return
+        if not await self._delete(placement.claim_id):
+            self._spawn(self._release_later(placement.claim_id))
+
+    async def _delete(self, claim_id: str) -> bool:
+        try:
+            resp = await self.http.delete(
+                f"{self.url}/v1/claims/{claim_id}", headers=self.headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError:
+            return False
+        return resp.status_code in (204, 404)
+
+    async def _release_later(self, claim_id: str) -> None:
+        # A confirmed agent claim never expires: a lost release would pin the engine for good.
+        for _ in range(_RELEASE_TRIES):
+            await asyncio.sleep(_RELEASE_RETRY_S)
+            if await self._delete(claim_id):
+                return
+        log.warning("agent_release_gave_up", claim_id=claim_id)
+
+    def confirm(self, stream: StreamRecord) -> None:
+        """The upstream on an agent claim is live: the claim must no longer expire."""
+        placement = stream.placement
+        if placement.source == "agent" and placement.claim_id:
+            self._spawn(self._confirm(placement.claim_id))
+
+    async def _confirm(self, claim_id: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            resp = await self.http.post(
+                f"{self.url}/v1/claims/{claim_id}/confirm",
+                json={},
+                headers=self.headers,
+                timeout=self.timeout_s,
+            )
+            if resp.status_code != 200:
+                log.warning("agent_confirm_refused", claim_id=claim_id, status=resp.status_code)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _error_of(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        detail = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {}
+    return (
+        str(detail.get("code") or f"agent_http_{resp.status_code}"),
+        str(detail.get("message") or f"HTTP {resp.status_code}"),
+    )

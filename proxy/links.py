@@ -1,0 +1,157 @@
+"""The proxy's links to the control plane: the placement chain, the event queue, the snapshot.
+
+Built only when central and/or the agent are configured; a proxy with just a static engine list
+runs without any of it (standalone mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import httpx
+
+from acefleet import logs
+from proxy.agent_placer import AgentPlacer
+from proxy.breaker import Breaker
+from proxy.central_placer import CentralPlacer
+from proxy.edge import Edge
+from proxy.events import BatchedEventSink, FanoutSink
+from proxy.fallback import PlacementChain, Step
+from proxy.metrics import Metrics
+from proxy.placement import EventSink, NullEventSink, Placement, Placer, StreamRecord
+from proxy.settings import ProxySettings
+from proxy.snapshot import SnapshotLoop
+
+log = logs.get(__name__)
+
+
+class PlainStep:
+    """A placer that knows nothing of engines to avoid (the static list) as a chain step."""
+
+    def __init__(self, placer: Placer) -> None:
+        self.placer = placer
+
+    async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
+        return await self.placer.place(content_key)
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        await self.placer.release(placement, reason)
+
+
+class AgentConfirmations(NullEventSink):
+    """Confirms agent claims when their upstream is live (agent claims expire otherwise)."""
+
+    def __init__(self, agent: AgentPlacer) -> None:
+        self.agent = agent
+
+    def stream_started(self, stream: StreamRecord) -> None:
+        self.agent.confirm(stream)
+
+
+def identity(settings: ProxySettings) -> tuple[str, str, str]:
+    """(proxy id, edge host name, URL other edges relay from)."""
+    host = settings.edge_host or socket.gethostname()
+    proxy_id = settings.proxy_id or host
+    listen = settings.host if settings.host not in ("0.0.0.0", "::", "") else host
+    url = settings.relay_url or f"http://{listen}:{settings.port}"
+    return proxy_id, host, url
+
+
+class ControlLinks:
+    def __init__(self, settings: ProxySettings, metrics: Metrics, static: Placer | None) -> None:
+        self.settings = s = settings
+        self.proxy_id, self.host, self.url = identity(settings)
+        # trust_env=False: central and the agent are ours; an HTTP(S)_PROXY must not intercept.
+        self.http = httpx.AsyncClient(
+            trust_env=False, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        )
+        steps: list[tuple[str, Step]] = []
+        self.central: CentralPlacer | None = None
+        self.agent: AgentPlacer | None = None
+        if s.central_url:
+            self.central = CentralPlacer(
+                self.http,
+                s.central_url,
+                s.central_api_key.get_secret_value(),
+                proxy_id=self.proxy_id,
+                host=self.host,
+                timeout_s=s.central_timeout_s,
+                breaker=Breaker(s.breaker_failures, s.breaker_open_s),
+            )
+            steps.append(("central", self.central))
+        if s.agent_url:
+            self.agent = AgentPlacer(
+                self.http,
+                s.agent_url,
+                s.agent_api_key.get_secret_value(),
+                proxy_id=self.proxy_id,
+                host=self.host,
+                timeout_s=s.agent_timeout_s,
+                breaker=Breaker(s.breaker_failures, s.breaker_open_s),
+            )
+            steps.append(("agent", self.agent))
+        if static is not None and s.engines:
+            steps.append(("static", PlainStep(static)))
+        self.placer = PlacementChain(steps, metrics.registry)
+        sinks: list[EventSink] = []
+        self.events: BatchedEventSink | None = None
+        if s.central_url:
+            self.events = BatchedEventSink(
+                self.http,
+                s.central_url,
+                s.central_api_key.get_secret_value(),
+                proxy_id=self.proxy_id,
+                host=self.host,
+                queue_max=s.event_queue_max,
+                batch_max=s.event_batch_max,
+                flush_s=s.event_flush_s,
+                timeout_s=s.central_timeout_s,
+                registry=metrics.registry,
+            )
+            sinks.append(self.events)
+        if self.agent is not None:
+            sinks.append(AgentConfirmations(self.agent))
+        self.sink = FanoutSink(sinks)
+        self.snapshots: SnapshotLoop | None = None
+
+    def start(self, edge: Edge) -> None:
+        s = self.settings
+        if s.central_url:
+            self.snapshots = SnapshotLoop(
+                edge,
+                self.http,
+                s.central_url,
+                s.central_api_key.get_secret_value(),
+                proxy_id=self.proxy_id,
+                host=self.host,
+                url=self.url,
+                interval_s=s.snapshot_interval_s,
+                timeout_s=s.central_timeout_s,
+            )
+            self.snapshots.start()
+        if self.events is not None:
+            if self.snapshots is not None:
+                self.events.on_reconnect = self.snapshots.send_soon
+            self.events.start()
+        log.info(
+            "control_links",
+            steps=[name for name, _ in self.placer.steps],
+            proxy_id=self.proxy_id,
+            host=self.host,
+            relay_url=self.url,
+        )
+
+    async def aclose(self) -> None:
+        """After the drain: ship the last events (stream_ended) and a final snapshot, briefly."""
+        if self.snapshots is not None:
+            await self.snapshots.aclose()
+        if self.events is not None:
+            await self.events.aclose(self.settings.central_timeout_s)
+        if self.snapshots is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.snapshots.send(), self.settings.central_timeout_s + 1)
+        if self.agent is not None:
+            await self.agent.aclose()
+        await self.http.aclose()

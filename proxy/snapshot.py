@@ -1,0 +1,109 @@
+"""The proxy's live-stream snapshot for central (anti-entropy): ``PUT /v1/proxies/{id}/streams``.
+
+Events can be lost (queue overflow) and central can restart with an empty view; the snapshot is
+the full truth of this proxy, so central adds what it missed and ends what is gone (releasing
+their claims). Sent at start (a restarted proxy ends its previous incarnation's streams), every
+``interval_s``, and right after central answers again following an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+
+from acefleet import logs
+from acefleet.wire import LiveStream, ProxySnapshot
+from proxy.edge import Edge
+
+log = logs.get(__name__)
+
+
+def snapshot_of(edge: Edge, host: str, url: str) -> ProxySnapshot:
+    streams: list[LiveStream] = []
+    for channel in edge.live_channels():
+        record = channel.record
+        if record is None or channel.state == "closed":
+            continue
+        placement = record.placement
+        streams.append(
+            LiveStream(
+                stream_id=record.stream_id,
+                content_key=record.content_key,
+                infohash=record.infohash,
+                claim_id=placement.claim_id,
+                engine_id=placement.engine_id,
+                source=placement.source,
+                viewers=len(channel.viewers),
+                started_at=record.started_at,
+            )
+        )
+    return ProxySnapshot(host=host, url=url, streams=streams)
+
+
+class SnapshotLoop:
+    def __init__(
+        self,
+        edge: Edge,
+        http: httpx.AsyncClient,
+        central_url: str,
+        api_key: str,
+        *,
+        proxy_id: str,
+        host: str,
+        url: str,
+        interval_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.edge = edge
+        self.http = http
+        self.target = f"{central_url.rstrip('/')}/v1/proxies/{proxy_id}/streams"
+        self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.host = host
+        self.url = url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.now = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def send_soon(self) -> None:
+        """Central is back (or something changed a lot): do not wait for the next period."""
+        self.now.set()
+
+    async def run(self) -> None:
+        failing = False
+        while True:
+            ok = await self.send()
+            if ok and failing:
+                log.info("snapshot_sent_after_outage")
+            failing = not ok
+            # While central is away, try more often, so its view is repaired soon after it returns.
+            wait = self.interval_s if ok else min(self.interval_s, 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.now.wait(), wait)
+            self.now.clear()
+
+    async def send(self) -> bool:
+        body = snapshot_of(self.edge, self.host, self.url).model_dump(mode="json")
+        try:
+            resp = await self.http.put(
+                self.target, json=body, headers=self.headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError:
+            return False
+        if resp.status_code != 200:
+            log.warning("snapshot_refused", status=resp.status_code, body=resp.text[:200])
+            return False
+        self.sent += 1
+        return True
+
+    async def aclose(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
