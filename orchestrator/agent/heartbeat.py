@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 from pydantic import ValidationError
@@ -45,6 +46,12 @@ class HeartbeatLoop:
             try:
                 reply = await self.send()
                 failures = 0
+                # Sessions central placed here; kept while central is away (still live, likely).
+                for engine_id in set(self.pool.central_claims) - set(reply.claimed):
+                    engine = self.pool.engines.get(engine_id)
+                    if engine is not None:
+                        engine.idle_since = time.monotonic()  # free from now, not since ready
+                self.pool.central_claims = reply.claimed
                 self.interval = reply.interval_s if reply.interval_s > 0 else self.interval
                 for directive in reply.directives:
                     await self.apply(directive)

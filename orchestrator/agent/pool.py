@@ -57,6 +57,7 @@ class Pool:
         self.breaker = Breaker(s.breaker_failures, s.breaker_backoff_s, s.breaker_backoff_max_s)
         self.claims = ClaimBook(s.claim_ttl_s, s.state_file)
         self.engines: dict[str, Engine] = {}
+        self.central_claims: dict[str, int] = {}  # engine id → claims central holds on it
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         self.probe = EngineProbe(self.http, s.probe_timeout_s)
         self.vpn = (
@@ -132,7 +133,9 @@ class Pool:
         return [e for e in self.engines.values() if not e.removing]
 
     def streams(self, engine_id: str) -> int:
-        return len(self.claims.for_engine(engine_id))
+        # Local claims (proxy fallback) and central's claims on this engine; after central comes
+        # back it adopts local claims under the same id, so the larger count is the truth.
+        return max(len(self.claims.for_engine(engine_id)), self.central_claims.get(engine_id, 0))
 
     def free(self) -> list[Engine]:
         healthy = (e for e in self.live() if e.health == EngineHealth.healthy)
@@ -429,8 +432,10 @@ class Pool:
     # --- periodic work ---------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        if self.claims.expire():
-            self.wake()
+        for claim in self.claims.expire():
+            engine = self.engines.get(claim.engine_id)
+            if engine is not None and not self.streams(engine.id):
+                engine.idle_since = time.monotonic()
         await self._resync()
         if self.docker_error is not None or not self.adopted:
             return

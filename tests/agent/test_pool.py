@@ -335,3 +335,23 @@ def test_two_agents_share_one_dockerd(agent_factory: AgentFactory) -> None:
     )
     assert detail["stats_history"][-1]["status"] in ("idle", "prebuf", "dl", None)
     assert detail["engine"]["stats"] == detail["stats_history"][-1]
+
+
+def test_docker_events_keep_state_current_between_reconciliations(
+    agent_factory: AgentFactory,
+) -> None:
+    # Reconciliation every 60 s: only Docker's event stream can tell the agent in time.
+    agent = agent_factory(
+        *_ranges(), "--min-engines", "1", "--free-engines", "0", "--reconcile-interval-s", "60"
+    )
+    old = wait_for("engine ready", agent.healthy, timeout=30)[0]
+    docker("rm", "-f", old["id"])
+    # The destroy event removes it from the inventory and wakes the pool, which refills.
+    new = wait_for(
+        "replacement after external removal",
+        lambda: [e for e in agent.healthy() if e["id"] != old["id"]],
+        timeout=15,
+    )[0]
+    assert all(e["id"] != old["id"] for e in agent.engines())
+    assert agent.metric('acefleet_agent_engines_removed_total{reason="destroyed"}') == 1
+    assert new["generation"] == 0
