@@ -1,0 +1,426 @@
+"""Benchmark of acefleet-proxy against the engine simulator, with real viewer connections.
+
+    .venv/bin/python bench/proxy_bench.py                      # every scenario, once
+    .venv/bin/python bench/proxy_bench.py --scenario 1 --runs 3 --seconds 10
+
+Per scenario it prints: aggregate and per-viewer throughput, stalled viewers (>1 s without a
+byte while measuring), TTFB p50/p99 (viewers joining a live channel), proxy CPU seconds per GB
+sent (utime+stime from /proc), peak RSS, upstream sessions per channel (from the simulator's
+/_sim/sessions), and for the throughput scenario the same viewers straight against the simulator
+(one session each: an engine allows one reader per session) as the ceiling.
+
+Viewers run in this process on uvloop Protocols that only count bytes, so the client costs as
+little as possible; the proxy's CPU is measured from its own /proc entry, not ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support import procs  # noqa: E402
+
+RATE_BPS = 4_000_000
+CLK = os.sysconf("SC_CLK_TCK")
+LOGS = Path("/tmp/acefleet-proxy-bench")
+
+
+# --- viewers --------------------------------------------------------------------------------
+@dataclass
+class Stats:
+    opened: float = 0.0
+    first: float | None = None
+    last: float = 0.0
+    bytes: int = 0
+    status: int = 0
+    error: str | None = None
+    closed: bool = False
+    measuring_from: float | None = None
+    bytes_at_start: int = 0
+    max_gap: float = 0.0
+
+
+class Viewer(asyncio.Protocol):
+    def __init__(self, target: str, stats: Stats, rate: float | None) -> None:
+        self.target = target
+        self.stats = stats
+        self.rate = rate  # bytes/s cap (a slow viewer) or None (read as fast as possible)
+        self.head = b""
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.stats.opened = time.monotonic()
+        transport.write(f"GET {self.target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        s = self.stats
+        n = len(data)
+        if not s.status:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            s.status = int(self.head.split(b" ", 2)[1])
+            n = len(self.head) - end - 4
+            self.head = b""
+            if s.status != 200:
+                s.error = f"HTTP {s.status}"
+                return
+            if n == 0:
+                return
+        now = time.monotonic()
+        if s.first is None:
+            s.first = now
+        elif s.measuring_from is not None:
+            gap = now - max(s.last, s.measuring_from)
+            if gap > s.max_gap:
+                s.max_gap = gap
+        s.last = now
+        s.bytes += n
+        if self.rate is not None and self.transport is not None:
+            ahead = s.bytes / self.rate - (now - (s.first or now))
+            if ahead > 0.05:
+                self.transport.pause_reading()
+                self.loop.call_later(ahead, self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed = True
+
+
+async def open_viewer(port: int, target: str, rate: float | None = None) -> tuple[Any, Stats]:
+    stats = Stats()
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: Viewer(target, stats, rate), "127.0.0.1", port
+        )
+    except OSError as exc:
+        stats.error = repr(exc)
+        return None, stats
+    return transport, stats
+
+
+# --- processes ----------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def get_json(url: str) -> Any:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def start_sim(bitrate: int) -> procs.Service:
+    port = procs.free_port()
+    return procs.start(
+        "acefleet-engine-sim",
+        [
+            "--http-port", str(port), "--timing", "fast", "--idle-timeout", "60",
+            "--bitrate", str(bitrate), "--log-level", "warning",
+        ],
+        port=port,
+        ready_path="/webui/api/service?method=get_version",
+        log_dir=LOGS,
+    )  # fmt: skip
+
+
+def start_proxy(sim: procs.Service, *extra: str) -> procs.Service:
+    port = procs.free_port()
+    return procs.start(
+        "acefleet-proxy",
+        [
+            "--host", "127.0.0.1", "--port", str(port), "--engines", f"127.0.0.1:{sim.port}@64",
+            "--max-viewers", "5000", "--max-connections", "6000", "--client-burst", "100000",
+            "--client-rate", "100000", "--grace-s", "2", "--log-level", "warning",
+            "--drain-timeout-s", "0", *extra,
+        ],
+        port=port,
+        ready_path="/readyz",
+        log_dir=LOGS,
+    )  # fmt: skip
+
+
+# --- scenarios -------------------------------------------------------------------------------
+@dataclass
+class Result:
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return f"{self.name}: " + ", ".join(f"{k}={v}" for k, v in self.figures.items())
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def measure(
+    viewers: list[Stats], seconds: float, pid: int | None
+) -> tuple[dict[str, float], float]:
+    """Open the measuring window, wait, and summarise; returns figures and bytes moved."""
+    t0 = time.monotonic()
+    for s in viewers:
+        s.measuring_from, s.bytes_at_start, s.max_gap = t0, s.bytes, 0.0
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    peak = 0.0
+    end = t0 + seconds
+    while time.monotonic() < end:
+        await asyncio.sleep(0.25)
+        if pid:
+            peak = max(peak, rss_mb(pid))
+    t1 = time.monotonic()
+    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    for s in viewers:  # a viewer silent until the end counts its trailing gap too
+        s.max_gap = max(s.max_gap, t1 - max(s.last, t0))
+    moved = sum(s.bytes - s.bytes_at_start for s in viewers)
+    rates = [(s.bytes - s.bytes_at_start) / (t1 - t0) for s in viewers]
+    figures = {
+        "aggregate_MBps": round(moved / (t1 - t0) / 1e6, 1),
+        "viewer_MBps_min": round(min(rates) / 1e6, 3),
+        "viewer_MBps_median": round(statistics.median(rates) / 1e6, 3),
+        "stalled": sum(1 for s in viewers if s.max_gap > 1.0),
+        "errors": sum(1 for s in viewers if s.error or s.closed),
+    }
+    if pid:
+        figures["cpu_s_per_GB"] = round(cpu / (moved / 1e9), 3) if moved else float("nan")
+        figures["proxy_cpu_pct"] = round(100 * cpu / (t1 - t0))
+        figures["peak_rss_MB"] = round(peak, 1)
+    return figures, moved
+
+
+def ttfb(viewers: list[Stats]) -> dict[str, float]:
+    values = [(s.first - s.opened) * 1000 for s in viewers if s.first is not None]
+    return {"ttfb_p50_ms": round(pct(values, 50), 1), "ttfb_p99_ms": round(pct(values, 99), 1)}
+
+
+def upstream_bytes(proxy: procs.Service) -> dict[str, int]:
+    status = get_json(f"{proxy.url}/ace/status")
+    return {c["key"]: int(c["bytes_in"]) for c in status["channels"]}
+
+
+def sessions(sim: procs.Service) -> int:
+    return int(get_json(f"{sim.url}/_sim/sessions")["sessions_started_total"])
+
+
+async def live_channel_viewers(
+    proxy: procs.Service, channels: int, per_channel: int, rate: float | None = None
+) -> tuple[list[Any], list[Stats]]:
+    """One viewer per channel starts it; the rest join the live channels (TTFB measured)."""
+    transports, stats = [], []
+    for c in range(channels):
+        t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{c:04d}")
+        transports.append(t)
+    await asyncio.sleep(2.0)  # past the burst: the channels are live
+    joiners = []
+    for i in range(channels * (per_channel - 1)):
+        t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{i % channels:04d}", rate)
+        transports.append(t)
+        joiners.append(s)
+        if i % 50 == 49:
+            await asyncio.sleep(0.01)  # a realistic arrival, not a SYN flood
+    await asyncio.sleep(1.0)
+    return transports, [*stats, *joiners]
+
+
+def close_all(transports: list[Any]) -> None:
+    for t in transports:
+        if t is not None:
+            t.close()
+
+
+async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Result:
+    sim = start_sim(RATE_BPS)
+    proxy = start_proxy(sim)
+    try:
+        before = sessions(sim)
+        transports, viewers = await live_channel_viewers(proxy, channels, per_channel)
+        in0 = upstream_bytes(proxy)
+        figures, _ = await measure(viewers, seconds, proxy.proc.pid)
+        in1 = upstream_bytes(proxy)
+        # judge viewers against what the engine actually delivered in the window (on a loaded
+        # machine the simulator's own pacing can fall short of 4 Mbit/s; not the proxy's doing)
+        upstream_rate = min(in1.get(k, 0) - in0.get(k, 0) for k in in0) / seconds
+        nominal = min(RATE_BPS / 8, upstream_rate)
+        rates = [(s.bytes - s.bytes_at_start) / seconds for s in viewers]
+        figures["upstream_MBps_min"] = round(upstream_rate / 1e6, 3)
+        figures["below_99pct_rate"] = sum(1 for r in rates if r < 0.99 * nominal)
+        figures.update(ttfb(viewers[channels:] if per_channel > 1 else viewers))
+        figures["upstreams_per_channel"] = (sessions(sim) - before) / channels
+        close_all(transports)
+        return Result(f"{channels}ch x {per_channel} viewers @4Mbit/s", figures)
+    finally:
+        proxy.stop()
+        sim.stop()
+
+
+async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Result]:
+    sim = start_sim(bitrate)
+    proxy = start_proxy(sim)
+    out = []
+    try:
+        transports, viewers = await live_channel_viewers(proxy, 1, viewers_n)
+        figures, _ = await measure(viewers, seconds, proxy.proc.pid)
+        close_all(transports)
+        out.append(Result(f"1ch x {viewers_n} fast readers via proxy", figures))
+        # the ceiling: the same viewers straight to the simulator, one session each
+        direct = [
+            await open_viewer(sim.port, f"/ace/getstream?id=direct{i:04d}")
+            for i in range(viewers_n)
+        ]
+        await asyncio.sleep(2.0)
+        figures, _ = await measure([s for _, s in direct], seconds, None)
+        close_all([t for t, _ in direct])
+        out.append(Result(f"{viewers_n} readers straight to the simulator", figures))
+        return out
+    finally:
+        proxy.stop()
+        sim.stop()
+
+
+async def scenario_slow(fast_n: int, slow_n: int, seconds: float) -> Result:
+    sim = start_sim(RATE_BPS)
+    proxy = start_proxy(sim)
+    try:
+        transports, fast = await live_channel_viewers(proxy, 1, fast_n)
+        slow = []
+        for _ in range(slow_n):
+            t, s = await open_viewer(proxy.port, "/ace/getstream?id=bench0000", RATE_BPS / 80)
+            transports.append(t)
+            slow.append(s)
+        figures, _ = await measure(fast, seconds, proxy.proc.pid)
+        figures["slow_viewer_MBps"] = [
+            round((s.bytes - s.bytes_at_start) / seconds / 1e6, 3) for s in slow
+        ]
+        close_all(transports)
+        return Result(f"1ch x {fast_n} fast + {slow_n} at 1/10 rate (fast viewers)", figures)
+    finally:
+        proxy.stop()
+        sim.stop()
+
+
+async def scenario_churn(seconds: float) -> Result:
+    sim = start_sim(RATE_BPS)
+    proxy = start_proxy(sim)
+    try:
+        pid = proxy.proc.pid
+        baseline = rss_mb(pid)
+        errors = opened = 0
+        live: list[tuple[Any, Stats, float]] = []
+        rng = random.Random(7)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = time.monotonic()
+            for item in [x for x in live if x[2] <= now]:
+                if item[1].error or (item[1].closed and item[1].first is None):
+                    errors += 1
+                if item[0] is not None:
+                    item[0].close()
+                live.remove(item)
+            while len(live) < 30:
+                t, s = await open_viewer(proxy.port, f"/ace/getstream?id=churn{rng.randrange(2)}")
+                opened += 1
+                live.append((t, s, now + rng.uniform(0.2, 2.0)))
+            await asyncio.sleep(0.05)
+        for t, s, _ in live:
+            errors += 1 if s.error else 0
+            if t is not None:
+                t.close()
+        during = rss_mb(pid)
+        await asyncio.sleep(4.0)  # grace (2 s) plus the stop calls
+        status = get_json(f"{proxy.url}/ace/status")
+        sims = get_json(f"{sim.url}/_sim/sessions")
+        return Result(
+            f"churn over 2 channels for {seconds:g} s",
+            {
+                "viewers_opened": opened,
+                "errors": errors,
+                "upstreams_after": status["upstreams"],
+                "engine_sessions_after": len(sims["sessions"]),
+                "engine_sessions_total": sims["sessions_started_total"],
+                "rss_baseline_MB": round(baseline, 1),
+                "rss_during_MB": round(during, 1),
+                "rss_after_MB": round(rss_mb(pid), 1),
+            },
+        )
+    finally:
+        proxy.stop()
+        sim.stop()
+
+
+async def run(args: argparse.Namespace) -> None:
+    chosen = set(args.scenario or ["1", "2", "3", "4", "5"])
+    for run_no in range(args.runs):
+        print(f"# run {run_no + 1}/{args.runs}", flush=True)
+        results: list[Result] = []
+        if "1" in chosen:
+            for n in args.viewers:
+                results.append(await scenario_paced(1, n, args.seconds))
+                print(results[-1].line(), flush=True)
+        if "2" in chosen:
+            results.append(await scenario_paced(20, 10, args.seconds))
+            print(results[-1].line(), flush=True)
+        if "3" in chosen:
+            for r in await scenario_fast(50, args.seconds, args.fast_bitrate):
+                print(r.line(), flush=True)
+        if "4" in chosen:
+            print((await scenario_slow(20, 2, args.seconds)).line(), flush=True)
+        if "5" in chosen:
+            print((await scenario_churn(args.churn_seconds)).line(), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", action="append", choices=["1", "2", "3", "4", "5"])
+    parser.add_argument("--viewers", type=int, nargs="+", default=[1, 10, 100, 500])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring window")
+    parser.add_argument("--churn-seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--fast-bitrate",
+        type=int,
+        default=100_000_000,
+        help="simulator bitrate for the 'as fast as they read' scenario (its maximum)",
+    )
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    LOGS.mkdir(parents=True, exist_ok=True)
+    uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
