@@ -168,17 +168,25 @@ class History:
             while len(batch) < 500 and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                async with self._engine.begin() as conn:
-                    for op in batch:
-                        await conn.execute(self._statement(op))
-                self.written += len(batch)
-            except Exception as exc:  # a bad batch is logged and dropped; history is best effort
-                log.error("history_write_failed", rows=len(batch), error=repr(exc))
-                for _ in batch:
-                    self._on_drop()
+                await self._write(batch)
+            except Exception:
+                # One bad row must not take its batch-mates down: retry them one by one.
+                for op in batch:
+                    try:
+                        await self._write([op])
+                    except Exception as exc:  # history is best effort; log and count the row
+                        log.error("history_write_failed", table=op.table.name, error=repr(exc))
+                        self._on_drop()
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _write(self, batch: list[_Op]) -> None:
+        assert self._engine is not None
+        async with self._engine.begin() as conn:
+            for op in batch:
+                await conn.execute(self._statement(op))
+        self.written += len(batch)
 
     # --- reads (operator API) ------------------------------------------------------------------
 

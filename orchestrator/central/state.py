@@ -40,6 +40,11 @@ from orchestrator.central.streams import Proxy, Stream, StreamRegistry
 log = logs.get(__name__)
 
 
+def _aware(at: datetime) -> datetime:
+    """Times without a zone are taken as UTC, so naive and aware ones can be compared."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 class HostMismatch(ValueError):
     """The host in a heartbeat body differs from the one in its URL."""
 
@@ -112,7 +117,10 @@ class Central:
         directives = self.fleet.take_directives(host)
         directives.extend(self._provision(host, now))
         self.changed()
-        return HeartbeatReply(interval_s=self.settings.heartbeat_interval_s, directives=directives)
+        claimed = {eid: n for eid in host.engines if (n := self.book.held(eid))}
+        return HeartbeatReply(
+            interval_s=self.settings.heartbeat_interval_s, directives=directives, claimed=claimed
+        )
 
     def _provision(self, host: Host, now: float) -> list[Directive]:
         p = buffer.plan(
@@ -266,7 +274,7 @@ class Central:
                         "proxy_id": batch.proxy_id,
                         "type": ev.type,
                         "stream_id": ev.stream_id,
-                        "at": ev.at,
+                        "at": _aware(ev.at),
                         "payload": ev.model_dump(mode="json"),
                     }
                 )
@@ -298,7 +306,7 @@ class Central:
                     proxy_id=proxy_id,
                     host=self._proxy_host(proxy_id, ev.host),
                     content_key=ev.content_key,
-                    started_at=ev.at,
+                    started_at=_aware(ev.at),
                     source="adopted",
                     viewers=ev.viewers or 0,
                     infohash=ev.infohash,
@@ -321,7 +329,7 @@ class Central:
             stream.viewers = ev.viewers
             stream.peak_viewers = max(stream.peak_viewers, ev.viewers)
             return None
-        self._end(stream, ev.reason or "ended", ev.at)
+        self._end(stream, ev.reason or "ended", _aware(ev.at))
         return None
 
     def _attach(self, stream: Stream, claim_id: str | None, engine_id: str | None) -> None:
@@ -403,7 +411,7 @@ class Central:
                     proxy_id=proxy_id,
                     host=snap.host,
                     content_key=ls.content_key,
-                    started_at=ls.started_at,
+                    started_at=_aware(ls.started_at),
                     source=ls.source,
                     viewers=ls.viewers,
                     peak_viewers=ls.viewers,

@@ -196,7 +196,7 @@ def test_settings_refuse_missing_and_placeholder_keys() -> None:
     assert "at least 16" in r.stderr
     r = _central(
         "--check-config",
-        env={"ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY, "ACEFLEET_CENTRAL_STALE_AFTER_S": "9"},
+        env={"ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY, "ACEFLEET_CENTRAL_STALE_AFTER_S": "40"},
     )
     assert r.returncode == 2
     assert "lost_after_s" in r.stderr
