@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -122,3 +124,21 @@ def restart(agent: Agent, log_dir: Path) -> Agent:
     new = Agent(agent.host, svc, agent.args, agent.check_port)
     wait_for("restarted agent ready", lambda: new.get("/readyz").status_code == 200)
     return new
+
+
+def port_range(size: int) -> tuple[int, int]:
+    """A run of ``size`` consecutive free ports (random spot, so parallel runs rarely meet)."""
+    for _ in range(50):
+        low = random.randrange(20000, 30000)
+        if all(_free(p) for p in range(low, low + size)):
+            return low, low + size - 1
+    raise AssertionError("no free port range found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -14,6 +14,7 @@ from tests.agent.helpers import (
     Agent,
     AgentFactory,
     docker,
+    port_range,
     remove_by_label,
     restart,
     wait_for,
@@ -35,29 +36,9 @@ def _claim(agent: object, content: str) -> httpx.Response:
     )
 
 
-def _port_range(size: int) -> tuple[int, int]:
-    """A run of ``size`` consecutive free ports (random spot, so parallel runs rarely meet)."""
-    import random
-
-    for _ in range(50):
-        low = random.randrange(20000, 30000)
-        if all(_free(p) for p in range(low, low + size)):
-            return low, low + size - 1
-    raise AssertionError("no free port range found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _ranges(size: int = 6) -> list[str]:
-    h_lo, h_hi = _port_range(size)
-    p_lo, p_hi = _port_range(size)
+    h_lo, h_hi = port_range(size)
+    p_lo, p_hi = port_range(size)
     return ["--http-port-range", f"{h_lo}-{h_hi}", "--p2p-port-range", f"{p_lo}-{p_hi}"]
 
 
@@ -226,8 +207,8 @@ def test_failing_probes_get_the_engine_replaced(agent_factory: AgentFactory) -> 
 
 
 def test_port_held_by_another_process_is_skipped(agent_factory: AgentFactory) -> None:
-    h_lo, h_hi = _port_range(4)
-    p_lo, p_hi = _port_range(4)
+    h_lo, h_hi = port_range(4)
+    p_lo, p_hi = port_range(4)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", h_lo))
         holder.listen()
@@ -243,8 +224,8 @@ def test_port_held_by_another_process_is_skipped(agent_factory: AgentFactory) ->
 
 
 def test_full_port_range_is_a_precise_error(agent_factory: AgentFactory) -> None:
-    h_lo, _ = _port_range(1)
-    p_lo, _ = _port_range(1)
+    h_lo, _ = port_range(1)
+    p_lo, _ = port_range(1)
     agent = agent_factory(
         "--http-port-range", f"{h_lo}-{h_lo}", "--p2p-port-range", f"{p_lo}-{p_lo}",
         "--min-engines", "1", "--free-engines", "0",

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent.helpers import AgentFactory, docker, wait_for
-from tests.agent.test_pool import _port_range
+from tests.agent.helpers import AgentFactory, docker, port_range, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -67,9 +66,9 @@ def gluetun() -> Iterator[GluetunStandIn]:
 def test_vpn_forwarded_port_and_provisioning_gate(
     agent_factory: AgentFactory, engine_image: str, gluetun: GluetunStandIn
 ) -> None:
-    h_lo, h_hi = _port_range(4)
-    p_lo, p_hi = _port_range(4)
-    forwarded = _port_range(1)[0]
+    h_lo, h_hi = port_range(4)
+    p_lo, p_hi = port_range(4)
+    forwarded = port_range(1)[0]
     gluetun.port = forwarded
     holder = f"acefleet-agent-test-vpn-{uuid.uuid4().hex[:6]}"
     # Like a Gluetun container: it owns the namespace and publishes the engines' HTTP ports.
