@@ -42,6 +42,21 @@ def start_sim(log_dir: Path) -> Iterator[StartSim]:
         svc.stop()
 
 
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.Service]:
+    """One fast simulator shared by a module's tests (each uses its own content ids)."""
+    port = procs.free_port()
+    svc = procs.start(
+        "acefleet-engine-sim",
+        ["--http-port", str(port), "--timing", "fast"],
+        port=port,
+        ready_path="/webui/api/service?method=get_version",
+        log_dir=tmp_path_factory.mktemp("engine-logs"),
+    )
+    yield svc
+    svc.stop()
+
+
 def start_json(
     base: str, query: str, client: httpx.Client | None = None, path: str = "/ace/getstream"
 ) -> dict[str, object]:

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.simulator.conftest import Reader, StartSim, live, start_json, wait_for
+from tests.support import procs
 from tests.support.procs import Service
 
 VERSION = "/webui/api/service?method=get_version"
 STATUS = "/server/api?api_version=3&method=get_status"
 
 
+@pytest.fixture(scope="module")
+def chaos_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    port = procs.free_port()
+    svc = procs.start(
+        "acefleet-engine-sim",
+        ["--http-port", str(port), "--timing", "fast", "--chaos"],
+        port=port,
+        ready_path=VERSION,
+        log_dir=tmp_path_factory.mktemp("chaos-logs"),
+    )
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture
-def chaos(start_sim: StartSim) -> Service:
-    return start_sim("--chaos")
+def chaos(chaos_engine: Service) -> Iterator[Service]:
+    """The shared chaos simulator, with every fault cleared after each test."""
+    yield chaos_engine
+    if chaos_engine.alive():
+        fault(chaos_engine, action="clear")
 
 
 def fault(svc: Service, **body: object) -> httpx.Response:
@@ -101,7 +120,7 @@ def test_cut_closes_playback_connections_but_not_the_session(chaos: Service) -> 
     assert wait_for(lambda: reader.total > 100_000)
     assert fault(chaos, action="cut").status_code == 200
     assert reader.done.wait(5)
-    assert [s["infohash"] for s in live(chaos.url)] == [resp["infohash"]]
+    assert resp["infohash"] in [s["infohash"] for s in live(chaos.url)]
     # a new read of the same session works again
     again = Reader(str(resp["playback_url"]))
     assert wait_for(lambda: again.total > 100_000)
@@ -123,7 +142,8 @@ def test_clear_ends_fail_probes(chaos: Service) -> None:
     assert httpx.get(chaos.url + VERSION).status_code == 200
 
 
-def test_crash_exits_at_once(chaos: Service) -> None:
+def test_crash_exits_at_once(start_sim: StartSim) -> None:
+    svc = start_sim("--chaos")
     with pytest.raises(httpx.HTTPError):
-        fault(chaos, action="crash")
-    assert chaos.proc.wait(timeout=5) == 70
+        fault(svc, action="crash")
+    assert svc.proc.wait(timeout=5) == 70

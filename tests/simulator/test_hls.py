@@ -28,17 +28,17 @@ def _playlist(url: str) -> tuple[list[str], list[float], int]:
     return uris, durations, seq
 
 
-def test_manifest_json_and_playlist(sim: Service) -> None:
-    resp = start_json(sim.url, "id=hls1&pid=h", path="/ace/manifest.m3u8")
+def test_manifest_json_and_playlist(engine: Service) -> None:
+    resp = start_json(engine.url, "id=hls1&pid=h", path="/ace/manifest.m3u8")
     ih = resp["infohash"]
-    assert re.fullmatch(rf"{sim.url}/ace/m/{ih}/[0-9a-f]{{32}}\.m3u8", str(resp["playback_url"]))
+    assert re.fullmatch(rf"{engine.url}/ace/m/{ih}/[0-9a-f]{{32}}\.m3u8", str(resp["playback_url"]))
     uris, durations, _ = _playlist(str(resp["playback_url"]))
     assert len(uris) >= 2
     for uri in uris:
         m = SEG.match(uri)
         assert m, uri
         assert m.group(1) == ih
-        assert uri.startswith(sim.url)
+        assert uri.startswith(engine.url)
     assert all(0.9 <= d <= 1.6 for d in durations)  # fast profile: 1 s segments
     seg = httpx.get(uris[0], timeout=10)
     assert seg.status_code == 200
@@ -53,15 +53,15 @@ def test_manifest_json_and_playlist(sim: Service) -> None:
     assert mpegts.random_access(seg.content[2 * 188 : 3 * 188])
 
 
-def test_manifest_without_json_serves_the_playlist(sim: Service) -> None:
-    r = httpx.get(sim.url + "/ace/manifest.m3u8?id=hls2", timeout=10)
+def test_manifest_without_json_serves_the_playlist(engine: Service) -> None:
+    r = httpx.get(engine.url + "/ace/manifest.m3u8?id=hls2", timeout=10)
     assert r.status_code == 200
     assert r.text.startswith("#EXTM3U")
     assert "/ace/c/" in r.text
 
 
-def test_window_slides_with_time(sim: Service) -> None:
-    url = str(start_json(sim.url, "id=hls3", path="/ace/manifest.m3u8")["playback_url"])
+def test_window_slides_with_time(engine: Service) -> None:
+    url = str(start_json(engine.url, "id=hls3", path="/ace/manifest.m3u8")["playback_url"])
     uris0, _, seq0 = _playlist(url)
     for _ in range(9):  # a player refreshes the playlist, which keeps the session alive
         time.sleep(0.5)
@@ -75,9 +75,9 @@ def test_window_slides_with_time(sim: Service) -> None:
     assert httpx.get(old, timeout=5).status_code == 404
 
 
-def test_replaced_hls_session_answers_403(sim: Service) -> None:
-    old = start_json(sim.url, "id=hls4&pid=a", path="/ace/manifest.m3u8")
+def test_replaced_hls_session_answers_403(engine: Service) -> None:
+    old = start_json(engine.url, "id=hls4&pid=a", path="/ace/manifest.m3u8")
     assert httpx.get(str(old["playback_url"]), timeout=10).status_code == 200
-    new = start_json(sim.url, "id=hls4&pid=b", path="/ace/manifest.m3u8")
+    new = start_json(engine.url, "id=hls4&pid=b", path="/ace/manifest.m3u8")
     assert httpx.get(str(old["playback_url"]), timeout=10).status_code == 403
     assert httpx.get(str(new["playback_url"]), timeout=10).status_code == 200

@@ -11,8 +11,8 @@ from tests.simulator.conftest import StartSim, check_ts, read_stream, start_json
 from tests.support.procs import Service
 
 
-def test_stream_is_valid_mpegts(sim: Service) -> None:
-    resp = start_json(sim.url, "id=valid")
+def test_stream_is_valid_mpegts(engine: Service) -> None:
+    resp = start_json(engine.url, "id=valid")
     data = read_stream(str(resp["playback_url"]), 600_000)
     rep = check_ts(data, whole=False)
     assert rep.packets > 3000
@@ -24,10 +24,10 @@ def test_stream_is_valid_mpegts(sim: Service) -> None:
     assert rep.keyframes >= 1
 
 
-def test_pat_and_pmt_describe_the_video_pid(sim: Service) -> None:
+def test_pat_and_pmt_describe_the_video_pid(engine: Service) -> None:
     from enginesim.psi import crc32_mpeg2
 
-    data = read_stream(str(start_json(sim.url, "id=psi")["playback_url"]), 50_000)
+    data = read_stream(str(start_json(engine.url, "id=psi")["playback_url"]), 50_000)
     pat = next(
         data[i : i + 188] for i in range(0, len(data) - 187, 188) if mpegts.pid_of(data[i:]) == 0
     )
