@@ -112,6 +112,11 @@ class Directive(Wire):
 class HeartbeatReply(Wire):
     interval_s: float
     directives: list[Directive] = []
+    claimed: dict[str, int] = Field(
+        default_factory=dict,
+        description="Engine id → claims central holds on it: sessions the agent did not place "
+        "itself, so it neither hands those engines out as free nor stops them as idle",
+    )
 
 
 # --- claims (proxy → central, proxy → agent) -------------------------------------------------
