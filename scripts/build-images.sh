@@ -52,9 +52,11 @@ MMDEBSTRAP_ARGS=(
   --dpkgopt='path-exclude=/usr/share/locale/*'
   --dpkgopt='path-include=/usr/share/locale/locale.alias'
   --customize-hook='upload images/base/docker-clean /etc/apt/apt.conf.d/docker-clean'
-  # mmdebstrap's own list cleanup would run after this hook and bump the directory's mtime.
-  --skip=cleanup/apt/lists
+  # mmdebstrap's own apt cleanup runs after the customize hooks and would bump the directory's
+  # mtime again (it recreates lists/lock), so these hooks do that cleanup themselves.
+  --skip=cleanup/apt
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin'
+  --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*'
   --customize-hook='mkdir -p "$1"/var/lib/apt/lists/partial'
   --customize-hook='touch -d @0 "$1"/var/lib/apt/lists/partial "$1"/var/lib/apt/lists'
 )
@@ -144,18 +146,27 @@ build_clips() {
   fi
 }
 
+link_into() {  # link_into FILE... DIR: hard-link (or copy across filesystems) into DIR
+  cp -l "$@" 2>/dev/null || cp "$@"
+}
+
 # --- acefleet/engine-sim ------------------------------------------------------------------------
 build_engine() {
   local base_id hash have start
   base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
   # Stage a small context (the docker client tars all of it on every build, cached or not).
   rm -rf "$CONTEXT"
-  mkdir -p "$CONTEXT/wheelhouse" "$CONTEXT/clips"
+  mkdir -p "$CONTEXT/wheelhouse/deps" "$CONTEXT/wheelhouse/acefleet" "$CONTEXT/clips"
   cp images/engine-sim/Dockerfile images/engine-sim/healthcheck.py "$CONTEXT/"
-  cp -l "$WHEELHOUSE"/*.whl "$CONTEXT/wheelhouse/" 2>/dev/null || cp "$WHEELHOUSE"/*.whl "$CONTEXT/wheelhouse/"
-  if compgen -G "$CLIPS/*.ts" >/dev/null; then
-    cp -l "$CLIPS"/*.ts "$CONTEXT/clips/" 2>/dev/null || cp "$CLIPS"/*.ts "$CONTEXT/clips/"
-  fi
+  # Hard links: the staged context costs no copy of the wheels and clips.
+  local whl
+  for whl in "$WHEELHOUSE"/*.whl; do
+    case ${whl##*/} in
+      acefleet-*) link_into "$whl" "$CONTEXT/wheelhouse/acefleet/" ;;
+      *) link_into "$whl" "$CONTEXT/wheelhouse/deps/" ;;
+    esac
+  done
+  if compgen -G "$CLIPS/*.ts" >/dev/null; then link_into "$CLIPS"/*.ts "$CONTEXT/clips/"; fi
   hash=$( {
     echo "$base_id"
     cd "$CONTEXT" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
