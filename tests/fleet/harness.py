@@ -41,6 +41,12 @@ CENTRAL_ENV = {
 }
 
 
+def engine_container(endpoint: str) -> str:
+    """The container id of the engine whose HTTP API is published at ``127.0.0.1:<port>``."""
+    port = endpoint.rsplit(":", 1)[1]
+    return docker("ps", "-q", "--filter", f"label=acefleet.http-port={port}")
+
+
 def docker(*args: str) -> str:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
     return out.stdout.strip()
@@ -132,12 +138,14 @@ class Fleet:
             "--listen-port", str(edge.agent_port),
             "--agent-check-port", "0",
             "--engine-image", SIM_IMAGE,
-            "--engine-extra-args=--timing,fast",
+            # 1 Mbit/s keeps many viewers cheap for the test process on a shared 2-core box
+            "--engine-extra-args=--timing,fast,--media,synthetic,--bitrate,1000000",
             "--http-port-range", f"{low}-{low + 49}",
             "--p2p-port-range", f"{low + 50}-{low + 99}",
             "--min-engines", "2",
             "--free-engines", "1",
-            "--max-engines", "8",
+            "--max-engines", "6",
+            "--stream-cap", "4",
             "--idle-grace-s", "600",
             "--reconcile-interval-s", "0.5",
             "--probe-interval-s", "0.5",
@@ -286,14 +294,13 @@ class Fleet:
                 continue
         return found
 
-    def sessions_by_content(self) -> dict[str, int]:
-        """infohash → number of engine sessions carrying it, fleet-wide."""
-        counts: dict[str, int] = {}
-        for sessions in self.sessions().values():
+    def sessions_by_content(self) -> dict[str, list[str]]:
+        """content id → the engines carrying a session of it, fleet-wide."""
+        found: dict[str, list[str]] = {}
+        for endpoint, sessions in self.sessions().items():
             for s in sessions:
-                key = str(s.get("infohash"))
-                counts[key] = counts.get(key, 0) + 1
-        return counts
+                found.setdefault(str(s.get("content_id")), []).append(endpoint)
+        return found
 
     def proxy_status(self, i: int) -> dict[str, Any]:
         r = httpx.get(self.proxy_url(i) + "/ace/status", timeout=5)
@@ -306,6 +313,17 @@ class Fleet:
         pattern = re.escape(name + ("{" + labels + "}" if labels else "")) + r" ([0-9.e+-]+)"
         m = re.search(r"^" + pattern + r"$", text, re.M)
         return float(m.group(1)) if m else 0.0
+
+    def central_claims(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.central_get("/v1/claims")["items"]
+        return items
+
+    def central_streams(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.central_get("/v1/streams")["items"]
+        return items
+
+    def host_status(self, edge: Edge) -> str:
+        return str(self.central_get(f"/v1/hosts/{edge.name}")["status"])
 
     def agent_claims(self, edge: Edge) -> list[dict[str, Any]]:
         r = httpx.get(f"http://127.0.0.1:{edge.agent_port}/v1/claims", timeout=5)
@@ -329,7 +347,7 @@ class Viewer:
     first_byte_at: float | None = None
     last_byte_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
-    gaps: list[float] = field(default_factory=list)  # silences longer than 0.5 s
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (start, length) > 0.5 s
     misaligned: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -355,7 +373,7 @@ class Viewer:
                     break
                 now = time.monotonic()
                 if self.last_byte_at is not None and now - self.last_byte_at > 0.5:
-                    self.gaps.append(now - self.last_byte_at)
+                    self.gaps.append((self.last_byte_at, now - self.last_byte_at))
                 if self.first_byte_at is None:
                     self.first_byte_at = now
                 self.last_byte_at = now
@@ -382,6 +400,10 @@ class Viewer:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
+    def longest_gap_since(self, t: float) -> float:
+        """The longest silence that ended after ``t`` (0 when none was over 0.5 s)."""
+        return max((length for start, length in self.gaps if start + length >= t), default=0.0)
+
     def silent_for(self) -> float:
         last = self.last_byte_at or self.started_at
         return time.monotonic() - last
@@ -405,3 +427,14 @@ async def until(what: str, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 def stream_url(proxy_url: str, channel: str) -> str:
     return f"{proxy_url}/ace/getstream?id={channel}"
+
+
+def process_usage(svc: procs.Service) -> tuple[int, int]:
+    """(open file descriptors, resident memory in KiB) of a service process."""
+    pid = svc.proc.pid
+    fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    return fds, rss
