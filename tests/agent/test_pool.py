@@ -321,10 +321,11 @@ def test_two_agents_share_one_dockerd(agent_factory: AgentFactory) -> None:
 def test_docker_events_keep_state_current_between_reconciliations(
     agent_factory: AgentFactory,
 ) -> None:
-    # Reconciliation every 60 s: only Docker's event stream can tell the agent in time.
+    # Reconciliation and probes every 60 s: only Docker's event stream can tell the agent in time.
     agent = agent_factory(
-        *_ranges(), "--min-engines", "1", "--free-engines", "0", "--reconcile-interval-s", "60"
-    )
+        *_ranges(), "--min-engines", "1", "--free-engines", "0",
+        "--reconcile-interval-s", "60", "--probe-interval-s", "60",
+    )  # fmt: skip
     old = wait_for("engine ready", agent.healthy, timeout=30)[0]
     docker("rm", "-f", old["id"])
     # The destroy event removes it from the inventory and wakes the pool, which refills.
