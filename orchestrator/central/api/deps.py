@@ -1,4 +1,4 @@
-"""Access to the app's live state from a request."""
+"""Access to the app's live state from a request (async: a sync dependency costs a thread hop)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,6 @@ from fastapi import Request
 from orchestrator.central.state import Central
 
 
-def central(request: Request) -> Central:
+async def central(request: Request) -> Central:
     state: Central = request.app.state.central
     return state
