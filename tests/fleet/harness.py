@@ -413,16 +413,16 @@ async def watch(urls: Iterable[str]) -> list[Viewer]:
     return [Viewer(u).start() for u in urls]
 
 
-async def until(what: str, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
+async def until(what: str, fn: Callable[[], Any], within: float = 20.0) -> Any:
     """Async :func:`wait_for` (keeps the viewers' loop running while it waits)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = await asyncio.to_thread(fn)
         if last:
             return last
         await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
 def stream_url(proxy_url: str, channel: str) -> str:

@@ -32,7 +32,7 @@ async def test_engine_killed_under_viewers_fails_over(healthy: Fleet) -> None:
         await until(
             "every viewer gets bytes again",
             lambda: all(v.received > b + 64_000 for v, b in zip(viewers, before, strict=True)),
-            timeout=20,
+            within=20,
         )
         gap = max(v.longest_gap_since(killed_at) for v in viewers)
         print(f"\nfailover gap after engine kill: {gap:.2f} s (max over 10 viewers)")
@@ -50,10 +50,10 @@ async def test_engine_killed_under_viewers_fails_over(healthy: Fleet) -> None:
     finally:
         for v in [*viewers, *bystanders]:
             await v.stop()
-    await until("claims released", lambda: not fleet.central_claims(), timeout=20)
+    await until("claims released", lambda: not fleet.central_claims(), within=20)
     # the agent replaces the dead engine; the next tests want a full pool again
     await until(
         "pool refilled",
         lambda: all(len(fleet.healthy_engines(e)) >= 2 for e in fleet.edges.values()),
-        timeout=60,
+        within=60,
     )

@@ -46,9 +46,9 @@ async def test_one_engine_session_per_channel_fleet_wide(healthy: Fleet) -> None
         for v in viewers:
             await v.stop()
     # upstreams end after the grace period; claims and engine sessions go with them
-    await until("claims released", lambda: not fleet.central_claims(), timeout=20)
+    await until("claims released", lambda: not fleet.central_claims(), within=20)
     await until(
         "engine sessions ended",
         lambda: not any(fleet.sessions_by_content().get(c) for c in PLAN),
-        timeout=20,
+        within=20,
     )
