@@ -165,6 +165,8 @@ def main() -> None:
                     "fast",
                     "--bitrate",
                     str(args.bitrate),
+                    "--idle-timeout",
+                    "120",
                     "--log-level",
                     "warning",
                 ],
