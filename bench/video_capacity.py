@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from enginesim.clips_library import list_clips, load_plan  # noqa: E402
 from tests.support import procs  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+START_CONCURRENCY = 25  # sessions being started at once
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,7 +56,14 @@ async def _get(
     return reader, writer, status, headers
 
 
-async def session(base: str, name: str, counted: list[int], slot: int, stop: asyncio.Event) -> None:
+async def session(
+    base: str,
+    name: str,
+    counted: list[int],
+    slot: int,
+    stop: asyncio.Event,
+    starts: asyncio.Semaphore,
+) -> None:
     """One viewer: format=json start, follow the playback URL's redirects, then read and count."""
     u = urlsplit(base)
     host, port = u.hostname or "127.0.0.1", u.port or 80
@@ -71,6 +80,9 @@ async def session(base: str, name: str, counted: list[int], slot: int, stop: asy
         await reader.readexactly(int(headers.get("content-length", "0")))
         writer.close()
         path = urlsplit(headers["location"]).path
+    if status != 200:
+        writer.close()
+        raise RuntimeError(f"{name}: playback answered HTTP {status}")
     try:
         while not stop.is_set():
             data = await reader.read(256 * 1024)
@@ -86,19 +98,36 @@ async def measure(
 ) -> tuple[list[int], float]:
     counted = [0] * n
     stop = asyncio.Event()
+    starts = asyncio.Semaphore(START_CONCURRENCY)
     tasks = [
-        asyncio.create_task(session(base, f"cap-{tag}-{n}-{i}", counted, i, stop)) for i in range(n)
+        asyncio.create_task(session(base, f"cap-{tag}-{n}-{i}", counted, i, stop, starts))
+        for i in range(n)
     ]
+    # Every session must be playing before the window opens (starts take longer at high N).
+    for _ in range(300):  # at most 60 s
+        if min(counted) > 0 or all(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.2)
     await asyncio.sleep(warmup)
     before = list(counted)
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    cpu0, t0, mine0 = cpu_seconds(pid), time.monotonic(), time.process_time()
     await asyncio.sleep(window)
-    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    cpu1, t1, mine1 = cpu_seconds(pid), time.monotonic(), time.process_time()
     got = [b - a for a, b in zip(before, counted, strict=True)]
     stop.set()
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [
+        r for r in results if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError)
+    ]
+    if failed:
+        print(f"  {len(failed)} sessions failed, e.g. {failed[0]!r}")
+    load = os.getloadavg()[0]
+    print(
+        f"  readers (this process) used {(mine1 - mine0) / (t1 - t0) * 100:.0f} % of a core; "
+        f"machine load average {load:.1f} on {os.cpu_count()} cores"
+    )
     return got, (cpu1 - cpu0) / (t1 - t0)
 
 
@@ -112,7 +141,19 @@ def run_media(media: str, args: argparse.Namespace, bitrate: int) -> None:
     )
     sim = procs.start(
         "acefleet-engine-sim",
-        ["--http-port", str(port), "--host", "127.0.0.1", "--timing", "fast", *extra],
+        # Starting hundreds of sessions at once on a busy machine takes longer than the fast
+        # profile's 2 s idle timeout between the start call and the playback request.
+        [
+            "--http-port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--timing",
+            "fast",
+            "--idle-timeout",
+            "30",
+            *extra,
+        ],
         port=port,
         ready_path="/webui/api/service?method=get_version",
         log_dir=logs,
@@ -138,6 +179,10 @@ def run_media(media: str, args: argparse.Namespace, bitrate: int) -> None:
 
 
 def main() -> int:
+    # Each session holds a socket in the simulator and one here: lift the soft fd limit (the
+    # simulator subprocess inherits it).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--media", choices=["clips", "synthetic", "both"], default="both")
     ap.add_argument("--counts", default="25,50,100,200,300", help="session counts to try")

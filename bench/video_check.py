@@ -80,7 +80,7 @@ def main() -> int:
 
 def ttff(sim_url: str, proxy_url: str, runs: int, timing: str) -> None:
     """Fresh viewers of new channels, one at a time: seconds until the first decodable frame."""
-    watch = 3.0 if timing == "fast" else 40.0
+    watch = 3.0 if timing == "fast" else 14.0  # realistic: 8 s of prebuffering come first
     kinds = {
         "direct TS": lambda i: player.capture_ts(
             f"{sim_url}/ace/getstream?id=ttff-ts-{i}", watch, "ttff"
@@ -101,8 +101,8 @@ def ttff(sim_url: str, proxy_url: str, runs: int, timing: str) -> None:
         for name, capture in kinds.items():
             if name.startswith("proxy TS, joining"):
                 # One viewer keeps the channel playing: the joiners join a live upstream.
-                holder = pool.submit(player.capture_ts, shared, runs * 6.0 + 10, "hold")
-                time.sleep(3.0 if timing == "fast" else 40.0)
+                holder = pool.submit(player.capture_ts, shared, runs * 6.0 + 20, "hold")
+                time.sleep(3.0 if timing == "fast" else 12.0)
             firsts = []
             for i in range(runs):
                 v = player.judge(capture(i))
