@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 declare -A NEED=(
   [docker.io]=dockerd [mmdebstrap]=mmdebstrap [ffmpeg]=ffprobe [chromium]=chromium
   [python3-venv]="" [git]=git [iproute2]=ip [curl]=curl [make]=make
+  [fonts-dejavu-core]=""  # scripts/make-clips.sh burns channel and clock text in with DejaVu
 )
 missing=()
 for pkg in "${!NEED[@]}"; do
