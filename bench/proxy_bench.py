@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import resource
 import statistics
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +234,17 @@ def upstream_bytes(proxy: procs.Service) -> dict[str, int]:
     return {c["key"]: int(c["bytes_in"]) for c in status["channels"]}
 
 
+def content_path(sim: procs.Service, content_id: str) -> str:
+    """The simulator's final TS path for a new session (format=json, then its redirect)."""
+    query = f"format=json&id={content_id}&pid=bench-{content_id}"
+    playback = get_json(f"{sim.url}/ace/getstream?{query}")["response"]["playback_url"]
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    conn.request("GET", urllib.parse.urlsplit(playback).path)
+    location = conn.getresponse().getheader("Location") or ""
+    conn.close()
+    return urllib.parse.urlsplit(location).path
+
+
 def sessions(sim: procs.Service) -> int:
     return int(get_json(f"{sim.url}/_sim/sessions")["sessions_started_total"])
 
@@ -244,14 +257,15 @@ async def live_channel_viewers(
     for c in range(channels):
         t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{c:04d}")
         transports.append(t)
+        stats.append(s)
     await asyncio.sleep(2.0)  # past the burst: the channels are live
     joiners = []
     for i in range(channels * (per_channel - 1)):
         t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{i % channels:04d}", rate)
         transports.append(t)
         joiners.append(s)
-        if i % 50 == 49:
-            await asyncio.sleep(0.01)  # a realistic arrival, not a SYN flood
+        # arrivals 5 ms apart (200/s), so TTFB measures a join, not this client's own backlog
+        await asyncio.sleep(0.005)
     await asyncio.sleep(1.0)
     return transports, [*stats, *joiners]
 
@@ -278,7 +292,10 @@ async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Res
         rates = [(s.bytes - s.bytes_at_start) / seconds for s in viewers]
         figures["upstream_MBps_min"] = round(upstream_rate / 1e6, 3)
         figures["below_99pct_rate"] = sum(1 for r in rates if r < 0.99 * nominal)
-        figures.update(ttfb(viewers[channels:] if per_channel > 1 else viewers))
+        if per_channel > 1:
+            figures.update(ttfb(viewers[channels:]))
+        else:  # no joiner: this is the cold start (engine start + prebuffer of the simulator)
+            figures["cold_start_ms"] = ttfb(viewers)["ttfb_p50_ms"]
         figures["upstreams_per_channel"] = (sessions(sim) - before) / channels
         close_all(transports)
         return Result(f"{channels}ch x {per_channel} viewers @4Mbit/s", figures)
@@ -298,7 +315,7 @@ async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Re
         out.append(Result(f"1ch x {viewers_n} fast readers via proxy", figures))
         # the ceiling: the same viewers straight to the simulator, one session each
         direct = [
-            await open_viewer(sim.port, f"/ace/getstream?id=direct{i:04d}")
+            await open_viewer(sim.port, await asyncio.to_thread(content_path, sim, f"direct{i}"))
             for i in range(viewers_n)
         ]
         await asyncio.sleep(2.0)
@@ -337,41 +354,25 @@ async def scenario_churn(seconds: float) -> Result:
     proxy = start_proxy(sim)
     try:
         pid = proxy.proc.pid
-        baseline = rss_mb(pid)
-        errors = opened = 0
-        live: list[tuple[Any, Stats, float]] = []
-        rng = random.Random(7)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            now = time.monotonic()
-            for item in [x for x in live if x[2] <= now]:
-                if item[1].error or (item[1].closed and item[1].first is None):
-                    errors += 1
-                if item[0] is not None:
-                    item[0].close()
-                live.remove(item)
-            while len(live) < 30:
-                t, s = await open_viewer(proxy.port, f"/ace/getstream?id=churn{rng.randrange(2)}")
-                opened += 1
-                live.append((t, s, now + rng.uniform(0.2, 2.0)))
-            await asyncio.sleep(0.05)
-        for t, s, _ in live:
-            errors += 1 if s.error else 0
-            if t is not None:
-                t.close()
+        start_rss = rss_mb(pid)
+        warm = await churn_round(proxy, seconds / 4)
+        await asyncio.sleep(4.0)
+        baseline = rss_mb(pid)  # after a warm-up round: heap arenas and imports are in
+        main = await churn_round(proxy, seconds)
         during = rss_mb(pid)
         await asyncio.sleep(4.0)  # grace (2 s) plus the stop calls
         status = get_json(f"{proxy.url}/ace/status")
         sims = get_json(f"{sim.url}/_sim/sessions")
         return Result(
-            f"churn over 2 channels for {seconds:g} s",
+            f"churn over 2 channels for {seconds:g} s (after a {seconds / 4:g} s warm-up)",
             {
-                "viewers_opened": opened,
-                "errors": errors,
+                "viewers_opened": main[0],
+                "errors": main[1] + warm[1],
                 "upstreams_after": status["upstreams"],
                 "engine_sessions_after": len(sims["sessions"]),
                 "engine_sessions_total": sims["sessions_started_total"],
-                "rss_baseline_MB": round(baseline, 1),
+                "rss_start_MB": round(start_rss, 1),
+                "rss_after_warmup_MB": round(baseline, 1),
                 "rss_during_MB": round(during, 1),
                 "rss_after_MB": round(rss_mb(pid), 1),
             },
@@ -379,6 +380,32 @@ async def scenario_churn(seconds: float) -> Result:
     finally:
         proxy.stop()
         sim.stop()
+
+
+async def churn_round(proxy: procs.Service, seconds: float) -> tuple[int, int]:
+    """Viewers come and go (30 at a time, 0.2-2 s each); returns (opened, errors)."""
+    errors = opened = 0
+    live: list[tuple[Any, Stats, float]] = []
+    rng = random.Random(7)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        now = time.monotonic()
+        for item in [x for x in live if x[2] <= now]:
+            if item[1].error or (item[1].closed and item[1].first is None):
+                errors += 1
+            if item[0] is not None:
+                item[0].close()
+            live.remove(item)
+        while len(live) < 30:
+            t, s = await open_viewer(proxy.port, f"/ace/getstream?id=churn{rng.randrange(2)}")
+            opened += 1
+            live.append((t, s, now + rng.uniform(0.2, 2.0)))
+        await asyncio.sleep(0.05)
+    for t, s, _ in live:
+        errors += 1 if s.error else 0
+        if t is not None:
+            t.close()
+    return opened, errors
 
 
 async def run(args: argparse.Namespace) -> None:

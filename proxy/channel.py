@@ -220,8 +220,14 @@ class Channel:
                     placement.engine, self.selector, self.params, pid
                 )
                 self.session = session
-                if session.infohash:
+                other = (
                     self.edge.alias(self, f"infohash:{session.infohash}")
+                    if session.infohash
+                    else None
+                )
+                if other is not None:
+                    self._merge_into(other)
+                    return
                 url = session.playback_url
             else:
                 assert placement.url is not None
@@ -258,6 +264,16 @@ class Channel:
         self.metrics.upstream_sessions.inc()
         self.edge.sink.stream_started(self.record)
         self.log.info("upstream_live", stream=pid, where=placement.where)
+
+    def _merge_into(self, other: Channel) -> None:
+        """Our content is already live as ``other`` (it was asked for by infohash, we by id):
+        hand our waiting viewers over and end our own session."""
+        self.log.info("channel_merged", into=other.key)
+        for viewer in tuple(self.viewers):
+            self.viewers.remove(viewer)
+            self.metrics.viewers.dec()
+            other.attach(viewer)
+        self.close("merged")
 
     def _end_session(
         self, placement: Placement, session: EngineSession | None, reason: str

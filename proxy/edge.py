@@ -130,8 +130,10 @@ class Edge:
         channel.attach(viewer)
         return channel
 
-    def alias(self, channel: Channel, key: str) -> None:
-        """The engine reported ``key`` (an infohash) for ``channel``: requests for it share."""
+    def alias(self, channel: Channel, key: str) -> Channel | None:
+        """The engine reported ``key`` (an infohash) for ``channel``: requests for it share.
+
+        Returns the other channel when ``key`` is already live there (the caller merges)."""
         for own in channel.keys:
             if own != key:
                 self.learned[own] = key
@@ -142,8 +144,8 @@ class Edge:
         if other is None:
             self.channels[key] = channel
             channel.keys.add(key)
-        elif other is not channel:
-            log.info("channel_alias_taken", channel=channel.key, key=key, by=other.key)
+            return None
+        return other if other is not channel else None
 
     def forget(self, channel: Channel) -> None:
         for key in channel.keys:

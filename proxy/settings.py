@@ -97,7 +97,7 @@ class ProxySettings(BaseSettings):
 
     # --- fan-out -----------------------------------------------------------------------------
     buffer_bytes: int = Field(
-        8 * 1024 * 1024,
+        4 * 1024 * 1024,
         ge=256 * 1024,
         le=1024 * 1024 * 1024,
         description="Recent stream bytes kept per channel (late joiners, slow viewers)",
@@ -109,7 +109,7 @@ class ProxySettings(BaseSettings):
         100.0, ge=0, le=2000, description="...or once the oldest waiting byte is this old (ms)"
     )
     join_max_bytes: int = Field(
-        4 * 1024 * 1024,
+        2 * 1024 * 1024,
         ge=188 * 16,
         description="Most a late joiner is sent at once (from the latest keyframe)",
     )

@@ -138,3 +138,12 @@ def fault(sim_url: str, **body: Any) -> None:
     """Inject a simulator fault (the simulator must run with --chaos)."""
     r = httpx.post(f"{sim_url}/_sim/faults", json=body, timeout=5, trust_env=False)
     r.raise_for_status()
+
+
+def engine_infohash(sim_url: str, content_id: str) -> str:
+    """Ask the simulator directly which infohash ``content_id`` has; stop that session again."""
+    query = {"id": content_id, "format": "json", "pid": "infohash-probe"}
+    r = httpx.get(f"{sim_url}/ace/getstream", params=query, timeout=5, trust_env=False)
+    response = r.json()["response"]
+    httpx.get(response["command_url"], params={"method": "stop"}, timeout=5, trust_env=False)
+    return str(response["infohash"])

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from acefleet import mpegts
-from tests.proxy.client import metric, packets_aligned, request, sim_sessions, wait_for
+from tests.proxy.client import (
+    engine_infohash,
+    metric,
+    packets_aligned,
+    request,
+    sim_sessions,
+    wait_for,
+)
 from tests.proxy.conftest import StartProxy, StartSim, endpoint
 from tests.support.procs import Service
 
@@ -173,3 +180,24 @@ async def test_metrics_move(sim: Service, start_proxy: StartProxy) -> None:
     assert "127.0.0.1" not in text
     s.close()
     await wait_for(lambda: metric(proxy.url, "acefleet_proxy_viewers") == 0, within=5)
+
+
+async def test_id_request_merges_into_a_live_infohash_channel(
+    sim: Service, start_proxy: StartProxy
+) -> None:
+    infohash = engine_infohash(sim.url, CONTENT)
+    proxy = start_proxy(endpoint(sim) + "@2")
+    by_hash = await request(proxy.url, f"/ace/getstream?infohash={infohash}")
+    await by_hash.read_until(50_000)
+    # the proxy cannot know this id is that infohash until the engine says so: it starts a
+    # session, learns the infohash, and merges the viewer into the live channel
+    by_id = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
+    assert by_id.status == 200
+    await by_id.read_until(50_000)
+    await by_hash.read_until(len(by_hash.body) + 300_000)
+    status = (await request(proxy.url, "/ace/status")).json()
+    assert status["upstreams"] == 1
+    assert status["channels"][0]["viewers"] == 2
+    await wait_for(lambda: len(sim_sessions(sim.url)["sessions"]) == 1, within=5)
+    by_hash.close()
+    by_id.close()
