@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--poll-engines", type=int, default=50)
     ap.add_argument("--window", type=float, default=30.0, help="CPU measurement window, s")
     ap.add_argument("--probe-interval", type=float, default=2.0)
+    ap.add_argument("--reconcile-interval", type=float, default=5.0, help="agent default: 5")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--image", default="acefleet/engine-sim")
     ap.add_argument("--timing", default="fast", choices=["fast", "realistic"])
@@ -85,7 +86,7 @@ def main() -> None:
             "--idle-grace-s",
             "3600",
             "--reconcile-interval-s",
-            "1",
+            str(args.reconcile_interval),
             "--probe-interval-s",
             str(args.probe_interval),
             "--ready-poll-s",
@@ -124,6 +125,23 @@ def main() -> None:
             "time to ready per engine (create -> healthy), s: " + " ".join(f"{t:.2f}" for t in ttr)
         )
         print(f"median {statistics.median(ttr):.2f} s, max {max(ttr):.2f} s, min {min(ttr):.2f} s")
+        # Split each engine's wait into Docker's part (create+start) and the engine's boot.
+        started = {}
+        for eid in ready_at:
+            out = subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.StartedAt}}", eid],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            started[eid] = datetime.fromisoformat(out.replace("Z", "+00:00")).timestamp()
+        dock = sorted(started[e] - created[e] for e in ready_at)
+        boot = sorted(ready_at[e] - started[e] for e in ready_at)
+        print(
+            f"docker create+start: median {statistics.median(dock):.2f} s, max {max(dock):.2f} s;"
+            f" engine boot to get_status: median {statistics.median(boot):.2f} s, "
+            f"max {max(boot):.2f} s"
+        )
 
         for _ in range(args.poll_engines - args.engines):
             r = httpx.post(svc.url + "/v1/engines", headers=AUTH, timeout=60)
@@ -143,7 +161,7 @@ def main() -> None:
         rounds = (w1 - w0) / args.probe_interval
         print(
             f"== agent CPU while probing {len(healthy)} engines every {args.probe_interval} s "
-            f"(reconcile 1 s, no API clients) over {w1 - w0:.0f} s"
+            f"(reconcile {args.reconcile_interval} s, no API clients) over {w1 - w0:.0f} s"
         )
         print(
             f"CPU {c1 - c0:.2f} s = {100 * (c1 - c0) / (w1 - w0):.1f} % of one core; "

@@ -23,6 +23,7 @@ import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -235,9 +236,11 @@ def upstream_bytes(proxy: procs.Service) -> dict[str, int]:
 
 
 def content_path(sim: procs.Service, content_id: str) -> str:
-    """The simulator's final TS path for a new session (format=json, then its redirect)."""
+    """The source's final TS path for a new session (format=json, then any redirect)."""
     query = f"format=json&id={content_id}&pid=bench-{content_id}"
     playback = get_json(f"{sim.url}/ace/getstream?{query}")["response"]["playback_url"]
+    if "/play/" in playback:  # the unpaced source does not redirect
+        return str(urllib.parse.urlsplit(playback).path)
     conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
     conn.request("GET", urllib.parse.urlsplit(playback).path)
     location = conn.getresponse().getheader("Location") or ""
@@ -304,8 +307,25 @@ async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Res
         sim.stop()
 
 
+def start_source() -> procs.Service:
+    """bench/proxy_source.py: an unpaced engine stand-in (see its docstring)."""
+    port = procs.free_port()
+    argv = [sys.executable, str(REPO / "bench" / "proxy_source.py"), "--port", str(port)]
+    log_path = LOGS / f"proxy-source-{port}.log"
+    proc = subprocess.Popen(argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    svc = procs.Service("proxy-source", argv, port, proc, log_path)
+    for _ in range(200):
+        try:
+            get_json(f"{svc.url}/webui/api/service?method=get_version")
+            return svc
+        except OSError:
+            time.sleep(0.05)
+    svc.stop()
+    raise RuntimeError("bench/proxy_source.py did not start")
+
+
 async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Result]:
-    sim = start_sim(bitrate)
+    sim = start_source() if bitrate == 0 else start_sim(bitrate)
     proxy = start_proxy(sim)
     out = []
     try:
@@ -321,7 +341,7 @@ async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Re
         await asyncio.sleep(2.0)
         figures, _ = await measure([s for _, s in direct], seconds, None)
         close_all([t for t, _ in direct])
-        out.append(Result(f"{viewers_n} readers straight to the simulator", figures))
+        out.append(Result(f"{viewers_n} readers straight to the source", figures))
         return out
     finally:
         proxy.stop()
@@ -439,8 +459,9 @@ def main() -> None:
     parser.add_argument(
         "--fast-bitrate",
         type=int,
-        default=100_000_000,
-        help="simulator bitrate for the 'as fast as they read' scenario (its maximum)",
+        default=0,
+        help="source for the 'as fast as they read' scenario: 0 = bench/proxy_source.py "
+        "(unpaced), else the simulator at this bit/s (its maximum is 100 Mbit/s)",
     )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

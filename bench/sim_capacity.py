@@ -144,7 +144,12 @@ async def run_round(svc: procs.Service, n: int, window: float, bitrate: int, tag
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sessions", type=int, nargs="+", default=[25, 50, 100, 150, 200, 300, 400])
-    ap.add_argument("--window", type=float, default=10.0, help="measurement window, s")
+    ap.add_argument(
+        "--window",
+        type=float,
+        default=30.0,
+        help="measurement window, s (long: each reader gets 100 ms chunks, 0.3 %% of 30 s)",
+    )
     ap.add_argument("--bitrate", type=int, default=4_000_000)
     ap.add_argument("--repeat", type=int, default=1, help="rounds per N (median reported)")
     ap.add_argument("--keep-going", action="store_true", help="do not stop at the first failure")
