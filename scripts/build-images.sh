@@ -63,7 +63,7 @@ MMDEBSTRAP_ARGS=(
 
 build_base() {
   [[ -r $SOURCES ]] || die "$SOURCES is missing: the base image is bootstrapped from its apt mirror"
-  local hash cache have start
+  local hash cache have start old_id
   hash=$( {
     printf '%s\n' "${MMDEBSTRAP_ARGS[@]}"
     cat images/base/docker-clean "$SOURCES"
@@ -73,6 +73,8 @@ build_base() {
   have=$(label_of "$BASE_IMAGE")
   if ((!rebuild)) && [[ $have == "$hash" ]]; then
     step "$BASE_IMAGE is up to date (input hash $hash)"
+    # A fresh checkout on a machine that already has the image: cache it for the next dockerd.
+    [[ -s $cache ]] || save_base "$cache"
     return
   fi
   start=$SECONDS
@@ -83,6 +85,7 @@ build_base() {
     return
   fi
   need mmdebstrap mmdebstrap
+  old_id=$(image_id "$BASE_IMAGE")
   step "bootstrapping $BASE_IMAGE with mmdebstrap from $SOURCES (log: build/logs/mmdebstrap.log)"
   if ! mmdebstrap "${MMDEBSTRAP_ARGS[@]}" bookworm - "$SOURCES" 2>build/logs/mmdebstrap.log \
     | docker import --change "LABEL acefleet.input-hash=$hash" \
@@ -91,10 +94,26 @@ build_base() {
     tail -n 20 build/logs/mmdebstrap.log >&2
     die "mmdebstrap | docker import failed (full log: build/logs/mmdebstrap.log)"
   fi
-  step "built $BASE_IMAGE in $((SECONDS - start)) s; caching it as $cache"
+  step "built $BASE_IMAGE in $((SECONDS - start)) s"
+  drop_if_dangling "$old_id"
+  save_base "$cache"
+}
+
+save_base() {  # save_base FILE: docker save | gzip, replacing the caches of older inputs
+  step "caching $BASE_IMAGE as $1"
   rm -f "$CACHE_DIR"/base-bookworm-*.tar.gz
-  docker save "$BASE_IMAGE" | gzip >"$cache.tmp"
-  mv -f "$cache.tmp" "$cache"
+  docker save "$BASE_IMAGE" | gzip >"$1.tmp"
+  mv -f "$1.tmp" "$1"
+}
+
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+drop_if_dangling() {  # drop_if_dangling ID: remove an image this script replaced, if now untagged
+  [[ -n $1 ]] || return 0
+  local tags
+  tags=$(docker image inspect -f '{{len .RepoTags}}' "$1" 2>/dev/null || echo gone)
+  # Still used by a container or as a parent: docker refuses, and that is fine.
+  if [[ $tags == 0 ]]; then docker rmi "$1" >/dev/null 2>&1 || true; fi
 }
 
 # --- build/wheelhouse ---------------------------------------------------------------------------
@@ -102,36 +121,51 @@ host_python() {
   if [[ -x .venv/bin/python ]]; then echo .venv/bin/python; else echo python3; fi
 }
 
-build_wheelhouse() {
-  local py version hash stamp=build/.wheelhouse.input-hash start
-  py=$(host_python)
-  version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  [[ $version == "$IMAGE_PYTHON" ]] || die "the wheelhouse must be built with Python $IMAGE_PYTHON \
-(bookworm's python3, as in the image and on Debian 12 hosts), but $py is $version"
-  # The project's inputs as hatchling packs them: metadata plus every file of the four packages.
-  hash=$( {
-    echo "$version"
-    find pyproject.toml README.md acefleet proxy orchestrator enginesim -type f \
-      -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z \
-      | xargs -0 sha256sum
-  } | sha256sum | cut -c1-16)
-  if ((!rebuild)) && [[ -f $stamp && $(<"$stamp") == "$hash" ]] \
-    && compgen -G "$WHEELHOUSE/acefleet-*.whl" >/dev/null; then
-    step "$WHEELHOUSE is up to date (input hash $hash)"
-    return
-  fi
-  start=$SECONDS
-  step "building $WHEELHOUSE: pip wheel of acefleet and its dependencies on the host (log: build/logs/wheelhouse.log)"
-  rm -rf "$WHEELHOUSE.tmp"
-  if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$WHEELHOUSE.tmp" . \
+pip_wheel() {  # pip_wheel DIR [ARGS]: pip wheel of this project into DIR, logged
+  local dir=$1
+  shift
+  rm -rf "$dir"
+  if ! "$(host_python)" -m pip wheel --disable-pip-version-check --wheel-dir "$dir" "$@" . \
     >build/logs/wheelhouse.log 2>&1; then
     tail -n 20 build/logs/wheelhouse.log >&2
     die "pip wheel failed (full log: build/logs/wheelhouse.log)"
   fi
-  # Swap the whole directory: the Ansible role wants exactly one acefleet-*.whl in it.
-  rm -rf "$WHEELHOUSE"
-  mv "$WHEELHOUSE.tmp" "$WHEELHOUSE"
-  echo "$hash" >"$stamp"
+}
+
+build_wheelhouse() {
+  local py version deps_hash src_hash stamp=build/.wheelhouse.input-hash have=(none none) start
+  py=$(host_python)
+  version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [[ $version == "$IMAGE_PYTHON" ]] || die "the wheelhouse must be built with Python $IMAGE_PYTHON \
+(bookworm's python3, as in the image and on Debian 12 hosts), but $py is $version"
+  # Two hashes: the dependencies (pyproject.toml) change rarely, the code often; a code change
+  # then rebuilds only the acefleet wheel instead of resolving every dependency again.
+  deps_hash=$( { echo "$version"; cat pyproject.toml; } | sha256sum | cut -c1-16)
+  # The project as hatchling packs it: metadata plus every file of the four packages.
+  src_hash=$(find pyproject.toml README.md acefleet proxy orchestrator enginesim -type f \
+    -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z \
+    | xargs -0 sha256sum | sha256sum | cut -c1-16)
+  if ((!rebuild)) && [[ -f $stamp ]] && compgen -G "$WHEELHOUSE/acefleet-*.whl" >/dev/null; then
+    read -r -a have <"$stamp"
+  fi
+  start=$SECONDS
+  if [[ ${have[0]} == "$deps_hash" && ${have[1]} == "$src_hash" ]]; then
+    step "$WHEELHOUSE is up to date (input hash $deps_hash $src_hash)"
+    return
+  elif [[ ${have[0]} == "$deps_hash" ]]; then
+    step "rebuilding the acefleet wheel in $WHEELHOUSE (code changed, dependencies did not)"
+    pip_wheel build/wheel.tmp --no-deps
+    rm -f "$WHEELHOUSE"/acefleet-*.whl
+    mv build/wheel.tmp/acefleet-*.whl "$WHEELHOUSE/"
+    rm -rf build/wheel.tmp
+  else
+    step "building $WHEELHOUSE: pip wheel of acefleet and its dependencies on the host (log: build/logs/wheelhouse.log)"
+    pip_wheel "$WHEELHOUSE.tmp"
+    # Swap the whole directory: the Ansible role wants exactly one acefleet-*.whl in it.
+    rm -rf "$WHEELHOUSE"
+    mv "$WHEELHOUSE.tmp" "$WHEELHOUSE"
+  fi
+  echo "$deps_hash $src_hash" >"$stamp"
   step "built $WHEELHOUSE in $((SECONDS - start)) s: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
 }
 
@@ -178,14 +212,16 @@ build_engine() {
   fi
   start=$SECONDS
   step "building $ENGINE_IMAGE from $BASE_IMAGE (input hash $hash; log: build/logs/engine-sim.log)"
-  local no_cache=()
+  local no_cache=() old_id
   ((rebuild)) && no_cache=(--no-cache)
+  old_id=$(image_id "$ENGINE_IMAGE")
   if ! docker build "${no_cache[@]}" --build-arg "BASE=$BASE_IMAGE" \
     --label "acefleet.input-hash=$hash" --label acefleet.role=engine-sim \
     -t "$ENGINE_IMAGE" "$CONTEXT" >build/logs/engine-sim.log 2>&1; then
     tail -n 30 build/logs/engine-sim.log >&2
     die "docker build of $ENGINE_IMAGE failed (full log: build/logs/engine-sim.log)"
   fi
+  drop_if_dangling "$old_id"
   step "built $ENGINE_IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$ENGINE_IMAGE" | numfmt --to=si)B)"
 }
 

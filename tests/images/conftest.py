@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,14 +101,18 @@ def start_engine(built_images: BuildRun) -> Iterator[StartEngine]:
     """Run engine-sim containers with the image's default command, published on 127.0.0.1."""
     remove_test_containers()
 
-    def start(*env: str, ready_timeout: float = 60) -> Engine:
+    def start(*env: str, command: Sequence[str] = (), ready_timeout: float = 60) -> Engine:
         name = f"acefleet-images-test-{uuid.uuid4().hex[:8]}"
         env_args = [arg for item in ("ACEFLEET_SIM_TIMING=fast", *env) for arg in ("-e", item)]
+        # The port the engine listens on: the image's default unless the command picks one.
+        port = 6878
+        if "--http-port" in command:
+            port = int(command[list(command).index("--http-port") + 1])
         docker(
             "run", "-d", "--name", name, "--label", TEST_LABEL,
-            "-p", "127.0.0.1::6878", *env_args, ENGINE_IMAGE,
+            "-p", f"127.0.0.1::{port}", *env_args, ENGINE_IMAGE, *command,
         )  # fmt: skip
-        published = docker("port", name, "6878/tcp").split()[0]
+        published = docker("port", name, f"{port}/tcp").split()[0]
         engine = Engine(name, int(published.rsplit(":", 1)[1]))
         wait_live(engine, ready_timeout)
         return engine

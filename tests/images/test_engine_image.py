@@ -13,6 +13,7 @@ from tests.images.conftest import REPO, Engine, StartEngine, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_available")]
 
+HEALTHCHECK = "/usr/local/lib/acefleet/healthcheck.py"
 CONTENT_ID = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -98,11 +99,18 @@ def test_healthcheck_turns_healthy(start_engine: StartEngine) -> None:
 def test_healthcheck_reports_a_dead_engine(start_engine: StartEngine) -> None:
     engine = start_engine()
     # The check itself, against a port nothing listens on: must fail, not pass vacuously.
-    proc_out = docker(
-        "exec", "-e", "ACEFLEET_SIM_HTTP_PORT=1", engine.container,
-        "sh", "-c", "/usr/bin/python3 /usr/local/lib/acefleet/healthcheck.py; echo rc=$?",
+    out = docker(
+        "exec", engine.container,
+        "sh", "-c", "/usr/bin/python3 /usr/local/lib/acefleet/healthcheck.py 1; echo rc=$?",
     )  # fmt: skip
-    assert "rc=1" in proc_out
+    assert "rc=1" in out
+
+
+def test_healthcheck_follows_the_port_the_agent_chose(start_engine: StartEngine) -> None:
+    # acefleet-agent runs engines as `acefleet-engine-sim --http-port N ...`, not on 6878.
+    engine = start_engine(command=["acefleet-engine-sim", "--http-port", "7001", "--bind-all"])
+    out = docker("exec", engine.container, "/usr/bin/python3", HEALTHCHECK)
+    assert "live on port 7001" in out
 
 
 def test_runs_as_a_non_root_user(start_engine: StartEngine) -> None:
