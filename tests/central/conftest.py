@@ -1,17 +1,80 @@
-"""Central as a real subprocess on a loopback port, with clients for each role."""
+"""Central on a loopback port, with clients for each role.
+
+By default central runs as a uvicorn server in a thread of the test process (real HTTP on
+loopback, but no interpreter start and imports per test, which cost seconds on a busy machine);
+``start_central(subprocess=True)`` runs the real ``acefleet-central`` console script instead, for
+the tests that kill it.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
+import uvicorn
 
+from orchestrator.central.app import create_app
+from orchestrator.central.settings import CentralSettings
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
 from tests.support import procs
 
-StartCentral = Callable[..., procs.Service]
+
+class Running(Protocol):
+    port: int
+
+    @property
+    def url(self) -> str: ...
+
+    def alive(self) -> bool: ...
+
+    def log(self) -> str: ...
+
+    def stop(self, timeout: float = 10) -> None: ...
+
+
+class ThreadCentral:
+    """create_app() served by uvicorn on its own event loop in a daemon thread."""
+
+    def __init__(self, settings: CentralSettings) -> None:
+        self.port = settings.listen_port
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="central", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("central did not start in its thread")
+            time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def log(self) -> str:
+        return ""
+
+    def stop(self, timeout: float = 10) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+StartCentral = Callable[..., Running]
 
 # Short intervals so stale/lost/expiry happen within a test; generous enough for a loaded CI box.
 FAST = {
@@ -27,10 +90,24 @@ FAST = {
 
 @pytest.fixture
 def start_central(tmp_path: Path, log_dir: Path) -> Iterator[StartCentral]:
-    started: list[procs.Service] = []
+    started: list[Running] = []
 
-    def start(port: int | None = None, **overrides: str) -> procs.Service:
+    def start(port: int | None = None, subprocess: bool = False, **overrides: str) -> Running:
         port = port or procs.free_port()
+        if not subprocess:
+            values = {k.removeprefix("ACEFLEET_CENTRAL_").lower(): v for k, v in FAST.items()}
+            values.update(overrides)
+            settings = CentralSettings(
+                listen_port=port,
+                database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
+                service_keys=[SERVICE_KEY],
+                operator_keys=[OPERATOR_KEY],
+                viewer_keys=[VIEWER_KEY],
+                **values,  # type: ignore[arg-type]
+            )
+            thread_central = ThreadCentral(settings)
+            started.append(thread_central)
+            return thread_central
         env = {
             **FAST,
             "ACEFLEET_CENTRAL_LISTEN_PORT": str(port),
@@ -53,34 +130,34 @@ def start_central(tmp_path: Path, log_dir: Path) -> Iterator[StartCentral]:
 
 
 @pytest.fixture
-def central(start_central: StartCentral) -> procs.Service:
+def central(start_central: StartCentral) -> Running:
     return start_central()
 
 
-def _client(svc: procs.Service, key: str | None) -> httpx.Client:
+def _client(svc: Running, key: str | None) -> httpx.Client:
     headers = {"X-API-Key": key} if key else {}
     return httpx.Client(base_url=svc.url, headers=headers, timeout=10)
 
 
 @pytest.fixture
-def service(central: procs.Service) -> Iterator[httpx.Client]:
+def service(central: Running) -> Iterator[httpx.Client]:
     with _client(central, SERVICE_KEY) as c:
         yield c
 
 
 @pytest.fixture
-def operator(central: procs.Service) -> Iterator[httpx.Client]:
+def operator(central: Running) -> Iterator[httpx.Client]:
     with _client(central, OPERATOR_KEY) as c:
         yield c
 
 
 @pytest.fixture
-def viewer(central: procs.Service) -> Iterator[httpx.Client]:
+def viewer(central: Running) -> Iterator[httpx.Client]:
     with _client(central, VIEWER_KEY) as c:
         yield c
 
 
 @pytest.fixture
-def anonymous(central: procs.Service) -> Iterator[httpx.Client]:
+def anonymous(central: Running) -> Iterator[httpx.Client]:
     with _client(central, None) as c:
         yield c

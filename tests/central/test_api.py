@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from orchestrator.central import openapi
-from tests.central.conftest import StartCentral
+from tests.central.conftest import Running, StartCentral
 from tests.central.fleetsim import (
     OPERATOR_KEY,
     SERVICE_KEY,
@@ -18,13 +18,12 @@ from tests.central.fleetsim import (
     Agent,
     claim_body,
 )
-from tests.support import procs
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_roles_are_enforced(
-    central: procs.Service,
+    central: Running,
     anonymous: httpx.Client,
     viewer: httpx.Client,
     service: httpx.Client,
@@ -128,7 +127,7 @@ def test_rate_limit_headers_and_429(start_central: StartCentral) -> None:
         assert operator.get("/v1/fleet").status_code == 200
 
 
-def test_live_updates_stream_fleet_changes(central: procs.Service, service: httpx.Client) -> None:
+def test_live_updates_stream_fleet_changes(central: Running, service: httpx.Client) -> None:
     Agent("edge0", 2).beat(service)
     url = f"{central.url}/v1/live?api_key={VIEWER_KEY}"
     frames: list[dict[str, object]] = []

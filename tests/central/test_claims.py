@@ -9,7 +9,7 @@ from collections import Counter
 import httpx
 
 from acefleet.wire import EngineHealth
-from tests.central.conftest import StartCentral
+from tests.central.conftest import Running, StartCentral
 from tests.central.fleetsim import (
     SERVICE_KEY,
     Agent,
@@ -20,7 +20,6 @@ from tests.central.fleetsim import (
     send_events,
     snapshot,
 )
-from tests.support import procs
 
 
 def _fleet(service: httpx.Client, hosts: int, engines: int, cap: int = 1) -> list[Agent]:
@@ -53,7 +52,7 @@ async def _heartbeat_loop(url: str, agents: list[Agent], stop: asyncio.Event) ->
 
 
 async def test_concurrent_claims_for_different_content_never_share_a_slot(
-    central: procs.Service, service: httpx.Client
+    central: Running, service: httpx.Client
 ) -> None:
     agents = _fleet(service, hosts=10, engines=5)  # 50 slots of cap 1
     stop = asyncio.Event()
@@ -84,7 +83,7 @@ async def test_concurrent_claims_for_different_content_never_share_a_slot(
 
 
 async def test_concurrent_claims_for_one_content_book_one_engine(
-    central: procs.Service, service: httpx.Client
+    central: Running, service: httpx.Client
 ) -> None:
     _fleet(service, hosts=6, engines=3)
     async with httpx.AsyncClient(

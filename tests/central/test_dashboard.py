@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.central.conftest import Running
 from tests.central.fleetsim import OPERATOR_KEY, Agent, event, send_events
-from tests.support import procs
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -35,7 +35,7 @@ def chromium() -> Path:
 
 @pytest.mark.browser
 def test_dashboard_live_view_and_drain(
-    chromium: Path, central: procs.Service, service: httpx.Client, operator: httpx.Client
+    chromium: Path, central: Running, service: httpx.Client, operator: httpx.Client
 ) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 
 from acefleet.wire import ProvisioningState, VpnState
-from tests.central.conftest import StartCentral
+from tests.central.conftest import Running, StartCentral
 from tests.central.fleetsim import (
     OPERATOR_KEY,
     SERVICE_KEY,
@@ -18,7 +18,6 @@ from tests.central.fleetsim import (
     claim_body,
     snapshot,
 )
-from tests.support import procs
 
 
 def _wait(predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
@@ -34,7 +33,7 @@ def _status(client: httpx.Client) -> dict[str, str]:
     return {h["name"]: h["status"] for h in client.get("/v1/hosts").json()["items"]}
 
 
-async def test_many_agents_heartbeating(central: procs.Service) -> None:
+async def test_many_agents_heartbeating(central: Running) -> None:
     agents = [Agent(f"edge{i:03}", 10) for i in range(60)]
     async with httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": SERVICE_KEY}) as c:
         for _ in range(3):

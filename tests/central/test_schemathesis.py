@@ -73,7 +73,7 @@ def _run(url: str, key: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 def test_no_server_errors_under_generated_requests(
     start_central: StartCentral, tmp_path: Path
 ) -> None:
-    svc = start_central(rate_limit_rps="100000")
+    svc = start_central(subprocess=True, rate_limit_rps="100000")
     with httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service:
         Agent("edge0", 2).beat(service)  # some state for the generated requests to hit
     for key in (SERVICE_KEY, OPERATOR_KEY):
