@@ -178,6 +178,9 @@ class Central:
                 return self._engine_grant(live, ttl)
             if live.host != req.host:
                 return self._relay(req, live.host, now, ttl)
+            # Its engine is no longer in any heartbeat: that session cannot be served from
+            # here any more, so the content is placed afresh.
+            self.book.release(live.id)
         try:
             host, engine = choose(
                 self.fleet,

@@ -225,3 +225,30 @@ def test_delete_releases_the_slot(service: httpx.Client) -> None:
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "unknown_claim"
     assert service.post("/v1/claims", json=claim_body("id:b", "edge0")).json()["kind"] == "engine"
+
+
+def test_failover_avoids_the_engine_that_failed(service: httpx.Client) -> None:
+    Agent("edge0", 2).beat(service)
+    first = service.post("/v1/claims", json=claim_body("id:f", "edge0")).json()
+    failed = first["engine"]["id"]
+    body = {**claim_body("id:f", "edge0"), "avoid": [failed]}
+    again = service.post("/v1/claims", json=body).json()
+    assert again["kind"] == "engine"
+    assert again["engine"]["id"] != failed
+    assert again["claim_id"] != first["claim_id"]
+    # The failed claim is gone, so its engine is not counted as busy with this content.
+    assert [c["claim_id"] for c in _engine_claims(service)] == [again["claim_id"]]
+
+
+def test_claim_on_a_vanished_engine_is_placed_afresh(service: httpx.Client) -> None:
+    agent = Agent("edge0", 2)
+    agent.beat(service)
+    first = service.post("/v1/claims", json=claim_body("id:v", "edge0")).json()
+    started = event("stream_started", "s-v", content_key="id:v", claim_id=first["claim_id"])
+    send_events(service, "edge0", started)
+    agent.engines = [e for e in agent.engines if e.id != first["engine"]["id"]]
+    agent.beat(service)  # its engine is gone; the confirmed claim stays until asked about
+    assert len(_engine_claims(service)) == 1
+    again = service.post("/v1/claims", json=claim_body("id:v", "edge0")).json()
+    assert again["engine"]["id"] == agent.engines[0].id
+    assert [c["claim_id"] for c in _engine_claims(service)] == [again["claim_id"]]
