@@ -60,13 +60,10 @@ class CentralSettings(BaseSettings):
         description="Fallback relay URL of an edge's proxy before its first snapshot, "
         "e.g. http://{host}:6880 (empty: only URLs from proxy snapshots are used)",
     )
-    service_keys: CommaList = Field(
-        default_factory=list, description="API keys of services (agents, proxies)"
-    )
-    operator_keys: CommaList = Field(
-        default_factory=list, description="API keys of operators (read, drain, scale)"
-    )
-    viewer_keys: CommaList = Field(default_factory=list, description="API keys that may only read")
+    # Plain [] defaults (pydantic copies them) so --help prints "[]", not a factory.
+    service_keys: CommaList = Field([], description="API keys of services (agents, proxies)")
+    operator_keys: CommaList = Field([], description="API keys of operators (read, drain, scale)")
+    viewer_keys: CommaList = Field([], description="API keys that may only read")
     rate_limit_rps: float = Field(
         20.0, gt=0, description="Requests per second allowed per operator or viewer key"
     )
@@ -97,4 +94,9 @@ class CentralSettings(BaseSettings):
                 raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} random characters")
         if len(set(keys)) != len(keys):
             raise ValueError("an API key may belong to one role only")
+        if self.proxy_url_template:
+            try:
+                self.proxy_url_template.format(host="edge")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError("proxy_url_template may only use the {host} placeholder") from None
         return self
