@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from acefleet import config
+from proxy.settings import ProxySettings
 from tests.proxy.client import request, sim_sessions, wait_for
 from tests.proxy.conftest import StartProxy, StartSim, endpoint
 from tests.support.procs import BIN
@@ -50,27 +52,30 @@ async def test_sigterm_drains_viewers_then_stops_upstreams(
         (["--slow-viewer-policy", "wait"], "slow-viewer-policy"),
     ],
 )
-def test_bad_configuration_is_refused_clearly(args: list[str], message: str) -> None:
+def test_bad_configuration_is_refused_clearly(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        config.load(ProxySettings, args, prog="acefleet-proxy", description="")
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_env_names_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACEFLEET_PROXY_ENGINES", "10.0.0.1:6878@2,10.0.0.2:6878")
+    monkeypatch.setenv("ACEFLEET_PROXY_GRACE_S", "3")
+    settings = config.load(ProxySettings, [], prog="acefleet-proxy", description="")
+    assert settings.engines == ["10.0.0.1:6878@2", "10.0.0.2:6878"]
+    assert settings.grace_s == 3
+
+
+def test_console_script_checks_config() -> None:
     proc = subprocess.run(
-        [str(BIN / "acefleet-proxy"), "--check-config", *args],
+        [str(BIN / "acefleet-proxy"), "--check-config", "--engines", "x"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert proc.returncode == 2
-    assert message in proc.stderr
-
-
-def test_env_names_are_the_documented_ones() -> None:
-    env = {"ACEFLEET_PROXY_ENGINES": "10.0.0.1:6878@2,10.0.0.2:6878", "PATH": ""}
-    proc = subprocess.run(
-        [str(BIN / "acefleet-proxy"), "--check-config"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert '"10.0.0.1:6878@2"' in proc.stdout
+    assert "ACEFLEET_PROXY_ENGINES" in proc.stderr
