@@ -92,12 +92,25 @@ class Fleet:
     edges: dict[str, Edge] = field(default_factory=dict)
     central: procs.Service | None = None
     central_port: int = 0
+    central_env: dict[str, str] = field(default_factory=dict)
+    agent_extra: list[str] = field(default_factory=list)
 
     # --- start, stop ----------------------------------------------------------------------
     @classmethod
-    def up(cls, log_dir: Path, *, edges: int = 2, base_port: int = 23000) -> Fleet:
+    def up(
+        cls,
+        log_dir: Path,
+        *,
+        edges: int = 2,
+        base_port: int = 23000,
+        engines: int = 2,
+        central_env: dict[str, str] | None = None,
+        agent_extra: list[str] | None = None,
+    ) -> Fleet:
+        """Start the fleet; ``central_env`` and ``agent_extra`` override the fast defaults."""
         run = uuid.uuid4().hex[:6]
-        fleet = cls(log_dir, log_dir / "central.db")
+        fleet = cls(log_dir, log_dir / "central.db", central_env=central_env or {})
+        fleet.agent_extra = agent_extra or []
         for i in range(edges):
             low = base_port + i * 100
             name = f"fl{run}{chr(ord('a') + i)}"
@@ -108,7 +121,7 @@ class Fleet:
                 fleet.start_agent(edge)
             for edge in fleet.edges.values():
                 fleet.start_proxy(edge)
-            fleet.wait_engines(per_edge=2)
+            fleet.wait_engines(per_edge=engines)
         except BaseException:
             fleet.close()
             raise
@@ -118,6 +131,7 @@ class Fleet:
         self.central_port = self.central_port or procs.free_port()
         env = {
             **CENTRAL_ENV,
+            **self.central_env,
             "ACEFLEET_CENTRAL_LISTEN_PORT": str(self.central_port),
             "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{self.db}",
         }
@@ -158,6 +172,7 @@ class Fleet:
             "--heartbeat-interval-s", str(HEARTBEAT_S),
             "--state-file", str(self.log_dir / f"agent-{edge.name}.json"),
             "--log-format", "json",
+            *self.agent_extra,
         ]  # fmt: skip
         edge.agent = procs.start(
             "acefleet-agent",
@@ -350,6 +365,8 @@ class Viewer:
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (start, length) > 0.5 s
     misaligned: int = 0
     task: asyncio.Task[None] | None = None
+    # set once the first stream byte arrived or the connection ended, whichever comes first
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         parts = httpx.URL(self.url)
@@ -357,6 +374,7 @@ class Viewer:
             reader, writer = await asyncio.open_connection(parts.host, parts.port)
         except OSError as exc:
             self.error, self.closed = repr(exc), True
+            self.settled.set()
             return
         target = parts.raw_path.decode()
         writer.write(f"GET {target} HTTP/1.1\r\nHost: {parts.host}\r\n\r\n".encode())
@@ -376,6 +394,7 @@ class Viewer:
                     self.gaps.append((self.last_byte_at, now - self.last_byte_at))
                 if self.first_byte_at is None:
                     self.first_byte_at = now
+                    self.settled.set()
                 self.last_byte_at = now
                 self.received += len(data)
                 # Every 188-byte packet must start with the sync byte, across failovers too.
@@ -389,6 +408,7 @@ class Viewer:
             self.error = repr(exc)
         finally:
             self.closed = True
+            self.settled.set()
             writer.close()
 
     def start(self) -> Viewer:
