@@ -17,7 +17,7 @@ from proxy.edge import Edge
 from proxy.engine import EngineClient
 from proxy.links import ControlLinks
 from proxy.metrics import Metrics
-from proxy.placement import EventSink
+from proxy.placement import EventSink, Placer
 from proxy.server import App, ClientProtocol
 from proxy.settings import ProxySettings
 from proxy.static import StaticPlacer
@@ -46,8 +46,11 @@ class Running:
         await self.app.edge.engine.aclose()
 
 
-async def start(settings: ProxySettings, sink: EventSink | None = None) -> Running:
-    """Build the proxy (static placement) and listen; ``sink`` hears upstream sessions."""
+async def start(
+    settings: ProxySettings, sink: EventSink | None = None, placer: Placer | None = None
+) -> Running:
+    """Build the proxy and listen; ``sink`` hears upstream sessions; ``placer`` (tests, other
+    embedders) replaces the configured placement."""
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     engine = EngineClient(
@@ -55,7 +58,7 @@ async def start(settings: ProxySettings, sink: EventSink | None = None) -> Runni
         stop_timeout=settings.stop_timeout_s,
         metrics=metrics,
     )
-    placer = StaticPlacer(
+    static = StaticPlacer(
         settings.engines,
         default_cap=settings.engine_stream_cap,
         engine=engine,
@@ -64,16 +67,16 @@ async def start(settings: ProxySettings, sink: EventSink | None = None) -> Runni
         probe_failures=settings.probe_failures,
     )
     # Fleet mode: claims from central, then the local agent, then the static list (links.py).
-    links = ControlLinks(settings, metrics, placer) if settings.fleet_mode else None
+    links = ControlLinks(settings, metrics, static) if settings.fleet_mode else None
     edge = Edge(
         settings,
         metrics,
-        links.placer if links else placer,
+        placer or (links.placer if links else static),
         engine,
         sink or (links.sink if links else None),
     )
     app = App(settings, metrics, edge)
-    probes = loop.create_task(placer.run_probes())
+    probes = loop.create_task(static.run_probes())
     server = await loop.create_server(
         lambda: ClientProtocol(app),
         settings.host,

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from proxy.cli import Running, start
-from proxy.placement import StreamRecord
+from proxy.placement import Placement, Placer, StreamRecord
 from proxy.settings import ProxySettings
-from tests.proxy.client import fault, request
-from tests.proxy.conftest import StartSim, endpoint
+from tests.proxy.client import fault, request, sim_sessions
+from tests.proxy.conftest import StartProxy, StartSim, endpoint
 from tests.support.procs import free_port
 
 CONTENT = "0123456789abcdef0123456789abcdef01234567"
@@ -43,13 +43,15 @@ Launch = Callable[..., "asyncio.Future[tuple[Running, RecordingSink, str]]"]
 async def launch() -> AsyncIterator[Callable[..., object]]:
     running: list[Running] = []
 
-    async def go(engines: list[str], **overrides: object) -> tuple[Running, RecordingSink, str]:
+    async def go(
+        engines: list[str], placer: Placer | None = None, **overrides: object
+    ) -> tuple[Running, RecordingSink, str]:
         port = free_port()
         settings = ProxySettings(
             host="127.0.0.1", port=port, engines=engines, client_burst=1000, **overrides
         )
         sink = RecordingSink()
-        r = await start(settings, sink)
+        r = await start(settings, sink, placer)
         running.append(r)
         return r, sink, f"http://127.0.0.1:{port}"
 
@@ -94,3 +96,36 @@ async def test_replaced_upstream_is_a_new_stream(start_sim: StartSim, launch: La
     assert ended[0][2] != "idle"
     assert started[0][1] != started[1][1]  # a fresh pid, a fresh stream id
     viewer.close()
+
+
+class RelayPlacer:
+    """What a central claim client answers when the content is live on another edge."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.released: list[str] = []
+
+    async def place(self, content_key: str) -> Placement:
+        return Placement(source="relay", url=self.url, claim_id="claim-1")
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        self.released.append(reason)
+
+
+async def test_relay_placement_pulls_from_another_edge(
+    start_sim: StartSim, start_proxy: StartProxy, launch: Launch
+) -> None:
+    sim = start_sim()
+    edge_a = start_proxy(endpoint(sim))
+    placer = RelayPlacer(f"{edge_a.url}/ace/getstream?id={CONTENT}")
+    _, sink, url = await launch([], placer=placer, grace_s=0.3)
+    viewers = [await request(url, f"/ace/getstream?id={CONTENT}") for _ in range(3)]
+    await asyncio.gather(*(v.read_until(100_000) for v in viewers))
+    assert sim_sessions(sim.url)["sessions_started_total"] == 1
+    status_a = (await request(edge_a.url, "/ace/status")).json()
+    assert status_a["viewers"] == 1  # edge B is one viewer of edge A, whatever B serves
+    for v in viewers:
+        v.close()
+    await asyncio.wait_for(sink.ended.wait(), 5)
+    assert placer.released == ["idle"]
+    assert len(sink.kinds("started")) == 1
