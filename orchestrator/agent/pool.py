@@ -74,7 +74,7 @@ class Pool:
         self.blocked: tuple[str, str] | None = None
         self._sem = asyncio.Semaphore(s.provision_concurrency)
         self._last_create = 0.0
-        self._last_replace = -1e9
+        self.last_replace = -1e9
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._stop_events = threading.Event()
@@ -88,10 +88,20 @@ class Pool:
         self.claims.load()
         self.docker.watch_events(self._event_from_thread, self._stop_events)
         self._spawn(self._loop_forever("reconcile", self.reconcile, self.s.reconcile_interval_s))
-        self._spawn(self._loop_forever("health", self.health_tick, self.s.probe_interval_s))
-        self._spawn(self._loop_forever("stats", self.stats_tick, self.s.stats_interval_s))
+        # Imported here: upkeep works on a Pool, so it imports this module.
+        from orchestrator.agent import upkeep
+
+        s = self.s
+        self._spawn(
+            self._loop_forever("health", lambda: upkeep.health_tick(self), s.probe_interval_s)
+        )
+        self._spawn(
+            self._loop_forever("stats", lambda: upkeep.stats_tick(self), s.stats_interval_s)
+        )
         if self.vpn is not None:
-            self._spawn(self._loop_forever("vpn", self.vpn_tick, self.s.vpn_check_interval_s))
+            self._spawn(
+                self._loop_forever("vpn", lambda: upkeep.vpn_tick(self), s.vpn_check_interval_s)
+            )
 
     async def stop(self) -> None:
         self._stop_events.set()
@@ -416,9 +426,9 @@ class Pool:
         if engine.removing:
             return
         engine.removing = True
-        await self._remove_marked(engine, reason)
+        await self.remove_marked(engine, reason)
 
-    async def _remove_marked(self, engine: Engine, reason: str) -> None:
+    async def remove_marked(self, engine: Engine, reason: str) -> None:
         log.info("engine_removing", engine=engine.id, reason=reason)
         try:
             await self.docker.remove(engine.id)
@@ -458,71 +468,6 @@ class Pool:
                 break
             with contextlib.suppress(DockerError):
                 await self.remove(engine, "idle")
-
-    async def health_tick(self) -> None:
-        probed = [e for e in self.live() if e.health != EngineHealth.starting]
-        results = await asyncio.gather(*(self.probe.ready(e, self.profile) for e in probed))
-        for engine, ok in zip(probed, results, strict=True):
-            if ok:
-                engine.probe_failures = 0
-                engine.health = EngineHealth.healthy
-            else:
-                engine.probe_failures += 1
-                engine.health = EngineHealth.unhealthy
-                self.metrics.probe_failures.inc()
-        await self._replace_one()
-
-    async def _replace_one(self) -> None:
-        """Replace at most one failing engine per cooldown; keep busy ones unless truly dead."""
-        if time.monotonic() - self._last_replace < self.s.replace_cooldown_s:
-            return
-        for engine in self.live():
-            if engine.probe_failures < self.s.probe_failures:
-                continue
-            if self.streams(engine.id):
-                state = await self.docker.state(engine.id)
-                if state == "running" and await self.probe.alive(engine, self.profile):
-                    log.warning("unhealthy_engine_kept", engine=engine.id, reason="has viewers")
-                    continue
-            self._last_replace = time.monotonic()
-            log.warning("engine_replacing", engine=engine.id, failures=engine.probe_failures)
-            # Reserve the replacement before the first await, so reconciliation does not fill
-            # the gap with a fresh engine of its own.
-            engine.removing = True
-            with contextlib.suppress(ProvisionRefused):
-                self.start_provision(generation=engine.generation + 1)
-            self.metrics.replaced.inc()
-            await self._remove_marked(engine, "unhealthy")
-            return
-
-    async def stats_tick(self) -> None:
-        jobs = []
-        for claim in list(self.claims.claims.values()):
-            engine = self.engines.get(claim.engine_id)
-            if claim.stat_url and engine is not None and engine.health == EngineHealth.healthy:
-                jobs.append((engine, claim.stat_url))
-        results = await asyncio.gather(*(self.probe.stats(e, url) for e, url in jobs))
-        for (engine, _), stats in zip(jobs, results, strict=True):
-            if stats is not None:
-                engine.stats.append(stats)
-
-    async def vpn_tick(self) -> None:
-        assert self.vpn is not None
-        healthy = [e for e in self.live() if e.health == EngineHealth.healthy]
-        engines_say = await self.probe.network_connected(healthy[0]) if healthy else None
-        before = self.vpn.state
-        state = await self.vpn.check(engines_say)
-        self.metrics.vpn_connected.set(1 if state.connected else 0)
-        if state != before:
-            log.info("vpn_state", connected=state.connected, port=state.forwarded_port)
-            self.wake()
-        # A forwarded port that changed leaves a stale engine: replace it once it is free.
-        port = state.forwarded_port
-        for engine in self.live():
-            stale = engine.vpn_forwarded and port and engine.p2p_port != port
-            if stale and not self.streams(engine.id):
-                await self.remove(engine, "vpn_port_changed")
-                self.wake()
 
     # --- operations for the API and central ------------------------------------------------
 

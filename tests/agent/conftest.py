@@ -68,6 +68,8 @@ def agent_factory(log_dir: Path, engine_image: str) -> Iterator[AgentFactory]:
             "0.5",
             "--ready-poll-s",
             "0.2",
+            "--ready-timeout-s",
+            "120",
             "--provision-min-interval-s",
             "0",
             "--stats-interval-s",

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.agent.helpers import (
+    BOOT,
     Agent,
     AgentFactory,
     docker,
@@ -50,10 +51,10 @@ def test_provision_readiness_labels_and_claims(agent_factory: AgentFactory) -> N
         "--min-engines", "1", "--free-engines", "0", "--max-engines", "2",
         "--engine-extra-args", "--timing,fast,--startup-delay,2",
     )  # fmt: skip
-    first = wait_for("an engine exists", agent.engines, timeout=20)[0]
+    first = wait_for("an engine exists", agent.engines, timeout=60)[0]
     assert first["health"] == "starting"
     assert docker("inspect", "-f", "{{.State.Status}}", first["id"]) == "running"
-    engine = wait_for("engine ready", agent.healthy, timeout=30)[0]
+    engine = wait_for("engine ready", agent.healthy, timeout=BOOT)[0]
     host, port = engine["endpoint"].split(":")
     assert (host, int(port)) == ("127.0.0.1", engine["http_port"])
     r = httpx.get(f"http://{engine['endpoint']}/server/api?api_version=3&method=get_status")
@@ -94,7 +95,7 @@ def test_floor_buffer_max_and_idle_gc(agent_factory: AgentFactory) -> None:
         "--min-engines", "1", "--free-engines", "1", "--max-engines", "3",
         "--idle-grace-s", "2", "--claim-ttl-s", "60",
     )  # fmt: skip
-    wait_for("floor of one engine", lambda: len(agent.healthy()) == 1, timeout=30)
+    wait_for("floor of one engine", lambda: len(agent.healthy()) == 1, timeout=BOOT)
     claims = []
     for n in range(3):
         r = _claim(agent, f"c{n}")
@@ -102,7 +103,7 @@ def test_floor_buffer_max_and_idle_gc(agent_factory: AgentFactory) -> None:
         claims.append(r.json()["claim_id"])
         # Every busy engine is backed by a free one, up to max_engines.
         want = min(3, n + 2)
-        wait_for(f"{want} healthy engines", lambda w=want: len(agent.healthy()) == w, timeout=30)  # type: ignore[misc]
+        wait_for(f"{want} healthy engines", lambda w=want: len(agent.healthy()) == w, timeout=BOOT)  # type: ignore[misc]
     assert len(agent.engines()) == 3
     status = agent.status()
     assert status["capacity"]["engines_free"] == 0
@@ -117,7 +118,7 @@ def test_floor_buffer_max_and_idle_gc(agent_factory: AgentFactory) -> None:
     for claim_id in claims:
         assert agent.delete(f"/v1/claims/{claim_id}").status_code == 204
     # Three free engines, buffer one, floor one: two are stopped after the idle grace.
-    wait_for("idle engines stopped", lambda: len(agent.engines()) == 1, timeout=30)
+    wait_for("idle engines stopped", lambda: len(agent.engines()) == 1, timeout=BOOT)
     assert agent.metric('acefleet_agent_engines_removed_total{reason="idle"}') == 2
     containers = docker("ps", "-q", "--filter", f"label=acefleet.host={agent.host}").split()
     assert len(containers) == 1
@@ -132,7 +133,7 @@ def test_adoption_after_sigkill_keeps_engines_and_claims(
         "--min-engines", "2", "--free-engines", "0", "--max-engines", "4",
         "--state-file", str(state), "--idle-grace-s", "1",
     )  # fmt: skip
-    wait_for("two engines", lambda: len(agent.healthy()) == 2, timeout=30)
+    wait_for("two engines", lambda: len(agent.healthy()) == 2, timeout=BOOT)
     claim = _claim(agent, "live").json()
     # Containers that are not this agent's: another host's engine and a foreign container.
     other_host = f"other{uuid.uuid4().hex[:6]}"
@@ -152,7 +153,7 @@ def test_adoption_after_sigkill_keeps_engines_and_claims(
         agent.svc.kill()  # SIGKILL: no cleanup at all
         again = restart(agent, log_dir)
         try:
-            wait_for("adopted healthy", lambda: len(again.healthy()) == 2, timeout=20)
+            wait_for("adopted healthy", lambda: len(again.healthy()) == 2, timeout=BOOT)
             after = {e["id"]: e for e in again.engines()}
             assert after.keys() == before.keys()
             for eid, e in after.items():
@@ -190,7 +191,7 @@ def test_failing_probes_get_the_engine_replaced(agent_factory: AgentFactory) -> 
         "--engine-extra-args", "--timing,fast,--chaos",
         "--probe-failures", "3", "--replace-cooldown-s", "1",
     )  # fmt: skip
-    old = wait_for("engine ready", agent.healthy, timeout=30)[0]
+    old = wait_for("engine ready", agent.healthy, timeout=BOOT)[0]
     r = httpx.post(f"http://{old['endpoint']}/_sim/faults", json={"action": "fail_probes"})
     assert r.status_code < 300, r.text
 
@@ -199,7 +200,7 @@ def test_failing_probes_get_the_engine_replaced(agent_factory: AgentFactory) -> 
         fresh = [e for e in engines if e["id"] != old["id"]]
         return fresh[0] if fresh and all(e["id"] != old["id"] for e in agent.engines()) else None
 
-    new = wait_for("replacement", replaced, timeout=40)
+    new = wait_for("replacement", replaced, timeout=BOOT)
     assert new["generation"] == 1
     assert agent.metric("acefleet_agent_engines_replaced_total") == 1
     assert agent.metric("acefleet_agent_probe_failures_total") >= 3
@@ -216,7 +217,9 @@ def test_port_held_by_another_process_is_skipped(agent_factory: AgentFactory) ->
             "--http-port-range", f"{h_lo}-{h_hi}", "--p2p-port-range", f"{p_lo}-{p_hi}",
             "--min-engines", "2", "--free-engines", "0",
         )  # fmt: skip
-        engines = wait_for("two engines", lambda: len(agent.healthy()) == 2 and agent.healthy())
+        engines = wait_for(
+            "two engines", lambda: len(agent.healthy()) == 2 and agent.healthy(), timeout=BOOT
+        )
         ports = sorted(e["http_port"] for e in engines)
         assert ports == [h_lo + 1, h_lo + 2]
         assert all(p_lo <= e["p2p_port"] <= p_hi for e in engines)
@@ -230,7 +233,7 @@ def test_full_port_range_is_a_precise_error(agent_factory: AgentFactory) -> None
         "--http-port-range", f"{h_lo}-{h_lo}", "--p2p-port-range", f"{p_lo}-{p_lo}",
         "--min-engines", "1", "--free-engines", "0",
     )  # fmt: skip
-    wait_for("one engine", lambda: len(agent.healthy()) == 1, timeout=30)
+    wait_for("one engine", lambda: len(agent.healthy()) == 1, timeout=BOOT)
     r = agent.post("/v1/engines")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "ports_exhausted"
@@ -253,7 +256,7 @@ def test_breaker_opens_on_missing_image_and_recovers(
         prov = wait_for(
             "breaker open",
             lambda: (p := agent.status()["provisioning"])["state"] == "breaker_open" and p,
-            timeout=20,
+            timeout=60,
         )
         assert prov["reason"].startswith("image_missing")
         assert missing in prov["reason"]
@@ -263,7 +266,7 @@ def test_breaker_opens_on_missing_image_and_recovers(
         assert agent.engines() == []
         # The image appears (an operator loads it): a half-open retry succeeds and closes it.
         docker("tag", engine_image, missing)
-        wait_for("engine after recovery", agent.healthy, timeout=30)
+        wait_for("engine after recovery", agent.healthy, timeout=BOOT)
         assert agent.status()["provisioning"] == {
             "state": "ok",
             "reason": None,
@@ -284,7 +287,7 @@ def test_engine_not_ready_by_the_deadline_is_removed(agent_factory: AgentFactory
     wait_for(
         "late engine removed",
         lambda: agent.metric('acefleet_agent_engines_removed_total{reason="ready_timeout"}') >= 1,
-        timeout=20,
+        timeout=60,
     )
     assert agent.metric('acefleet_agent_provisions_total{result="ready_timeout"}') >= 1
     assert agent.healthy() == []
@@ -293,8 +296,8 @@ def test_engine_not_ready_by_the_deadline_is_removed(agent_factory: AgentFactory
 def test_two_agents_share_one_dockerd(agent_factory: AgentFactory) -> None:
     a = agent_factory(*_ranges(), "--min-engines", "1", "--free-engines", "0")
     b = agent_factory(*_ranges(), "--min-engines", "1", "--free-engines", "0")
-    ea = wait_for("a ready", a.healthy, timeout=30)
-    eb = wait_for("b ready", b.healthy, timeout=30)
+    ea = wait_for("a ready", a.healthy, timeout=BOOT)
+    eb = wait_for("b ready", b.healthy, timeout=BOOT)
     assert {e["id"] for e in ea}.isdisjoint({e["id"] for e in eb})
     assert all(e["host"] == a.host for e in a.engines())
     assert all(e["host"] == b.host for e in b.engines())
@@ -312,7 +315,7 @@ def test_two_agents_share_one_dockerd(agent_factory: AgentFactory) -> None:
     detail = wait_for(
         "stats collected",
         lambda: (d := a.get(f"/v1/engines/{e['id']}").json())["stats_history"] and d,
-        timeout=15,
+        timeout=40,
     )
     assert detail["stats_history"][-1]["status"] in ("idle", "prebuf", "dl", None)
     assert detail["engine"]["stats"] == detail["stats_history"][-1]
@@ -326,14 +329,18 @@ def test_docker_events_keep_state_current_between_reconciliations(
         *_ranges(), "--min-engines", "1", "--free-engines", "0",
         "--reconcile-interval-s", "60", "--probe-interval-s", "60",
     )  # fmt: skip
-    old = wait_for("engine ready", agent.healthy, timeout=30)[0]
+    old = wait_for("engine ready", agent.healthy, timeout=BOOT)[0]
     docker("rm", "-f", old["id"])
     # The destroy event removes it from the inventory and wakes the pool, which refills.
+    wait_for(
+        "engine gone from the inventory",
+        lambda: all(e["id"] != old["id"] for e in agent.engines()),
+        timeout=10,
+    )
     new = wait_for(
         "replacement after external removal",
         lambda: [e for e in agent.healthy() if e["id"] != old["id"]],
-        timeout=15,
+        timeout=BOOT,
     )[0]
-    assert all(e["id"] != old["id"] for e in agent.engines())
     assert agent.metric('acefleet_agent_engines_removed_total{reason="destroyed"}') == 1
     assert new["generation"] == 0

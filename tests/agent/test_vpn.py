@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent.helpers import AgentFactory, docker, port_range, wait_for
+from tests.agent.helpers import BOOT, AgentFactory, docker, port_range, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -83,7 +83,9 @@ def test_vpn_forwarded_port_and_provisioning_gate(
             "--vpn-container", holder, "--vpn-control-url", gluetun.url,
             "--vpn-check-interval-s", "0.3", "--min-engines", "2", "--free-engines", "0",
         )  # fmt: skip
-        engines = wait_for("two engines", lambda: len(agent.healthy()) == 2 and agent.healthy())
+        engines = wait_for(
+            "two engines", lambda: len(agent.healthy()) == 2 and agent.healthy(), timeout=BOOT
+        )
         carrying = [e for e in engines if e["vpn_forwarded"]]
         assert len(carrying) == 1
         assert carrying[0]["p2p_port"] == forwarded
