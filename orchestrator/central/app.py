@@ -19,6 +19,7 @@ from acefleet import logs
 from orchestrator.central import views
 from orchestrator.central.api import live, operators, services
 from orchestrator.central.auth import KeyRing
+from orchestrator.central.fastpath import ClaimFastPath
 from orchestrator.central.history import History
 from orchestrator.central.http import (
     ApiError,
@@ -62,12 +63,15 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         description="Fleet view, engine claims, stream registry and operator API of acefleet.",
         lifespan=lifespan,
     )
+    keyring = KeyRing(settings)
     app.state.central = state
-    app.state.keyring = KeyRing(settings)
+    app.state.keyring = keyring
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_middleware(RateLimitHeaders)
+    # Outermost: well-formed claims skip FastAPI entirely (see fastpath.py).
+    app.add_middleware(ClaimFastPath, central=state, keyring=keyring)
     app.include_router(services.router)
     app.include_router(operators.router)
     app.include_router(live.router)

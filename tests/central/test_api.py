@@ -202,3 +202,21 @@ def test_settings_refuse_missing_and_placeholder_keys() -> None:
     r = _central("--check-config", "--service-keys", f"{SERVICE_KEY},{SERVICE_KEY}x")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["service_keys"] == [SERVICE_KEY, SERVICE_KEY + "x"]
+
+
+def test_claim_fast_path_keeps_headers_and_limits(start_central: StartCentral) -> None:
+    svc = start_central(service_rate_limit_rps="1")
+    with httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service:
+        r = service.post("/v1/claims", json=claim_body("id:z", "edge0"))
+        assert r.status_code == 503  # no hosts yet; answered by the fast path
+        assert r.headers["x-ratelimit-limit"] == "2"
+        assert r.headers["content-type"] == "application/json"
+        statuses = [
+            service.post("/v1/claims", json=claim_body("id:z", "edge0")).status_code
+            for _ in range(4)
+        ]
+        assert 429 in statuses
+        r = service.delete("/v1/claims/whatever")
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert int(r.headers["retry-after"]) >= 1
