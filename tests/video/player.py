@@ -33,6 +33,7 @@ class Capture:
     label: str
     data: bytearray = field(default_factory=bytearray)
     arrivals: list[tuple[int, float]] = field(default_factory=list)
+    segment_starts: list[int] = field(default_factory=list)  # HLS: offset of each segment
     error: str = ""
 
     def add(self, part: bytes, t: float) -> None:
@@ -91,6 +92,7 @@ def capture_hls(url: str, media_seconds: float, label: str = "hls", limit: float
                 if seg.status_code != 200:
                     cap.error = f"segment {next_seq} HTTP {seg.status_code}"
                     return cap
+                cap.segment_starts.append(len(cap.data))
                 cap.add(seg.content, time.monotonic() - t0)
                 got += duration
                 next_seq += 1
@@ -125,6 +127,7 @@ class Verdict:
     first_frame_s: float  # wall time from the request until the first decodable frame arrived
     starts_with_tables: bool  # PAT, PMT, then a keyframe packet: what a joiner needs
     codecs: list[str] = field(default_factory=list)
+    segments_not_at_keyframes: list[int] = field(default_factory=list)  # HLS segment indexes
     cc_breaks: list[str] = field(default_factory=list)  # continuity counter jumps on tables
     media_cc_breaks: list[str] = field(default_factory=list)  # ... on audio/video PIDs (loss)
     error: str = ""
@@ -195,6 +198,7 @@ def judge(cap: Capture) -> Verdict:
         first,
         _starts_with_tables(data),
         codecs,
+        [i for i, at in enumerate(cap.segment_starts) if not _starts_with_tables(data[at:])],
         *_cc_breaks(data),
     )
 
@@ -268,7 +272,7 @@ def _first_frame_seconds(
 def _starts_with_tables(data: bytes) -> bool:
     """PAT, PMT, then a packet with random_access_indicator: a joiner can decode at once."""
     if len(data) < 3 * TS:
-        return False
+        return len(data) == 0  # nothing judged there (the capture's cut-off tail)
     pids = [((data[i * TS + 1] & 0x1F) << 8) | data[i * TS + 2] for i in range(3)]
     key = data[2 * TS + 3] & 0x20 and data[2 * TS + 4] and data[2 * TS + 5] & 0x40
     return pids[0] == 0 and pids[1] not in (0, 0x1FFF) and bool(key)

@@ -75,6 +75,13 @@ def test_fresh_viewer_decodes_across_the_loop_point(
     assert not v.media_cc_breaks, v.media_cc_breaks[:10]
 
 
+def test_hls_segments_start_at_keyframes(verdicts: dict[str, player.Verdict]) -> None:
+    # The simulator's segmenter cuts where Chunk.keyframe is set: PAT, PMT, keyframe, each time.
+    v = verdicts["direct-hls"]
+    assert v.media_s > 0
+    assert not v.segments_not_at_keyframes, v.segments_not_at_keyframes
+
+
 @pytest.mark.parametrize("name", ["direct-ts", "direct-hls"])
 def test_direct_viewers_get_continuous_table_counters(
     verdicts: dict[str, player.Verdict], name: str
