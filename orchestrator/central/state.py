@@ -31,7 +31,7 @@ from acefleet.wire import (
 from orchestrator.central import buffer
 from orchestrator.central.claims import Claim, ClaimBook
 from orchestrator.central.history import History
-from orchestrator.central.hosts import Fleet, Host, HostStatus
+from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 from orchestrator.central.metrics import CentralMetrics
 from orchestrator.central.placement import NoPlacement, choose
 from orchestrator.central.settings import CentralSettings
@@ -167,15 +167,16 @@ class Central:
             self.book.release(live.id)
             live = None
         if live is not None and live.engine_id is not None:
-            engine_host = self.fleet.engine_host.get(live.engine_id)
-            if live.host == req.host and engine_host == req.host:
+            own = self.fleet.hosts.get(req.host)
+            held = own.engines.get(live.engine_id) if own is not None else None
+            if live.host == req.host and held is not None:
                 # The edge that holds the session asks again: a retry of its own claim, or its
                 # proxy redeeming a placement made for another edge's relay. Same claim.
                 self.book.extend(live, now)
                 if not live.proxy_id:
                     live.proxy_id = req.proxy_id
                 self.metrics.claims_total.labels("engine").inc()
-                return self._engine_grant(live, ttl)
+                return self._engine_grant(live, held, ttl)
             if live.host != req.host:
                 return self._relay(req, live.host, now, ttl)
             # Its engine is no longer in any heartbeat: that session cannot be served from
@@ -212,14 +213,13 @@ class Central:
         self.changed()
         if same:
             self.metrics.claims_total.labels("engine").inc()
-            return self._engine_grant(claim, ttl)
+            return self._engine_grant(claim, engine, ttl)
         # Engines listen only on their own host: the other edge's proxy will claim this content,
         # find this reservation and serve it; the asking edge relays from that proxy.
         return self._relay(req, host.name, now, ttl)
 
-    def _engine_grant(self, claim: Claim, ttl: float) -> ClaimGrant:
-        assert claim.engine_id is not None
-        engine = self.fleet.engine(claim.engine_id)
+    @staticmethod
+    def _engine_grant(claim: Claim, engine: Engine, ttl: float) -> ClaimGrant:
         ref = EngineRef(id=engine.id, host=claim.host, endpoint=engine.report.endpoint)
         return ClaimGrant(kind="engine", claim_id=claim.id, ttl_s=ttl, engine=ref)
 
