@@ -18,9 +18,11 @@ from tests.support import procs
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def dockerless(log_dir: Path, tmp_path: Path) -> Iterator[procs.Service]:
-    """An agent pointed at a Docker socket nobody listens on."""
+@pytest.fixture(scope="module")
+def dockerless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.Service]:
+    """An agent pointed at a Docker socket nobody listens on (shared: tests leave it as found)."""
+    tmp_path = tmp_path_factory.mktemp("dockerless")
+    log_dir = tmp_path / "logs"
     port, check = procs.free_port(), procs.free_port()
     svc = procs.start(
         "acefleet-agent",
