@@ -166,10 +166,11 @@ def run_media(media: str, args: argparse.Namespace, bitrate: int) -> None:
             rates = [g * 8 / args.window / bitrate for g in got]
             full = sum(r >= 0.95 for r in rates)
             per_core = n / cpu if cpu > 0 else float("inf")
+            per_gb = cpu * args.window / (sum(got) / 1e9) if sum(got) else float("nan")
             print(
                 f"{media:9s} N={n:4d}  at full rate {full:4d}/{n}  rate median "
                 f"{statistics.median(rates):.3f} min {min(rates):.3f}  sim CPU {cpu * 100:5.1f} % "
-                f"of a core  -> {per_core:6.0f} sessions/core at this load",
+                f"of a core ({per_gb:.2f} CPU-s/GB)  -> {per_core:6.0f} sessions/core at this load",
                 flush=True,
             )
             if full < n or cpu > 0.95:
