@@ -49,6 +49,7 @@ def plan(
     fleet_max: int,
     now: float,
     window: float,
+    warming_up: bool = False,
 ) -> BufferPlan:
     target = per_edge if host.buffer_target is None else host.buffer_target
     free = free_engines(host, book)
@@ -58,6 +59,9 @@ def plan(
     def blocked(reason: str) -> BufferPlan:
         return BufferPlan(target, free, pending, 0, reason)
 
+    if warming_up:
+        # Until every edge has reported, the fleet-wide count is too low to trust.
+        return blocked("central_warming_up")
     if host.draining:
         return blocked("host_draining")
     if host.provisioning.state in ("blocked", "breaker_open"):

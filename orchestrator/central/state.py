@@ -78,6 +78,7 @@ class Central:
         self.per_edge = settings.warm_buffer_per_edge
         self.fleet_max = settings.fleet_max_engines
         self.version = 0  # bumped on every change; live updates push when it moved
+        self.frame_cache: tuple[int, str] | None = None  # (version, live-update frame JSON)
 
     # --- status ----------------------------------------------------------------------------
 
@@ -101,6 +102,8 @@ class Central:
         now = self.clock()
         previous = self.fleet.hosts.get(hb.host)
         was = self.fleet.status(previous, now) if previous else None
+        if previous is not None and hb.seq < previous.seq:
+            log.info("agent_restarted", host=hb.host, seq=hb.seq, previous_seq=previous.seq)
         host, gap, gone = self.fleet.ingest(hb, now)
         self.metrics.heartbeats_total.inc()
         if gap is not None:
@@ -131,6 +134,7 @@ class Central:
             fleet_max=self.fleet_max,
             now=now,
             window=2 * self.settings.heartbeat_interval_s,
+            warming_up=self.warming_up(),
         )
         if p.blocked_reason != host.blocked_reason:
             if p.blocked_reason is not None or host.blocked_reason is not None:

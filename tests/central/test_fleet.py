@@ -165,3 +165,16 @@ def test_warm_buffer_provisions_and_reports_blocked(start_central: StartCentral)
                 e["action"] == "provision" for e in operator.get("/v1/provisioning").json()["log"]
             )
         )
+
+
+def test_no_provisioning_while_warming_up(start_central: StartCentral) -> None:
+    svc = start_central(warmup_s="60", warm_buffer_per_edge="2")
+    with (
+        httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service,
+        httpx.Client(base_url=svc.url, headers={"X-API-Key": OPERATOR_KEY}) as operator,
+    ):
+        edge = Agent("edge", 0)
+        assert edge.beat(service).directives == []
+        status = operator.get("/v1/provisioning").json()
+        assert status["warming_up"]
+        assert status["hosts"][0]["blocked_reason"] == "central_warming_up"

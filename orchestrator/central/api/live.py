@@ -21,6 +21,13 @@ State = Annotated[Central, Depends(central)]
 KEEPALIVE_S = 15.0
 
 
+def fleet_frame_json(c: Central) -> str:
+    """The frame for the current state version, built once however many dashboards watch."""
+    if c.frame_cache is None or c.frame_cache[0] != c.version:
+        c.frame_cache = (c.version, json.dumps(fleet_frame(c)))
+    return c.frame_cache[1]
+
+
 def fleet_frame(c: Central) -> dict[str, Any]:
     """What a dashboard shows, compact: engines without their full report."""
     return {
@@ -62,7 +69,7 @@ async def live(c: State) -> StreamingResponse:
             if c.version != sent:
                 sent = c.version
                 quiet = 0.0
-                yield f"event: fleet\ndata: {json.dumps(fleet_frame(c))}\n\n"
+                yield f"event: fleet\ndata: {fleet_frame_json(c)}\n\n"
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield ": keepalive\n\n"
