@@ -37,6 +37,12 @@ class CentralSettings(BaseSettings):
     lost_after_s: float = Field(
         30.0, gt=0, description="A host silent this long is lost (its engines are never stopped)"
     )
+    proxy_lost_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A proxy whose last stream snapshot is this old is gone: its streams leave the "
+        "live view and its claims are released (proxies snapshot every ~10 s)",
+    )
     warmup_s: float = Field(
         6.0,
         ge=0,

@@ -446,6 +446,7 @@ class Central:
         moved = bool(expired)
         for claim in expired:
             log.info("claim_expired", claim_id=claim.id, content_key=claim.content_key)
+        moved = self._forget_lost_proxies(now) or moved
         for host in self.fleet.hosts.values():
             status = self.fleet.status(host, now)
             if status is not host.status_seen:
@@ -457,6 +458,21 @@ class Central:
                 moved = True
         if moved:
             self.changed()
+
+    def _forget_lost_proxies(self, now: float) -> bool:
+        """A proxy that stopped snapshotting is gone with its streams (its edge died, or it
+        lost central): relaying to it would fail, and its claims would pin engines forever.
+        If it is alive after all, its next snapshot adds everything back."""
+        limit = self.settings.proxy_lost_after_s
+        gone = [p for p in self.registry.proxies.values() if now - p.last_snapshot >= limit]
+        for proxy in gone:
+            log.warning("proxy_lost", proxy_id=proxy.proxy_id, host=proxy.host)
+            del self.registry.proxies[proxy.proxy_id]
+            if self.registry.proxy_url_by_host.get(proxy.host) == proxy.url:
+                del self.registry.proxy_url_by_host[proxy.host]
+            for stream in self.registry.of_proxy(proxy.proxy_id):
+                self._end(stream, "proxy_lost", datetime.now(UTC))
+        return bool(gone)
 
     # --- operators ---------------------------------------------------------------------------
 

@@ -140,3 +140,34 @@ def test_history_survives_in_sqlite(start_central: StartCentral) -> None:
     with httpx.Client(base_url=again.url, headers={"X-API-Key": SERVICE_KEY}) as service:
         rows = service.get("/v1/streams/history").json()["items"]
         assert [(r["stream_id"], r["end_reason"]) for r in rows] == [("s-h", "eof")]
+
+
+def test_a_proxy_that_stops_snapshotting_is_forgotten(start_central: StartCentral) -> None:
+    svc = start_central(proxy_lost_after_s="1")
+    with httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service:
+        e0, e1 = Agent("edge0", 1), Agent("edge1", 1)
+        for a in (e0, e1):
+            a.beat(service)
+        live = LiveStream(
+            stream_id="s-dead",
+            content_key="id:dead",
+            engine_id="edge0-eng0",
+            source="central",
+            viewers=1,
+            started_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+        )
+        snapshot(service, "edge0", [live])
+        relay = service.post("/v1/claims", json=claim_body("id:dead", "edge1")).json()
+        assert relay["kind"] == "relay"
+        deadline = time.monotonic() + 10
+        while _live(service) and time.monotonic() < deadline:
+            e1.beat(service)
+            time.sleep(0.2)
+        assert _live(service) == {}
+        e1.beat(service)
+        # No relay to the vanished proxy: the content is placed afresh on the asking edge.
+        again = service.post("/v1/claims", json=claim_body("id:dead", "edge1")).json()
+        assert again["kind"] == "engine"
+        assert again["engine"]["host"] == "edge1"
+        rows = _history(service, content_key="id:dead")
+        assert rows[0]["end_reason"] == "proxy_lost"
