@@ -47,6 +47,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await history.start()
+        # Engine drains are the one operator decision no edge reports back: reload them.
+        state.fleet.drained = await history.drained_engines()
         sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
         log.info("central_started", database=_redact(settings.database_url))
         try:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    delete,
     insert,
     select,
     update,
@@ -76,9 +77,18 @@ provisioning_log = Table(
 )
 
 
+# Operator decisions that no edge reports back, kept across restarts of central.
+engine_drains = Table(
+    "engine_drains",
+    metadata,
+    Column("engine_id", String(200), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
 @dataclass(slots=True)
 class _Op:
-    kind: str  # "insert_ignore" | "insert" | "update_session"
+    kind: str  # "insert_ignore" | "insert" | "update_session" | "delete_drain"
     table: Table
     row: dict[str, Any]
 
@@ -145,9 +155,17 @@ class History:
         row = {"at": at, "host": host, "action": action, "count": count, "reason": reason}
         self._put(_Op("insert", provisioning_log, row))
 
+    def engine_drain(self, engine_id: str, drain: bool, at: datetime) -> None:
+        if drain:
+            self._put(_Op("insert_ignore", engine_drains, {"engine_id": engine_id, "at": at}))
+        else:
+            self._put(_Op("delete_drain", engine_drains, {"engine_id": engine_id}))
+
     # --- writer --------------------------------------------------------------------------------
 
     def _statement(self, op: _Op) -> Any:
+        if op.kind == "delete_drain":
+            return delete(engine_drains).where(engine_drains.c.engine_id == op.row["engine_id"])
         if op.kind == "update_session":
             values = dict(op.row)
             stream_id = values.pop("stream_id")
@@ -202,6 +220,12 @@ class History:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(q)).mappings().all()
         return [dict(r) for r in rows]
+
+    async def drained_engines(self) -> set[str]:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(engine_drains.c.engine_id))).scalars().all()
+        return set(rows)
 
     async def provisioning_entries(self, limit: int) -> list[dict[str, Any]]:
         assert self._engine is not None

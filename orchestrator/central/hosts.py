@@ -89,6 +89,8 @@ class Fleet:
         self.lost_after = lost_after
         self.hosts: dict[str, Host] = {}
         self.engine_host: dict[str, str] = {}
+        # Engines an operator drained; kept by id so the decision applies whenever they report.
+        self.drained: set[str] = set()
 
     def ingest(self, hb: Heartbeat, now: float) -> tuple[Host, float | None, list[str]]:
         """Apply one heartbeat; returns the host, the gap since its last one and gone engines."""
@@ -121,7 +123,7 @@ class Fleet:
             engine = old.get(report.id)
             if engine is None:
                 # An engine that moved hosts (never expected) is re-indexed under its new host.
-                fresh[report.id] = Engine(report)
+                fresh[report.id] = Engine(report, operator_drain=report.id in self.drained)
             else:
                 engine.report = report
                 fresh[report.id] = engine
@@ -164,6 +166,10 @@ class Fleet:
     def drain_engine(self, engine_id: str, drain: bool) -> Engine:
         engine = self.engine(engine_id)
         engine.operator_drain = drain
+        if drain:
+            self.drained.add(engine_id)
+        else:
+            self.drained.discard(engine_id)
         return engine
 
 

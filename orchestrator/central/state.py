@@ -486,6 +486,7 @@ class Central:
 
     def drain_engine(self, engine_id: str, drain: bool) -> None:
         self.fleet.drain_engine(engine_id, drain)
+        self.history.engine_drain(engine_id, drain, datetime.now(UTC))
         self.changed()
 
     def set_buffer(self, per_edge: int | None, fleet_max: int | None, host: str | None) -> None:

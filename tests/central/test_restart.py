@@ -8,7 +8,15 @@ import httpx
 
 from acefleet.wire import LiveStream
 from tests.central.conftest import StartCentral
-from tests.central.fleetsim import SERVICE_KEY, Agent, claim_body, event, send_events, snapshot
+from tests.central.fleetsim import (
+    OPERATOR_KEY,
+    SERVICE_KEY,
+    Agent,
+    claim_body,
+    event,
+    send_events,
+    snapshot,
+)
 from tests.support import procs
 
 
@@ -71,3 +79,26 @@ def test_restart_rebuilds_live_state(start_central: StartCentral) -> None:
         assert service.get("/readyz").json()["warming_up"] is False
         history = service.get("/v1/streams/history").json()["items"]
         assert [r["stream_id"] for r in history] == ["s-x"]
+
+
+def test_engine_drain_survives_a_restart(start_central: StartCentral) -> None:
+    first = start_central()
+    with (
+        httpx.Client(base_url=first.url, headers={"X-API-Key": SERVICE_KEY}) as service,
+        httpx.Client(base_url=first.url, headers={"X-API-Key": OPERATOR_KEY}) as operator,
+    ):
+        Agent("edge0", 2).beat(service)
+        assert operator.post("/v1/engines/edge0-eng1/drain").status_code == 200
+        assert operator.post("/v1/engines/edge0-eng0/drain").status_code == 200
+        assert operator.post("/v1/engines/edge0-eng0/undrain").status_code == 200
+    first.stop()
+    second = start_central(port=first.port)
+    with (
+        httpx.Client(base_url=second.url, headers={"X-API-Key": SERVICE_KEY}) as service,
+        httpx.Client(base_url=second.url, headers={"X-API-Key": OPERATOR_KEY}) as operator,
+    ):
+        Agent("edge0", 2).beat(service)
+        engines = {
+            e["id"]: e["operator_drain"] for e in operator.get("/v1/engines").json()["items"]
+        }
+        assert engines == {"edge0-eng0": False, "edge0-eng1": True}
