@@ -20,6 +20,7 @@ from acefleet.wire import ErrorBody, ErrorDetail
 from orchestrator.central.auth import READERS, KeyRing, Role
 
 API_KEY_HEADER = "X-API-Key"
+LIVE_PATH = "/v1/live"
 api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="API key of a service, operator or viewer"
 )
@@ -90,7 +91,10 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
     allowed = frozenset(roles)
 
     async def dependency(request: Request, api_key: str | None = Depends(api_key_scheme)) -> Role:
-        key = api_key or _bearer(request) or request.query_params.get("api_key")
+        key = api_key or _bearer(request)
+        if not key and request.url.path == LIVE_PATH:
+            # EventSource cannot send headers; elsewhere a key in a URL would only leak to logs.
+            key = request.query_params.get("api_key")
         if not key:
             raise ApiError(
                 401, "unauthenticated", f"send an API key in the {API_KEY_HEADER} header"

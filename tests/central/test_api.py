@@ -46,6 +46,7 @@ def test_roles_are_enforced(
         assert r.status_code == 403, path
         assert r.json()["error"]["code"] == "forbidden"
     assert anonymous.get("/v1/hosts").status_code == 401
+    assert anonymous.get(f"/v1/hosts?api_key={VIEWER_KEY}").status_code == 401  # only /v1/live
     assert (
         anonymous.get("/v1/hosts", headers={"X-API-Key": "wrong-key-wrong-key"}).status_code == 401
     )
