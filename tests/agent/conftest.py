@@ -15,7 +15,6 @@ import pytest
 from tests.agent.helpers import (
     API_KEY,
     SIM_IMAGE,
-    STUB_IMAGE,
     Agent,
     AgentFactory,
     _joined,
@@ -30,8 +29,6 @@ from tests.support import procs
 def engine_image(docker_available: None) -> str:
     if image_exists(SIM_IMAGE):
         return SIM_IMAGE
-    if image_exists(STUB_IMAGE):
-        return STUB_IMAGE
     pytest.fail(f"{SIM_IMAGE} is missing: run scripts/build-images.sh")
 
 

@@ -21,9 +21,6 @@ SIM_IMAGE = "acefleet/engine-sim"
 # Seconds an engine may take to boot in a test: generous, because the 2-core machine is shared
 # and 20 simulators booting at once can take 20 s each there.
 BOOT = 90.0
-# Used only on a development machine where scripts/build-images.sh has not produced the real
-# simulator image yet (tests/agent/engine_stub.py in a bare image); CI always has the real one.
-STUB_IMAGE = "acefleet-agent-test/engine-stub"
 
 
 def docker(*args: str, check: bool = True) -> str:
