@@ -22,6 +22,7 @@ import httpx
 from tests.video import tsparse
 
 TS = 188
+FFMPEG = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error"]
 # A step between consecutive DTS beyond this (seconds) is a discontinuity; one frame is 40 ms.
 MAX_DTS_STEP_S = 0.1
 
@@ -130,6 +131,7 @@ class Verdict:
     segments_not_at_keyframes: list[int] = field(default_factory=list)  # HLS segment indexes
     cc_breaks: list[str] = field(default_factory=list)  # continuity counter jumps on tables
     media_cc_breaks: list[str] = field(default_factory=list)  # ... on audio/video PIDs (loss)
+    live_player: bool = False  # ffmpeg/ffprobe read the URL themselves (no capture, no timing)
     error: str = ""
 
     @property
@@ -137,13 +139,18 @@ class Verdict:
         return not (self.error or self.decode_errors or self.discontinuities)
 
     def summary(self) -> str:
+        judged = (
+            f"decode errors: {len(self.decode_errors)}, "
+            f"discontinuities: {len(self.discontinuities)}, codecs: {'+'.join(self.codecs)}"
+            + (f", error: {self.error}" if self.error else "")
+        )
+        if self.live_player:
+            return f"{self.label} (ffmpeg/ffprobe live): {self.media_s:.1f} s of video, {judged}"
         return (
             f"{self.label}: {self.bytes / 1e6:.1f} MB, {self.media_s:.1f} s of video, "
             f"first frame after {self.first_frame_s:.3f} s, starts with PAT/PMT/keyframe: "
-            f"{self.starts_with_tables}, decode errors: {len(self.decode_errors)}, "
-            f"discontinuities: {len(self.discontinuities)}, "
-            f"CC breaks: {len(self.media_cc_breaks)} media + {len(self.cc_breaks)} tables, "
-            f"codecs: {'+'.join(self.codecs)}" + (f", error: {self.error}" if self.error else "")
+            f"{self.starts_with_tables}, CC breaks: {len(self.media_cc_breaks)} media + "
+            f"{len(self.cc_breaks)} tables, {judged}"
         )
 
 
@@ -151,23 +158,12 @@ def judge(cap: Capture) -> Verdict:
     """Run Debian's ffmpeg and ffprobe over what the viewer received."""
     data = _whole_pes_prefix(bytes(cap.data))
     if cap.error or len(data) < 100 * TS:
-        return Verdict(cap.label, len(cap.data), 0, [], [], -1, False, cap.error or "no data")
+        return Verdict(cap.label, len(cap.data), 0, [], [], -1, False, error=cap.error or "no data")
     with tempfile.TemporaryDirectory(prefix="acefleet-video-") as tmp:
         path = Path(tmp) / f"{cap.label}.ts"
         path.write_bytes(data)
         decode = subprocess.run(
-            [
-                "ffmpeg",
-                "-hide_banner",
-                "-nostdin",
-                "-v",
-                "error",
-                "-i",
-                str(path),
-                "-f",
-                "null",
-                "-",
-            ],
+            [*FFMPEG, "-i", str(path), "-f", "null", "-"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -189,6 +185,7 @@ def judge(cap: Capture) -> Verdict:
     video = [p for p in packets if p.get("codec_type") == "video"]
     media = _media_seconds(video)
     first = _first_frame_seconds(cap, frames, video)
+    tables, media_breaks = _cc_breaks(data)
     return Verdict(
         cap.label,
         len(cap.data),
@@ -197,9 +194,63 @@ def judge(cap: Capture) -> Verdict:
         _discontinuities(packets),
         first,
         _starts_with_tables(data),
-        codecs,
-        [i for i, at in enumerate(cap.segment_starts) if not _starts_with_tables(data[at:])],
-        *_cc_breaks(data),
+        codecs=codecs,
+        segments_not_at_keyframes=[
+            i for i, at in enumerate(cap.segment_starts) if not _starts_with_tables(data[at:])
+        ],
+        cc_breaks=tables,
+        media_cc_breaks=media_breaks,
+    )
+
+
+def ffmpeg_view(url: str, seconds: float, label: str) -> Verdict:
+    """Debian's ffmpeg and ffprobe as the players themselves, reading live (TS, or HLS through
+    ffmpeg's own playlist client) for ``seconds`` of media: ffmpeg decodes ``url`` and reports
+    errors, ffprobe lists the packets of ``url`` + ``-probe`` for the timestamp check. Two
+    channels, because an engine's progressive session tears when two readers share it."""
+    limit = seconds * 4 + 60
+    show = "packet=stream_index,codec_type,pts,dts:stream=codec_name"
+    probe_argv = ["ffprobe", "-v", "error", "-show_entries", show, "-of", "json"]
+    # stderr to a file, not a pipe: ffmpeg never blocks on a full pipe while ffprobe runs.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        decode = subprocess.Popen(
+            [*FFMPEG, "-i", url, "-t", str(seconds), "-f", "null", "-"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            probe = subprocess.run(
+                [*probe_argv, "-read_intervals", f"%+{seconds}", f"{url}-probe"],
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                check=False,
+            )
+            decode.wait(timeout=limit)
+        finally:
+            if decode.poll() is None:
+                decode.kill()
+                decode.wait()
+        log.seek(0)
+        stderr = log.read()
+    found = json.loads(probe.stdout or "{}")
+    packets = [{k: str(v) for k, v in row.items()} for row in found.get("packets", [])]
+    errors = [line for line in (stderr + probe.stderr).splitlines() if line.strip()]
+    if decode.returncode:
+        errors.append(f"ffmpeg exited with {decode.returncode}")
+    video = [p for p in packets if p.get("codec_type") == "video"]
+    codecs = [str(st.get("codec_name", "?")) for st in found.get("streams", [])]
+    return Verdict(
+        label,
+        0,
+        _media_seconds(video),
+        errors,
+        _discontinuities(packets),
+        -1,
+        False,
+        codecs=codecs,
+        live_player=True,
+        error="" if packets else "ffprobe read no packets",
     )
 
 

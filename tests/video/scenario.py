@@ -1,5 +1,7 @@
 """The viewers of a video check, all at once: fresh TS and HLS viewers straight from the
-simulator, a fresh viewer through acefleet-proxy and a second one joining that channel mid-stream.
+simulator, a fresh viewer through acefleet-proxy and a second one joining that channel mid-stream
+(each captured with arrival times, then judged), plus ffmpeg/ffprobe reading the simulator's TS
+and HLS and the proxy's TS live as the players themselves.
 Used by tests/video (seconds, in CI) and bench/video_check.py (a full minute)."""
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ def run(
     then judge each with ffmpeg/ffprobe (also concurrently). Channels differ per viewer, so the
     simulator's one-session-per-content rule does not make viewers steal each other's session."""
     jobs: dict[str, Future[player.Capture]] = {}
-    with ThreadPoolExecutor(max_workers=5) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # ffmpeg/ffprobe as the players themselves (their own HTTP and HLS clients).
+        players = {
+            "ffmpeg-ts": f"{sim_url}/ace/getstream?id=video-ffmpeg-ts",
+            "ffmpeg-hls": f"{sim_url}/ace/manifest.m3u8?id=video-ffmpeg-hls",
+        }
+        if proxy_url is not None:
+            players["ffmpeg-proxy-ts"] = f"{proxy_url}/ace/getstream?id=video-ffmpeg-proxy"
+        direct = {
+            name: pool.submit(player.ffmpeg_view, url, seconds, name)
+            for name, url in players.items()
+        }
         jobs["direct-ts"] = pool.submit(
             player.capture_ts, f"{sim_url}/ace/getstream?id=video-direct-ts", seconds, "direct-ts"
         )
@@ -36,4 +49,4 @@ def run(
             )
         captures = {name: job.result() for name, job in jobs.items()}
         judged = {name: pool.submit(player.judge, cap) for name, cap in captures.items()}
-        return {name: job.result() for name, job in judged.items()}
+        return {name: job.result() for name, job in {**judged, **direct}.items()}
