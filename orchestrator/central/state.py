@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from acefleet import logs
@@ -21,12 +20,10 @@ from acefleet.wire import (
     ErrorDetail,
     EventBatch,
     EventBatchResult,
-    EventResult,
     Heartbeat,
     HeartbeatReply,
     ProxySnapshot,
     RelayRef,
-    StreamEvent,
 )
 from orchestrator.central import buffer
 from orchestrator.central.claims import Claim, ClaimBook
@@ -35,25 +32,14 @@ from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 from orchestrator.central.metrics import CentralMetrics
 from orchestrator.central.placement import NoPlacement, choose
 from orchestrator.central.settings import CentralSettings
-from orchestrator.central.streams import Proxy, Stream, StreamRegistry
+from orchestrator.central.streams import StreamRegistry
+from orchestrator.central.tracking import SnapshotOutcome, StreamTracker
 
 log = logs.get(__name__)
 
 
-def _aware(at: datetime) -> datetime:
-    """Times without a zone are taken as UTC, so naive and aware ones can be compared."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 class HostMismatch(ValueError):
     """The host in a heartbeat body differs from the one in its URL."""
-
-
-@dataclass(slots=True, frozen=True)
-class SnapshotOutcome:
-    streams: int
-    added: int
-    ended: int
 
 
 class Central:
@@ -75,6 +61,7 @@ class Central:
         self.fleet = Fleet(settings.stale_after_s, settings.lost_after_s)
         self.book = ClaimBook(settings.claim_ttl_s)
         self.registry = StreamRegistry(settings.event_id_memory)
+        self.tracker = StreamTracker(self.fleet, self.book, self.registry, history, metrics, clock)
         self.per_edge = settings.warm_buffer_per_edge
         self.fleet_max = settings.fleet_max_engines
         self.version = 0  # bumped on every change; live updates push when it moved
@@ -262,180 +249,17 @@ class Central:
             self.changed()
         return claim
 
-    # --- events ------------------------------------------------------------------------------
+    # --- events and snapshots -------------------------------------------------------------
 
     def apply_events(self, batch: EventBatch) -> EventBatchResult:
-        results: list[EventResult] = []
-        memory = self.registry.events
-        for ev in batch.events:
-            if memory.seen(ev.event_id):
-                results.append(EventResult(event_id=ev.event_id, status="duplicate"))
-                self.metrics.events_total.labels("duplicate").inc()
-                continue
-            error = self._apply(batch.proxy_id, ev)
-            if error is None:
-                memory.remember(ev.event_id)
-                self.history.event(
-                    {
-                        "event_id": ev.event_id,
-                        "proxy_id": batch.proxy_id,
-                        "type": ev.type,
-                        "stream_id": ev.stream_id,
-                        "at": _aware(ev.at),
-                        "payload": ev.model_dump(mode="json"),
-                    }
-                )
-                results.append(EventResult(event_id=ev.event_id, status="accepted"))
-                self.metrics.events_total.labels("accepted").inc()
-            else:
-                results.append(EventResult(event_id=ev.event_id, status="error", error=error))
-                self.metrics.events_total.labels("error").inc()
+        result = self.tracker.apply_events(batch)
         self.changed()
-        return EventBatchResult(results=results)
-
-    def _proxy_host(self, proxy_id: str, fallback: str | None) -> str:
-        if fallback:
-            return fallback
-        proxy = self.registry.proxies.get(proxy_id)
-        return proxy.host if proxy else ""
-
-    def _apply(self, proxy_id: str, ev: StreamEvent) -> ErrorDetail | None:
-        stream = self.registry.streams.get(ev.stream_id)
-        if ev.type == "stream_started":
-            if stream is None:
-                if not ev.content_key:
-                    return ErrorDetail(
-                        code="missing_content_key",
-                        message="stream_started needs the content_key of the new stream",
-                    )
-                stream = Stream(
-                    stream_id=ev.stream_id,
-                    proxy_id=proxy_id,
-                    host=self._proxy_host(proxy_id, ev.host),
-                    content_key=ev.content_key,
-                    started_at=_aware(ev.at),
-                    source="adopted",
-                    viewers=ev.viewers or 0,
-                    infohash=ev.infohash,
-                )
-                self.registry.streams[ev.stream_id] = stream
-                self._attach(stream, ev.claim_id, ev.engine_id)
-                self.history.session_started(self._session_row(stream))
-            elif ev.infohash and not stream.infohash:
-                stream.infohash = ev.infohash
-                self._attach(stream, stream.claim_id, stream.engine_id)
-            return None
-        if stream is None:
-            # Never guess: an unknown stream id is this event's error and touches nothing else.
-            return ErrorDetail(
-                code="unknown_stream", message=f"no live stream {ev.stream_id!r} is known"
-            )
-        if ev.type == "viewers":
-            if ev.viewers is None:
-                return ErrorDetail(code="missing_viewers", message="a viewers event needs viewers")
-            stream.viewers = ev.viewers
-            stream.peak_viewers = max(stream.peak_viewers, ev.viewers)
-            return None
-        self._end(stream, ev.reason or "ended", _aware(ev.at))
-        return None
-
-    def _attach(self, stream: Stream, claim_id: str | None, engine_id: str | None) -> None:
-        """Link a stream to its claim, adopting one when central has none (after a restart)."""
-        now = self.clock()
-        claim = self.book.claims.get(claim_id) if claim_id else None
-        if claim is None and engine_id:
-            existing = self.book.for_content(stream.content_key, now)
-            if existing is not None and existing.engine_id == engine_id:
-                claim = existing
-            else:
-                engine_host = self.fleet.engine_host.get(engine_id, stream.host)
-                claim = self.book.reserve(
-                    kind="engine",
-                    content_key=stream.content_key,
-                    host=engine_host,
-                    asked_by=stream.host,
-                    proxy_id=stream.proxy_id,
-                    now=now,
-                    engine_id=engine_id,
-                    confirmed=True,
-                    claim_id=claim_id,
-                )
-        if claim is None:
-            stream.source = "relay" if engine_id is None else stream.source
-            return
-        self.book.confirm(claim, stream.stream_id)
-        if stream.infohash:
-            self.book.alias(claim, f"infohash:{stream.infohash.lower()}")
-        stream.claim_id = claim.id
-        stream.engine_id = claim.engine_id
-        if stream.source == "adopted" and claim_id == claim.id:
-            stream.source = "central" if claim.kind == "engine" else "relay"
-
-    def _end(self, stream: Stream, reason: str, at: datetime) -> None:
-        self.registry.streams.pop(stream.stream_id, None)
-        if stream.claim_id is not None:
-            claim = self.book.claims.get(stream.claim_id)
-            if claim is not None and claim.stream_id in (None, stream.stream_id):
-                self.book.release(claim.id)
-        self.history.session_updated(
-            stream.stream_id,
-            {"ended_at": at, "end_reason": reason, "peak_viewers": stream.peak_viewers},
-        )
-
-    @staticmethod
-    def _session_row(stream: Stream) -> dict[str, object]:
-        return {
-            "stream_id": stream.stream_id,
-            "proxy_id": stream.proxy_id,
-            "host": stream.host,
-            "content_key": stream.content_key,
-            "infohash": stream.infohash,
-            "claim_id": stream.claim_id,
-            "engine_id": stream.engine_id,
-            "source": stream.source,
-            "started_at": stream.started_at,
-            "peak_viewers": stream.peak_viewers,
-        }
-
-    # --- proxy snapshots (anti-entropy) ------------------------------------------------------
+        return result
 
     def snapshot(self, proxy_id: str, snap: ProxySnapshot) -> SnapshotOutcome:
-        now = self.clock()
-        self.registry.proxies[proxy_id] = Proxy(proxy_id, snap.host, snap.url, now)
-        self.registry.proxy_url_by_host[snap.host] = snap.url
-        listed = {ls.stream_id for ls in snap.streams}
-        ended = 0
-        for stream in self.registry.of_proxy(proxy_id):
-            if stream.stream_id not in listed:
-                self._end(stream, "absent_from_snapshot", datetime.now(UTC))
-                ended += 1
-        added = 0
-        for ls in snap.streams:
-            known = self.registry.streams.get(ls.stream_id)
-            if known is None:
-                stream = Stream(
-                    stream_id=ls.stream_id,
-                    proxy_id=proxy_id,
-                    host=snap.host,
-                    content_key=ls.content_key,
-                    started_at=_aware(ls.started_at),
-                    source=ls.source,
-                    viewers=ls.viewers,
-                    peak_viewers=ls.viewers,
-                    infohash=ls.infohash,
-                )
-                self.registry.streams[ls.stream_id] = stream
-                self._attach(stream, ls.claim_id, ls.engine_id)
-                stream.source = ls.source
-                self.history.session_started(self._session_row(stream))
-                added += 1
-            else:
-                known.viewers = ls.viewers
-                known.peak_viewers = max(known.peak_viewers, ls.viewers)
-                if known.claim_id is None and (ls.claim_id or ls.engine_id):
-                    self._attach(known, ls.claim_id, ls.engine_id)
+        outcome = self.tracker.snapshot(proxy_id, snap)
         self.changed()
-        return SnapshotOutcome(streams=len(snap.streams), added=added, ended=ended)
+        return outcome
 
     # --- periodic ----------------------------------------------------------------------------
 
@@ -446,7 +270,7 @@ class Central:
         moved = bool(expired)
         for claim in expired:
             log.info("claim_expired", claim_id=claim.id, content_key=claim.content_key)
-        moved = self._forget_lost_proxies(now) or moved
+        moved = self.tracker.forget_lost_proxies(now, self.settings.proxy_lost_after_s) or moved
         for host in self.fleet.hosts.values():
             status = self.fleet.status(host, now)
             if status is not host.status_seen:
@@ -458,21 +282,6 @@ class Central:
                 moved = True
         if moved:
             self.changed()
-
-    def _forget_lost_proxies(self, now: float) -> bool:
-        """A proxy that stopped snapshotting is gone with its streams (its edge died, or it
-        lost central): relaying to it would fail, and its claims would pin engines forever.
-        If it is alive after all, its next snapshot adds everything back."""
-        limit = self.settings.proxy_lost_after_s
-        gone = [p for p in self.registry.proxies.values() if now - p.last_snapshot >= limit]
-        for proxy in gone:
-            log.warning("proxy_lost", proxy_id=proxy.proxy_id, host=proxy.host)
-            del self.registry.proxies[proxy.proxy_id]
-            if self.registry.proxy_url_by_host.get(proxy.host) == proxy.url:
-                del self.registry.proxy_url_by_host[proxy.host]
-            for stream in self.registry.of_proxy(proxy.proxy_id):
-                self._end(stream, "proxy_lost", datetime.now(UTC))
-        return bool(gone)
 
     # --- operators ---------------------------------------------------------------------------
 
