@@ -36,6 +36,13 @@ IMAGE_PYTHON=3.11
 need docker docker.io
 docker info >/dev/null 2>&1 || die "dockerd does not answer: run scripts/ensure-docker.sh"
 mkdir -p "$CACHE_DIR" build/images build/logs
+# One build at a time per checkout: test fixtures and bootstrap may start it concurrently, and
+# two runs would swap the wheelhouse and the staged context under each other.
+exec 9>build/.build-images.lock
+if ! flock -n 9; then
+  step "waiting for another scripts/build-images.sh in this checkout to finish"
+  flock -w 1200 9 || die "another scripts/build-images.sh held build/.build-images.lock for 20 min"
+fi
 
 label_of() {  # label_of IMAGE: the image's input hash, empty when the image is missing
   docker image inspect -f '{{ index .Config.Labels "acefleet.input-hash" }}' "$1" 2>/dev/null || true
@@ -45,6 +52,7 @@ label_of() {  # label_of IMAGE: the image's input hash, empty when the image is 
 # Without the merged-usr hook perl comes in; the dpkg excludes drop docs, man pages and locales
 # (as Debian's -slim images do): 75 MB instead of 116 MB. /var/lib/apt/lists stays empty and dated
 # 1970, so Ansible's `apt: cache_valid_time` sees a stale cache and updates before installing.
+# shellcheck disable=SC2016  # "$1" in the hooks is mmdebstrap's chroot path, expanded by mmdebstrap
 MMDEBSTRAP_ARGS=(
   --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
