@@ -71,6 +71,11 @@ def test_provision_readiness_labels_and_claims(agent_factory: AgentFactory) -> N
     assert f"{engine['http_port']}/tcp -> 127.0.0.1:{engine['http_port']}" in published
     assert agent.metric("acefleet_agent_engine_time_to_ready_seconds_count") == 1
 
+    # A failover asks to avoid the engine that just failed: the only engine is not handed out.
+    body = {"content_key": "id:aaa", "proxy_id": "p1", "host": agent.host}
+    avoided = agent.post("/v1/claims", json={**body, "avoid": [engine["id"]]})
+    assert avoided.status_code == 503
+    assert avoided.json()["error"]["code"] == "no_capacity"
     grant = _claim(agent, "aaa")
     assert grant.status_code == 201, grant.text
     body = grant.json()
