@@ -178,3 +178,19 @@ def test_no_provisioning_while_warming_up(start_central: StartCentral) -> None:
         status = operator.get("/v1/provisioning").json()
         assert status["warming_up"]
         assert status["hosts"][0]["blocked_reason"] == "central_warming_up"
+
+
+def test_heartbeat_reply_lists_claims_per_engine(service: httpx.Client) -> None:
+    edge, other = Agent("edge0", 3), Agent("edge1", 1)
+    for a in (edge, other):
+        a.beat(service)
+        snapshot(service, a.host)
+    assert edge.beat(service).claimed == {}
+    grants = [
+        service.post("/v1/claims", json=claim_body(f"id:c{i}", "edge0")).json() for i in range(2)
+    ]
+    reply = edge.beat(service)
+    assert reply.claimed == {g["engine"]["id"]: 1 for g in grants}
+    assert other.beat(service).claimed == {}  # only this host's engines
+    service.delete(f"/v1/claims/{grants[0]['claim_id']}")
+    assert edge.beat(service).claimed == {grants[1]["engine"]["id"]: 1}
