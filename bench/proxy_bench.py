@@ -261,7 +261,12 @@ async def live_channel_viewers(
         t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{c:04d}")
         transports.append(t)
         stats.append(s)
-    await asyncio.sleep(2.0)  # past the burst: the channels are live
+    await asyncio.sleep(2.0)  # past the burst
+    for _ in range(100):  # every channel live, so joiners measure a join, not a cold start
+        status = await asyncio.to_thread(get_json, f"{proxy.url}/ace/status")
+        if sum(1 for c in status["channels"] if c["state"] == "live") >= channels:
+            break
+        await asyncio.sleep(0.1)
     joiners = []
     for i in range(channels * (per_channel - 1)):
         t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{i % channels:04d}", rate)
@@ -381,20 +386,24 @@ async def scenario_churn(seconds: float) -> Result:
         main = await churn_round(proxy, seconds)
         during = rss_mb(pid)
         await asyncio.sleep(4.0)  # grace (2 s) plus the stop calls
+        after_main = rss_mb(pid)
+        again = await churn_round(proxy, seconds)  # a leak keeps growing; arenas do not
+        await asyncio.sleep(4.0)
         status = get_json(f"{proxy.url}/ace/status")
         sims = get_json(f"{sim.url}/_sim/sessions")
         return Result(
             f"churn over 2 channels for {seconds:g} s (after a {seconds / 4:g} s warm-up)",
             {
                 "viewers_opened": main[0],
-                "errors": main[1] + warm[1],
+                "errors": main[1] + warm[1] + again[1],
                 "upstreams_after": status["upstreams"],
                 "engine_sessions_after": len(sims["sessions"]),
                 "engine_sessions_total": sims["sessions_started_total"],
                 "rss_start_MB": round(start_rss, 1),
                 "rss_after_warmup_MB": round(baseline, 1),
                 "rss_during_MB": round(during, 1),
-                "rss_after_MB": round(rss_mb(pid), 1),
+                "rss_after_MB": round(after_main, 1),
+                "rss_after_2nd_round_MB": round(rss_mb(pid), 1),
             },
         )
     finally:

@@ -263,7 +263,8 @@ class Channel:
         )
         self.metrics.upstream_sessions.inc()
         self.edge.sink.stream_started(self.record)
-        self.log.info("upstream_live", stream=pid, where=placement.where)
+        self.log = log.bind(channel=self.key, stream=pid)  # every later line names the session
+        self.log.info("upstream_live", where=placement.where, source=placement.source)
 
     def _merge_into(self, other: Channel) -> None:
         """Our content is already live as ``other`` (it was asked for by infohash, we by id):
