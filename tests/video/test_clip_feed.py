@@ -141,3 +141,14 @@ def test_clip_without_keyframe_flags_is_refused(feed_dir: Path, tmp_path: Path) 
     (tmp_path / "nokey.ts").write_bytes(bytes(data))
     with pytest.raises(ClipError, match="before its first video keyframe"):
         make_feed(tmp_path, "a" * 40, 0)
+
+
+def test_plans_are_shared_until_the_clip_is_rebuilt(feed_dir: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "ch01.ts"
+    clip.write_bytes((feed_dir / "ch01.ts").read_bytes())
+    first = load_plan(clip)
+    assert load_plan(clip) is first  # parsed once, however many sessions play it
+    clip.write_bytes((feed_dir / "ch02.ts").read_bytes())
+    rebuilt = load_plan(clip)
+    assert rebuilt is not first
+    assert rebuilt.data != first.data
