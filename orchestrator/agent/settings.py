@@ -180,6 +180,8 @@ class AgentSettings(BaseSettings):
         for item in self.engine_env:
             if "=" not in item:
                 raise ValueError(f"engine_env item {item!r} is not NAME=value")
+        if self.central_url and not self.central_api_key.get_secret_value().strip():
+            raise ValueError("central_api_key is required when central_url is set")
         if self.vpn_container and self.engine_network_container:
             raise ValueError("set vpn_container or engine_network_container, not both")
         return self

@@ -196,3 +196,6 @@ def test_config_refuses_placeholder_key_and_bad_ranges(log_dir: Path) -> None:
     assert "LOW <= HIGH" in bad.stderr
     bad = check("--min-engines", "5", "--max-engines", "2")
     assert bad.returncode == 2
+    bad = check("--central-url", "http://127.0.0.1:1")
+    assert bad.returncode == 2
+    assert "central_api_key is required" in bad.stderr

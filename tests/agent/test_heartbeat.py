@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from acefleet.wire import Heartbeat
-from tests.agent.helpers import API_KEY, wait_for
+from tests.agent.helpers import API_KEY, BOOT, AgentFactory, wait_for
 from tests.support import procs
 
 CENTRAL_KEY = "central-service-key-42"
@@ -24,6 +25,7 @@ class CentralStandIn:
     def __init__(self) -> None:
         self.beats: list[tuple[str, str, dict[str, Any]]] = []
         self.directives: list[dict[str, Any]] = []
+        self.claimed: dict[str, int] = {}
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,7 +35,11 @@ class CentralStandIn:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stand_in.beats.append((self.path, self.headers.get("Authorization", ""), body))
-                reply = {"interval_s": 0.2, "directives": stand_in.directives}
+                reply = {
+                    "interval_s": 0.2,
+                    "directives": stand_in.directives,
+                    "claimed": stand_in.claimed,
+                }
                 stand_in.directives = []
                 data = json.dumps(reply).encode()
                 self.send_response(200)
@@ -99,3 +105,23 @@ def test_heartbeat_carries_inventory_and_applies_directives(
         wait_for("undrained", lambda: not httpx.get(svc.url + "/v1/drain").json()["draining"])
     finally:
         svc.stop()
+
+
+@pytest.mark.docker
+def test_engines_central_placed_sessions_on_are_busy(
+    central: CentralStandIn, agent_factory: AgentFactory
+) -> None:
+    agent = agent_factory(
+        "--central-url", central.url, "--central-api-key", CENTRAL_KEY,
+        "--heartbeat-interval-s", "0.2",
+        "--min-engines", "1", "--free-engines", "0", "--idle-grace-s", "0",
+    )  # fmt: skip
+    engine = wait_for("engine ready", agent.healthy, timeout=BOOT)[0]
+    wait_for("inventory reported", lambda: central.beats and central.beats[-1][2]["engines"])
+    central.claimed = {engine["id"]: 1}
+    wait_for("busy per central", lambda: agent.engines()[0]["streams"] == 1)
+    r = agent.post("/v1/claims", json={"content_key": "id:x", "proxy_id": "p", "host": agent.host})
+    assert r.json()["error"]["code"] == "no_capacity"  # not handed out twice
+    # With idle_grace_s=0 it would be stopped at once if the agent thought it idle.
+    time.sleep(1.5)
+    assert [e["id"] for e in agent.engines()] == [engine["id"]]
