@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from enginesim.httpserver import Connection, Request
 from enginesim.pacer import pace
 from enginesim.session import Kind, Registry, Session
 from enginesim.settings import SimSettings, Timing
+from enginesim.simapi import SimApi
 
 log = logs.get(__name__)
 
@@ -41,15 +41,16 @@ class EngineApi:
         self.timing = timing
         self.registry = registry
         self.faults = faultmod.FaultBook()
+        self.sim = SimApi(registry, self.faults, settings.chaos)
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_networks]
         self._exact: dict[tuple[str, str], Callable[[Request, Connection], Awaitable[None]]] = {
             ("GET", "/webui/api/service"): self.service,
             ("GET", "/server/api"): self.server_api,
             ("GET", "/ace/getstream"): self.getstream,
             ("GET", "/ace/manifest.m3u8"): self.manifest,
-            ("GET", "/_sim/sessions"): self.sim_sessions,
-            ("GET", "/_sim/faults"): self.sim_faults,
-            ("POST", "/_sim/faults"): self.sim_faults,
+            ("GET", "/_sim/sessions"): self.sim.sessions,
+            ("GET", "/_sim/faults"): self.sim.fault,
+            ("POST", "/_sim/faults"): self.sim.fault,
         }
         self._patterns: list[
             tuple[re.Pattern[str], Callable[[Request, Connection, re.Match[str]], Awaitable[None]]]
@@ -290,36 +291,7 @@ class EngineApi:
         if state == "starting":
             conn.send_json({"response": {}, "error": None})
             return
-        conn.send_json({"response": self._stats(found, state), "error": None})
-
-    def _stats(self, session: Session, state: str) -> dict[str, Any]:
-        import time
-
-        flowing = state == "dl"
-        peers = 3 + int(session.infohash[:2], 16) % 20 if flowing else 0
-        kbps = session.bitrate // 8192 if flowing else 0
-        now = int(time.time())
-        first = now - 3600
-        return {
-            "status": state,
-            "peers": peers,
-            "speed_down": kbps,
-            "speed_up": kbps // 4,
-            "downloaded": session.media_bytes,
-            "uploaded": session.media_bytes // 4,
-            "total_progress": 0,
-            "is_live": 1,
-            "playback_session_id": session.playback_session_id,
-            "client_session_id": -1,
-            "livepos": {
-                "pos": str(now - 30),
-                "live_first": str(first),
-                "live_last": str(now),
-                "first_ts": str(first),
-                "last_ts": str(now),
-                "buffer_pieces": "15" if flowing else "0",
-            },
-        }
+        conn.send_json({"response": found.stats(state), "error": None})
 
     async def command(self, req: Request, conn: Connection, m: re.Match[str]) -> None:
         method = req.query.get("method")
@@ -340,35 +312,3 @@ class EngineApi:
             conn.send_json({"response": [], "error": None})
         else:
             conn.send_json(UNKNOWN_SESSION)
-
-    # --- simulator API ----------------------------------------------------------------------
-    async def sim_sessions(self, req: Request, conn: Connection) -> None:
-        conn.send_json(self.registry.snapshot())
-
-    async def sim_faults(self, req: Request, conn: Connection) -> None:
-        if not self.settings.chaos:
-            conn.send_json({"error": "fault injection is off (start with --chaos)"}, status=404)
-            return
-        if req.method == "GET":
-            conn.send_json({"faults": self.faults.describe()})
-            return
-        parsed = faultmod.parse(req.body)
-        if isinstance(parsed, str):
-            conn.send_json({"error": parsed}, status=400)
-            return
-        log.warning("fault injected", **parsed.model_dump())
-        if parsed.action == "crash":
-            os._exit(70)
-        if parsed.action == "clear":
-            self.faults.clear(parsed.infohash)
-        elif parsed.action == "cut":
-            self._cut(parsed.infohash)
-        else:
-            self.faults.add(parsed)
-        conn.send_json({"ok": True, "faults": self.faults.describe()})
-
-    def _cut(self, infohash: str | None) -> None:
-        for session in list(self.registry.by_infohash.values()):
-            if infohash is None or session.infohash == infohash.lower():
-                for reader in list(session.readers):
-                    reader.abort()

@@ -106,6 +106,33 @@ class Session:
             reader.close()
         log.info("session ended", infohash=self.infohash, pid=self.pid, reason=reason)
 
+    def stats(self, state: str) -> dict[str, Any]:
+        """The stat_url ``response``: fields and units as the engine's (livepos as strings)."""
+        flowing = state == "dl"
+        kbps = self.bitrate // 8192 if flowing else 0  # KB/s
+        now = int(time.time())
+        first = now - 3600  # an hour of live window, as channels typically offer
+        return {
+            "status": state,
+            "peers": 3 + int(self.infohash[:2], 16) % 20 if flowing else 0,
+            "speed_down": kbps,
+            "speed_up": kbps // 4,
+            "downloaded": self.media_bytes,
+            "uploaded": self.media_bytes // 4,
+            "total_progress": 0,
+            "is_live": 1,
+            "playback_session_id": self.playback_session_id,
+            "client_session_id": -1,
+            "livepos": {
+                "pos": str(now - 30),
+                "live_first": str(first),
+                "live_last": str(now),
+                "first_ts": str(first),
+                "last_ts": str(now),
+                "buffer_pieces": "15" if flowing else "0",
+            },
+        }
+
     def describe(self) -> dict[str, Any]:
         hls_active = self.kind == "hls" and time.monotonic() - self.last_activity < max(
             2.0, 3 * self.timing.hls_segment_seconds
