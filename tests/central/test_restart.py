@@ -21,7 +21,7 @@ from tests.support import procs
 
 
 def test_restart_rebuilds_live_state(start_central: StartCentral) -> None:
-    first = start_central(subprocess=True, warmup_s="2")
+    first = start_central(subprocess=True, warmup_s="4")
     assert isinstance(first, procs.Service)
     e0, e1 = Agent("edge0", 2), Agent("edge1", 2)
     with httpx.Client(base_url=first.url, headers={"X-API-Key": SERVICE_KEY}) as service:
@@ -39,7 +39,7 @@ def test_restart_rebuilds_live_state(start_central: StartCentral) -> None:
         send_events(service, "edge0", started)
     first.kill()  # SIGKILL: nothing is flushed or handed over
 
-    second = start_central(port=first.port, subprocess=True, warmup_s="2")
+    second = start_central(port=first.port, subprocess=True, warmup_s="4")
     with httpx.Client(base_url=second.url, headers={"X-API-Key": SERVICE_KEY}) as service:
         fleet = service.get("/v1/fleet").json()
         assert fleet["warming_up"]
