@@ -128,6 +128,7 @@ class Fleet:
         # container names).
         self.servers = [f"{args.server_prefix}edge1", f"{args.server_prefix}edge2"]
         self.results: dict[str, dict[str, object]] = {}
+        self.failures: list[str] = []
 
     def vip_holder(self) -> str:
         for lb in self.lbs:
@@ -167,7 +168,10 @@ class Fleet:
         viewers = [Viewer(self.vip, ch).start() for ch in channels]
         for v in viewers:
             v.wait_playing()
-        return {v.channel: v.stop().edge for v in viewers if v.status == 200 and v.bytes}
+        for v in viewers:
+            v.stop()
+        self.failures = [f"{v.channel}: HTTP {v.status} {v.error}" for v in viewers if not v.bytes]
+        return {v.channel: v.edge for v in viewers if v.status == 200 and v.bytes}
 
     def agent(self, edge: str, method: str, path: str) -> str:
         auth = f"-H 'Authorization: Bearer {self.agent_key}'"
@@ -206,14 +210,14 @@ class Fleet:
     def check_edges(self) -> tuple[bool, str]:
         where = self.served_by([f"verify-edges-{i}" for i in range(10)])
         edges = sorted(set(where.values()))
-        return len(edges) == 2, f"10 channels served={len(where)} by {edges}"
+        return len(edges) == 2, f"10 channels served={len(where)} by {edges} {self.failures[:3]}"
 
     def check_drain(self) -> tuple[bool, str]:
         where = self.served_by([f"verify-drain-{i}" for i in range(8)])
         first, second = self.servers
         on_first = [ch for ch, edge in where.items() if edge == first]
         if not on_first:
-            return False, f"no channel hashed to {first}: {where}"
+            return False, f"no channel hashed to {first}: {where} {self.failures[:3]}"
         live = Viewer(self.vip, on_first[0]).start()
         live.wait_playing()
         before = live.bytes
