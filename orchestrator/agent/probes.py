@@ -30,12 +30,14 @@ class EngineProbe:
             return False
         return isinstance(body, dict) and body.get("error") is None and bool(body.get("result"))
 
-    async def alive(self, engine: Engine, profile: EngineProfile) -> bool:
+    async def answers(self, engine: Engine, profile: EngineProfile) -> bool:
+        """Does the engine's HTTP server answer at all (any status)? A process that still
+        answers may still be feeding its viewers, even while its probes fail."""
         try:
-            body = await self._json(engine.base_url + profile.live_path)
-        except (httpx.HTTPError, ValueError):
+            await self.client.get(engine.base_url + profile.live_path, timeout=self.timeout)
+        except httpx.HTTPError:
             return False
-        return isinstance(body, dict) and body.get("result") is not None
+        return True
 
     async def network_connected(self, engine: Engine) -> bool | None:
         """The engine's own view of its connectivity (a second opinion on the VPN)."""

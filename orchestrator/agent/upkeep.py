@@ -36,7 +36,7 @@ async def replace_one(pool: Pool) -> None:
             continue
         if pool.streams(engine.id):
             state = await pool.docker.state(engine.id)
-            if state == "running" and await pool.probe.alive(engine, pool.profile):
+            if state == "running" and await pool.probe.answers(engine, pool.profile):
                 log.warning("unhealthy_engine_kept", engine=engine.id, reason="has viewers")
                 continue
         pool.last_replace = time.monotonic()

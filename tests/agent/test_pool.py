@@ -189,7 +189,9 @@ def test_adoption_after_sigkill_keeps_engines_and_claims(
         remove_by_label(f"acefleet.host={other_host}")
 
 
-def test_failing_probes_get_the_engine_replaced(agent_factory: AgentFactory) -> None:
+def test_failing_probes_get_an_engine_replaced_once_it_has_no_viewers(
+    agent_factory: AgentFactory,
+) -> None:
     agent = agent_factory(
         *_ranges(),
         "--min-engines", "1", "--free-engines", "0", "--max-engines", "2",
@@ -197,8 +199,21 @@ def test_failing_probes_get_the_engine_replaced(agent_factory: AgentFactory) -> 
         "--probe-failures", "3", "--replace-cooldown-s", "1",
     )  # fmt: skip
     old = wait_for("engine ready", agent.healthy, timeout=BOOT)[0]
+    claim = _claim(agent, "watched").json()
+    assert claim["engine"]["id"] == old["id"]
     r = httpx.post(f"http://{old['endpoint']}/_sim/faults", json={"action": "fail_probes"})
     assert r.status_code < 300, r.text
+    # Probes fail, but the engine still answers and carries a session: it is kept.
+    wait_for(
+        "probe failures past the threshold",
+        lambda: agent.metric("acefleet_agent_probe_failures_total") >= 6,
+        timeout=30,
+    )
+    engines = agent.engines()
+    assert [(e["id"], e["health"]) for e in engines] == [(old["id"], "unhealthy")]
+    assert agent.metric("acefleet_agent_engines_replaced_total") == 0
+    # The viewers leave: now it is replaced.
+    assert agent.delete(f"/v1/claims/{claim['claim_id']}").status_code == 204
 
     def replaced() -> dict[str, object] | None:
         engines = agent.healthy()
