@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
+from orchestrator.agent.vpn import VpnMonitor
 from tests.agent.helpers import BOOT, AgentFactory, docker, port_range, wait_for
-
-pytestmark = pytest.mark.docker
 
 
 class GluetunStandIn:
@@ -22,6 +22,7 @@ class GluetunStandIn:
 
     def __init__(self) -> None:
         self.status = "running"
+        self.status_path = "/v1/vpn/status"  # older Gluetun: /v1/openvpn/status
         self.port = 0
         self.requests: list[str] = []
         stand_in = self
@@ -32,7 +33,7 @@ class GluetunStandIn:
 
             def do_GET(self) -> None:
                 stand_in.requests.append(self.path)
-                if self.path == "/v1/vpn/status":
+                if self.path == stand_in.status_path:
                     body: dict[str, Any] = {"status": stand_in.status}
                 elif self.path == "/v1/openvpn/portforwarded":
                     body = {"port": stand_in.port if stand_in.status == "running" else 0}
@@ -63,6 +64,7 @@ def gluetun() -> Iterator[GluetunStandIn]:
     g.close()
 
 
+@pytest.mark.docker
 def test_vpn_forwarded_port_and_provisioning_gate(
     agent_factory: AgentFactory, engine_image: str, gluetun: GluetunStandIn
 ) -> None:
@@ -119,3 +121,25 @@ def test_vpn_forwarded_port_and_provisioning_gate(
         assert "/v1/vpn/status" in gluetun.requests
     finally:
         docker("rm", "-f", holder, check=False)
+
+
+async def test_vpn_monitor_reads_old_gluetun_and_trusts_the_engines_second_opinion(
+    gluetun: GluetunStandIn,
+) -> None:
+    gluetun.status_path = "/v1/openvpn/status"  # /v1/vpn/status answers 404 here
+    gluetun.port = 45000
+    async with httpx.AsyncClient() as client:
+        monitor = VpnMonitor(client, gluetun.url, api_key="")
+        state = await monitor.check(engines_say_connected=True)
+        assert (state.connected, state.forwarded_port) == (True, 45000)
+        assert monitor.reason is None
+        # Gluetun says running, but the engine cannot reach the network through it.
+        state = await monitor.check(engines_say_connected=False)
+        assert state.connected is False
+        assert monitor.reason is not None
+        assert "engines report no network connection" in monitor.reason
+        gluetun.close()
+        state = await monitor.check(engines_say_connected=None)
+        assert state.connected is False
+        assert monitor.reason is not None
+        assert "unreachable" in monitor.reason
