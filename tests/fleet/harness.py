@@ -8,6 +8,7 @@ with edge names unique to the run, and :meth:`Fleet.close` removes them by that 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import subprocess
 import time
@@ -443,6 +444,30 @@ async def until(what: str, fn: Callable[[], Any], within: float = 20.0) -> Any:
             return last
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
+
+
+async def churn(
+    proxies: list[str], *, joins: int, channels: list[str], span_s: float, seed: int = 6
+) -> list[Viewer]:
+    """``joins`` viewers spread evenly over ``span_s`` at random proxies (base URLs) and
+    channels, each watching 0.3-4 s; returns them all, finished."""
+    rng = random.Random(seed)
+    live: list[tuple[float, Viewer]] = []
+    done: list[Viewer] = []
+    began = time.monotonic()
+    for n in range(joins):
+        await asyncio.sleep(max(0.0, began + n * span_s / joins - time.monotonic()))
+        url = stream_url(rng.choice(proxies), rng.choice(channels))
+        live.append((time.monotonic() + rng.uniform(0.3, 4.0), Viewer(url).start()))
+        now = time.monotonic()
+        for _, v in [x for x in live if x[0] <= now]:
+            await v.stop()
+            done.append(v)
+        live = [x for x in live if x[0] > now]
+    for _, v in live:
+        await v.stop()
+        done.append(v)
+    return done
 
 
 def stream_url(proxy_url: str, channel: str) -> str:
