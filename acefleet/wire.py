@@ -129,7 +129,8 @@ class ClaimRequest(Wire):
     avoid: list[str] = Field(
         default_factory=list,
         max_length=100,
-        description="Engine ids not to place on (their session just failed: failover elsewhere)",
+        description="Engine ids not to place on (their session just failed: failover elsewhere); "
+        "edge:<host> for an edge whose proxy could not be relayed from",
     )
 
 

@@ -30,7 +30,7 @@ async def first_byte(url: str, deadline_s: float = 60.0) -> tuple[float, int, Vi
         if viewer.first_byte_at is not None:
             return viewer.first_byte_at - started, refusals, viewer
         refusals += 1
-        await asyncio.sleep(1.0)  # the proxy's Retry-After is larger; players retry sooner
+        await asyncio.sleep(0.5)  # central's Retry-After says 2 s; a player may retry sooner
     raise TimeoutError(url)
 
 
@@ -65,7 +65,9 @@ def _free_engines(fleet: Fleet) -> int:
 
 
 async def failover_gap(fleet: Fleet, r: int) -> float:
-    viewers = await watch([stream_url(fleet.proxy_url(0), f"fo{r}")] * 10)
+    await until("a free engine", lambda: _free_engines(fleet) >= 1, within=60)
+    _, _, first = await first_byte(stream_url(fleet.proxy_url(0), f"fo{r}"))
+    viewers = [first, *await watch([stream_url(fleet.proxy_url(0), f"fo{r}")] * 9)]
     await until("viewers receive", lambda: all(v.received > 64_000 for v in viewers))
     channel = {c["key"]: c for c in fleet.proxy_status(0)["channels"]}[f"id:fo{r}"]
     before = [v.received for v in viewers]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from acefleet import logs
 from acefleet.wire import ClaimGrant, ClaimRequest
 from proxy.breaker import Breaker
-from proxy.fallback import Unavailable
+from proxy.fallback import AVOID_S, Unavailable
 from proxy.placement import Placement, PlacementError
 from proxy.relay import relay_url
 
@@ -48,6 +49,8 @@ class CentralPlacer:
         self.timeout_s = timeout_s
         self.breaker = breaker
         self.content_of: dict[str, str] = {}  # claim id → content key, until released
+        self.relay_from: dict[str, str] = {}  # relay claim id → the edge relayed from
+        self.failed_edges: dict[str, float] = {}  # edge → when relaying from it failed
         # content key → its release in flight: a failover must not be handed the same claim back
         self.releasing: dict[str, asyncio.Task[None]] = {}
 
@@ -58,6 +61,7 @@ class CentralPlacer:
                 await asyncio.shield(pending)
         if not self.breaker.allow():
             raise Unavailable("central_breaker_open", "central failed recently; not asked")
+        avoid = avoid | self._failed_edges()
         req = ClaimRequest(
             content_key=content_key, proxy_id=self.proxy_id, host=self.host, avoid=sorted(avoid)
         )
@@ -90,6 +94,7 @@ class CentralPlacer:
     def _placement(self, content_key: str, grant: ClaimGrant) -> Placement:
         self.content_of[grant.claim_id] = content_key
         if grant.kind == "relay" and grant.relay is not None:
+            self.relay_from[grant.claim_id] = grant.relay.host
             return Placement(
                 source="relay",
                 url=relay_url(grant.relay.proxy_url, content_key),
@@ -109,6 +114,9 @@ class CentralPlacer:
         if claim_id is None:
             return
         key = self.content_of.pop(claim_id, None)
+        edge = self.relay_from.pop(claim_id, None)
+        if edge is not None and reason == "engine_failed":
+            self.failed_edges[edge] = time.monotonic()
         task = asyncio.ensure_future(self._delete(claim_id))
         if key is not None:
             self.releasing[key] = task
@@ -117,6 +125,14 @@ class CentralPlacer:
         finally:
             if key is not None and self.releasing.get(key) is task:
                 del self.releasing[key]
+
+    def _failed_edges(self) -> frozenset[str]:
+        """Edges this proxy could not relay from lately (central hands their content over)."""
+        now = time.monotonic()
+        for edge, at in list(self.failed_edges.items()):
+            if now - at > AVOID_S:
+                del self.failed_edges[edge]
+        return frozenset(f"edge:{edge}" for edge in self.failed_edges)
 
     async def _delete(self, claim_id: str) -> None:
         # Best effort: an unconfirmed claim expires by itself and a confirmed one is released

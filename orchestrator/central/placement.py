@@ -68,6 +68,8 @@ def choose(
     for host in fleet.hosts.values():
         if host is own or host.draining or fleet.status(host, now) is not HostStatus.live:
             continue
+        if f"edge:{host.name}" in avoid:  # the asker could not relay from it just now
+            continue
         live_hosts += 1
         if not relayable(host.name):
             continue

@@ -157,6 +157,11 @@ class Central:
             # The asking proxy saw this claim's engine fail: its failover needs another engine.
             self.book.release(live.id)
             live = None
+        if live is not None and live.host != req.host and f"edge:{live.host}" in avoid:
+            # The asking proxy could not relay from that edge (its proxy died or is unreachable):
+            # the content moves to the asker instead of being relayed from a dead edge again.
+            self.book.release(live.id)
+            live = None
         if live is not None and live.engine_id is not None:
             own = self.fleet.hosts.get(req.host)
             held = own.engines.get(live.engine_id) if own is not None else None
