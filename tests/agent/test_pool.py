@@ -37,6 +37,14 @@ def _claim(agent: object, content: str) -> httpx.Response:
     )
 
 
+def _agent_check(agent: Agent) -> bytes:
+    with socket.create_connection(("127.0.0.1", agent.check_port), timeout=5) as s:
+        data = b""
+        while chunk := s.recv(100):
+            data += chunk
+    return data
+
+
 def _ranges(size: int = 6) -> list[str]:
     h_lo, h_hi = port_range(size)
     p_lo, p_hi = port_range(size)
@@ -101,6 +109,8 @@ def test_floor_buffer_max_and_idle_gc(agent_factory: AgentFactory) -> None:
         "--idle-grace-s", "2", "--claim-ttl-s", "60",
     )  # fmt: skip
     wait_for("floor of one engine", lambda: len(agent.healthy()) == 1, timeout=BOOT)
+    # HAProxy's weight: one free engine plus two it may still start, out of three.
+    assert _agent_check(agent) == b"ready 100%\n"
     claims = []
     for n in range(3):
         r = _claim(agent, f"c{n}")
@@ -112,6 +122,8 @@ def test_floor_buffer_max_and_idle_gc(agent_factory: AgentFactory) -> None:
     assert len(agent.engines()) == 3
     status = agent.status()
     assert status["capacity"]["engines_free"] == 0
+    assert status["capacity"]["weight_percent"] == 0
+    assert _agent_check(agent) == b"ready 1%\n"  # full, but not drained: never weight 0
     refused = _claim(agent, "c9")
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "no_capacity"
