@@ -40,6 +40,7 @@ class Viewer:
     vip: str
     channel: str
     reconnect: bool = False
+    stall_timeout: float = 3.0
     edge: str = ""
     status: int = 0
     bytes: int = 0
@@ -94,6 +95,10 @@ class Viewer:
             self.connections += 1
             if resp.status != 200:
                 return
+            if self.reconnect and conn.sock is not None:
+                # Like a player: a stream silent this long is dead (a connection whose lb host
+                # went away gets no reset, it just stops), so reconnect.
+                conn.sock.settimeout(self.stall_timeout)
             pending = b""
             prev = time.monotonic()
             while not self._stop.is_set():
@@ -274,7 +279,10 @@ class Fleet:
         run(["docker", "stop", "-t", "10", holder], 60)
         moved_to = self.wait_vip(30)
         vip_move = time.monotonic() - stopped
-        time.sleep(4)
+        deadline = time.monotonic() + 30
+        while not live.gaps and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
         live.stop()
         run(["docker", "start", holder], 60)
         back = self._wait_lb_back(holder)
@@ -282,7 +290,8 @@ class Fleet:
         ok = moved_to == other and live.gaps != [] and gap < 10
         return ok, (
             f"stopped {holder}: VIP on {moved_to or 'nobody'} after {vip_move:.1f} s; the viewer "
-            f"reconnected after a gap of {gap:.2f} s ({live.connections} connections); "
+            f"reconnected after a gap of {gap:.2f} s ({live.connections} connections, a "
+            f"{live.stall_timeout:.0f} s stall timeout included); "
             f"{holder} back and serving: {back}"
         )
 
