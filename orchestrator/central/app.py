@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -50,10 +49,6 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         await history.start()
         # Engine drains are the one operator decision no edge reports back: reload them.
         state.fleet.drained = await history.drained_engines()
-        # ~100k objects from imports and app setup live forever; a full GC pass over them takes
-        # tens of ms, which would land on some claim's latency. Move them out of the GC's sight.
-        gc.collect()
-        gc.freeze()
         sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
         log.info("central_started", database=_redact(settings.database_url))
         try:
