@@ -8,6 +8,7 @@ such as ``ACEFLEET_PROXY_`` and a ``description`` on every field); :func:`load` 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 import types
@@ -90,6 +91,20 @@ def _read_file(path: str) -> dict[str, Any]:
         raise SystemExit(f"config file {path} is not valid TOML: {exc}") from None
 
 
+_SECRET_WORDS = ("key", "token", "password", "secret")
+
+
+def redacted(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings with every secret-looking option masked, fit to print or log."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value and any(word in name for word in _SECRET_WORDS):
+            out[name] = ["***"] * len(value) if isinstance(value, list) else "***"
+        else:
+            out[name] = value
+    return out
+
+
 def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: str) -> S:
     """Parse ``argv`` and build the settings; exits with one clear message per bad option."""
     import os
@@ -126,6 +141,6 @@ def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: st
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
     if check_only:
-        print(settings.model_dump_json(indent=2))
+        print(json.dumps(redacted(settings.model_dump(mode="json")), indent=2))
         raise SystemExit(0)
     return settings
