@@ -136,8 +136,13 @@ def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: st
     except ValidationError as exc:
         lines = [f"{prog}: invalid configuration:"]
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(settings)"
-            lines.append(f"  --{where.replace('_', '-')} / {prefix}{where.upper()}: {err['msg']}")
+            where = ".".join(str(p) for p in err["loc"])
+            if where:
+                lines.append(
+                    f"  --{where.replace('_', '-')} / {prefix}{where.upper()}: {err['msg']}"
+                )
+            else:  # a rule across several options
+                lines.append(f"  {err['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
     if check_only:
