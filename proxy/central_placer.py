@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from acefleet import logs
 from acefleet.wire import ClaimGrant, ClaimRequest
 from proxy.breaker import Breaker
-from proxy.fallback import AVOID_S, Unavailable
+from proxy.fallback import Unavailable
 from proxy.placement import Placement, PlacementError
 from proxy.relay import relay_url
 
@@ -27,6 +27,8 @@ log = logs.get(__name__)
 # Central's answers that mean "I cannot decide now" rather than "the fleet is full": the next
 # step (the local agent) may still serve the viewer.
 _NOT_DECIDING = frozenset({"warming_up", "no_hosts"})
+# A failed relay source is avoided for its content this long (a failover's few quick retries).
+RELAY_AVOID_S = 10.0
 
 
 class CentralPlacer:
@@ -50,7 +52,8 @@ class CentralPlacer:
         self.breaker = breaker
         self.content_of: dict[str, str] = {}  # claim id → content key, until released
         self.relay_from: dict[str, str] = {}  # relay claim id → the edge relayed from
-        self.failed_edges: dict[str, float] = {}  # edge → when relaying from it failed
+        # (content key, edge) → when relaying that content from that edge failed
+        self.failed_relays: dict[tuple[str, str], float] = {}
         # content key → its release in flight: a failover must not be handed the same claim back
         self.releasing: dict[str, asyncio.Task[None]] = {}
 
@@ -61,7 +64,7 @@ class CentralPlacer:
                 await asyncio.shield(pending)
         if not self.breaker.allow():
             raise Unavailable("central_breaker_open", "central failed recently; not asked")
-        avoid = avoid | self._failed_edges()
+        avoid = avoid | self._failed_relays(content_key)
         req = ClaimRequest(
             content_key=content_key, proxy_id=self.proxy_id, host=self.host, avoid=sorted(avoid)
         )
@@ -115,8 +118,8 @@ class CentralPlacer:
             return
         key = self.content_of.pop(claim_id, None)
         edge = self.relay_from.pop(claim_id, None)
-        if edge is not None and reason == "engine_failed":
-            self.failed_edges[edge] = time.monotonic()
+        if edge is not None and key is not None and reason == "engine_failed":
+            self.failed_relays[(key, edge)] = time.monotonic()
         task = asyncio.ensure_future(self._delete(claim_id))
         if key is not None:
             self.releasing[key] = task
@@ -126,13 +129,14 @@ class CentralPlacer:
             if key is not None and self.releasing.get(key) is task:
                 del self.releasing[key]
 
-    def _failed_edges(self) -> frozenset[str]:
-        """Edges this proxy could not relay from lately (central hands their content over)."""
+    def _failed_relays(self, content_key: str) -> frozenset[str]:
+        """Edges this proxy could not relay ``content_key`` from just now: central hands the
+        content over to this edge (only that content: other channels there may be fine)."""
         now = time.monotonic()
-        for edge, at in list(self.failed_edges.items()):
-            if now - at > AVOID_S:
-                del self.failed_edges[edge]
-        return frozenset(f"edge:{edge}" for edge in self.failed_edges)
+        for entry, at in list(self.failed_relays.items()):
+            if now - at > RELAY_AVOID_S:
+                del self.failed_relays[entry]
+        return frozenset(f"edge:{edge}" for key, edge in self.failed_relays if key == content_key)
 
     async def _delete(self, claim_id: str) -> None:
         # Best effort: an unconfirmed claim expires by itself and a confirmed one is released
