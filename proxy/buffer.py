@@ -115,6 +115,13 @@ class StreamBuffer:
         while self.keyframes and self.keyframes[0] < self.tail:
             self.keyframes.popleft()
 
+    def release(self) -> None:
+        """Drop every chunk now (the channel ended), whoever still refers to this buffer."""
+        self.chunks.clear()
+        self.starts.clear()
+        self.keyframes.clear()
+        self.tail = self.head
+
     def since(self, offset: int) -> list[bytes]:
         """The bytes from ``offset`` (>= tail) to the head, as the shared chunks where possible."""
         if offset >= self.head:

@@ -337,6 +337,11 @@ class Channel:
         if self.record is not None:
             self.edge.sink.stream_ended(self.record, reason)
         self.placement = self.session = self.record = None
+        # Channels sit in reference cycles (viewers, tasks, callbacks) that only the cyclic GC
+        # frees, and it runs on object counts, not bytes: free the megabytes of stream now.
+        self.buffer.release()
+        self.pending = bytearray()
+        self.task = None
 
     def _tick(self) -> None:
         now = time.monotonic()
