@@ -14,10 +14,9 @@ JOINS = 1000
 CHANNELS = [f"churn{i:02d}" for i in range(30)]
 SPAN_S = 60.0
 FD_SLACK = 16  # descriptors: keep-alive client pools may hold a few more than at the start
-# Memory: 30 channel buffers of 2 MiB plus socket backlogs are the peak the allocator may keep.
-RSS_BOUND_KIB = 96 * 1024
-
-usage: dict[int, tuple[int, int, int, int]] = {}  # proxy port → (fds0, rss0, fds, rss)
+# Memory: the allocator may keep its high-water mark (30 channel buffers of 2 MiB, socket
+# backlogs); leaking closed channels (2 MiB buffers, ~600 openings here) goes far beyond it.
+RSS_BOUND_KIB = 64 * 1024  # measured: +28 MiB; with the channel-cycle leak: +110 MiB
 
 
 async def test_churn_leaves_nothing_behind(healthy: Fleet) -> None:
@@ -54,17 +53,6 @@ async def test_churn_leaves_nothing_behind(healthy: Fleet) -> None:
         assert p is not None
         fds0, rss0 = start[p.port]
         fds, rss = process_usage(p)
-        usage[p.port] = (fds0, rss0, fds, rss)
         print(f"proxy {p.port}: fds {fds0} -> {fds}, rss {rss0} -> {rss} KiB")
         assert fds <= fds0 + FD_SLACK
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect in the proxy core (static mode too): RSS grows ~60-70 MiB per 500 "
-    "joins and does not plateau; bench/fleet_memory.py reproduces it (bench/results/fleet.md)",
-)
-def test_churn_memory_within_bound() -> None:
-    assert usage, "the churn test did not run"
-    for port, (_, rss0, _, rss) in usage.items():
-        assert rss - rss0 <= RSS_BOUND_KIB, f"proxy {port} grew {(rss - rss0) // 1024} MiB"
+        assert rss - rss0 <= RSS_BOUND_KIB, f"proxy {p.port} grew {(rss - rss0) // 1024} MiB"
