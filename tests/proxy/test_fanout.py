@@ -201,3 +201,26 @@ async def test_id_request_merges_into_a_live_infohash_channel(
     await wait_for(lambda: len(sim_sessions(sim.url)["sessions"]) == 1, within=5)
     by_hash.close()
     by_id.close()
+
+
+async def test_drop_policy_disconnects_a_viewer_behind_the_buffer(
+    sim: Service, start_proxy: StartProxy
+) -> None:
+    proxy = start_proxy(
+        endpoint(sim),
+        args=(
+            "--slow-viewer-policy", "drop", "--buffer-bytes", "262144",
+            "--join-max-bytes", "131072", "--viewer-sndbuf", "65536",
+        ),
+    )  # fmt: skip
+    watcher = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
+    await watcher.read_until(10_000)
+    behind = await request(proxy.url, f"/ace/getstream?id={CONTENT}", rcvbuf=4096)
+    await wait_for(
+        lambda: metric(proxy.url, "acefleet_proxy_viewer_drops_total", 'reason="behind"') == 1,
+        within=10,
+    )
+    assert metric(proxy.url, "acefleet_proxy_viewer_skips_total") == 0
+    assert await watcher.read_for(1.0) > 100_000
+    watcher.close()
+    behind.close()

@@ -138,3 +138,29 @@ async def test_cut_upstream_resumes_on_a_packet_boundary(
     assert sim_sessions(sim.url)["sessions_started_total"] == 3
     assert metric(proxy.url, "acefleet_proxy_failovers_total") == 2
     viewer.close()
+
+
+async def test_engine_failing_probes_is_not_placed(
+    start_sim: StartSim, start_proxy: StartProxy
+) -> None:
+    sim = start_sim()
+    proxy = start_proxy(endpoint(sim), args=("--probe-interval-s", "0.2", "--probe-failures", "2"))
+    fault(sim.url, action="fail_probes")
+    await wait_for(
+        lambda: (
+            metric(
+                proxy.url, "acefleet_proxy_engine_errors_total", 'call="probe",reason="http_status"'
+            )
+            >= 3
+        ),
+        within=10,
+    )
+    refused = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
+    assert refused.status == 503
+    assert refused.json()["error"]["code"] == "no_healthy_engine"
+    assert sim_sessions(sim.url)["sessions_started_total"] == 0  # never tried playback on it
+    fault(sim.url, action="clear")
+    await asyncio.sleep(0.8)  # a probe or two succeed again
+    again = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
+    assert again.status == 200
+    again.close()
