@@ -53,7 +53,10 @@ class AgentPlacer:
         if not self.breaker.allow():
             raise Unavailable("agent_breaker_open", "the local agent failed recently; not asked")
         req = ClaimRequest(
-            content_key=content_key, proxy_id=self.proxy_id, host=self.host, avoid=sorted(avoid)
+            content_key=content_key,
+            proxy_id=self.proxy_id,
+            host=self.host,
+            avoid=sorted(avoid)[:100],
         )
         try:
             resp = await self.http.post(

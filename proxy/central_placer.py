@@ -66,7 +66,10 @@ class CentralPlacer:
             raise Unavailable("central_breaker_open", "central failed recently; not asked")
         avoid = avoid | self._failed_relays(content_key)
         req = ClaimRequest(
-            content_key=content_key, proxy_id=self.proxy_id, host=self.host, avoid=sorted(avoid)
+            content_key=content_key,
+            proxy_id=self.proxy_id,
+            host=self.host,
+            avoid=sorted(avoid)[:100],
         )
         body: dict[str, Any] = req.model_dump(exclude_defaults=True)
         try:

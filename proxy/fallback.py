@@ -23,7 +23,7 @@ log = logs.get(__name__)
 
 # An engine whose session just failed is not asked for again this long (failover goes elsewhere).
 AVOID_S = 30.0
-_AVOID_MAX = 1000
+_AVOID_MAX = 64  # ClaimRequest.avoid takes at most 100 entries
 
 
 class Unavailable(PlacementError):
