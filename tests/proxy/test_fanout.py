@@ -76,9 +76,13 @@ async def test_id_and_infohash_share_the_session(sim: Service, start_proxy: Star
 async def test_late_joiner_starts_at_keyframe_with_pat_pmt(
     sim: Service, start_proxy: StartProxy
 ) -> None:
-    proxy = start_proxy(endpoint(sim))
+    # a 1 MiB buffer: the stream's own start (PAT, PMT, keyframe) is evicted, so a joiner
+    # only starts decodably if the proxy finds a keyframe (one per second, ~500 kB, here)
+    proxy = start_proxy(
+        endpoint(sim), args=("--buffer-bytes", "1048576", "--join-max-bytes", "786432")
+    )
     first = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
-    await first.read_until(800_000)  # well past the burst: the channel is live for a while
+    await first.read_until(1_600_000)
     late = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
     data = await late.read_until(188 * 3, within=2)
     assert late.first_byte_at is not None
