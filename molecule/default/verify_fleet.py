@@ -87,7 +87,10 @@ class Viewer:
 
     def _read_once(self, lost_at: float) -> None:
         # A new channel takes seconds to its first byte (claim, engine prebuffer): be patient.
-        conn = http.client.HTTPConnection(self.vip, 80, timeout=30)
+        # A reconnect goes to a channel that is live already: give up quickly and try again (the
+        # first SYN after a VIP move can be lost while the bridge learns the new MAC address).
+        timeout = self.stall_timeout + 2 if lost_at else 30
+        conn = http.client.HTTPConnection(self.vip, 80, timeout=timeout)
         try:
             conn.request("GET", f"/ace/getstream?id={self.channel}")
             resp = conn.getresponse()
@@ -279,7 +282,7 @@ class Fleet:
         run(["docker", "stop", "-t", "10", holder], 60)
         moved_to = self.wait_vip(30)
         vip_move = time.monotonic() - stopped
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 45
         while not live.gaps and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2)
@@ -287,11 +290,18 @@ class Fleet:
         run(["docker", "start", holder], 60)
         back = self._wait_lb_back(holder)
         gap = live.gaps[0] if live.gaps else float("inf")
+        if not live.gaps:
+            return (
+                False,
+                f"no bytes after {holder} stopped: {live.connections} connections, "
+                f"last HTTP {live.status}, last error {live.error!r}",
+            )
         ok = moved_to == other and live.gaps != [] and gap < 10
         return ok, (
             f"stopped {holder}: VIP on {moved_to or 'nobody'} after {vip_move:.1f} s; the viewer "
-            f"reconnected after a gap of {gap:.2f} s ({live.connections} connections, a "
-            f"{live.stall_timeout:.0f} s stall timeout included); "
+            f"reconnected after a gap of {gap:.2f} s without bytes ({live.connections} "
+            f"connections; it reconnects on a close or after {live.stall_timeout:.0f} s of "
+            "silence); "
             f"{holder} back and serving: {back}"
         )
 
