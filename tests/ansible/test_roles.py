@@ -178,3 +178,50 @@ def test_haproxy_template_renders_a_config_haproxy_accepts(tmp_path: Path) -> No
         ["haproxy", "-c", "-f", str(out)], capture_output=True, text=True, timeout=30, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+PREFLIGHT_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role:
+        name: "{{ item }}"
+        tasks_from: preflight
+      loop: [central, agent]
+"""
+
+
+def _preflight(tmp_path: Path, vault: Path, environment: str) -> subprocess.CompletedProcess[str]:
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(PREFLIGHT_PLAYBOOK)
+    ansible = Path(shutil.which("ansible-playbook") or ROOT / ".venv" / "bin" / "ansible-playbook")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    args = [str(ansible), "-i", "localhost,", "-e", f"@{vault}"]
+    args += ["-e", f"acefleet_environment={environment}", str(playbook)]
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_preflight_refuses_placeholder_keys_outside_the_lab(tmp_path: Path) -> None:
+    example_vault = ROOT / "inventories" / "example" / "group_vars" / "all" / "vault.yml"
+    done = _preflight(tmp_path, example_vault, "production")
+    assert done.returncode != 0
+    assert "no placeholder keys" in done.stdout
+
+
+@pytest.mark.slow
+def test_preflight_accepts_the_lab_keys_in_the_lab(tmp_path: Path) -> None:
+    lab_vault = ROOT / "inventories" / "lab" / "group_vars" / "all" / "vault.yml"
+    done = _preflight(tmp_path, lab_vault, "lab")
+    assert done.returncode == 0, done.stdout + done.stderr
+    refused = _preflight(tmp_path, lab_vault, "production")
+    assert refused.returncode != 0
