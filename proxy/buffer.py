@@ -93,6 +93,9 @@ class StreamBuffer:
         self.head = 0  # absolute offset just past the newest byte
         self.tail = 0  # absolute offset of the oldest byte still held
         self.keyframes: deque[int] = deque()
+        # PAT+PMT as they stood just before each keyframe: a joiner gets exactly these copies, so
+        # the next in-stream PAT/PMT continues their continuity counters (TR 101 290 1.4).
+        self.tables: dict[int, bytes] = {}
         self.pat: bytes | None = None
         self.pmt: bytes | None = None
         self._pmt_pid: int | None = None
@@ -113,13 +116,14 @@ class StreamBuffer:
             self.starts.popleft()
             self.tail = self.starts[0]
         while self.keyframes and self.keyframes[0] < self.tail:
-            self.keyframes.popleft()
+            self.tables.pop(self.keyframes.popleft(), None)
 
     def release(self) -> None:
         """Drop every chunk now (the channel ended), whoever still refers to this buffer."""
         self.chunks.clear()
         self.starts.clear()
         self.keyframes.clear()
+        self.tables.clear()
         self.tail = self.head
 
     def since(self, offset: int) -> list[bytes]:
@@ -144,13 +148,13 @@ class StreamBuffer:
     def start_prefix(self, offset: int) -> bytes:
         """PAT and PMT to send before data starting at ``offset`` at a keyframe, so a decoder
         can start at once; empty when the stream has shown none yet or not at a keyframe."""
-        if offset not in self.keyframes or self.pat is None or self.pmt is None:
-            return b""
-        return self.pat + self.pmt
+        return self.tables.get(offset, b"")
 
     def _scan(self, chunk: bytes) -> None:
         packets = len(chunk) // PACKET_SIZE
         b1 = chunk[1::PACKET_SIZE]
+        prev_pat, prev_pmt = self.pat, self.pmt
+        pmt_mask = 0
         pat_mask = _flags(b1, _PAT_HI) & _flags(chunk[2::PACKET_SIZE], _ZERO) & _flags(b1, _PUSI)
         if pat_mask:
             i = _last_set(pat_mask, packets) * PACKET_SIZE
@@ -158,6 +162,7 @@ class StreamBuffer:
             pmt_pid = pmt_pid_of(self.pat)
             if pmt_pid is not None and pmt_pid != self._pmt_pid:
                 self._pmt_pid, self._video_pid, self.pmt = pmt_pid, None, None
+                prev_pmt = None  # the old PMT no longer describes the programme
         if self._pmt_pid is not None:
             pmt_mask = _pid_mask(chunk, self._pmt_pid) & _flags(b1, _PUSI)
             if pmt_mask:
@@ -173,7 +178,23 @@ class StreamBuffer:
         if rai and self._video_pid is not None:
             rai &= _pid_mask(chunk, self._video_pid)
         if rai:
-            self.keyframes.append(self.head + _last_set(rai, packets) * PACKET_SIZE)
+            k = _last_set(rai, packets)
+            offset = self.head + k * PACKET_SIZE
+            self.keyframes.append(offset)
+            pat = _last_before(chunk, pat_mask, k, packets) or prev_pat
+            pmt = _last_before(chunk, pmt_mask, k, packets) or prev_pmt
+            if pat is not None and pmt is not None:
+                self.tables[offset] = pat + pmt
+
+
+def _last_before(chunk: bytes, mask: int, k: int, packets: int) -> bytes | None:
+    """The last packet flagged in ``mask`` that comes before packet ``k`` of ``chunk``."""
+    shift = (packets - k) * 8
+    before = (mask >> shift) << shift
+    if not before:
+        return None
+    i = _last_set(before, packets) * PACKET_SIZE
+    return chunk[i : i + PACKET_SIZE]
 
 
 _PAT_HI = _table(lambda b: (b & 0x1F) == 0)

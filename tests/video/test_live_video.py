@@ -101,13 +101,6 @@ def test_direct_viewers_get_continuous_table_counters(
     assert not verdicts[name].cc_breaks, verdicts[name].cc_breaks[:10]
 
 
-@pytest.mark.xfail(
-    reason="acefleet-proxy's join prefix (proxy/buffer.py start_prefix) re-sends the newest "
-    "PAT/PMT packets with their own continuity counters in front of the keyframe; when a newer "
-    "PAT/PMT than the keyframe's arrived (ffmpeg repeats them every 0.1 s), the next in-stream "
-    "PAT/PMT jumps (TR 101 290 1.4 on PID 0 and the PMT PID); decoding is unaffected",
-    strict=False,
-)
 @pytest.mark.parametrize("name", ["proxy-ts", "proxy-late"])
 def test_proxy_viewers_get_continuous_table_counters(
     verdicts: dict[str, player.Verdict], name: str
