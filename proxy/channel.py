@@ -17,6 +17,7 @@ from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
 from proxy.buffer import StreamBuffer, aligned
 from proxy.engine import EngineSession, UpstreamError
 from proxy.placement import Placement, PlacementError, StreamRecord
+from proxy.relay import relay_headers
 from proxy.upstream import Playback, open_playback
 from proxy.viewer import STREAM_HEADERS, Viewer
 
@@ -237,6 +238,7 @@ class Channel:
                 lambda data: self._ingest(generation, data),
                 connect_timeout=self.settings.engine_call_timeout_s,
                 first_byte_timeout=self.settings.first_byte_timeout_s,
+                headers=relay_headers(placement),
             )
         except UpstreamError as exc:
             if session is not None and session.command_url:

@@ -8,10 +8,21 @@ central, which hands it the engine it reserved for this relay (same content, its
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    from proxy.placement import Placement
 
 # Sent on relay requests so the serving proxy's logs tie the pull to central's relay claim.
 RELAY_CLAIM_HEADER = "X-Acefleet-Relay-Claim"
+
+
+def relay_headers(placement: Placement) -> dict[str, str]:
+    """Headers of the upstream request: a relay names central's relay claim."""
+    if placement.source == "relay" and placement.claim_id:
+        return {RELAY_CLAIM_HEADER: placement.claim_id}
+    return {}
 
 
 def selector_of(content_key: str) -> tuple[str, str]:

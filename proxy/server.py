@@ -21,6 +21,7 @@ import httptools
 from acefleet import logs, wire
 from proxy.edge import Edge, Refused
 from proxy.metrics import Metrics
+from proxy.relay import RELAY_CLAIM_HEADER
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer, error_response, response
 
@@ -37,6 +38,7 @@ _REFUSED_PARAMS = {
 _VALUE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_PARAMS = 32
 _MAX_BODY = 0
+RELAY_CLAIM = RELAY_CLAIM_HEADER.lower().encode()
 _ENDPOINTS = frozenset({"/ace/getstream", "/ace/status", "/livez", "/readyz", "/metrics"})
 
 
@@ -94,6 +96,7 @@ class ClientProtocol(asyncio.Protocol):
         self.awaiting_headers = True
         self.timer: asyncio.TimerHandle | None = None
         self.viewer: Viewer | None = None
+        self.relay_claim: str | None = None  # set when another edge's proxy relays from us
         self.closing = False
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -153,6 +156,7 @@ class ClientProtocol(asyncio.Protocol):
     # --- httptools callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url.clear()
+        self.relay_claim = None
         self.address = self.peer
         self.in_headers = True
         self._arm(self.settings.header_timeout_s)
@@ -161,6 +165,8 @@ class ClientProtocol(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == RELAY_CLAIM and 0 < len(value) <= 100:
+            self.relay_claim = value.decode("latin-1")  # another edge relays from us
         if name.lower() == b"x-forwarded-for" and self.peer in self.settings.trusted_proxies:
             # the closest hop is the one our trusted balancer added
             last = value.decode("latin-1").rsplit(",", 1)[-1].strip()
@@ -333,4 +339,6 @@ class App:
         self.metrics.requests.labels("/ace/getstream", "200").inc()
         conn.viewer = viewer
         conn._disarm()
+        if conn.relay_claim:
+            log.info("relay_viewer", key=key, relay_claim=conn.relay_claim, peer=conn.peer)
         self.edge.attach(viewer, key, selector, params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import httptools
@@ -105,9 +105,20 @@ class Playback(asyncio.Protocol):
 
 
 async def open_playback(
-    url: str, on_data: Callable[[bytes], None], *, connect_timeout: float, first_byte_timeout: float
+    url: str,
+    on_data: Callable[[bytes], None],
+    *,
+    connect_timeout: float,
+    first_byte_timeout: float,
+    headers: Mapping[str, str] | None = None,
 ) -> Playback:
-    """Connect, follow redirects, and return once the first body byte has been delivered."""
+    """Connect, follow redirects, and return once the first body byte has been delivered.
+    ``headers`` go on every request (a relay names its claim; see relay.py)."""
+    extra = "".join(
+        f"{name}: {value}\r\n"
+        for name, value in (headers or {}).items()
+        if not any(c in name + value for c in "\r\n")
+    )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + first_byte_timeout
     for _ in range(_MAX_HOPS):
@@ -135,7 +146,7 @@ async def open_playback(
         assert proto.transport is not None
         proto.transport.write(
             f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: acefleet-proxy\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n".encode("latin-1")
+            f"Accept: */*\r\n{extra}Connection: close\r\n\r\n".encode("latin-1")
         )
         try:
             status = await asyncio.wait_for(proto.headers, max(deadline - loop.time(), 0.01))

@@ -41,6 +41,11 @@ async def test_one_engine_session_per_channel_fleet_wide(healthy: Fleet) -> None
         for channel in ("share1", "share3"):
             pair = {sources[(0, f"id:{channel}")], sources[(1, f"id:{channel}")]}
             assert pair == {"central", "relay"}, (channel, pair)
+        # each relay names central's relay claim to the proxy it pulls from
+        relay_claims = {c["claim_id"] for c in fleet.central_claims() if c["kind"] == "relay"}
+        assert len(relay_claims) >= 2
+        logged = "".join(e.proxy.log() for e in fleet.edges.values() if e.proxy is not None)
+        assert all(f'"relay_claim": "{claim}"' in logged for claim in relay_claims)
         assert all(v.misaligned == 0 and not v.closed for v in viewers)
     finally:
         for v in viewers:
