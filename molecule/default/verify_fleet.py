@@ -86,11 +86,13 @@ class Viewer:
             self._stop.wait(0.2)
 
     def _read_once(self, lost_at: float) -> None:
-        # A new channel takes seconds to its first byte (claim, engine prebuffer): be patient.
-        # A reconnect goes to a channel that is live already: give up quickly and try again (the
-        # first SYN after a VIP move can be lost while the bridge learns the new MAC address).
-        timeout = self.stall_timeout + 2 if lost_at else 30
-        conn = http.client.HTTPConnection(self.vip, 80, timeout=timeout)
+        # Connect quickly or try again (the first SYN after a VIP move can be lost while the
+        # bridge learns the new MAC address), then wait patiently for the first byte: a channel
+        # whose viewers were all gone for a moment is opened again (claim, engine prebuffer).
+        conn = http.client.HTTPConnection(self.vip, 80, timeout=self.stall_timeout + 2)
+        conn.connect()
+        if conn.sock is not None:
+            conn.sock.settimeout(30)
         try:
             conn.request("GET", f"/ace/getstream?id={self.channel}")
             resp = conn.getresponse()
