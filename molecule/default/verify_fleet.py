@@ -41,6 +41,7 @@ class Viewer:
     channel: str
     reconnect: bool = False
     stall_timeout: float = 3.0
+    port: int = 80
     edge: str = ""
     status: int = 0
     bytes: int = 0
@@ -89,10 +90,11 @@ class Viewer:
         # Connect quickly or try again (the first SYN after a VIP move can be lost while the
         # bridge learns the new MAC address), then wait patiently for the first byte: a channel
         # whose viewers were all gone for a moment is opened again (claim, engine prebuffer).
-        conn = http.client.HTTPConnection(self.vip, 80, timeout=self.stall_timeout + 2)
+        conn = http.client.HTTPConnection(self.vip, self.port, timeout=self.stall_timeout + 2)
         conn.connect()
-        if conn.sock is not None:
-            conn.sock.settimeout(30)
+        # Keep the socket: getresponse() drops conn.sock for a response read until close.
+        sock = conn.sock
+        sock.settimeout(30)
         try:
             conn.request("GET", f"/ace/getstream?id={self.channel}")
             resp = conn.getresponse()
@@ -100,10 +102,10 @@ class Viewer:
             self.connections += 1
             if resp.status != 200:
                 return
-            if self.reconnect and conn.sock is not None:
+            if self.reconnect:
                 # Like a player: a stream silent this long is dead (a connection whose lb host
                 # went away gets no reset, it just stops), so reconnect.
-                conn.sock.settimeout(self.stall_timeout)
+                sock.settimeout(self.stall_timeout)
             pending = b""
             prev = time.monotonic()
             while not self._stop.is_set():
