@@ -117,6 +117,13 @@ class HeartbeatReply(Wire):
         description="Engine id → claims central holds on it: sessions the agent did not place "
         "itself, so it neither hands those engines out as free nor stops them as idle",
     )
+    free_engines: int | None = Field(
+        default=None,
+        ge=0,
+        description="Free engines central wants kept warm on this edge; the agent keeps at least "
+        "this many (its own free_engines setting still applies as a floor), so central's "
+        "provision directives and the agent's idle reaper never work against each other",
+    )
 
 
 # --- claims (proxy → central, proxy → agent) -------------------------------------------------

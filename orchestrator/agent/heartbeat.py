@@ -52,6 +52,8 @@ class HeartbeatLoop:
                     if engine is not None:
                         engine.idle_since = time.monotonic()  # free from now, not since ready
                 self.pool.central_claims = reply.claimed
+                if reply.free_engines is not None:
+                    self.pool.central_free_engines = reply.free_engines
                 self.interval = reply.interval_s if reply.interval_s > 0 else self.interval
                 for directive in reply.directives:
                     await self.apply(directive)

@@ -58,6 +58,8 @@ class Pool:
         self.claims = ClaimBook(s.claim_ttl_s, s.state_file)
         self.engines: dict[str, Engine] = {}
         self.central_claims: dict[str, int] = {}  # engine id → claims central holds on it
+        # free engines central wants warm here (None until central said; kept while it is away)
+        self.central_free_engines: int | None = None
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         self.probe = EngineProbe(self.http, s.probe_timeout_s)
         self.vpn = (
@@ -451,7 +453,7 @@ class Pool:
             return
         live = self.live()
         busy = sum(1 for e in live if self.streams(e.id))
-        desired = min(self.s.max_engines, max(self.s.min_engines, busy + self.s.free_engines))
+        desired = min(self.s.max_engines, max(self.s.min_engines, busy + self.free_target()))
         for _ in range(desired - len(live) - self.in_flight):
             try:
                 self.start_provision()
@@ -459,9 +461,14 @@ class Pool:
                 break
         await self._stop_idle(len(live) - desired)
 
+    def free_target(self) -> int:
+        """Free engines to keep: this host's setting, raised to central's warm buffer when central
+        asks for more (otherwise the idle reaper would stop what central just provisioned)."""
+        return max(self.s.free_engines, self.central_free_engines or 0)
+
     async def _stop_idle(self, surplus: int) -> None:
         free = sorted(self.free(), key=lambda e: e.idle_since)
-        surplus = min(surplus, len(free) - self.s.free_engines)
+        surplus = min(surplus, len(free) - self.free_target())
         now = time.monotonic()
         for engine in free[: max(0, surplus)]:
             if now - engine.idle_since < self.s.idle_grace_s:

@@ -109,8 +109,15 @@ class Central:
         self.changed()
         claimed = {eid: n for eid in host.engines if (n := self.book.held(eid))}
         return HeartbeatReply(
-            interval_s=self.settings.heartbeat_interval_s, directives=directives, claimed=claimed
+            interval_s=self.settings.heartbeat_interval_s,
+            directives=directives,
+            claimed=claimed,
+            free_engines=self.buffer_per_edge(host),
         )
+
+    def buffer_per_edge(self, host: Host) -> int:
+        """Free engines wanted warm on ``host``: its operator override, else the fleet default."""
+        return self.per_edge if host.buffer_target is None else host.buffer_target
 
     def _provision(self, host: Host, now: float) -> list[Directive]:
         p = buffer.plan(

@@ -115,7 +115,7 @@ def provisioning(c: Central) -> list[ProvisioningHost]:
     window = 2 * c.settings.heartbeat_interval_s
     out = []
     for host in sorted(c.fleet.hosts.values(), key=lambda h: h.name):
-        target = c.per_edge if host.buffer_target is None else host.buffer_target
+        target = c.buffer_per_edge(host)
         out.append(
             ProvisioningHost(
                 host=host.name,

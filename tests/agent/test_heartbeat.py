@@ -26,6 +26,7 @@ class CentralStandIn:
         self.beats: list[tuple[str, str, dict[str, Any]]] = []
         self.directives: list[dict[str, Any]] = []
         self.claimed: dict[str, int] = {}
+        self.free_engines: int | None = None
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +41,8 @@ class CentralStandIn:
                     "directives": stand_in.directives,
                     "claimed": stand_in.claimed,
                 }
+                if stand_in.free_engines is not None:
+                    reply["free_engines"] = stand_in.free_engines
                 stand_in.directives = []
                 data = json.dumps(reply).encode()
                 self.send_response(200)
@@ -125,3 +128,23 @@ def test_engines_central_placed_sessions_on_are_busy(
     # With idle_grace_s=0 it would be stopped at once if the agent thought it idle.
     time.sleep(1.5)
     assert [e["id"] for e in agent.engines()] == [engine["id"]]
+
+
+@pytest.mark.docker
+def test_central_warm_buffer_raises_the_agents_own(
+    central: CentralStandIn, agent_factory: AgentFactory
+) -> None:
+    # On its own this agent keeps no engine; central's warm buffer of 2 must win, and the idle
+    # reaper (grace 0) must not stop what central asked for.
+    central.free_engines = 2
+    agent = agent_factory(
+        "--central-url", central.url, "--central-api-key", CENTRAL_KEY,
+        "--heartbeat-interval-s", "0.2",
+        "--min-engines", "0", "--free-engines", "0", "--idle-grace-s", "0",
+    )  # fmt: skip
+    ready = wait_for(
+        "two warm engines", lambda: h if len(h := agent.healthy()) >= 2 else None, timeout=BOOT
+    )
+    ids = sorted(e["id"] for e in ready)
+    time.sleep(1.5)
+    assert sorted(e["id"] for e in agent.healthy()) == ids

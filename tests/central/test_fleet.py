@@ -126,6 +126,7 @@ def test_warm_buffer_provisions_and_reports_blocked(start_central: StartCentral)
         edge = Agent("edge", 1, max_engines=3)
         reply = edge.beat(service)  # 1 free of 2 wanted
         assert [(d.kind, d.count) for d in reply.directives] == [("provision", 1)]
+        assert reply.free_engines == 2  # so the agent's idle reaper keeps what it provisions
         snapshot(service, edge.host)
         assert service.post("/v1/claims", json=claim_body("id:x", "edge")).status_code == 200
         reply = edge.beat(service)  # 0 free, 1 already asked for: one more
@@ -160,6 +161,7 @@ def test_warm_buffer_provisions_and_reports_blocked(start_central: StartCentral)
         )
         assert r.status_code == 200
         assert {h["host"]: h["target"] for h in r.json()["hosts"]} == {"edge": 0, "other": 4}
+        assert edge.beat(service).free_engines == 0  # the per-edge override travels too
         _wait(
             lambda: any(
                 e["action"] == "provision" for e in operator.get("/v1/provisioning").json()["log"]
