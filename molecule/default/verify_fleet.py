@@ -224,7 +224,20 @@ class Fleet:
         edges = sorted(set(where.values()))
         return len(edges) == 2, f"10 channels served={len(where)} by {edges} {self.failures[:3]}"
 
+    def wait_edges_weighted(self, timeout: float = 40) -> None:
+        """Until HAProxy weighs every edge at 50 or more again: the agent-check lowers an edge's
+        weight while earlier checks' channels linger there (the proxy's grace period)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.haproxy(self.vip_holder() or self.lbs[0], "show servers state edges")
+            rows = [ln.split() for ln in lines.splitlines() if ln and not ln.startswith("#")]
+            weights = [int(r[7]) for r in rows if len(r) > 7 and r[7].isdigit()]
+            if weights and min(weights) >= 50:
+                return
+            time.sleep(1)
+
     def check_drain(self) -> tuple[bool, str]:
+        self.wait_edges_weighted()
         where = self.served_by([f"verify-drain-{i}" for i in range(8)])
         first, second = self.servers
         on_first = [ch for ch, edge in where.items() if edge == first]
