@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Debian package -> the command that proves it is there.
 declare -A NEED=(
   [docker.io]=dockerd [mmdebstrap]=mmdebstrap [ffmpeg]=ffprobe [chromium]=chromium
-  [python3-venv]="" [git]=git [iproute2]=ip [curl]=curl [make]=make
+  [python3-venv]="" [debian-archive-keyring]="" [git]=git [iproute2]=ip [curl]=curl [make]=make
   [fonts-dejavu-core]=""  # scripts/make-clips.sh burns channel and clock text in with DejaVu
 )
 missing=()

@@ -24,7 +24,9 @@ esac
 
 BASE_IMAGE=acefleet/base:bookworm
 ENGINE_IMAGE=acefleet/engine-sim:latest
-SOURCES=/etc/apt/sources.list.d/debian.sources
+# The base is bootstrapped from the host's own Debian mirror (the one machines here can reach);
+# a host without one (Ubuntu) uses Debian's redirector, checked with debian-archive-keyring.
+SOURCES=${ACEFLEET_DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 CACHE_DIR=.cache/images
 WHEELHOUSE=build/wheelhouse
 CLIPS=build/clips
@@ -70,7 +72,15 @@ MMDEBSTRAP_ARGS=(
 )
 
 build_base() {
-  [[ -r $SOURCES ]] || die "$SOURCES is missing: the base image is bootstrapped from its apt mirror"
+  if [[ ! -r $SOURCES ]]; then
+    [[ -r /usr/share/keyrings/debian-archive-keyring.gpg ]] ||
+      die "no Debian apt source and no Debian keyring: install it with 'apt-get install -y debian-archive-keyring'"
+    step "no $SOURCES on this host: bootstrapping bookworm from deb.debian.org"
+    SOURCES=build/debian.sources
+    mkdir -p build
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm' \
+      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$SOURCES"
+  fi
   local hash cache have start old_id
   hash=$( {
     printf '%s\n' "${MMDEBSTRAP_ARGS[@]}"
