@@ -18,34 +18,33 @@ from orchestrator.central.state import Central
 
 def hosts(c: Central) -> list[HostView]:
     now = c.clock()
-    out = []
-    for host in sorted(c.fleet.hosts.values(), key=lambda h: h.name):
-        engines = host.engines.values()
-        out.append(
-            HostView(
-                name=host.name,
-                status=c.fleet.status(host, now).value,
-                agent_url=host.agent_url,
-                proxy_url=c.relay_url(host.name),
-                last_heartbeat_at=host.last_seen_at,
-                seq=host.seq,
-                draining=host.draining,
-                operator_drain=host.operator_drain,
-                agent_draining=host.agent_draining,
-                max_engines=host.max_engines,
-                engines=len(host.engines),
-                engines_healthy=sum(e.report.health is EngineHealth.healthy for e in engines),
-                streams=sum(_load(c, e.id, e.report.streams) for e in engines),
-                stream_cap=sum(e.report.stream_cap for e in engines),
-                vpn=host.vpn,
-                provisioning=host.provisioning,
-            )
-        )
-    return out
+    return [_host_view(c, h, now) for h in sorted(c.fleet.hosts.values(), key=lambda h: h.name)]
 
 
-def _load(c: Central, engine_id: str, reported: int) -> int:
-    return c.book.load(engine_id, reported)
+def host_view(c: Central, host: Host) -> HostView:
+    return _host_view(c, host, c.clock())
+
+
+def _host_view(c: Central, host: Host, now: float) -> HostView:
+    engines = host.engines.values()
+    return HostView(
+        name=host.name,
+        status=c.fleet.status(host, now).value,
+        agent_url=host.agent_url,
+        proxy_url=c.relay_url(host.name),
+        last_heartbeat_at=host.last_seen_at,
+        seq=host.seq,
+        draining=host.draining,
+        operator_drain=host.operator_drain,
+        agent_draining=host.agent_draining,
+        max_engines=host.max_engines,
+        engines=len(host.engines),
+        engines_healthy=sum(e.report.health is EngineHealth.healthy for e in engines),
+        streams=sum(c.book.load(e.id, e.report.streams) for e in engines),
+        stream_cap=sum(e.report.stream_cap for e in engines),
+        vpn=host.vpn,
+        provisioning=host.provisioning,
+    )
 
 
 def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
@@ -57,7 +56,7 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
         status = c.fleet.status(host, now)
         host_ok = status.value == "live" and not host.draining
         for engine in sorted(host.engines.values(), key=lambda e: e.id):
-            load = _load(c, engine.id, engine.report.streams)
+            load = c.book.load(engine.id, engine.report.streams)
             out.append(
                 EngineView(
                     id=engine.id,
@@ -146,7 +145,7 @@ def summary(c: Central) -> FleetSummary:
             if placeable(engine):
                 placeable_count += 1
                 free += max(
-                    0, engine.report.stream_cap - _load(c, engine.id, engine.report.streams)
+                    0, engine.report.stream_cap - c.book.load(engine.id, engine.report.streams)
                 )
     pending = sum(not cl.confirmed for cl in c.book.claims.values())
     return FleetSummary(
@@ -194,7 +193,3 @@ def update_metrics(c: Central) -> None:
     m.warming_up.set(1 if s.warming_up else 0)
     m.heartbeat_age_max.set(oldest)
     m.history_queue.set(c.history.depth)
-
-
-def host_view(c: Central, host: Host) -> HostView:
-    return next(v for v in hosts(c) if v.name == host.name)
