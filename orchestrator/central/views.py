@@ -73,20 +73,9 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
 
 
 def streams(c: Central) -> list[StreamView]:
+    # StreamView mirrors the Stream record field for field.
     return [
-        StreamView(
-            stream_id=s.stream_id,
-            proxy_id=s.proxy_id,
-            host=s.host,
-            content_key=s.content_key,
-            infohash=s.infohash,
-            claim_id=s.claim_id,
-            engine_id=s.engine_id,
-            source=s.source,
-            viewers=s.viewers,
-            peak_viewers=s.peak_viewers,
-            started_at=s.started_at,
-        )
+        StreamView.model_validate(s, from_attributes=True)
         for s in sorted(c.registry.streams.values(), key=lambda s: s.started_at)
     ]
 
