@@ -100,7 +100,6 @@ class History:
         self._on_drop = on_drop
         self._engine: AsyncEngine | None = None
         self._writer: asyncio.Task[None] | None = None
-        self.written = 0
 
     @property
     def depth(self) -> int:
@@ -204,7 +203,6 @@ class History:
         async with self._engine.begin() as conn:
             for op in batch:
                 await conn.execute(self._statement(op))
-        self.written += len(batch)
 
     # --- reads (operator API) ------------------------------------------------------------------
 

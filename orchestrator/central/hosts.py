@@ -45,11 +45,9 @@ class Engine:
 class Host:
     name: str
     agent_url: str
-    first_seen: float
     last_seen: float
     last_seen_at: datetime
     seq: int = 0
-    heartbeats: int = 0
     max_engines: int = 0
     vpn: VpnState = field(default_factory=VpnState)
     provisioning: ProvisioningState = field(default_factory=ProvisioningState)
@@ -101,7 +99,6 @@ class Fleet:
             host = Host(
                 name=hb.host,
                 agent_url=hb.agent_url,
-                first_seen=now,
                 last_seen=now,
                 last_seen_at=wall,
             )
@@ -112,7 +109,6 @@ class Fleet:
         host.last_seen = now
         host.last_seen_at = wall
         host.seq = hb.seq
-        host.heartbeats += 1
         host.max_engines = hb.max_engines
         host.vpn = hb.vpn
         host.provisioning = hb.provisioning
