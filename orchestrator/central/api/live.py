@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -86,7 +87,13 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/dashboard")
 
 
+@functools.cache
+def _dashboard_page() -> str:
+    """The page ships with the package and never changes while central runs: read it once."""
+    page = resources.files("orchestrator.central").joinpath("static/dashboard.html")
+    return page.read_text(encoding="utf-8")
+
+
 @router.get("/dashboard", include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    page = resources.files("orchestrator.central").joinpath("static/dashboard.html")
-    return HTMLResponse(page.read_text(encoding="utf-8"))
+    return HTMLResponse(_dashboard_page())
