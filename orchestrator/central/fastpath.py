@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acefleet.wire import ClaimRequest, ErrorBody, ErrorDetail
 from orchestrator.central.auth import KeyRing, Role, Verdict
+from orchestrator.central.http import ratelimit_headers
 from orchestrator.central.state import Central
 
 _RELEASE = re.compile(r"^/v1/claims/([^/]{1,100})$")
@@ -128,14 +129,6 @@ def _error(detail: ErrorDetail) -> bytes:
     return ErrorBody(error=detail).model_dump_json(exclude_none=True).encode()
 
 
-def _limit_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"x-ratelimit-limit", str(verdict.limit).encode()),
-        (b"x-ratelimit-remaining", str(verdict.remaining).encode()),
-        (b"x-ratelimit-reset", str(verdict.reset_s).encode()),
-    ]
-
-
 async def _rate_limited(send: Send, verdict: Verdict) -> None:
     retry = max(1, math.ceil(verdict.retry_after_s))
     detail = ErrorDetail(
@@ -151,7 +144,10 @@ async def _respond(
     verdict: Verdict,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    headers = [*_limit_headers(verdict), *(extra or [])]
+    headers = [
+        *ratelimit_headers(verdict.limit, verdict.remaining, verdict.reset_s),
+        *(extra or []),
+    ]
     if status != 204:
         headers += [_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -144,6 +144,15 @@ def etagged(request: Request, model: BaseModel) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
+def ratelimit_headers(limit: int, remaining: int, reset_s: int) -> list[tuple[bytes, bytes]]:
+    """A key's token-bucket state as raw ``X-RateLimit-*`` response headers."""
+    return [
+        (b"x-ratelimit-limit", str(limit).encode()),
+        (b"x-ratelimit-remaining", str(remaining).encode()),
+        (b"x-ratelimit-reset", str(reset_s).encode()),
+    ]
+
+
 class RateLimitHeaders:
     """Pure ASGI middleware: copies the bucket state the auth dependency left in the request
     state into ``X-RateLimit-*`` headers (also on responses a handler built itself)."""
@@ -161,13 +170,7 @@ class RateLimitHeaders:
                 state = scope.get("state") or {}
                 info = state.get("ratelimit")
                 if info is not None:
-                    limit, remaining, reset = info
-                    headers = list(message.get("headers", []))
-                    headers += [
-                        (b"x-ratelimit-limit", str(limit).encode()),
-                        (b"x-ratelimit-remaining", str(remaining).encode()),
-                        (b"x-ratelimit-reset", str(reset).encode()),
-                    ]
+                    headers = [*message.get("headers", []), *ratelimit_headers(*info)]
                     message = {**message, "headers": headers}
             await send(message)
 
