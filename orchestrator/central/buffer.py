@@ -24,6 +24,11 @@ class BufferPlan:
     blocked_reason: str | None
 
 
+def target(host: Host, per_edge: int) -> int:
+    """Free engines wanted warm on ``host``: its operator override, else the fleet default."""
+    return per_edge if host.buffer_target is None else host.buffer_target
+
+
 def free_engines(host: Host, book: ClaimBook) -> int:
     free = 0
     for engine in host.engines.values():
@@ -51,13 +56,13 @@ def plan(
     window: float,
     warming_up: bool = False,
 ) -> BufferPlan:
-    target = per_edge if host.buffer_target is None else host.buffer_target
+    wanted = target(host, per_edge)
     free = free_engines(host, book)
     pending = outstanding(host, now, window)
-    want = max(0, target - free - pending)
+    want = max(0, wanted - free - pending)
 
     def blocked(reason: str) -> BufferPlan:
-        return BufferPlan(target, free, pending, 0, reason)
+        return BufferPlan(wanted, free, pending, 0, reason)
 
     if warming_up:
         # Until every edge has reported, the fleet-wide count is too low to trust.
@@ -70,7 +75,7 @@ def plan(
     if host.vpn.enabled and host.vpn.connected is False:
         return blocked("vpn_down")
     if want == 0:
-        return BufferPlan(target, free, pending, 0, None)
+        return BufferPlan(wanted, free, pending, 0, None)
     room = host.max_engines - len(host.engines) - pending
     if room <= 0:
         return blocked("host_at_max_engines")
@@ -81,4 +86,4 @@ def plan(
         if fleet_room <= 0:
             return blocked("fleet_max_engines_reached")
         count = min(count, fleet_room)
-    return BufferPlan(target, free, pending, count, None)
+    return BufferPlan(wanted, free, pending, count, None)

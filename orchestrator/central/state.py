@@ -117,7 +117,7 @@ class Central:
 
     def buffer_per_edge(self, host: Host) -> int:
         """Free engines wanted warm on ``host``: its operator override, else the fleet default."""
-        return self.per_edge if host.buffer_target is None else host.buffer_target
+        return buffer.target(host, self.per_edge)
 
     def _provision(self, host: Host, now: float) -> list[Directive]:
         p = buffer.plan(
