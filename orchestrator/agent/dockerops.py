@@ -37,7 +37,6 @@ class Container:
     name: str
     state: str  # running, exited, created, ...
     labels: dict[str, str]
-    published: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,7 @@ class DockerOps:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker")
         self._api: Any = None
         self._lock = threading.Lock()
+        self._stream: Any = None  # the live event stream, closed by stop_events
 
     def _client(self) -> Any:
         with self._lock:
@@ -106,9 +106,6 @@ class DockerOps:
 
     # --- queries ---------------------------------------------------------------------------
 
-    async def ping(self) -> None:
-        await self._run("ping", lambda api: api.ping())
-
     async def list_engines(self, *, any_host: bool = False) -> list[Container]:
         """Our host's engines (all states); with ``any_host`` every acefleet engine."""
         label = [f"{LABEL_MANAGED}=true"]
@@ -118,16 +115,12 @@ class DockerOps:
         def call(api: Any) -> list[Container]:
             out = []
             for c in api.containers(all=True, filters={"label": label}):
-                ports = frozenset(
-                    int(p["PublicPort"]) for p in c.get("Ports") or [] if p.get("PublicPort")
-                )
                 out.append(
                     Container(
                         id=c["Id"],
                         name=(c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/"),
                         state=c.get("State", "unknown"),
                         labels=c.get("Labels") or {},
-                        published=ports,
                     )
                 )
             return out
@@ -263,7 +256,7 @@ class DockerOps:
         return thread
 
     def stop_events(self) -> None:
-        stream = getattr(self, "_stream", None)
+        stream = self._stream
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
