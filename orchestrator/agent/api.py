@@ -23,7 +23,9 @@ from acefleet.wire import (
     VpnState,
     Wire,
 )
+from orchestrator.agent.claims import Claim
 from orchestrator.agent.dockerops import DockerError
+from orchestrator.agent.engine import Engine
 from orchestrator.agent.errors import AgentError
 from orchestrator.agent.pool import Pool, ProvisionRefused
 
@@ -123,9 +125,21 @@ def capacity(pool: Pool) -> Capacity:
     )
 
 
-def _engine_or_404(pool: Pool, engine_id: str) -> None:
-    if pool.find(engine_id) is None:
+def _engine_or_404(pool: Pool, engine_id: str) -> Engine:
+    engine = pool.find(engine_id)
+    if engine is None:
         raise AgentError(404, "engine_not_found", f"no engine {engine_id!r} on {pool.s.host}")
+    return engine
+
+
+def _claim_info(c: Claim) -> ClaimInfo:
+    return ClaimInfo(
+        claim_id=c.claim_id,
+        content_key=c.content_key,
+        engine_id=c.engine_id,
+        confirmed=c.confirmed,
+        stat_url=c.stat_url,
+    )
 
 
 def _refused(exc: ProvisionRefused) -> AgentError:
@@ -149,8 +163,7 @@ async def list_engines(
 
 @v1.get("/engines/{engine_id}", response_model=EngineDetail, responses={404: {}})
 async def get_engine(engine_id: str, pool: PoolDep) -> EngineDetail:
-    _engine_or_404(pool, engine_id)
-    engine = pool.engines[engine_id]
+    engine = _engine_or_404(pool, engine_id)
     return EngineDetail(
         engine=pool.report(engine),
         stats_history=list(engine.stats),
@@ -174,8 +187,7 @@ async def delete_engine(
     pool: PoolDep,
     force: Annotated[bool, Query(description="Remove even while it carries sessions")] = False,
 ) -> Response:
-    _engine_or_404(pool, engine_id)
-    engine = pool.engines[engine_id]
+    engine = _engine_or_404(pool, engine_id)
     if pool.streams(engine_id) and not force:
         raise AgentError(409, "engine_busy", f"engine {engine_id} carries sessions; use force")
     try:
@@ -231,16 +243,7 @@ async def claim(req: ClaimRequest, pool: PoolDep) -> ClaimGrant:
 
 @v1.get("/claims", response_model=list[ClaimInfo])
 async def list_claims(pool: PoolDep) -> list[ClaimInfo]:
-    return [
-        ClaimInfo(
-            claim_id=c.claim_id,
-            content_key=c.content_key,
-            engine_id=c.engine_id,
-            confirmed=c.confirmed,
-            stat_url=c.stat_url,
-        )
-        for c in pool.claims.claims.values()
-    ]
+    return [_claim_info(c) for c in pool.claims.claims.values()]
 
 
 @v1.post("/claims/{claim_id}/confirm", response_model=ClaimInfo, dependencies=[Auth])
@@ -251,13 +254,7 @@ async def confirm_claim(
     c = pool.claims.confirm(claim_id, body.stat_url if body else None)
     if c is None:
         raise AgentError(404, "claim_not_found", f"no claim {claim_id!r} (expired or released)")
-    return ClaimInfo(
-        claim_id=c.claim_id,
-        content_key=c.content_key,
-        engine_id=c.engine_id,
-        confirmed=c.confirmed,
-        stat_url=c.stat_url,
-    )
+    return _claim_info(c)
 
 
 @v1.delete("/claims/{claim_id}", status_code=204, dependencies=[Auth])
