@@ -72,7 +72,6 @@ class Pool:
         self.draining = False
         self.docker_error: DockerError | None = None
         self.adopted = False
-        self.ready_timeouts = 0
         self.blocked: tuple[str, str] | None = None
         self._sem = asyncio.Semaphore(s.provision_concurrency)
         self._last_create = 0.0
@@ -81,7 +80,6 @@ class Pool:
         self._wake = asyncio.Event()
         self._stop_events = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.time_to_ready: deque[float] = deque(maxlen=1000)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -340,7 +338,6 @@ class Pool:
             message = exc.message if isinstance(exc, DockerError) else str(exc)
             self.breaker.failure(code, message)
             self.metrics.provisions.labels(result=code).inc()
-            self.metrics.breaker_open.set(1 if self.breaker.state == "open" else 0)
             log.warning("provision_failed", code=code, error=message)
             self.wake()
             raise ProvisionRefused(code, message) from exc
@@ -404,18 +401,15 @@ class Pool:
                 engine.probe_failures = 0
                 engine.ready_mono = engine.idle_since = now
                 if not engine.adopted:
-                    self.time_to_ready.append(now - engine.started_mono)
                     self.metrics.time_to_ready.observe(now - engine.started_mono)
                     self.metrics.provisions.labels(result="ok").inc()
                     self.breaker.success()
-                    self.metrics.breaker_open.set(0)
                 log.info("engine_ready", engine=engine.id, adopted=engine.adopted)
                 self.wake()
                 return
             await asyncio.sleep(self.s.ready_poll_s)
         if engine.removing or self.engines.get(engine.id) is not engine:
             return
-        self.ready_timeouts += 1
         log.warning("engine_not_ready", engine=engine.id, timeout_s=self.s.ready_timeout_s)
         if not engine.adopted:
             self.metrics.provisions.labels(result="ready_timeout").inc()
