@@ -14,11 +14,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from acefleet import logs
-from acefleet.wire import ClaimGrant, ClaimRequest
 from proxy.breaker import Breaker
+from proxy.claims import ClaimClient
 from proxy.fallback import Unavailable
 from proxy.placement import Placement, StreamRecord
 
@@ -28,7 +27,7 @@ _RELEASE_TRIES = 20
 _RELEASE_RETRY_S = 3.0
 
 
-class AgentPlacer:
+class AgentPlacer(ClaimClient):
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -40,42 +39,25 @@ class AgentPlacer:
         timeout_s: float,
         breaker: Breaker,
     ) -> None:
-        self.http = http
-        self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.proxy_id = proxy_id
-        self.host = host
-        self.timeout_s = timeout_s
-        self.breaker = breaker
+        super().__init__(
+            "agent",
+            http,
+            url,
+            {"Authorization": f"Bearer {api_key}"} if api_key else {},
+            proxy_id=proxy_id,
+            host=host,
+            timeout_s=timeout_s,
+            breaker=breaker,
+        )
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
         if not self.breaker.allow():
             raise Unavailable("agent_breaker_open", "the local agent failed recently; not asked")
-        req = ClaimRequest(
-            content_key=content_key,
-            proxy_id=self.proxy_id,
-            host=self.host,
-            avoid=sorted(avoid)[:100],
-        )
-        try:
-            resp = await self.http.post(
-                f"{self.url}/v1/claims",
-                json=req.model_dump(exclude_defaults=True),
-                headers=self.headers,
-                timeout=self.timeout_s,
-            )
-        except httpx.HTTPError as exc:
-            self.breaker.failure()
-            raise Unavailable(
-                "agent_unreachable", f"agent claim call failed: {type(exc).__name__}"
-            ) from None
+        resp = await self._claim(content_key, avoid)
         if resp.status_code in (200, 201):
             self.breaker.success()
-            try:
-                grant = ClaimGrant.model_validate_json(resp.content)
-            except ValidationError:
-                raise Unavailable("agent_bad_answer", "agent answered no claim grant") from None
+            grant = self._grant(resp)
             if grant.engine is None:
                 raise Unavailable("agent_bad_answer", "agent granted a claim without an engine")
             return Placement(
@@ -88,7 +70,7 @@ class AgentPlacer:
             self.breaker.failure()
         else:
             self.breaker.success()
-        code, message = _error_of(resp)
+        code, message, _ = self._error_of(resp)
         raise Unavailable(code, f"agent: {message}", retry_after_s=5.0)
 
     async def release(self, placement: Placement, reason: str) -> None:
@@ -140,16 +122,3 @@ class AgentPlacer:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-def _error_of(resp: httpx.Response) -> tuple[str, str]:
-    try:
-        detail = resp.json().get("error") or {}
-    except (ValueError, AttributeError):
-        detail = {}
-    if not isinstance(detail, dict):
-        detail = {}
-    return (
-        str(detail.get("code") or f"agent_http_{resp.status_code}"),
-        str(detail.get("message") or f"HTTP {resp.status_code}"),
-    )

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from acefleet import logs
-from acefleet.wire import ClaimGrant, ClaimRequest
+from acefleet.wire import ClaimGrant
 from proxy.breaker import Breaker
+from proxy.claims import ClaimClient
 from proxy.fallback import Unavailable
 from proxy.placement import Placement, PlacementError
 from proxy.relay import relay_url
@@ -31,7 +30,7 @@ _NOT_DECIDING = frozenset({"warming_up", "no_hosts"})
 RELAY_AVOID_S = 10.0
 
 
-class CentralPlacer:
+class CentralPlacer(ClaimClient):
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -43,13 +42,16 @@ class CentralPlacer:
         timeout_s: float,
         breaker: Breaker,
     ) -> None:
-        self.http = http
-        self.url = url.rstrip("/")
-        self.headers = {"X-API-Key": api_key} if api_key else {}
-        self.proxy_id = proxy_id
-        self.host = host
-        self.timeout_s = timeout_s
-        self.breaker = breaker
+        super().__init__(
+            "central",
+            http,
+            url,
+            {"X-API-Key": api_key} if api_key else {},
+            proxy_id=proxy_id,
+            host=host,
+            timeout_s=timeout_s,
+            breaker=breaker,
+        )
         self.content_of: dict[str, str] = {}  # claim id → content key, until released
         self.relay_from: dict[str, str] = {}  # relay claim id → the edge relayed from
         # (content key, edge) → when relaying that content from that edge failed
@@ -64,31 +66,11 @@ class CentralPlacer:
                 await asyncio.shield(pending)
         if not self.breaker.allow():
             raise Unavailable("central_breaker_open", "central failed recently; not asked")
-        avoid = avoid | self._failed_relays(content_key)
-        req = ClaimRequest(
-            content_key=content_key,
-            proxy_id=self.proxy_id,
-            host=self.host,
-            avoid=sorted(avoid)[:100],
-        )
-        body: dict[str, Any] = req.model_dump(exclude_defaults=True)
-        try:
-            resp = await self.http.post(
-                f"{self.url}/v1/claims", json=body, headers=self.headers, timeout=self.timeout_s
-            )
-        except httpx.HTTPError as exc:
-            self.breaker.failure()
-            raise Unavailable(
-                "central_unreachable", f"central claim call failed: {type(exc).__name__}"
-            ) from None
+        resp = await self._claim(content_key, avoid | self._failed_relays(content_key))
         if resp.status_code == 200:
             self.breaker.success()
-            try:
-                grant = ClaimGrant.model_validate_json(resp.content)
-            except ValidationError:
-                raise Unavailable("central_bad_answer", "central answered no claim grant") from None
-            return self._placement(content_key, grant)
-        code, message, retry = _error_of(resp)
+            return self._placement(content_key, self._grant(resp))
+        code, message, retry = self._error_of(resp)
         if resp.status_code == 503 and code not in _NOT_DECIDING:
             self.breaker.success()  # central is fine; the fleet is full
             raise PlacementError(code, f"central: {message}", retry_after_s=retry)
@@ -157,19 +139,3 @@ class CentralPlacer:
         self.breaker.success()
         if resp.status_code not in (204, 404):
             log.warning("central_release_refused", claim_id=claim_id, status=resp.status_code)
-
-
-def _error_of(resp: httpx.Response) -> tuple[str, str, float | None]:
-    """(code, message, retry_after_s) of an ``{"error": {...}}`` body, whatever came back."""
-    try:
-        detail = resp.json().get("error") or {}
-    except (ValueError, AttributeError):
-        detail = {}
-    if not isinstance(detail, dict):
-        detail = {}
-    retry = detail.get("retry_after_s")
-    return (
-        str(detail.get("code") or f"central_http_{resp.status_code}"),
-        str(detail.get("message") or f"HTTP {resp.status_code}"),
-        float(retry) if isinstance(retry, int | float) else None,
-    )
