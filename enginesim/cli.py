@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import signal
 import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
 
 from acefleet import config, logs
 from enginesim.api import EngineApi
+from enginesim.clip_feed import make_feed
 from enginesim.feed import Feed, SyntheticFeed
 from enginesim.httpserver import serve
 from enginesim.session import Registry
@@ -27,26 +26,18 @@ DESCRIPTION = (
 )
 
 
-def _has_clips(clip_dir: Path | None) -> bool:
-    return clip_dir is not None and clip_dir.is_dir() and any(clip_dir.glob("*.ts"))
+def _has_clips(clip_dir: Path) -> bool:
+    return clip_dir.is_dir() and any(clip_dir.glob("*.ts"))
 
 
 def feed_factory(settings: SimSettings) -> Callable[[str], Feed]:
     """How each session gets its media, per ``--media`` and ``--clip-dir``."""
-    use_clips = settings.media == "clips" or (
-        settings.media == "auto" and _has_clips(settings.clip_dir)
-    )
-    if use_clips:
-        if settings.clip_dir is None or not _has_clips(settings.clip_dir):
-            raise SystemExit(
-                f"--media clips needs --clip-dir with *.ts files ({settings.clip_dir})"
-            )
-        clip_dir = settings.clip_dir
-        # imported lazily: the clip feed is a colleague's module with heavier dependencies
-        module = importlib.import_module("enginesim.clip_feed")
-        make = cast(Callable[[Path, str, int], Feed], module.make_feed)
-        return lambda infohash: make(clip_dir, infohash, settings.bitrate)
-    return lambda infohash: SyntheticFeed(settings.bitrate, seed=zlib.crc32(infohash.encode()))
+    clip_dir = settings.clip_dir
+    if settings.media == "synthetic" or clip_dir is None or not _has_clips(clip_dir):
+        if settings.media == "clips":
+            raise SystemExit(f"--media clips needs --clip-dir with *.ts files ({clip_dir})")
+        return lambda infohash: SyntheticFeed(settings.bitrate, seed=zlib.crc32(infohash.encode()))
+    return lambda infohash: make_feed(clip_dir, infohash, settings.bitrate)
 
 
 async def run(settings: SimSettings) -> None:

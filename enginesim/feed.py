@@ -1,8 +1,8 @@
 """The media source seam: a channel is an endless sequence of chunks of TS packets.
 
-A colleague's ``enginesim.clip_feed.make_feed`` implements real H.264/AAC clips against
-:class:`Feed`; :class:`SyntheticFeed` is the built-in generator. Keep ``Chunk`` and ``Feed``
-exactly as they are: the clip feed depends on them.
+``enginesim.clip_feed.make_feed`` implements real H.264/AAC clips against :class:`Feed`;
+:class:`SyntheticFeed` is the built-in generator. The pacer and the HLS segmenter see only
+``Chunk`` and ``Feed``, so either source plays through both.
 """
 
 from __future__ import annotations
