@@ -87,7 +87,12 @@ class Pool:
         self._loop = asyncio.get_running_loop()
         self.claims.load()
         self.docker.watch_events(self._event_from_thread, self._stop_events)
-        self._spawn(self._loop_forever("reconcile", self.reconcile, self.s.reconcile_interval_s))
+        # Reconcile also wakes early when something changed (event, claim, removal).
+        self._spawn(
+            self._loop_forever(
+                "reconcile", self.reconcile, self.s.reconcile_interval_s, wake=self._wake
+            )
+        )
         # Imported here: upkeep works on a Pool, so it imports this module.
         from orchestrator.agent import upkeep
 
@@ -118,7 +123,10 @@ class Pool:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _loop_forever(self, name: str, fn: Any, interval: float) -> None:
+    async def _loop_forever(
+        self, name: str, fn: Any, interval: float, wake: asyncio.Event | None = None
+    ) -> None:
+        """Run ``fn`` every ``interval`` seconds, or sooner when ``wake`` is set."""
         while True:
             try:
                 await fn()
@@ -126,13 +134,12 @@ class Pool:
                 raise
             except Exception:
                 log.exception("loop_failed", loop=name)
-            if name == "reconcile":
-                # Reconcile also wakes early when something changed (event, claim, removal).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
-                self._wake.clear()
-            else:
+            if wake is None:
                 await asyncio.sleep(interval)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
 
     def wake(self) -> None:
         self._wake.set()
