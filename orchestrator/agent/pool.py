@@ -21,7 +21,7 @@ from acefleet.wire import EngineHealth, EngineReport, ProvisioningState, VpnStat
 from orchestrator.agent import profiles
 from orchestrator.agent.breaker import Breaker
 from orchestrator.agent.claims import ClaimBook
-from orchestrator.agent.dockerops import CreateRequest, DockerError, DockerOps
+from orchestrator.agent.dockerops import Container, CreateRequest, DockerError, DockerOps
 from orchestrator.agent.engine import (
     LABEL_HTTP_PORT,
     LABEL_P2P_PORT,
@@ -206,9 +206,8 @@ class Pool:
 
     # --- adoption and docker state ---------------------------------------------------------
 
-    async def adopt(self) -> None:
+    async def adopt(self, containers: list[Container]) -> None:
         """Rebuild state from labels: keep running engines, clear dead ones, drop lost claims."""
-        containers = await self.docker.list_engines()
         for c in containers:
             if c.name in self.engines:
                 continue
@@ -269,7 +268,7 @@ class Pool:
             return
         self.docker_error = None
         if not self.adopted:
-            await self.adopt()
+            await self.adopt(containers)
             return
         present = {c.name for c in containers}
         for engine in list(self.engines.values()):
