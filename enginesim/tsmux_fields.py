@@ -1,4 +1,6 @@
-"""Read and write the MPEG-TS fields a looping feed rewrites: PCR, PTS/DTS and the PSI tables.
+"""Read and write the MPEG-TS fields a looping feed rewrites: PTS/DTS and the PSI tables.
+
+The PCR is read with ``acefleet.mpegts.pcr_of`` and written with ``enginesim.psi.pcr_field``.
 
 Offsets are absolute positions in a buffer of whole 188-byte packets; every reader here works on
 one packet at ``pos`` and raises ``ClipError`` with the packet's index when the bytes disagree
@@ -13,7 +15,6 @@ from dataclasses import dataclass
 from acefleet.mpegts import PACKET_SIZE, SYNC_BYTE
 
 PTS_WRAP = 1 << 33  # PTS/DTS and the PCR base are 33-bit counters of a 90 kHz clock
-PCR_WRAP = PTS_WRAP * 300  # the PCR counts 27 MHz: base * 300 + extension
 PCR_PER_PTS = 300
 
 # PES stream ids without the optional header (no PTS/DTS): program_stream_map, padding,
@@ -48,32 +49,6 @@ def check_packets(buf: bytes) -> int:
         if buf[i * PACKET_SIZE] != SYNC_BYTE:
             raise ClipError(f"packet {i}: sync byte 0x{buf[i * PACKET_SIZE]:02x}, not 0x47")
     return count
-
-
-# --- PCR -------------------------------------------------------------------------------------
-
-
-def pcr_field(buf: bytes | bytearray, pos: int) -> int:
-    """Offset of the 6-byte PCR field of the packet at ``pos``, or -1 when it has none."""
-    if not buf[pos + 3] & 0x20 or buf[pos + 4] < 7 or not buf[pos + 5] & 0x10:
-        return -1
-    return pos + 6
-
-
-def read_pcr(buf: bytes | bytearray, off: int) -> int:
-    b = buf[off : off + 6]
-    base = (b[0] << 25) | (b[1] << 17) | (b[2] << 9) | (b[3] << 1) | (b[4] >> 7)
-    return base * 300 + (((b[4] & 0x01) << 8) | b[5])
-
-
-def write_pcr(buf: bytearray, off: int, pcr: int) -> None:
-    base, ext = divmod(pcr % PCR_WRAP, 300)
-    buf[off] = (base >> 25) & 0xFF
-    buf[off + 1] = (base >> 17) & 0xFF
-    buf[off + 2] = (base >> 9) & 0xFF
-    buf[off + 3] = (base >> 1) & 0xFF
-    buf[off + 4] = ((base & 1) << 7) | 0x7E | (ext >> 8)  # 6 reserved bits are ones
-    buf[off + 5] = ext & 0xFF
 
 
 # --- PTS / DTS -------------------------------------------------------------------------------

@@ -23,21 +23,18 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 
-from acefleet.mpegts import NULL_PID, PACKET_SIZE, pid_of, random_access
+from acefleet.mpegts import NULL_PID, PACKET_SIZE, pcr_of, pid_of, random_access
+from enginesim.psi import pcr_field
 from enginesim.tsmux_fields import (
     PCR_PER_PTS,
-    PCR_WRAP,
     PTS_WRAP,
     ClipError,
     Program,
     check_packets,
     parse_pat,
     parse_pmt,
-    pcr_field,
     pes_times,
-    read_pcr,
     read_timestamp,
-    write_pcr,
     write_timestamp,
 )
 
@@ -84,10 +81,6 @@ class LoopPlan:
         """Bits per second of media time, the rate a live reader receives."""
         return len(self.data) * 8 / self.loop_s
 
-    @property
-    def gops(self) -> int:
-        return sum(c.keyframe for c in self.chunks)
-
     @classmethod
     def from_bytes(cls, clip: bytes, chunk_s: float = DEFAULT_CHUNK_S) -> LoopPlan:
         if chunk_s <= 0:
@@ -113,9 +106,9 @@ class LoopPlan:
         if c.pcr:
             pcr_shift = shift * PCR_PER_PTS
             for off, pcr in c.pcr:
-                write_pcr(buf, off, (pcr + pcr_shift) % PCR_WRAP)
+                buf[off : off + 6] = pcr_field(pcr + pcr_shift)  # wraps at 2**33 * 300
         for off, ts in c.ts:
-            write_timestamp(buf, off, (ts + shift) % PTS_WRAP)
+            write_timestamp(buf, off, ts + shift)  # wraps at 2**33
         return bytes(buf)
 
 
@@ -177,8 +170,7 @@ def _start_gops_with_tables(clip: bytes, kept: list[_Packet], program: Program) 
     out: list[_Packet] = []
     started = False
     for p in kept:
-        key = p.pid == program.video_pid and random_access(clip[p.pos : p.pos + 6])
-        if key:
+        if _is_key(clip, p, program):
             tail = [q.pid for q in out[-2:]]
             if tail != list(tables):
                 out.extend((pat, pmt))
@@ -199,9 +191,7 @@ def _packet_times(clip: bytes, kept: list[_Packet], period: int) -> list[int]:
     Linear between consecutive PCRs; the stretch from the last PCR wraps to the first one of the
     next loop (its PCR + one period), so the whole loop lasts exactly ``period``.
     """
-    marks = [
-        (i, read_pcr(clip, f)) for i, p in enumerate(kept) if (f := pcr_field(clip, p.pos)) >= 0
-    ]
+    marks = [(i, pcr) for i, p in enumerate(kept) if (pcr := _pcr(clip, p)) is not None]
     if len(marks) < 2:
         raise ClipError(f"{len(marks)} PCRs in the clip; need at least 2 to pace it")
     n = len(kept)
@@ -234,6 +224,7 @@ def _plan(
     pcrs: list[tuple[int, int]] = []
     tss: list[tuple[int, int]] = []
     keyframe = True
+    es = (program.video_pid, *program.other_es_pids)
 
     def close(end: int, next_key: bool) -> None:
         nonlocal start, cc, pcrs, tss, keyframe
@@ -257,14 +248,12 @@ def _plan(
             seen[p.pid] += has_payload
             # A packet without payload repeats the counter of the payload packet before it.
             cc.append((rel + 3, seen[p.pid] - 1, per_loop[p.pid]))
-        if (f := pcr_field(clip, p.pos)) >= 0:
-            pcrs.append((rel + f - p.pos, read_pcr(clip, f)))
-        if clip[p.pos + 1] & 0x40 and p.pid != 0 and p.pid != program.pmt_pid:
-            t = pes_times(clip, p.pos) if p.pid in _es(program) else None
-            if t is not None:
-                for off in (t.pts_off, t.dts_off):
-                    if off >= 0:
-                        tss.append((rel + off - p.pos, read_timestamp(clip, off)))
+        if (pcr := _pcr(clip, p)) is not None:
+            pcrs.append((rel + 6, pcr))  # the PCR field starts 6 bytes into the packet
+        if p.pid in es and clip[p.pos + 1] & 0x40 and (t := pes_times(clip, p.pos)) is not None:
+            for off in (t.pts_off, t.dts_off):
+                if off >= 0:
+                    tss.append((rel + off - p.pos, read_timestamp(clip, off)))
     close(len(kept), True)
     plan = LoopPlan(bytes(data), tuple(chunks), period, program)
     # Bake loop 0's counters into the stored bytes, so a reader of ``data`` sees a valid TS too.
@@ -272,8 +261,8 @@ def _plan(
     return plan
 
 
-def _es(program: Program) -> tuple[int, ...]:
-    return (program.video_pid, *program.other_es_pids)
+def _pcr(clip: bytes, p: _Packet) -> int | None:
+    return pcr_of(clip[p.pos : p.pos + 12])
 
 
 def _is_key(clip: bytes, p: _Packet, program: Program) -> bool:
