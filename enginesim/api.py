@@ -210,18 +210,20 @@ class EngineApi:
         if session is None:
             return
         # the headers of the playback URL are held until prebuffering ends
-        if await session.wait_ready(conn):
+        if await self._prebuffered(session, conn):
             conn.redirect(f"http://{req.host}/content/{session.infohash}/{session.token}")
-        elif not conn.closed.is_set():
+
+    async def _prebuffered(self, session: Session, conn: Connection) -> bool:
+        """Wait out prebuffering; False (answered 403 if the caller is still there) if ended."""
+        if await session.wait_ready(conn):
+            return True
+        if not conn.closed.is_set():
             conn.send_json({"error": "playback session ended"}, status=403)
+        return False
 
     async def playback(self, req: Request, conn: Connection, m: re.Match[str]) -> None:
         session = self._session(conn, m)
-        if session is None:
-            return
-        if not await session.wait_ready(conn):
-            if not conn.closed.is_set():
-                conn.send_json({"error": "playback session ended"}, status=403)
+        if session is None or not await self._prebuffered(session, conn):
             return
         conn.start_stream(TS_TYPE)
         session.readers.append(conn)
@@ -232,13 +234,7 @@ class EngineApi:
                 pace(session, self.settings.pace_interval, self.faults.speed)
             )
         try:
-            ended = asyncio.ensure_future(session.ended.wait())
-            gone = asyncio.ensure_future(conn.closed.wait())
-            try:
-                await asyncio.wait({ended, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ended.cancel()
-                gone.cancel()
+            await session.hold(conn)
         finally:
             if conn in session.readers:
                 session.readers.remove(conn)
@@ -246,9 +242,7 @@ class EngineApi:
             conn.close()
 
     async def _serve_playlist(self, req: Request, conn: Connection, session: Session) -> None:
-        if not await session.wait_ready(conn):
-            if not conn.closed.is_set():
-                conn.send_json({"error": "playback session ended"}, status=403)
+        if not await self._prebuffered(session, conn):
             return
         if session.segmenter is None:
             session.segmenter = Segmenter(session.feed, self.timing.hls_segment_seconds)

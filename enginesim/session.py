@@ -84,16 +84,18 @@ class Session:
         self.touch()
         delay = self.ready_at - time.monotonic()
         if delay > 0:
-            ended = asyncio.ensure_future(self.ended.wait())
-            gone = asyncio.ensure_future(conn.closed.wait())
-            try:
-                await asyncio.wait(
-                    {ended, gone}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                ended.cancel()
-                gone.cancel()
+            await self.hold(conn, delay)
         return not self.ended.is_set() and not conn.closed.is_set()
+
+    async def hold(self, conn: Connection, seconds: float | None = None) -> None:
+        """Wait until the session ends, the caller goes away, or ``seconds`` pass."""
+        ended = asyncio.ensure_future(self.ended.wait())
+        gone = asyncio.ensure_future(conn.closed.wait())
+        try:
+            await asyncio.wait({ended, gone}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            gone.cancel()
 
     def end(self, reason: str) -> None:
         if self.ended.is_set():
