@@ -68,7 +68,6 @@ class Connection(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.peer = ""
         self.streaming = False
-        self.bytes_sent = 0
         # per-request parse state
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -203,7 +202,6 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
-            self.bytes_sent += len(data)
 
     @property
     def writable(self) -> bool:
