@@ -6,7 +6,7 @@ options. Every delay has its own option; an unset delay takes its value from ``-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -113,10 +113,7 @@ class SimSettings(BaseSettings):
 
     def resolved_timing(self) -> Timing:
         """The profile with every explicitly set delay applied on top."""
-        base = PROFILES[self.timing]
         overrides = {
-            name: getattr(self, name)
-            for name in Timing.__dataclass_fields__
-            if getattr(self, name) is not None
+            f.name: value for f in fields(Timing) if (value := getattr(self, f.name)) is not None
         }
-        return Timing(**{**base.__dict__, **overrides})
+        return replace(PROFILES[self.timing], **overrides)
