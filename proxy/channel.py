@@ -278,19 +278,12 @@ class Channel:
             other.attach(viewer)
         self.close("merged")
 
-    def _end_session(
-        self, placement: Placement, session: EngineSession | None, reason: str
-    ) -> None:
-        if session is not None and session.command_url:
-            self.edge.background(self.edge.engine.stop(session.command_url))
-        self.edge.background(self.edge.placer.release(placement, reason))
-
     def _upstream_died(self, generation: int, reason: str) -> None:
         if generation != self.generation or self.state == "closed":
             return
         self.log.warning("upstream_died", reason=reason)
         self.metrics.upstream_failures.labels(reason).inc()
-        self._retire_upstream(reason)
+        self._retire_upstream(reason, "engine_failed")
         if self.viewers and self.failovers_left > 0:
             self.failovers_left -= 1
             self.metrics.failovers.inc()
@@ -299,14 +292,16 @@ class Channel:
         else:
             self.close(reason)
 
-    def _retire_upstream(self, reason: str) -> None:
+    def _retire_upstream(self, reason: str, release_reason: str) -> None:
+        """End the current upstream session: playback, engine session (stopped in the
+        background), placement (released as ``release_reason``) and its stream record."""
         if self.playback is not None:
             self.playback.close()
             self.playback = None
         if self.placement is not None:
-            self._end_session(
-                self.placement, self.session, "engine_failed" if reason != "idle" else reason
-            )
+            if self.session is not None and self.session.command_url:
+                self.edge.background(self.edge.engine.stop(self.session.command_url))
+            self.edge.background(self.edge.placer.release(self.placement, release_reason))
         if self.record is not None:
             self.edge.sink.stream_ended(self.record, reason)
         self.placement = self.session = self.record = None
@@ -331,14 +326,7 @@ class Channel:
         for viewer in tuple(self.viewers):
             viewer.fail(503, "channel_closed", f"channel closed ({reason})", 5.0)
             self.detach(viewer)
-        if self.playback is not None:
-            self.playback.close()
-            self.playback = None
-        if self.placement is not None:
-            self._end_session(self.placement, self.session, reason)
-        if self.record is not None:
-            self.edge.sink.stream_ended(self.record, reason)
-        self.placement = self.session = self.record = None
+        self._retire_upstream(reason, reason)
         # Channels sit in reference cycles (viewers, tasks, callbacks) that only the cyclic GC
         # frees, and it runs on object counts, not bytes: free the megabytes of stream now.
         self.buffer.release()
