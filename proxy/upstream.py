@@ -34,7 +34,6 @@ class Playback(asyncio.Protocol):
         self.forwarding = False
         self.closed = False
         self.last_data = time.monotonic()
-        self.bytes_in = 0
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -44,9 +43,7 @@ class Playback(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._finish("bad_http")
-        except httptools.HttpParserError:
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):
             self._finish("bad_http")
 
     def eof_received(self) -> bool | None:
@@ -71,7 +68,6 @@ class Playback(asyncio.Protocol):
         if not self.forwarding:
             return
         self.last_data = time.monotonic()
-        self.bytes_in += len(body)
         if not self.first_byte.done():
             self.first_byte.set_result(None)
         self.on_data(body)
