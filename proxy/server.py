@@ -13,7 +13,6 @@ import json
 import re
 import socket
 import typing
-from typing import Any
 from urllib.parse import parse_qsl
 
 import httptools
@@ -245,7 +244,6 @@ class App:
         self.metrics = metrics
         self.edge = edge
         self.connections: set[ClientProtocol] = set()
-        self.extra_status: dict[str, Any] = {}
 
     def handle(
         self, conn: ClientProtocol, method: str, path: str, query: str, keep_alive: bool
@@ -284,7 +282,7 @@ class App:
                 200, b'{"status":"ready"}', "application/json", keep_alive=keep_alive, head=head
             )
         if path == "/ace/status":
-            body = json.dumps({**self.edge.status(), **self.extra_status}).encode()
+            body = json.dumps(self.edge.status()).encode()
             return 200, response(200, body, "application/json", keep_alive=keep_alive, head=head)
         if path == "/metrics":
             return 200, response(
