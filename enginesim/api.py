@@ -246,9 +246,7 @@ class EngineApi:
             return
         if session.segmenter is None:
             session.segmenter = Segmenter(session.feed, self.timing.hls_segment_seconds)
-        before = session.segmenter.bytes_read
         text = session.segmenter.playlist(f"http://{req.host}", session.infohash)
-        session.media_bytes += session.segmenter.bytes_read - before
         conn.send(200, text.encode(), content_type=M3U8_TYPE)
 
     async def hls_playlist(self, req: Request, conn: Connection, m: re.Match[str]) -> None:
@@ -266,9 +264,7 @@ class EngineApi:
             # stalled: hold the request open without an answer, like a stuck engine
             await conn.wait_closed(3600)
             return
-        before = session.segmenter.bytes_read
         seg = session.segmenter.segment(int(m.group(2)))
-        session.media_bytes += session.segmenter.bytes_read - before
         if seg is None:
             conn.send_json({"error": "segment not in the live window"}, status=404)
             return

@@ -47,7 +47,7 @@ class Session:
     last_activity: float = field(default_factory=time.monotonic)
     readers: list[Connection] = field(default_factory=list)
     bytes_sent: int = 0
-    media_bytes: int = 0
+    media_bytes: int = 0  # taken from the feed by the pacer (HLS: segmenter.bytes_read)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
     pacer: asyncio.Task[None] | None = None
@@ -112,6 +112,7 @@ class Session:
         """The stat_url ``response``: fields and units as the engine's (livepos as strings)."""
         flowing = state == "dl"
         kbps = self.bitrate // 8192 if flowing else 0  # KB/s
+        downloaded = self.media_bytes + (self.segmenter.bytes_read if self.segmenter else 0)
         now = int(time.time())
         first = now - 3600  # an hour of live window, as channels typically offer
         return {
@@ -119,8 +120,8 @@ class Session:
             "peers": 3 + int(self.infohash[:2], 16) % 20 if flowing else 0,
             "speed_down": kbps,
             "speed_up": kbps // 4,
-            "downloaded": self.media_bytes,
-            "uploaded": self.media_bytes // 4,
+            "downloaded": downloaded,
+            "uploaded": downloaded // 4,
             "total_progress": 0,
             "is_live": 1,
             "playback_session_id": self.playback_session_id,
