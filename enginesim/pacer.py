@@ -25,7 +25,9 @@ async def pace(session: Session, interval: float, speed_of: SpeedFn) -> None:
     timing = session.timing
     loop = asyncio.get_running_loop()
     burst_media = timing.burst_bytes * 8 / session.bitrate
-    start = last = loop.time()
+    last = loop.time()
+    # the clock runs at burst speed until burst_seconds after start, then at 1.0
+    burst_end = last + timing.burst_seconds
     budget = 0.0
     if timing.burst_seconds <= 0:
         budget, burst_media = burst_media, 0.0
@@ -33,8 +35,6 @@ async def pace(session: Session, interval: float, speed_of: SpeedFn) -> None:
     turn = 0
     while session.readers and not session.ended.is_set():
         now = loop.time()
-        # the clock runs at burst speed until burst_seconds after start, then at 1.0
-        burst_end = start + timing.burst_seconds
         fast = max(0.0, min(now, burst_end) - last) if burst_media else 0.0
         media_dt = fast * burst_speed + (now - last - fast)
         last = now
