@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 import types
@@ -107,8 +108,6 @@ def redacted(values: dict[str, Any]) -> dict[str, Any]:
 
 def load(cls: type[S], argv: Sequence[str] | None, *, prog: str, description: str) -> S:
     """Parse ``argv`` and build the settings; exits with one clear message per bad option."""
-    import os
-
     parser = build_parser(cls, prog, description)
     ns = vars(parser.parse_args(argv))
     prefix = str(cls.model_config.get("env_prefix", ""))
