@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import typing
+from typing import Literal
 from urllib.parse import parse_qsl
 
 import httptools
@@ -26,7 +27,11 @@ from proxy.viewer import Viewer, error_response, response
 
 log = logs.get(__name__)
 
-_SELECTORS = {"id": "id", "content_id": "id", "infohash": "infohash"}
+_SELECTORS: dict[str, Literal["id", "infohash"]] = {
+    "id": "id",
+    "content_id": "id",
+    "infohash": "infohash",
+}
 _REFUSED_PARAMS = {
     "pid": "pid is chosen by the proxy, one per upstream session",
     "sid": "sid (old alias of pid) is chosen by the proxy",
@@ -77,7 +82,7 @@ def parse_stream_query(query: str) -> tuple[str, tuple[str, str], dict[str, str]
     if not _VALUE.match(value):
         raise BadRequest("bad_selector", f"{name} must be 1-128 letters, digits, '.', '_', '-'")
     kind = _SELECTORS[name]
-    key = wire.content_key("id" if kind == "id" else "infohash", value)
+    key = wire.content_key(kind, value)
     return key, (kind, value), params
 
 
