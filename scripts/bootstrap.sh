@@ -11,11 +11,14 @@ declare -A NEED=(
   [docker.io]=dockerd [mmdebstrap]=mmdebstrap [ffmpeg]=ffprobe [chromium]=chromium
   [python3-venv]="" [debian-archive-keyring]="" [git]=git [iproute2]=ip [curl]=curl [make]=make
   [fonts-dejavu-core]=""  # scripts/make-clips.sh burns channel and clock text in with DejaVu
+  [haproxy]=haproxy  # tests/agent and tests/ansible run the binary on their own configs
 )
+# Debian puts some daemons (haproxy) in sbin, which a non-root PATH does not list.
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 missing=()
 for pkg in "${!NEED[@]}"; do
   cmd=${NEED[$pkg]}
-  if [[ -n $cmd ]]; then command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  if [[ -n $cmd ]]; then have "$cmd" || missing+=("$pkg")
   else dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done
 if ((${#missing[@]})); then
@@ -23,6 +26,23 @@ if ((${#missing[@]})); then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+fi
+
+# The tests start haproxy themselves, on free ports with their own configs. Debian's package
+# enables and (with systemd or sysvinit, unless policy-rc.d forbids it) starts a system haproxy
+# on /etc/haproxy/haproxy.cfg. Its stock config binds no port, but an edited one may; a service
+# the tests neither need nor control must not run: stop and disable it when this run installed it.
+if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    step "stopping and disabling the system haproxy service (the tests run their own)"
+    as_root systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/haproxy ]]; then
+    if as_root /etc/init.d/haproxy status >/dev/null 2>&1; then
+      step "stopping the system haproxy service (the tests run their own)"
+      as_root /etc/init.d/haproxy stop >/dev/null
+    fi
+    as_root update-rc.d haproxy disable >/dev/null 2>&1 || true
+  fi
 fi
 
 scripts/ensure-docker.sh

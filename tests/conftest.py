@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import procs
-
-
-def docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+from tests.support import procs, tools
 
 
 @pytest.fixture(scope="session")
 def docker_available() -> None:
-    """Tests marked ``docker`` need a dockerd (scripts/test.sh starts one); CI fails, never skips"""
-    import os
-
-    if not docker_answers():
-        if os.environ.get("CI"):
-            pytest.fail("dockerd does not answer; scripts/bootstrap.sh should have started it")
-        pytest.skip("dockerd does not answer (run scripts/bootstrap.sh)")
+    """Tests that need a dockerd: a missing or silent one fails them with the hint, never skips."""
+    tools.require_docker()
 
 
 @pytest.fixture

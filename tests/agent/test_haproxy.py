@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -13,13 +12,12 @@ import httpx
 import pytest
 
 from tests.agent.helpers import API_KEY, AUTH, wait_for
-from tests.support import procs
+from tests.support import procs, tools
 
 
 @pytest.fixture
 def agent_behind_haproxy(tmp_path: Path, log_dir: Path) -> Iterator[tuple[str, Path]]:
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed (scripts/bootstrap.sh installs it)")
+    haproxy = tools.require("haproxy", "haproxy")  # a failure with the install hint, not a skip
     port, check, front = procs.free_port(), procs.free_port(), procs.free_port()
     agent = procs.start(
         "acefleet-agent",
@@ -51,7 +49,7 @@ backend edges
 """
     )
     hap = subprocess.Popen(
-        ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [haproxy, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         wait_for("haproxy socket", sock.exists, timeout=10)

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import tools
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").is_file())
 ROLE_DEFAULTS = [r / "defaults" / "main.yml" for r in ROLES]
@@ -142,8 +144,7 @@ RENDER_PLAYBOOK = """
 @pytest.mark.slow
 def test_haproxy_template_renders_a_config_haproxy_accepts(tmp_path: Path) -> None:
     """The real template with the role's defaults and an inventory, checked by the real haproxy."""
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    haproxy = tools.require("haproxy", "haproxy")  # a failure with the install hint, not a skip
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "all:\n  children:\n    edges:\n      hosts:\n        edge1:\n        edge2:\n"
@@ -175,7 +176,7 @@ def test_haproxy_template_renders_a_config_haproxy_accepts(tmp_path: Path) -> No
     assert "server control1 control1:8000" in config
     # init-addr none lets haproxy start although edge1 does not resolve here.
     check = subprocess.run(
-        ["haproxy", "-c", "-f", str(out)], capture_output=True, text=True, timeout=30, check=False
+        [haproxy, "-c", "-f", str(out)], capture_output=True, text=True, timeout=30, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
 

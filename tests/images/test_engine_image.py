@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from acefleet import mpegts
-from tests.images.conftest import REPO, Engine, StartEngine, docker
+from tests.images.conftest import Engine, StartEngine, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_available")]
 
@@ -62,8 +62,6 @@ def test_plays_mpegts_through_the_published_port(start_engine: StartEngine) -> N
 
 
 def test_plays_the_real_video_clips_baked_into_the_image(start_engine: StartEngine) -> None:
-    if not (REPO / "scripts" / "make-clips.sh").exists():
-        pytest.skip("scripts/make-clips.sh does not exist: the image has no clips")
     engine = start_engine(PATIENT)
     env = engine.inspect()["Config"]
     assert isinstance(env, dict)

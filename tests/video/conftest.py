@@ -3,23 +3,20 @@ does), reused across runs because the script is idempotent."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support import tools
 from tests.support.procs import REPO
 
 
 @pytest.fixture(scope="session")
 def clip_dir() -> Path:
     """build/clips, made (or confirmed current) by the same script the engine image uses."""
-    if shutil.which("ffmpeg") is None:
-        if os.environ.get("CI"):
-            pytest.fail("ffmpeg is missing; scripts/bootstrap.sh installs it")
-        pytest.skip("ffmpeg is missing (run scripts/bootstrap.sh)")
+    tools.require("ffmpeg", "ffmpeg")
+    tools.require("ffprobe", "ffmpeg")
     out = REPO / "build" / "clips"
     done = subprocess.run(
         [str(REPO / "scripts" / "make-clips.sh"), str(out)],
