@@ -13,7 +13,6 @@ Every container carries ``acefleet.host=<bench host>`` and is removed at the end
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -30,11 +29,6 @@ from tests.support import procs
 
 KEY = "bench-agent-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def engines(url: str) -> list[dict[str, object]]:
@@ -155,9 +149,9 @@ def main() -> None:
                 break
             time.sleep(0.5)
         time.sleep(args.probe_interval * 2)  # let provisioning work settle
-        c0, w0 = cpu_seconds(svc.proc.pid), time.monotonic()
+        c0, w0 = procs.cpu_seconds(svc.proc.pid), time.monotonic()
         time.sleep(args.window)
-        c1, w1 = cpu_seconds(svc.proc.pid), time.monotonic()
+        c1, w1 = procs.cpu_seconds(svc.proc.pid), time.monotonic()
         rounds = (w1 - w0) / args.probe_interval
         print(
             f"== agent CPU while probing {len(healthy)} engines every {args.probe_interval} s "
@@ -168,7 +162,7 @@ def main() -> None:
             f"{1000 * (c1 - c0) / rounds / max(1, len(healthy)):.2f} ms CPU per engine probe "
             f"(incl. reconcile)"
         )
-        rss = int(Path(f"/proc/{svc.proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        rss = procs.memory_kib(svc.proc.pid)
         print(f"agent RSS {rss / 1024:.0f} MiB")
     finally:
         svc.stop()

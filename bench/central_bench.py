@@ -42,11 +42,6 @@ KEY = "bench-central-service-key-01"
 VIEWER = "bench-central-viewer-key-01"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Conn:
     """One keep-alive HTTP/1.1 connection; just enough protocol for central's JSON answers."""
 
@@ -332,9 +327,9 @@ def main() -> None:
             )
             asyncio.run(register(port, args.hosts, args.engines))
 
-            cpu0 = cpu_seconds(svc.proc.pid)
+            cpu0 = procs.cpu_seconds(svc.proc.pid)
             hb_lat = asyncio.run(heartbeat_burst(port, args.engines, args.hb_burst))
-            cpu1 = cpu_seconds(svc.proc.pid)
+            cpu1 = procs.cpu_seconds(svc.proc.pid)
             per_hb = (cpu1 - cpu0) / args.hb_burst
             print(
                 f"\n[1] heartbeat ingest, {args.engines} engines each, {args.hb_burst} back to back"
@@ -357,13 +352,13 @@ def main() -> None:
             time.sleep(1.0)  # heartbeats flowing before claims start
             gc.collect()
             gc.freeze()  # the load generator's own GC passes must not count as claim latency
-            cpu0 = cpu_seconds(svc.proc.pid)
+            cpu0 = procs.cpu_seconds(svc.proc.pid)
             client0 = time.process_time()
             res = asyncio.run(
                 open_loop_claims(port, args.hosts, args.rate, args.duration, args.hold, args.conns)
             )
             client_cpu = time.process_time() - client0
-            cpu1 = cpu_seconds(svc.proc.pid)
+            cpu1 = procs.cpu_seconds(svc.proc.pid)
             hb_during = out.get(timeout=args.duration + 30)
             beater.join(timeout=10)
             lat = res["latencies"]

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import http.client
 import json
-import os
 import random
 import resource
 import statistics
@@ -40,7 +39,6 @@ sys.path.insert(0, str(REPO))
 from tests.support import procs  # noqa: E402
 
 RATE_BPS = 4_000_000
-CLK = os.sysconf("SC_CLK_TCK")
 LOGS = Path("/tmp/acefleet-proxy-bench")
 
 
@@ -126,16 +124,8 @@ async def open_viewer(port: int, target: str, rate: float | None = None) -> tupl
 
 
 # --- processes ----------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
-def rss_mb(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def rss_mb(pid: int) -> float:
+    return procs.memory_kib(pid) / 1024
 
 
 def get_json(url: str) -> Any:
@@ -198,7 +188,7 @@ async def measure(
     t0 = time.monotonic()
     for s in viewers:
         s.measuring_from, s.bytes_at_start, s.max_gap = t0, s.bytes, 0.0
-    cpu0 = cpu_seconds(pid) if pid else 0.0
+    cpu0 = procs.cpu_seconds(pid) if pid else 0.0
     peak = 0.0
     end = t0 + seconds
     while time.monotonic() < end:
@@ -206,7 +196,7 @@ async def measure(
         if pid:
             peak = max(peak, rss_mb(pid))
     t1 = time.monotonic()
-    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    cpu = procs.cpu_seconds(pid) - cpu0 if pid else 0.0
     for s in viewers:  # a viewer silent until the end counts its trailing gap too
         s.max_gap = max(s.max_gap, t1 - max(s.last, t0))
     moved = sum(s.bytes - s.bytes_at_start for s in viewers)

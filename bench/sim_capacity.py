@@ -28,13 +28,6 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import procs
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
 
 class Reader(asyncio.Protocol):
     """Reads one HTTP response; counts body bytes; reports a redirect's Location."""
@@ -124,12 +117,12 @@ async def run_round(svc: procs.Service, n: int, window: float, bitrate: int, tag
     readers = await asyncio.gather(*(open_playback(u) for u in urls))
     await asyncio.sleep(2.0)  # the burst and any start-up jitter pass
     before = [r.count for r in readers]
-    own0 = cpu_seconds(os.getpid())
-    cpu0, t0 = cpu_seconds(svc.proc.pid), time.monotonic()
+    own0 = procs.cpu_seconds(os.getpid())
+    cpu0, t0 = procs.cpu_seconds(svc.proc.pid), time.monotonic()
     await asyncio.sleep(window)
     after = [r.count for r in readers]
-    cpu1, t1 = cpu_seconds(svc.proc.pid), time.monotonic()
-    own1 = cpu_seconds(os.getpid())
+    cpu1, t1 = procs.cpu_seconds(svc.proc.pid), time.monotonic()
+    own1 = procs.cpu_seconds(os.getpid())
     for r in readers:
         if r.transport is not None:
             r.transport.close()

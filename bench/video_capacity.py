@@ -35,13 +35,7 @@ sys.path.insert(0, str(REPO))
 from enginesim.clips_library import list_clips, load_plan  # noqa: E402
 from tests.support import procs  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 START_CONCURRENCY = 25  # sessions being started at once
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 async def _get(
@@ -110,9 +104,9 @@ async def measure(
         await asyncio.sleep(0.2)
     await asyncio.sleep(warmup)
     before = list(counted)
-    cpu0, t0, mine0 = cpu_seconds(pid), time.monotonic(), time.process_time()
+    cpu0, t0, mine0 = procs.cpu_seconds(pid), time.monotonic(), time.process_time()
     await asyncio.sleep(window)
-    cpu1, t1, mine1 = cpu_seconds(pid), time.monotonic(), time.process_time()
+    cpu1, t1, mine1 = procs.cpu_seconds(pid), time.monotonic(), time.process_time()
     got = [b - a for a, b in zip(before, counted, strict=True)]
     stop.set()
     for t in tasks:

@@ -479,9 +479,4 @@ def stream_url(proxy_url: str, channel: str) -> str:
 def process_usage(svc: procs.Service) -> tuple[int, int]:
     """(open file descriptors, resident memory in KiB) of a service process."""
     pid = svc.proc.pid
-    fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    rss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-    return fds, rss
+    return len(list(Path(f"/proc/{pid}/fd").iterdir())), procs.memory_kib(pid)

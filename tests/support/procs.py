@@ -16,6 +16,23 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (utime + stime from /proc, in seconds)."""
+    # the command name in parentheses may hold spaces: split after its closing parenthesis
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory_kib(pid: int, key: str = "VmRSS") -> int:
+    """A memory figure of a process from /proc/<pid>/status in KiB (VmRSS: resident now, VmHWM:
+    its peak); 0 when the line is absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
