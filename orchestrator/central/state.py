@@ -25,12 +25,12 @@ from acefleet.wire import (
     ProxySnapshot,
     RelayRef,
 )
-from orchestrator.central import buffer
-from orchestrator.central.claims import Claim, ClaimBook
+from orchestrator.central import warm_buffer
+from orchestrator.central.claim_book import Claim, ClaimBook
 from orchestrator.central.history import History
 from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 from orchestrator.central.metrics import CentralMetrics
-from orchestrator.central.placement import NoPlacement, choose
+from orchestrator.central.placement_policy import NoPlacement, choose
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.streams import StreamRegistry
 from orchestrator.central.tracking import SnapshotOutcome, StreamTracker
@@ -117,10 +117,10 @@ class Central:
 
     def buffer_per_edge(self, host: Host) -> int:
         """Free engines wanted warm on ``host``: its operator override, else the fleet default."""
-        return buffer.target(host, self.per_edge)
+        return warm_buffer.target(host, self.per_edge)
 
     def _provision(self, host: Host, now: float) -> list[Directive]:
-        p = buffer.plan(
+        p = warm_buffer.plan(
             host,
             self.fleet,
             self.book,

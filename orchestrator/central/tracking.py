@@ -21,7 +21,7 @@ from acefleet.wire import (
     ProxySnapshot,
     StreamEvent,
 )
-from orchestrator.central.claims import ClaimBook
+from orchestrator.central.claim_book import ClaimBook
 from orchestrator.central.history import History
 from orchestrator.central.hosts import Fleet
 from orchestrator.central.metrics import CentralMetrics

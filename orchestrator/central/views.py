@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from acefleet.wire import EngineHealth
-from orchestrator.central import buffer
+from orchestrator.central import warm_buffer
 from orchestrator.central.hosts import Host, placeable
 from orchestrator.central.schemas import (
     ClaimView,
@@ -109,8 +109,8 @@ def provisioning(c: Central) -> list[ProvisioningHost]:
                 host=host.name,
                 status=c.fleet.status(host, now).value,
                 target=target,
-                free=buffer.free_engines(host, c.book),
-                outstanding=buffer.outstanding(host, now, window),
+                free=warm_buffer.free_engines(host, c.book),
+                outstanding=warm_buffer.outstanding(host, now, window),
                 engines=len(host.engines),
                 max_engines=host.max_engines,
                 blocked_reason=host.blocked_reason,

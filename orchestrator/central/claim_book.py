@@ -1,4 +1,4 @@
-"""Claims: which engine serves which content, reserved in memory before central answers.
+"""Central's claim book: which engine serves which content, reserved before central answers.
 
 Everything here is synchronous and runs on the event loop without awaiting, so one claim
 request is decided and reserved before the next one is looked at: two concurrent requests can

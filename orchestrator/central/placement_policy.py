@@ -1,4 +1,9 @@
-"""Placement policy: which engine takes a new content.
+"""Central's placement rule: which engine of the fleet takes a new content.
+
+This is the fleet-wide rule; the proxy's ``proxy/placement`` package only holds the clients
+that ask for a placement (and its standalone and agent fallbacks). ``Central.claim``
+(``state.py``) calls :func:`choose` once a content is neither claimed on the asking edge nor
+live on another one (the claim rules in docs/central.md).
 
 In order:
 1. Only engines that can take work: host heartbeating (not stale or lost), host not draining,
@@ -17,7 +22,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.central.claims import ClaimBook
+from orchestrator.central.claim_book import ClaimBook
 from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus, placeable
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from acefleet.wire import EngineHealth
-from orchestrator.central.claims import ClaimBook
+from orchestrator.central.claim_book import ClaimBook
 from orchestrator.central.hosts import Fleet, Host
 
 
