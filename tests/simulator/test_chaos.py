@@ -42,10 +42,19 @@ def fault(svc: Service, **body: object) -> httpx.Response:
     return httpx.post(svc.url + "/_sim/faults", json=body, timeout=5)
 
 
-def _rate(reader: Reader, seconds: float) -> float:
+def _bytes_in(reader: Reader, seconds: float) -> int:
+    """Bytes ``reader`` got over the next ``seconds``. Only as an upper bound ("a stalled session
+    sends nothing") or between two windows of one run: a loaded machine reads less, never more;
+    the simulator's absolute rate is bench/sim_capacity.py's figure."""
     t0 = time.monotonic()
     time.sleep(seconds)
-    return reader.bytes_between(t0, time.monotonic()) / seconds
+    return reader.bytes_between(t0, time.monotonic())
+
+
+def _flows(reader: Reader, more: int = 100_000, timeout: float = 10) -> bool:
+    """``reader`` gets ``more`` bytes again (a bounded wait, not a speed check)."""
+    start = reader.total
+    return wait_for(lambda: reader.total >= start + more, timeout)
 
 
 def test_faults_are_off_without_chaos(sim: Service) -> None:
@@ -77,14 +86,15 @@ def test_stall_sends_nothing_but_keeps_the_connection(chaos: Service) -> None:
     assert wait_for(lambda: reader.total > 300_000 and bystander.total > 300_000)
     assert fault(chaos, action="stall", infohash=resp["infohash"]).status_code == 200
     time.sleep(0.3)
-    assert _rate(reader, 1.5) < 10_000
-    assert _rate(bystander, 1.0) > 300_000  # only the named session stalls
+    before = bystander.total
+    assert _bytes_in(reader, 1.5) < 10_000
+    # only the named session stalls: the other one goes on
+    assert wait_for(lambda: bystander.total >= before + 100_000)
     assert not reader.done.is_set()
     faults = httpx.get(chaos.url + "/_sim/faults").json()["faults"]
     assert [f["action"] for f in faults] == ["stall"]
     assert fault(chaos, action="clear").status_code == 200
-    time.sleep(0.3)
-    assert _rate(reader, 1.0) > 300_000
+    assert _flows(reader)
     reader.stop()
     bystander.stop()
 
@@ -93,11 +103,15 @@ def test_stall_with_seconds_ends_by_itself(chaos: Service) -> None:
     resp = start_json(chaos.url, "id=stall-timed")
     reader = Reader(str(resp["playback_url"]))
     assert wait_for(lambda: reader.total > 300_000)
-    fault(chaos, action="stall", seconds=1.0)
+    fault(chaos, action="stall", seconds=3.0)
     time.sleep(0.2)
-    assert _rate(reader, 0.6) < 10_000
-    time.sleep(0.5)
-    assert _rate(reader, 1.0) > 300_000
+    assert _bytes_in(reader, 0.6) < 10_000
+    # the window above lay inside the stall: the fault is still there after it
+    assert [f["action"] for f in httpx.get(chaos.url + "/_sim/faults").json()["faults"]] == [
+        "stall"
+    ]
+    assert _flows(reader)  # then flows again without a clear
+    assert httpx.get(chaos.url + "/_sim/faults").json()["faults"] == []
     reader.stop()
 
 
@@ -105,12 +119,13 @@ def test_slow_divides_the_rate(chaos: Service) -> None:
     resp = start_json(chaos.url, "id=slow")
     reader = Reader(str(resp["playback_url"]))
     assert wait_for(lambda: reader.total > 300_000)
-    normal = _rate(reader, 1.5)
-    assert 380_000 < normal < 650_000  # 4 Mbit/s = 500 kB/s
+    normal = _bytes_in(reader, 2.0)
     fault(chaos, action="slow", factor=4)
     time.sleep(0.3)
-    slowed = _rate(reader, 2.0)
-    assert 70_000 < slowed < 200_000, slowed
+    slowed = _bytes_in(reader, 2.0)
+    # a quarter of the rate: well under half of the window before, and still flowing
+    assert 0 < slowed < normal / 2, (slowed, normal)
+    assert _flows(reader, more=50_000)
     reader.stop()
 
 
