@@ -17,7 +17,7 @@ from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
 from proxy.buffer import StreamBuffer, aligned
 from proxy.engine import EngineSession, UpstreamError
 from proxy.placement import Placement, PlacementError, StreamRecord
-from proxy.relay import relay_headers
+from proxy.placement.relay import relay_headers
 from proxy.upstream import Playback, open_playback
 from proxy.viewer import STREAM_HEADERS, Viewer
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import uvloop
 
 from acefleet import config, logs
+from proxy.control.links import ControlLinks
 from proxy.edge import Edge
 from proxy.engine import EngineClient
-from proxy.links import ControlLinks
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, Placer
+from proxy.placement.static import StaticPlacer
 from proxy.server import App, ClientProtocol
 from proxy.settings import ProxySettings
-from proxy.static import StaticPlacer
 
 log = logs.get(__name__)
 

@@ -21,7 +21,7 @@ import httptools
 from acefleet import logs, wire
 from proxy.edge import Edge, Refused
 from proxy.metrics import Metrics
-from proxy.relay import RELAY_CLAIM_HEADER
+from proxy.placement.relay import RELAY_CLAIM_HEADER
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer, error_response, response
 

@@ -14,16 +14,15 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.agent_placer import AgentPlacer
-from proxy.breaker import Breaker
-from proxy.central_placer import CentralPlacer
+from proxy.control.event_queue import BatchedEventSink
 from proxy.engine import EngineClient
-from proxy.events import BatchedEventSink
-from proxy.fallback import PlacementChain, Unavailable
-from proxy.links import PlainStep
 from proxy.metrics import Metrics
-from proxy.placement import Placement, StreamRecord
-from proxy.static import StaticPlacer
+from proxy.placement import Placement, StreamRecord, Unavailable
+from proxy.placement.agent import AgentPlacer
+from proxy.placement.central import CentralPlacer
+from proxy.placement.chain import PlacementChain, PlainStep
+from proxy.placement.circuit import Breaker
+from proxy.placement.static import StaticPlacer
 from tests.fleet.harness import CENTRAL_ENV, OPERATOR_KEY, SERVICE_KEY
 from tests.support import procs
 

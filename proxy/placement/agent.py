@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 
 from acefleet import logs
-from proxy.breaker import Breaker
-from proxy.claims import ClaimClient
-from proxy.fallback import Unavailable
-from proxy.placement import Placement, StreamRecord
+from proxy.placement import Placement, StreamRecord, Unavailable
+from proxy.placement.circuit import Breaker
+from proxy.placement.claim_call import ClaimClient
 
 log = logs.get(__name__)
 

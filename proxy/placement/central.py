@@ -15,11 +15,10 @@ import httpx
 
 from acefleet import logs
 from acefleet.wire import ClaimGrant
-from proxy.breaker import Breaker
-from proxy.claims import ClaimClient
-from proxy.fallback import Unavailable
-from proxy.placement import Placement, PlacementError
-from proxy.relay import relay_url
+from proxy.placement import Placement, PlacementError, Unavailable
+from proxy.placement.circuit import Breaker
+from proxy.placement.claim_call import ClaimClient
+from proxy.placement.relay import relay_url
 
 log = logs.get(__name__)
 

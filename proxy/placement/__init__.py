@@ -28,6 +28,10 @@ class PlacementError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class Unavailable(PlacementError):
+    """This step cannot place now; the chain asks the next one."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where one upstream session gets its bytes. Exactly one of ``engine`` and ``url``."""

@@ -8,8 +8,8 @@ import httpx
 from pydantic import ValidationError
 
 from acefleet.wire import ClaimGrant, ClaimRequest
-from proxy.breaker import Breaker
-from proxy.fallback import Unavailable
+from proxy.placement import Unavailable
+from proxy.placement.circuit import Breaker
 
 
 class ClaimClient:

@@ -13,31 +13,18 @@ import socket
 import httpx
 
 from acefleet import logs
-from proxy.agent_placer import AgentPlacer
-from proxy.breaker import Breaker
-from proxy.central_placer import CentralPlacer
+from proxy.control.event_queue import BatchedEventSink, FanoutSink
+from proxy.control.snapshot import SnapshotLoop
 from proxy.edge import Edge
-from proxy.events import BatchedEventSink, FanoutSink
-from proxy.fallback import PlacementChain, Step
 from proxy.metrics import Metrics
-from proxy.placement import EventSink, NullEventSink, Placement, Placer, StreamRecord
+from proxy.placement import EventSink, NullEventSink, Placer, StreamRecord
+from proxy.placement.agent import AgentPlacer
+from proxy.placement.central import CentralPlacer
+from proxy.placement.chain import PlacementChain, PlainStep, Step
+from proxy.placement.circuit import Breaker
 from proxy.settings import ProxySettings
-from proxy.snapshot import SnapshotLoop
 
 log = logs.get(__name__)
-
-
-class PlainStep:
-    """A placer that knows nothing of engines to avoid (the static list) as a chain step."""
-
-    def __init__(self, placer: Placer) -> None:
-        self.placer = placer
-
-    async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
-        return await self.placer.place(content_key)
-
-    async def release(self, placement: Placement, reason: str) -> None:
-        await self.placer.release(placement, reason)
 
 
 class AgentConfirmations(NullEventSink):

@@ -17,7 +17,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from acefleet import logs
-from proxy.placement import Placement, PlacementError, Source
+from proxy.placement import Placement, PlacementError, Placer, Source, Unavailable
 
 log = logs.get(__name__)
 
@@ -26,16 +26,25 @@ AVOID_S = 30.0
 _AVOID_MAX = 64  # ClaimRequest.avoid takes at most 100 entries
 
 
-class Unavailable(PlacementError):
-    """This step cannot place now; the chain asks the next one."""
-
-
 class Step(Protocol):
     """A placer that can be told which engines to avoid (those that just failed)."""
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement: ...
 
     async def release(self, placement: Placement, reason: str) -> None: ...
+
+
+class PlainStep:
+    """A placer that knows nothing of engines to avoid (the static list) as a chain step."""
+
+    def __init__(self, placer: Placer) -> None:
+        self.placer = placer
+
+    async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
+        return await self.placer.place(content_key)
+
+    async def release(self, placement: Placement, reason: str) -> None:
+        await self.placer.release(placement, reason)
 
 
 class PlacementChain:

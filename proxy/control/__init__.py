@@ -1,0 +1,3 @@
+"""The proxy's side of the control plane (fleet mode): the event queue to central
+(``event_queue.py``), the live-stream snapshot (``snapshot.py``), and the wiring of those with
+the placement chain (``links.py``)."""
