@@ -1,4 +1,5 @@
-"""The central FastAPI application: routers, error shapes, lifespan (history, sweeper)."""
+"""The central FastAPI application: routers, the shared error handlers, lifespan (history,
+sweeper)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import orchestrator.central as package
 from acefleet import logs
+from acefleet.api_errors import install_error_handlers
 from orchestrator.central import views
 from orchestrator.central.api import live, operators, services
 from orchestrator.central.auth import KeyRing
 from orchestrator.central.fastpath import ClaimFastPath
 from orchestrator.central.history import History
-from orchestrator.central.http import (
-    ApiError,
-    RateLimitHeaders,
-    on_api_error,
-    on_http_error,
-    on_validation_error,
-)
+from orchestrator.central.http import RateLimitHeaders
 from orchestrator.central.metrics import CentralMetrics
 from orchestrator.central.schemas import Health
 from orchestrator.central.settings import CentralSettings
@@ -68,9 +62,7 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     keyring = KeyRing(settings)
     app.state.central = state
     app.state.keyring = keyring
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     # Outermost: well-formed claims skip FastAPI entirely (see fastpath.py).
     app.add_middleware(ClaimFastPath, central=state, keyring=keyring)

@@ -10,15 +10,15 @@ which stay the documented (OpenAPI) definition and produce the precise error.
 
 from __future__ import annotations
 
-import math
 import re
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from acefleet.wire import ClaimRequest, ErrorBody, ErrorDetail
+from acefleet.errors import ServiceError, error_json
+from acefleet.wire import ClaimRequest, ErrorDetail
 from orchestrator.central.auth import KeyRing, Role, Verdict
-from orchestrator.central.http import ratelimit_headers
+from orchestrator.central.http import claim_refused, rate_limited, ratelimit_headers, unknown_claim
 from orchestrator.central.state import Central
 
 _RELEASE = re.compile(r"^/v1/claims/([^/]{1,100})$")
@@ -52,7 +52,7 @@ class ClaimFastPath:
         if release is not None:
             verdict = self.keyring.check(key)
             if not verdict.allowed:
-                await _rate_limited(send, verdict)
+                await _send_error(send, rate_limited(verdict), verdict)
                 return
             await self._release(send, release.group(1), verdict)
             return
@@ -63,21 +63,18 @@ class ClaimFastPath:
             return
         verdict = self.keyring.check(key)
         if not verdict.allowed:
-            await _rate_limited(send, verdict)
+            await _send_error(send, rate_limited(verdict), verdict)
             return
         answer = self.central.claim(req)
         if isinstance(answer, ErrorDetail):
-            retry = answer.retry_after_s or self.central.settings.claim_retry_after_s
-            answer.retry_after_s = retry
-            extra = [(b"retry-after", str(max(1, math.ceil(retry))).encode())]
-            await _respond(send, 503, _error(answer), verdict, extra)
+            refusal = claim_refused(answer, self.central.settings.claim_retry_after_s)
+            await _send_error(send, refusal, verdict)
             return
         await _respond(send, 200, answer.model_dump_json().encode(), verdict)
 
     async def _release(self, send: Send, claim_id: str, verdict: Verdict) -> None:
         if self.central.release(claim_id) is None:
-            detail = ErrorDetail(code="unknown_claim", message=f"no live claim {claim_id!r}")
-            await _respond(send, 404, _error(detail), verdict)
+            await _send_error(send, unknown_claim(claim_id), verdict)
             return
         await _respond(send, 204, b"", verdict)
 
@@ -125,16 +122,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _error(detail: ErrorDetail) -> bytes:
-    return ErrorBody(error=detail).model_dump_json(exclude_none=True).encode()
-
-
-async def _rate_limited(send: Send, verdict: Verdict) -> None:
-    retry = max(1, math.ceil(verdict.retry_after_s))
-    detail = ErrorDetail(
-        code="rate_limited", message="too many requests for this API key", retry_after_s=retry
-    )
-    await _respond(send, 429, _error(detail), verdict, [(b"retry-after", str(retry).encode())])
+async def _send_error(send: Send, error: ServiceError, verdict: Verdict) -> None:
+    """The error as the FastAPI handlers would render it: same body, same extra headers."""
+    body = error_json(error.code, error.message, error.retry_after_s)
+    extra = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in error.response_headers().items()
+    ]
+    await _respond(send, error.status, body, verdict, extra)
 
 
 async def _respond(

@@ -1,5 +1,5 @@
-"""HTTP plumbing shared by central's routers: error bodies, auth dependencies, ETags, and the
-rate-limit headers."""
+"""HTTP plumbing shared by central's routers and its claim fast path: central's errors (the one
+shape of :mod:`acefleet.errors`), auth dependencies, ETags, and the rate-limit headers."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from acefleet.errors import ServiceError
 from acefleet.wire import ErrorBody, ErrorDetail
-from orchestrator.central.auth import READERS, KeyRing, Role
+from orchestrator.central.auth import READERS, KeyRing, Role, Verdict
 
 API_KEY_HEADER = "X-API-Key"
 LIVE_PATH = "/v1/live"
@@ -26,32 +24,32 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.retry_after_s = retry_after_s
+class ApiError(ServiceError):
+    """An error of central's API; ``acefleet.api_errors`` renders it (the fast path sends it
+    itself)."""
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-    retry_after_s: float | None = None,
-) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, retry_after_s=retry_after_s))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+def rate_limited(verdict: Verdict) -> ApiError:
+    """429 for a key whose token bucket is empty; the retry hint is whole seconds, at least 1."""
+    retry = max(1, math.ceil(verdict.retry_after_s))
+    return ApiError(429, "rate_limited", "too many requests for this API key", retry_after_s=retry)
+
+
+def claim_refused(answer: ErrorDetail, default_retry_s: float) -> ApiError:
+    """503 for a claim nothing fits. The body keeps the exact retry hint; ``Retry-After`` rounds
+    it up (the shared default would round to nearest)."""
+    retry = answer.retry_after_s or default_retry_s
+    return ApiError(
+        503,
+        answer.code,
+        answer.message,
+        retry_after_s=retry,
+        headers={"Retry-After": str(max(1, math.ceil(retry)))},
+    )
+
+
+def unknown_claim(claim_id: str) -> ApiError:
+    return ApiError(404, "unknown_claim", f"no live claim {claim_id!r}")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -60,30 +58,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Malformed request"},
     429: {"model": ErrorBody, "description": "Rate limit exceeded"},
 }
-
-
-def _where(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-async def on_validation_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    parts = [f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:10]]
-    return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
-
-
-async def on_api_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers, exc.retry_after_s)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
-
-
-async def on_http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
 def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
@@ -105,14 +79,7 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
             raise ApiError(401, "unauthenticated", "unknown API key")
         request.state.ratelimit = (verdict.limit, verdict.remaining, verdict.reset_s)
         if not verdict.allowed:
-            retry = max(1, math.ceil(verdict.retry_after_s))
-            raise ApiError(
-                429,
-                "rate_limited",
-                "too many requests for this API key",
-                {"Retry-After": str(retry)},
-                retry_after_s=retry,
-            )
+            raise rate_limited(verdict)
         if verdict.role not in allowed:
             raise ApiError(
                 403, "forbidden", f"role {verdict.role} may not do this (needs {sorted(allowed)})"

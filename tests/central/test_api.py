@@ -42,6 +42,7 @@ def test_roles_are_enforced(
         r = anonymous.request(method, path, json=body)
         assert r.status_code == 401, path
         assert r.json()["error"]["code"] == "unauthenticated"
+        assert r.headers["www-authenticate"] == "Bearer"  # RFC 9110: a 401 names the scheme
         r = viewer.request(method, path, json=body)
         assert r.status_code == 403, path
         assert r.json()["error"]["code"] == "forbidden"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -19,7 +18,13 @@ from acefleet.wire import (
     ProxySnapshot,
 )
 from orchestrator.central.api.deps import central
-from orchestrator.central.http import ERROR_RESPONSES, ApiError, error_response, service_only
+from orchestrator.central.http import (
+    ERROR_RESPONSES,
+    ApiError,
+    claim_refused,
+    service_only,
+    unknown_claim,
+)
 from orchestrator.central.schemas import SnapshotResult
 from orchestrator.central.state import Central, HostMismatch
 
@@ -46,14 +51,7 @@ async def claim(body: ClaimRequest, c: State) -> ClaimGrant:
     """Reserve an engine for a content, or name the edge to relay it from."""
     answer = c.claim(body)
     if isinstance(answer, ErrorDetail):
-        retry = answer.retry_after_s or c.settings.claim_retry_after_s
-        raise ApiError(
-            503,
-            answer.code,
-            answer.message,
-            {"Retry-After": str(max(1, math.ceil(retry)))},
-            retry_after_s=retry,
-        )
+        raise claim_refused(answer, c.settings.claim_retry_after_s)
     return answer
 
 
@@ -66,7 +64,7 @@ async def claim(body: ClaimRequest, c: State) -> ClaimGrant:
 async def release(claim_id: Annotated[str, Path(max_length=100)], c: State) -> Response:
     """Release a claim (the proxy stopped the upstream, or gave up before starting it)."""
     if c.release(claim_id) is None:
-        return error_response(404, "unknown_claim", f"no live claim {claim_id!r}")
+        raise unknown_claim(claim_id)
     return Response(status_code=204)
 
 
