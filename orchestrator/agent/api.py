@@ -23,9 +23,9 @@ from acefleet.wire import (
     VpnState,
     Wire,
 )
-from orchestrator.agent.claims import Claim
+from orchestrator.agent.claim_book import Claim
 from orchestrator.agent.dockerops import DockerError
-from orchestrator.agent.engine import Engine
+from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import AgentError
 from orchestrator.agent.pool import Pool, ProvisionRefused
 

@@ -18,7 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from acefleet import logs
-from orchestrator.agent.engine import LABEL_HOST, LABEL_MANAGED
+from orchestrator.agent.engine_record import LABEL_HOST, LABEL_MANAGED
 
 log = logs.get(__name__)
 T = TypeVar("T")

@@ -19,10 +19,9 @@ import httpx
 from acefleet import logs
 from acefleet.wire import EngineHealth, EngineReport, ProvisioningState, VpnState
 from orchestrator.agent import profiles
-from orchestrator.agent.breaker import Breaker
-from orchestrator.agent.claims import ClaimBook
+from orchestrator.agent.claim_book import ClaimBook
 from orchestrator.agent.dockerops import Container, CreateRequest, DockerError, DockerOps
-from orchestrator.agent.engine import (
+from orchestrator.agent.engine_record import (
     LABEL_HTTP_PORT,
     LABEL_P2P_PORT,
     BadLabels,
@@ -32,6 +31,7 @@ from orchestrator.agent.engine import (
 from orchestrator.agent.metrics import AgentMetrics
 from orchestrator.agent.ports import PortAllocator, PortsExhausted
 from orchestrator.agent.probes import EngineProbe
+from orchestrator.agent.provision_breaker import Breaker
 from orchestrator.agent.settings import AgentSettings
 from orchestrator.agent.vpn import VpnMonitor
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from acefleet.wire import EngineStats
-from orchestrator.agent.engine import Engine, now_utc
+from orchestrator.agent.engine_record import Engine, now_utc
 from orchestrator.agent.profiles import NETWORK_PATH, EngineProfile
 
 

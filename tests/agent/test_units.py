@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from orchestrator.agent.agentcheck import answer
-from orchestrator.agent.breaker import Breaker
 from orchestrator.agent.ports import PortAllocator, PortsExhausted
 from orchestrator.agent.profiles import resolve
+from orchestrator.agent.provision_breaker import Breaker
 from tests.agent.helpers import port_range
 
 

@@ -1,4 +1,5 @@
-"""Circuit breaker for provisioning: repeated failures open it, a half-open trial closes it."""
+"""The provisioning circuit breaker: repeated provisioning failures open it, a half-open trial
+closes it (the rule for when the agent stops trying to create engines)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Local claims: the proxy's fallback path reserves an engine slot on this host.
+"""The book of local claims: engine slots on this host that the proxy's fallback path reserved.
 
 A claim is reserved before it is answered (atomic on the event loop), expires after its TTL
 unless confirmed, and may carry the session's ``stat_url`` so the agent can collect stats.

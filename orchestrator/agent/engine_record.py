@@ -1,4 +1,5 @@
-"""One engine container as the agent sees it; its labels are the source of truth."""
+"""One engine's record: what the agent knows of an engine container, and the ``acefleet.*``
+labels it carries, which are the source of truth (adoption rebuilds the record from them)."""
 
 from __future__ import annotations
 
