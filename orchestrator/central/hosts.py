@@ -13,7 +13,6 @@ from enum import StrEnum
 
 from acefleet.wire import (
     Directive,
-    EngineHealth,
     EngineReport,
     Heartbeat,
     ProvisioningState,
@@ -167,8 +166,3 @@ class Fleet:
         else:
             self.drained.discard(engine_id)
         return engine
-
-
-def placeable(engine: Engine) -> bool:
-    """Whether an engine may take new work, ignoring its load."""
-    return engine.report.health is EngineHealth.healthy and not engine.draining

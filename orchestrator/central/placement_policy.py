@@ -14,6 +14,9 @@ In order:
 4. VPN-forwarded engines (reachable by peers, so they pull faster) before the others.
 5. Ties are broken at random, so a burst of claims spreads instead of herding onto the
    first engine in a list.
+
+Rule 1 is :func:`placeable_host` and :func:`placeable_engine`; the operator API's ``placeable``
+flags and free-slot counts (``views.py``) use the same two.
 """
 
 from __future__ import annotations
@@ -22,14 +25,25 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from acefleet.wire import EngineHealth
 from orchestrator.central.claim_book import ClaimBook
-from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus, placeable
+from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 
 
 @dataclass(slots=True, frozen=True)
 class NoPlacement(Exception):
     code: str
     message: str
+
+
+def placeable_host(fleet: Fleet, host: Host, now: float) -> bool:
+    """Rule 1 for a host: heartbeating (not stale or lost) and not draining."""
+    return not host.draining and fleet.status(host, now) is HostStatus.live
+
+
+def placeable_engine(engine: Engine) -> bool:
+    """Rule 1 for an engine, its load aside: healthy and not draining (agent's or operator's)."""
+    return engine.report.health is EngineHealth.healthy and not engine.draining
 
 
 def _host_candidates(
@@ -39,7 +53,7 @@ def _host_candidates(
     fits: list[tuple[float, bool, Engine]] = []
     used = cap = 0
     for engine in host.engines.values():
-        if not placeable(engine) or engine.id in avoid:
+        if not placeable_engine(engine) or engine.id in avoid:
             continue
         report = engine.report
         load = book.load(report.id, report.streams)
@@ -63,7 +77,7 @@ def choose(
     ``avoid``: engines the asking proxy just saw fail (its failover must land elsewhere)."""
     live_hosts = 0
     own = fleet.hosts.get(asking_host)
-    if own is not None and not own.draining and fleet.status(own, now) is HostStatus.live:
+    if own is not None and placeable_host(fleet, own, now):
         live_hosts += 1
         fits, _ = _host_candidates(own, book, avoid)
         if fits:
@@ -71,7 +85,7 @@ def choose(
     pool: list[tuple[tuple[float, bool, Engine], float]] = []
     owners: dict[str, Host] = {}
     for host in fleet.hosts.values():
-        if host is own or host.draining or fleet.status(host, now) is not HostStatus.live:
+        if host is own or not placeable_host(fleet, host, now):
             continue
         if f"edge:{host.name}" in avoid:  # the asker could not relay from it just now
             continue

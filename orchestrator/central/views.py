@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from acefleet.wire import EngineHealth
 from orchestrator.central import warm_buffer
-from orchestrator.central.hosts import Host, placeable
+from orchestrator.central.hosts import Host
+from orchestrator.central.placement_policy import placeable_engine, placeable_host
 from orchestrator.central.schemas import (
     ClaimView,
     EngineView,
@@ -54,9 +55,10 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
         if host_name is not None and host.name != host_name:
             continue
         status = c.fleet.status(host, now)
-        host_ok = status.value == "live" and not host.draining
+        host_ok = placeable_host(c.fleet, host, now)
         for engine in sorted(host.engines.values(), key=lambda e: e.id):
             load = c.book.load(engine.id, engine.report.streams)
+            fits = host_ok and placeable_engine(engine) and load < engine.report.stream_cap
             out.append(
                 EngineView(
                     id=engine.id,
@@ -64,7 +66,7 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
                     host_status=status.value,
                     load=load,
                     claims=c.book.held(engine.id),
-                    placeable=host_ok and placeable(engine) and load < engine.report.stream_cap,
+                    placeable=fits,
                     operator_drain=engine.operator_drain,
                     report=engine.report,
                 )
@@ -128,10 +130,10 @@ def summary(c: Central) -> FleetSummary:
         status = c.fleet.status(host, now)
         by_status[status.value] += 1
         engines_total += len(host.engines)
-        if status.value != "live" or host.draining:
+        if not placeable_host(c.fleet, host, now):
             continue
         for engine in host.engines.values():
-            if placeable(engine):
+            if placeable_engine(engine):
                 placeable_count += 1
                 free += max(
                     0, engine.report.stream_cap - c.book.load(engine.id, engine.report.streams)
