@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from acefleet import logs
 from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
-from proxy.buffer import StreamBuffer, aligned
-from proxy.engine import EngineSession, UpstreamError
+from proxy.engine_api import EngineSession, UpstreamError
 from proxy.placement import Placement, PlacementError, StreamRecord
 from proxy.placement.relay import relay_headers
+from proxy.stream_buffer import StreamBuffer, aligned
 from proxy.upstream import Playback, open_playback
 from proxy.viewer import STREAM_HEADERS, Viewer
 

@@ -15,7 +15,7 @@ import uvloop
 from acefleet import config, logs
 from proxy.control.links import ControlLinks
 from proxy.edge import Edge
-from proxy.engine import EngineClient
+from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, Placer
 from proxy.placement.static import StaticPlacer
@@ -122,6 +122,6 @@ async def drain(app: App, server: asyncio.Server, grace_s: float) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = config.load(ProxySettings, argv, prog="acefleet-proxy", description=DESCRIPTION)
     logs.configure(settings.log_level, settings.log_format, service="acefleet-proxy")
-    # one line per engine call is noise; engine call failures are logged by proxy.engine
+    # one line per engine call is noise; engine call failures are logged by proxy.engine_api
     logging.getLogger("httpx").setLevel(logging.WARNING)
     uvloop.run(serve(settings))

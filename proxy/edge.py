@@ -14,7 +14,7 @@ from typing import Any
 
 from acefleet import logs
 from proxy.channel import Channel
-from proxy.engine import EngineClient
+from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, NullEventSink, Placer
 from proxy.settings import ProxySettings

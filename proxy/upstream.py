@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httptools
 
-from proxy.engine import UpstreamError
+from proxy.engine_api import UpstreamError
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_HOPS = 4

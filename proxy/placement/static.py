@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from acefleet import logs
-from proxy.engine import EngineClient
+from proxy.engine_api import EngineClient
 from proxy.placement import Placement, PlacementError
 from proxy.settings import parse_engine
 

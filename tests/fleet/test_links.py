@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.control.event_queue import BatchedEventSink
-from proxy.engine import EngineClient
+from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
 from proxy.placement import Placement, StreamRecord, Unavailable
 from proxy.placement.agent import AgentPlacer

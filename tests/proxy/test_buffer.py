@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from acefleet.mpegts import PACKET_SIZE, pid_of, random_access
-from proxy.buffer import StreamBuffer, pmt_pid_of, video_pid_of
+from proxy.stream_buffer import StreamBuffer, pmt_pid_of, video_pid_of
 
 PMT_PID = 0x100
 VIDEO_PID = 0x101
