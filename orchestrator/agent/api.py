@@ -8,10 +8,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import Field
 
+from acefleet.api_errors import error_response
 from acefleet.wire import (
     ClaimGrant,
     ClaimRequest,
@@ -27,7 +28,7 @@ from orchestrator.agent.claim_book import Claim
 from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import AgentError
-from orchestrator.agent.pool import Pool, ProvisionRefused
+from orchestrator.agent.pool import Pool
 
 
 class EngineList(Wire):
@@ -142,11 +143,6 @@ def _claim_info(c: Claim) -> ClaimInfo:
     )
 
 
-def _refused(exc: ProvisionRefused) -> AgentError:
-    status = 409 if exc.code == "max_engines" else 503
-    return AgentError(status, exc.code, exc.message, exc.retry_after_s)
-
-
 v1 = APIRouter(prefix="/v1")
 
 
@@ -174,10 +170,7 @@ async def get_engine(engine_id: str, pool: PoolDep) -> EngineDetail:
 @v1.post("/engines", status_code=202, response_model=EngineReport, dependencies=[Auth])
 async def create_engine(pool: PoolDep) -> EngineReport:
     """Provision one engine now; it is returned while still ``starting``."""
-    try:
-        engine = await pool.start_provision()
-    except ProvisionRefused as exc:
-        raise _refused(exc) from None
+    engine = await pool.start_provision()
     return pool.report(engine)
 
 
@@ -226,7 +219,10 @@ async def claim(req: ClaimRequest, pool: PoolDep) -> ClaimGrant:
         pool.metrics.claims.labels(result="no_capacity").inc()
         pool.wake()  # the pool adds engines when the free buffer is gone
         raise AgentError(
-            503, "no_capacity", "no free engine on this host right now", pool.s.reconcile_interval_s
+            503,
+            "no_capacity",
+            "no free engine on this host right now",
+            retry_after_s=pool.s.reconcile_interval_s,
         )
     # Least loaded first, then the engine free the longest; no await between pick and reserve.
     engine = min(candidates, key=lambda e: (pool.streams(e.id), e.idle_since))
@@ -299,7 +295,7 @@ async def livez() -> str:
 async def readyz(pool: PoolDep) -> Response:
     reason = pool.ready_reason()
     if reason is not None:
-        return JSONResponse({"error": {"code": "not_ready", "message": reason}}, status_code=503)
+        return error_response(503, "not_ready", reason)
     return PlainTextResponse("ready\n")
 
 

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from orchestrator.agent import api, errors
+from acefleet.api_errors import install_error_handlers
+from orchestrator.agent import api
 from orchestrator.agent.agentcheck import AgentCheckServer, answer
 from orchestrator.agent.heartbeat import HeartbeatLoop
 from orchestrator.agent.metrics import AgentMetrics
@@ -55,7 +56,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.pool = Pool(settings, AgentMetrics())
-    errors.install(app)
+    install_error_handlers(app)
     app.include_router(api.v1)
     app.include_router(api.ops)
     return app

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from acefleet import logs
 from acefleet.wire import Directive, Heartbeat, HeartbeatReply
 from orchestrator.agent.dockerops import DockerError
-from orchestrator.agent.pool import Pool, ProvisionRefused
+from orchestrator.agent.errors import ProvisionRefused
+from orchestrator.agent.pool import Pool
 
 log = logs.get(__name__)
 

@@ -28,6 +28,7 @@ from orchestrator.agent.engine_record import (
     Engine,
     now_utc,
 )
+from orchestrator.agent.errors import ProvisionRefused
 from orchestrator.agent.metrics import AgentMetrics
 from orchestrator.agent.ports import PortAllocator, PortsExhausted
 from orchestrator.agent.probes import EngineProbe
@@ -36,14 +37,6 @@ from orchestrator.agent.settings import AgentSettings
 from orchestrator.agent.vpn import VpnMonitor
 
 log = logs.get(__name__)
-
-
-class ProvisionRefused(Exception):
-    def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
 
 
 class Pool:

@@ -8,7 +8,8 @@ import time
 
 from acefleet import logs
 from acefleet.wire import EngineHealth
-from orchestrator.agent.pool import Pool, ProvisionRefused
+from orchestrator.agent.errors import ProvisionRefused
+from orchestrator.agent.pool import Pool
 
 log = logs.get(__name__)
 
