@@ -130,6 +130,10 @@ class Fleet:
         host.engines = fresh
         return host, gap, gone
 
+    def by_name(self) -> list[Host]:
+        """The hosts sorted by name, the order every listing shows."""
+        return sorted(self.hosts.values(), key=lambda h: h.name)
+
     def take_directives(self, host: Host) -> list[Directive]:
         out, host.pending = host.pending, []
         return out

@@ -127,7 +127,7 @@ class Central:
             per_edge=self.per_edge,
             fleet_max=self.fleet_max,
             now=now,
-            window=2 * self.settings.heartbeat_interval_s,
+            window=warm_buffer.recent_window(self.settings.heartbeat_interval_s),
             warming_up=self.warming_up(),
         )
         if p.blocked_reason != host.blocked_reason:

@@ -19,7 +19,7 @@ from orchestrator.central.state import Central
 
 def hosts(c: Central) -> list[HostView]:
     now = c.clock()
-    return [_host_view(c, h, now) for h in sorted(c.fleet.hosts.values(), key=lambda h: h.name)]
+    return [_host_view(c, h, now) for h in c.fleet.by_name()]
 
 
 def host_view(c: Central, host: Host) -> HostView:
@@ -51,7 +51,7 @@ def _host_view(c: Central, host: Host, now: float) -> HostView:
 def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
     now = c.clock()
     out = []
-    for host in sorted(c.fleet.hosts.values(), key=lambda h: h.name):
+    for host in c.fleet.by_name():
         if host_name is not None and host.name != host_name:
             continue
         status = c.fleet.status(host, now)
@@ -102,9 +102,9 @@ def claims(c: Central) -> list[ClaimView]:
 
 def provisioning(c: Central) -> list[ProvisioningHost]:
     now = c.clock()
-    window = 2 * c.settings.heartbeat_interval_s
+    window = warm_buffer.recent_window(c.settings.heartbeat_interval_s)
     out = []
-    for host in sorted(c.fleet.hosts.values(), key=lambda h: h.name):
+    for host in c.fleet.by_name():
         target = c.buffer_per_edge(host)
         out.append(
             ProvisioningHost(

@@ -40,6 +40,12 @@ def free_engines(host: Host, book: ClaimBook) -> int:
     return free
 
 
+def recent_window(heartbeat_interval_s: float) -> float:
+    """How long central counts a provision directive it sent as outstanding, whatever the
+    agent's report says: two heartbeat intervals."""
+    return 2 * heartbeat_interval_s
+
+
 def outstanding(host: Host, now: float, window: float) -> int:
     recent = host.provision_sent if now - host.provision_sent_at < window else 0
     return max(host.provisioning.in_flight, recent)
