@@ -1,4 +1,6 @@
-"""Talking to engines over HTTP: readiness, liveness, network status and session stats."""
+"""Talking to engines over HTTP: ``get_status``, liveness, network status and session stats.
+
+Transport only: what the answers mean for an engine's health is ``engine_health``'s rule."""
 
 from __future__ import annotations
 
@@ -22,17 +24,15 @@ class EngineProbe:
         r.raise_for_status()
         return r.json()
 
-    async def ready(self, engine: Engine, profile: EngineProfile) -> bool:
-        """Readiness is the engine answering get_status, not Docker saying "running"."""
+    async def get_status(self, engine: Engine, profile: EngineProfile) -> Any:
+        """The engine's ``get_status`` body, or None when it gave no JSON answer."""
         try:
-            body = await self._json(engine.base_url + profile.ready_path)
+            return await self._json(engine.base_url + profile.ready_path)
         except (httpx.HTTPError, ValueError):
-            return False
-        return isinstance(body, dict) and body.get("error") is None and bool(body.get("result"))
+            return None
 
     async def answers(self, engine: Engine, profile: EngineProfile) -> bool:
-        """Does the engine's HTTP server answer at all (any status)? A process that still
-        answers may still be feeding its viewers, even while its probes fail."""
+        """Does the engine's HTTP server answer at all (any status)?"""
         try:
             await self.client.get(engine.base_url + profile.live_path, timeout=self.timeout)
         except httpx.HTTPError:
