@@ -17,9 +17,10 @@ from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
 from proxy.engine_api import EngineSession, UpstreamError
 from proxy.placement import Placement, PlacementError, StreamRecord
 from proxy.placement.relay import relay_headers
+from proxy.responses import STREAM_HEADERS
 from proxy.stream_buffer import StreamBuffer, aligned
 from proxy.upstream import Playback, open_playback
-from proxy.viewer import STREAM_HEADERS, Viewer
+from proxy.viewer import Viewer
 
 if TYPE_CHECKING:
     from proxy.edge import Edge

@@ -22,8 +22,9 @@ from acefleet import logs, wire
 from proxy.edge import Edge, Refused
 from proxy.metrics import Metrics
 from proxy.placement.relay import RELAY_CLAIM_HEADER
+from proxy.responses import error_response, response
 from proxy.settings import ProxySettings
-from proxy.viewer import Viewer, error_response, response
+from proxy.viewer import Viewer
 
 log = logs.get(__name__)
 

@@ -1,74 +1,29 @@
-"""One viewer: a client socket that receives a channel's stream from its own cursor."""
+"""One viewer: a client socket that receives a channel's stream from its own cursor.
+
+A viewer knows its channel only as a :class:`Feed` (catch me up, let me go), so this module
+imports nothing of the channel. It records the socket's pause state; what the channel does with
+a lagging viewer is decided in ``channel.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from acefleet import wire
-
-if TYPE_CHECKING:
-    from proxy.channel import Channel
-
-STREAM_HEADERS = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nCache-Control: no-store\r\n"
-    b"Connection: close\r\n\r\n"
-)
+from proxy.responses import error_response
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    retry_after_s: float | None = None,
-    keep_alive: bool = False,
-    extra: dict[str, str] | None = None,
-) -> bytes:
-    body = wire.ErrorBody(
-        error=wire.ErrorDetail(code=code, message=message, retry_after_s=retry_after_s)
-    ).model_dump_json(exclude_none=True)
-    headers = dict(extra or {})
-    if retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after_s)))
-    return response(status, body.encode(), "application/json", headers, keep_alive=keep_alive)
+class Feed(Protocol):
+    """What a viewer needs of the channel it is attached to."""
 
+    def catch_up(self, viewer: Viewer) -> None:
+        """Hand ``viewer`` what it has not yet got (its socket has room again)."""
+        ...
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-def response(
-    status: int,
-    body: bytes,
-    content_type: str,
-    headers: dict[str, str] | None = None,
-    *,
-    keep_alive: bool,
-    head: bool = False,
-) -> bytes:
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: " + ("keep-alive" if keep_alive else "close"),
-    ]
-    lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
-    out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return out if head else out + body
+    def detach(self, viewer: Viewer) -> None:
+        """``viewer`` is gone (its connection closed)."""
+        ...
 
 
 class Viewer:
@@ -94,7 +49,7 @@ class Viewer:
         self.paused = False
         self.paused_since = 0.0
         self.bytes_sent = 0
-        self.channel: Channel | None = None
+        self.channel: Feed | None = None
         self.closed = False
 
     @property
@@ -102,6 +57,7 @@ class Viewer:
         return self.cursor >= 0
 
     def pause(self) -> None:
+        """The socket passed its high-water mark: the fan-out skips this viewer from now on."""
         self.paused = True
         self.paused_since = time.monotonic()
 
