@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acefleet.wire import EngineReport, ProvisioningState, VpnState
 
+HostStatusName = Literal["live", "stale", "lost"]  # hosts.HostStatus on the wire
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -18,7 +20,7 @@ class Model(BaseModel):
 class EngineView(Model):
     id: str
     host: str
-    host_status: Literal["live", "stale", "lost"]
+    host_status: HostStatusName
     load: int = Field(description="Sessions on it: the larger of the agent's count and claims")
     claims: int = Field(description="Claims (pending or confirmed) central holds on it")
     placeable: bool = Field(description="Whether new work may be placed on it now")
@@ -28,7 +30,7 @@ class EngineView(Model):
 
 class HostView(Model):
     name: str
-    status: Literal["live", "stale", "lost"]
+    status: HostStatusName
     agent_url: str
     proxy_url: str | None
     last_heartbeat_at: datetime
@@ -45,7 +47,8 @@ class HostView(Model):
     provisioning: ProvisioningState
 
 
-class StreamView(Model):
+class _Stream(Model):
+    # What a live stream and its history row share, in the same order in both.
     stream_id: str
     proxy_id: str
     host: str
@@ -54,6 +57,9 @@ class StreamView(Model):
     claim_id: str | None
     engine_id: str | None
     source: str
+
+
+class StreamView(_Stream):
     viewers: int
     peak_viewers: int
     started_at: datetime
@@ -72,15 +78,7 @@ class ClaimView(Model):
     created_at: datetime
 
 
-class SessionRecord(Model):
-    stream_id: str
-    proxy_id: str
-    host: str
-    content_key: str
-    infohash: str | None
-    claim_id: str | None
-    engine_id: str | None
-    source: str
+class SessionRecord(_Stream):
     started_at: datetime
     ended_at: datetime | None
     end_reason: str | None
@@ -89,7 +87,7 @@ class SessionRecord(Model):
 
 class ProvisioningHost(Model):
     host: str
-    status: Literal["live", "stale", "lost"]
+    status: HostStatusName
     target: int = Field(description="Free engines wanted on this edge")
     free: int
     outstanding: int = Field(description="Engines asked for and not yet reported")
