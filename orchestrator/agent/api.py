@@ -1,4 +1,7 @@
-"""HTTP API of acefleet-agent, versioned under /v1 (OpenAPI in docs/openapi/agent.json)."""
+"""HTTP API of acefleet-agent, versioned under /v1 (OpenAPI in docs/openapi/agent.json).
+
+HTTP only: the rules it answers with live in ``pool_state``, ``capacity``, ``fallback_placement``
+and ``errors``."""
 
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from acefleet.wire import (
     VpnState,
     Wire,
 )
+from orchestrator.agent.capacity import Capacity, capacity
 from orchestrator.agent.claim_book import Claim
 from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import AgentError
+from orchestrator.agent.fallback_placement import claim_engine
 from orchestrator.agent.pool import Pool
 
 
@@ -40,20 +45,6 @@ class EngineDetail(Wire):
     engine: EngineReport
     stats_history: list[EngineStats] = Field(description="Recent stats, oldest first")
     claims: list[str] = Field(description="Ids of the claims holding this engine")
-
-
-class Capacity(Wire):
-    engines: int
-    engines_free: int
-    engines_starting: int
-    engines_unhealthy: int
-    max_engines: int
-    stream_cap: int
-    streams: int
-    free_slots: int = Field(
-        description="Sessions the host can still take, counting engines it may still provision"
-    )
-    weight_percent: int
 
 
 class AgentStatus(Wire):
@@ -103,27 +94,6 @@ def require_key(request: Request, authorization: Annotated[str | None, Header()]
 
 
 Auth = Depends(require_key)
-
-
-def capacity(pool: Pool) -> Capacity:
-    s = pool.s
-    live = pool.live()
-    streams = sum(pool.streams(e.id) for e in live)
-    open_slots = sum(s.stream_cap - pool.streams(e.id) for e in pool.claimable())
-    can_grow = pool.provisioning().state == "ok"
-    future = max(0, s.max_engines - len(live)) * s.stream_cap if can_grow else 0
-    total = max(1, s.max_engines * s.stream_cap)
-    return Capacity(
-        engines=len(live),
-        engines_free=len(pool.free()),
-        engines_starting=sum(1 for e in live if e.health == EngineHealth.starting),
-        engines_unhealthy=sum(1 for e in live if e.health == EngineHealth.unhealthy),
-        max_engines=s.max_engines,
-        stream_cap=s.stream_cap,
-        streams=streams,
-        free_slots=open_slots + future,
-        weight_percent=round(100 * min(total, open_slots + future) / total),
-    )
 
 
 def _engine_or_404(pool: Pool, engine_id: str) -> Engine:
@@ -199,7 +169,7 @@ async def status(pool: PoolDep) -> AgentStatus:
         ready=reason is None,
         not_ready_reason=reason,
         draining=pool.draining,
-        capacity=capacity(pool),
+        capacity=capacity(pool, pool.provisioning()),
         vpn=pool.vpn_state(),
         provisioning=pool.provisioning(),
         profile=pool.profile.name,
@@ -210,25 +180,7 @@ async def status(pool: PoolDep) -> AgentStatus:
 @v1.post("/claims", status_code=201, response_model=ClaimGrant, dependencies=[Auth])
 async def claim(req: ClaimRequest, pool: PoolDep) -> ClaimGrant:
     """Reserve an engine slot on this host (the proxy's fallback when central is away)."""
-    if pool.draining:
-        pool.metrics.claims.labels(result="draining").inc()
-        raise AgentError(503, "draining", f"host {pool.s.host} is drained")
-    # ``avoid``: engines whose session the proxy just saw fail; its failover goes elsewhere.
-    candidates = [e for e in pool.claimable() if e.id not in req.avoid]
-    if not candidates:
-        pool.metrics.claims.labels(result="no_capacity").inc()
-        pool.wake()  # the pool adds engines when the free buffer is gone
-        raise AgentError(
-            503,
-            "no_capacity",
-            "no free engine on this host right now",
-            retry_after_s=pool.s.reconcile_interval_s,
-        )
-    # Least loaded first, then the engine free the longest; no await between pick and reserve.
-    engine = min(candidates, key=lambda e: (pool.streams(e.id), e.idle_since))
-    granted = pool.claims.add(req.content_key, req.proxy_id, engine.id)
-    pool.metrics.claims.labels(result="granted").inc()
-    pool.wake()
+    granted, engine = claim_engine(pool, req)
     return ClaimGrant(
         kind="engine",
         claim_id=granted.claim_id,
