@@ -18,7 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from acefleet.errors import ServiceError, error_json
 from acefleet.wire import ClaimRequest, ErrorDetail
 from orchestrator.central.auth import KeyRing, Role, Verdict
-from orchestrator.central.http import claim_refused, rate_limited, ratelimit_headers, unknown_claim
+from orchestrator.central.http import (
+    bearer_token,
+    claim_refused,
+    rate_limited,
+    ratelimit_headers,
+    unknown_claim,
+)
 from orchestrator.central.state import Central
 
 _RELEASE = re.compile(r"^/v1/claims/([^/]{1,100})$")
@@ -84,10 +90,8 @@ def _key(scope: Scope) -> str | None:
     for name, value in headers:
         if name == b"x-api-key":
             return value.decode("latin-1") or None
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+        if name == b"authorization" and (token := bearer_token(value.decode("latin-1"))):
+            return token
     return None
 
 

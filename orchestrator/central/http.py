@@ -65,7 +65,7 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
     allowed = frozenset(roles)
 
     async def dependency(request: Request, api_key: str | None = Depends(api_key_scheme)) -> Role:
-        key = api_key or _bearer(request)
+        key = api_key or bearer_token(request.headers.get("authorization", ""))
         if not key and request.url.path == LIVE_PATH:
             # EventSource cannot send headers; elsewhere a key in a URL would only leak to logs.
             key = request.query_params.get("api_key")
@@ -89,9 +89,9 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
     return dependency
 
 
-def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
+def bearer_token(authorization: str) -> str | None:
+    """The key in an ``Authorization: Bearer <key>`` header value, if that is what it is."""
+    scheme, _, token = authorization.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
