@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.fleet.harness import Fleet, Viewer, docker, engine_container, stream_url, until, watch
+from tests.fleet.harness import Fleet, docker, engine_container, stream_url, until, watch
+from tests.support.viewers import Viewer
 
 
 async def first_byte(url: str, deadline_s: float = 60.0) -> tuple[float, int, Viewer]:

@@ -21,14 +21,13 @@ from typing import Any
 import httpx
 
 from tests.support import procs
+from tests.support.viewers import Viewer
 
 SERVICE_KEY = "fleet-service-key-0123456789abcdef"
 OPERATOR_KEY = "fleet-operator-key-0123456789abcdef"
 AGENT_KEY = "fleet-agent-key-0123456789"
 SIM_IMAGE = "acefleet/engine-sim"
 HEARTBEAT_S = 0.5
-# Silences shorter than this are normal (the proxy forwards in batches of ~100 ms)
-GAP_S = 0.2
 
 # Fast timing everywhere, with margins for a loaded 2-core CI box.
 CENTRAL_ENV = {
@@ -350,86 +349,7 @@ class Fleet:
         return claims
 
 
-# --- viewers -------------------------------------------------------------------------------
-
-
-@dataclass
-class Viewer:
-    """One HTTP viewer reading a stream on its own asyncio connection."""
-
-    url: str
-    received: int = 0
-    status: int | None = None
-    closed: bool = False
-    error: str | None = None
-    first_byte_at: float | None = None
-    last_byte_at: float | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    gaps: list[tuple[float, float]] = field(default_factory=list)  # (start, length) > GAP_S
-    misaligned: int = 0
-    task: asyncio.Task[None] | None = None
-    # set once the first stream byte arrived or the connection ended, whichever comes first
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self) -> None:
-        parts = httpx.URL(self.url)
-        try:
-            reader, writer = await asyncio.open_connection(parts.host, parts.port)
-        except OSError as exc:
-            self.error, self.closed = repr(exc), True
-            self.settled.set()
-            return
-        target = parts.raw_path.decode()
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: {parts.host}\r\n\r\n".encode())
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.status = int(head.split(b" ", 2)[1])
-            if self.status != 200:
-                self.closed = True
-                return
-            pending = b""
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                now = time.monotonic()
-                if self.last_byte_at is not None and now - self.last_byte_at > GAP_S:
-                    self.gaps.append((self.last_byte_at, now - self.last_byte_at))
-                if self.first_byte_at is None:
-                    self.first_byte_at = now
-                    self.settled.set()
-                self.last_byte_at = now
-                self.received += len(data)
-                # Every 188-byte packet must start with the sync byte, across failovers too.
-                pending += data
-                whole = len(pending) - len(pending) % 188
-                view = pending[:whole]
-                syncs = view[::188]
-                self.misaligned += len(syncs) - syncs.count(0x47)
-                pending = pending[whole:]
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            self.error = repr(exc)
-        finally:
-            self.closed = True
-            self.settled.set()
-            writer.close()
-
-    def start(self) -> Viewer:
-        self.task = asyncio.get_running_loop().create_task(self.run())
-        return self
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-
-    def longest_gap_since(self, t: float) -> float:
-        """The longest silence that ended after ``t`` (0 when none was over GAP_S)."""
-        return max((length for start, length in self.gaps if start + length >= t), default=0.0)
-
-    def silent_for(self) -> float:
-        last = self.last_byte_at or self.started_at
-        return time.monotonic() - last
+# --- viewers (tests/support/viewers.py) ------------------------------------------------------
 
 
 async def watch(urls: Iterable[str]) -> list[Viewer]:

@@ -1,108 +1,27 @@
-"""A minimal raw-socket HTTP client for stream tests: real sockets, precise control over reads."""
+"""Helpers for the proxy tests. The stream client itself (``request``, ``Stream``) is the shared
+one in tests/support/viewers.py, re-exported here."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from acefleet.mpegts import PACKET_SIZE, SYNC_BYTE
+from tests.support.viewers import Stream, packets_aligned, request
 
-
-@dataclass
-class Stream:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    status: int
-    headers: dict[str, str]
-    body: bytearray = field(default_factory=bytearray)
-    opened_at: float = 0.0
-    first_byte_at: float | None = None
-
-    def json(self) -> Any:
-        return json.loads(bytes(self.body))
-
-    async def read_until(self, size: int, within: float = 10.0) -> bytes:
-        """Read until the body holds ``size`` bytes; raise on timeout or EOF."""
-        async with asyncio.timeout(within):
-            while len(self.body) < size:
-                data = await self.reader.read(256 * 1024)
-                if not data:
-                    raise EOFError(f"stream ended after {len(self.body)} bytes")
-                if self.first_byte_at is None:
-                    self.first_byte_at = time.monotonic()
-                self.body += data
-        return bytes(self.body)
-
-    async def read_for(self, seconds: float) -> int:
-        """Read whatever comes for ``seconds``; returns the bytes read meanwhile."""
-        before = len(self.body)
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            try:
-                data = await asyncio.wait_for(self.reader.read(256 * 1024), left)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            self.body += data
-        return len(self.body) - before
-
-    async def read_to_eof(self, within: float = 10.0) -> bytes:
-        async with asyncio.timeout(within):
-            while data := await self.reader.read(65536):
-                self.body += data
-        return bytes(self.body)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def request(
-    base: str,
-    target: str,
-    *,
-    method: str = "GET",
-    rcvbuf: int | None = None,
-    raw: bytes | None = None,
-    within: float = 10.0,
-) -> Stream:
-    """Send one request and read the response head (and, for non-streams, the body)."""
-    host, port = base.removeprefix("http://").split(":")
-    sock = socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    # a small reader limit too, or asyncio would keep reading into its own buffer
-    limit = rcvbuf if rcvbuf is not None else 1 << 20
-    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
-    opened = time.monotonic()
-    writer.write(raw or f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    async with asyncio.timeout(within):
-        head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    stream = Stream(reader, writer, status, headers, opened_at=opened)
-    if "content-length" in headers and method != "HEAD":
-        async with asyncio.timeout(within):
-            stream.body += await reader.readexactly(int(headers["content-length"]))
-    return stream
-
-
-def packets_aligned(data: bytes) -> bool:
-    whole = len(data) - len(data) % PACKET_SIZE
-    return all(data[i] == SYNC_BYTE for i in range(0, whole, PACKET_SIZE))
+__all__ = [
+    "Stream",
+    "engine_infohash",
+    "fault",
+    "get_json",
+    "metric",
+    "packets_aligned",
+    "request",
+    "sim_sessions",
+    "wait_for",
+]
 
 
 def get_json(url: str) -> Any:
