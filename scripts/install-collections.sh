@@ -4,6 +4,9 @@
 # ansible.cfg points at. The wheel is cached in .cache/, the extraction is skipped when the
 # collections of that wheel version are already there, so a second run takes well under a second.
 # Operators with Galaxy can use `ansible-galaxy collection install -r requirements.yml` instead.
+# It also links this checkout into that path as the collection acefleet.fleet (galaxy.yml at the
+# root), so the playbooks' acefleet.fleet.<role> names resolve from the checkout as they do from an
+# installed collection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -24,8 +27,14 @@ if [[ -z $wheel ]]; then
   wheel=$(ls "$cache"/ansible-*.whl | sort -V | tail -n1)
 fi
 
+link_self() {  # collections/ansible_collections/acefleet/fleet -> the checkout (relative link)
+  mkdir -p "$dest/acefleet"
+  [[ -L $dest/acefleet/fleet ]] || ln -sfn ../../.. "$dest/acefleet/fleet"
+}
+
 want="$(basename "$wheel") ${COLLECTIONS[*]}"
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+  link_self
   exit 0
 fi
 
@@ -53,3 +62,4 @@ if count == 0:
 print(f"    {count} files")
 PYEOF
 printf '%s\n' "$want" >"$stamp"
+link_self

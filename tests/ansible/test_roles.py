@@ -17,13 +17,18 @@ import yaml
 from tests.support import tools
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").is_file())
-ROLE_DEFAULTS = [r / "defaults" / "main.yml" for r in ROLES]
+ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "meta" / "main.yml").is_file())
+ROLE_DEFAULTS = [d for d in (r / "defaults" / "main.yml" for r in ROLES) if d.is_file()]
 
 
 def _load(path: Path) -> Any:
     with path.open() as fh:
         return yaml.safe_load(fh)
+
+
+def _defaults(role: Path) -> dict[str, Any]:
+    path = role / "defaults" / "main.yml"
+    return (_load(path) or {}) if path.is_file() else {}
 
 
 def _role_ids() -> list[str]:
@@ -32,14 +37,14 @@ def _role_ids() -> list[str]:
 
 def test_the_rollout_has_its_roles() -> None:
     expected = {"acefleet", "agent", "central", "docker", "engine_image", "haproxy"}
-    expected |= {"keepalived", "proxy"}
+    expected |= {"keepalived", "proxy", "venv", "edge"}
     assert expected <= {r.name for r in ROLES}
 
 
 @pytest.mark.parametrize("role", ROLES, ids=_role_ids())
 def test_argument_specs_match_defaults(role: Path) -> None:
-    defaults = _load(role / "defaults" / "main.yml") or {}
-    specs = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    defaults = _defaults(role)
+    specs = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"] or {}
     undeclared = sorted(set(defaults) - set(specs))
     without_default = sorted(set(specs) - set(defaults))
     assert not undeclared, f"{role.name}: defaults missing from argument_specs: {undeclared}"
@@ -51,7 +56,7 @@ def test_argument_specs_match_defaults(role: Path) -> None:
 
 @pytest.mark.parametrize("role", ROLES, ids=_role_ids())
 def test_defaults_are_prefixed_with_the_role_name(role: Path) -> None:
-    defaults = _load(role / "defaults" / "main.yml") or {}
+    defaults = _defaults(role)
     stray = [name for name in defaults if not name.startswith(f"{role.name}_")]
     assert not stray, f"{role.name}: knobs without the role prefix: {stray}"
 
@@ -61,8 +66,8 @@ _TYPES = {"str": str, "int": int, "bool": bool, "list": list, "dict": dict, "pat
 
 @pytest.mark.parametrize("role", ROLES, ids=_role_ids())
 def test_literal_defaults_have_the_declared_type(role: Path) -> None:
-    defaults = _load(role / "defaults" / "main.yml") or {}
-    specs = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    defaults = _defaults(role)
+    specs = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"] or {}
     for name, value in defaults.items():
         if isinstance(value, str) and "{{" in value:
             continue  # a template: its type is known only on a host
@@ -154,6 +159,7 @@ def test_haproxy_template_renders_a_config_haproxy_accepts(tmp_path: Path) -> No
     playbook.write_text(RENDER_PLAYBOOK)
     out = tmp_path / "haproxy.cfg"
     defaults = ROOT / "roles" / "haproxy" / "defaults" / "main.yml"
+    shared = ROOT / "roles" / "acefleet" / "defaults" / "main.yml"
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -161,8 +167,9 @@ def test_haproxy_template_renders_a_config_haproxy_accepts(tmp_path: Path) -> No
         OUT=str(out),
     )
     ansible = Path(shutil.which("ansible-playbook") or ROOT / ".venv" / "bin" / "ansible-playbook")
+    args = [str(ansible), "-i", str(inventory), "-e", f"@{shared}", "-e", f"@{defaults}"]
     done = subprocess.run(
-        [str(ansible), "-i", str(inventory), "-e", f"@{defaults}", str(playbook)],
+        [*args, str(playbook)],
         capture_output=True,
         text=True,
         env=env,
