@@ -1,5 +1,7 @@
 """The edge: every channel of this proxy, keyed by content, and the limits that guard them.
 
+Holds :class:`Edge` (channels by content key, id→infohash aliases, background tasks, status),
+:class:`RateLimiter` (new streams per client address) and :class:`Refused` (a limit said no).
 Lookups and channel creation never await, so concurrent first viewers of a content find the
 channel the first one created (single-flight) and no lock is ever held across engine I/O.
 """
@@ -13,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from acefleet import logs
+from acefleet.errors import ServiceError
 from proxy.channel import Channel
 from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
@@ -26,13 +29,11 @@ _LEARNED_MAX = 10_000
 _BUCKETS_MAX = 50_000
 
 
-class Refused(Exception):
+class Refused(ServiceError):
+    """A new stream may not start now (draining, a limit); always carries ``retry_after_s``."""
+
     def __init__(self, status: int, code: str, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
+        super().__init__(status, code, message, retry_after_s=retry_after_s)
 
 
 class RateLimiter:

@@ -1,4 +1,8 @@
-"""Calls to an engine's HTTP API: start (``format=json``), stop, health probe.
+"""The client of an engine's HTTP API: start (``format=json``), stop, health probe.
+
+Holds :class:`EngineClient`, the :class:`EngineSession` a start call returns, and
+:class:`UpstreamError`, how any upstream failure (these calls or the playback in upstream.py)
+reaches the viewers waiting for it.
 
 Each call has its own timeout: the JSON start call (~10 s) is not the playback first byte
 (prebuffering, >= 30 s, see upstream.py), and neither is the stop call.
@@ -14,12 +18,13 @@ from typing import Any
 import httpx
 
 from acefleet import logs
+from acefleet.errors import ServiceError
 from proxy.metrics import Metrics
 
 log = logs.get(__name__)
 
 
-class UpstreamError(Exception):
+class UpstreamError(ServiceError):
     """Starting or keeping an upstream failed; viewers waiting for it get ``status`` + ``code``.
 
     ``engine_fault`` says the source misbehaved (another placement may work), as opposed to the
@@ -35,12 +40,8 @@ class UpstreamError(Exception):
         engine_fault: bool,
         retry_after_s: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(status, code, message, retry_after_s=retry_after_s)
         self.engine_fault = engine_fault
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)

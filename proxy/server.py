@@ -1,9 +1,12 @@
 """The client side: an HTTP/1.1 server as a raw asyncio Protocol with httptools (not ASGI).
 
-Small endpoints keep the connection alive; a stream request turns the connection into a viewer
-with a close-delimited body. Hostile input costs bounded work: request line plus headers are
-capped, a request must arrive within a deadline, bodies are refused, and a viewer's send
-backlog is capped by the transport's high-water mark (see channel.py for what happens then).
+Holds :class:`ClientProtocol` (one connection: parsing, limits, timeouts), :class:`App` (routing
+and the small endpoints) and the ``/ace/getstream`` query rules (:func:`parse_stream_query`,
+:class:`BadRequest`). Small endpoints keep the connection alive; a stream request turns the
+connection into a viewer with a close-delimited body. Hostile input costs bounded work: request
+line plus headers are capped, a request must arrive within a deadline, bodies are refused, and a
+viewer's send backlog is capped by the transport's high-water mark (see channel.py for what
+happens then). Every error, whoever raised it, is written by responses.py in the one shape.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from urllib.parse import parse_qsl
 import httptools
 
 from acefleet import logs, wire
-from proxy.edge import Edge, Refused
+from acefleet.errors import ServiceError
+from proxy.edge import Edge
 from proxy.metrics import Metrics
 from proxy.placement.relay import RELAY_CLAIM_HEADER
-from proxy.responses import error_response, response
+from proxy.responses import error_response, response, service_error_response
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer
 
@@ -47,11 +51,11 @@ RELAY_CLAIM = RELAY_CLAIM_HEADER.lower().encode()
 _ENDPOINTS = frozenset({"/ace/getstream", "/ace/status", "/livez", "/readyz", "/metrics"})
 
 
-class BadRequest(Exception):
+class BadRequest(ServiceError):
+    """A stream request the proxy will not serve as asked (always 400)."""
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(400, code, message)
 
 
 def parse_stream_query(query: str) -> tuple[str, tuple[str, str], dict[str, str]]:
@@ -309,10 +313,7 @@ class App:
         except BadRequest as exc:
             self.metrics.requests.labels("/ace/getstream", "400").inc()
             self.metrics.rejections.labels("bad_request").inc()
-            conn.send(
-                error_response(400, exc.code, exc.message, keep_alive=keep_alive),
-                keep_alive=keep_alive,
-            )
+            conn.send(service_error_response(exc, keep_alive=keep_alive), keep_alive=keep_alive)
             return
         if head:
             # Never opens playback: checking channels by playing them overloads engines.
@@ -333,12 +334,9 @@ class App:
         viewer = Viewer(conn.transport, conn.address)
         try:
             self.edge.check(conn.address, key)
-        except Refused as exc:
+        except ServiceError as exc:  # a limit refused the stream (edge.Refused)
             self.metrics.requests.labels("/ace/getstream", str(exc.status)).inc()
-            conn.send(
-                error_response(exc.status, exc.code, exc.message, retry_after_s=exc.retry_after_s),
-                keep_alive=False,
-            )
+            conn.send(service_error_response(exc), keep_alive=False)
             return
         self.metrics.requests.labels("/ace/getstream", "200").inc()
         conn.viewer = viewer
