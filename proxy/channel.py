@@ -1,7 +1,9 @@
 """One channel: a content's upstream session and the viewers it fans out to.
 
-The upstream can be replaced (engine died, stalled) without touching the viewers: the buffer's
-offsets keep growing across upstreams and every chunk starts on a packet boundary.
+Holds :class:`Channel` (batching upstream bytes into packet-aligned chunks, fan-out, late
+joiners, grace, failover) and :class:`ChannelContext`, the few collaborators every channel of an
+edge shares. The upstream can be replaced (engine died, stalled) without touching the viewers:
+the buffer's offsets keep growing across upstreams and every chunk starts on a packet boundary.
 """
 
 from __future__ import annotations
@@ -9,34 +11,55 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from acefleet import logs
 from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
-from proxy.engine_api import EngineSession, UpstreamError
-from proxy.placement import Placement, PlacementError, StreamRecord
+from proxy.engine_api import EngineClient, EngineSession, UpstreamError
+from proxy.metrics import Metrics
+from proxy.placement import EventSink, Placement, PlacementError, Placer, StreamRecord
 from proxy.placement.relay import relay_headers
 from proxy.responses import STREAM_HEADERS
+from proxy.settings import ProxySettings
 from proxy.stream_buffer import StreamBuffer, aligned
 from proxy.upstream import Playback, open_playback
 from proxy.viewer import Viewer
-
-if TYPE_CHECKING:
-    from proxy.edge import Edge
 
 log = logs.get(__name__)
 
 _TICK_S = 1.0
 
 
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel needs from outside itself; the edge builds one and hands it to each."""
+
+    settings: ProxySettings
+    metrics: Metrics
+    placer: Placer
+    engine: EngineClient
+    sink: EventSink
+    # run a coroutine nobody waits for (engine stop calls, placement releases)
+    background: Callable[[Coroutine[Any, Any, Any]], None]
+    # the engine named the channel's infohash key: register it; returns the channel already
+    # live under that key (the caller merges into it), else None
+    alias: Callable[[Channel, str], Channel | None]
+    # the channel closed: forget its keys
+    ended: Callable[[Channel], None]
+    # a viewer detached from a channel
+    viewer_left: Callable[[], None]
+
+
 class Channel:
     def __init__(
-        self, edge: Edge, key: str, selector: tuple[str, str], params: dict[str, str]
+        self, ctx: ChannelContext, key: str, selector: tuple[str, str], params: dict[str, str]
     ) -> None:
-        self.edge = edge
-        self.settings = edge.settings
-        self.metrics = edge.metrics
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.metrics = ctx.metrics
         self.loop = asyncio.get_running_loop()
         self.key = key
         self.keys = {key}
@@ -81,7 +104,7 @@ class Channel:
         viewer.channel = None
         self.viewers.remove(viewer)
         self.metrics.viewers.dec()
-        self.edge.viewer_left()
+        self.ctx.viewer_left()
         if not self.viewers and self.state != "closed" and self.grace_handle is None:
             self.grace_handle = self.loop.call_later(self.settings.grace_s, self.close, "idle")
 
@@ -209,7 +232,7 @@ class Channel:
                 return
 
     async def _open_upstream(self) -> None:
-        placement = await self.edge.placer.place(self.key)
+        placement = await self.ctx.placer.place(self.key)
         self.generation += 1
         generation = self.generation
         self.placement = placement
@@ -218,12 +241,12 @@ class Channel:
         self.log.info("upstream_opening", where=placement.where, source=placement.source)
         try:
             if placement.engine is not None:
-                session = await self.edge.engine.start(
+                session = await self.ctx.engine.start(
                     placement.engine, self.selector, self.params, pid
                 )
                 self.session = session
                 other = (
-                    self.edge.alias(self, f"infohash:{session.infohash}")
+                    self.ctx.alias(self, f"infohash:{session.infohash}")
                     if session.infohash
                     else None
                 )
@@ -243,10 +266,10 @@ class Channel:
             )
         except UpstreamError as exc:
             if session is not None and session.command_url:
-                self.edge.background(self.edge.engine.stop(session.command_url))
+                self.ctx.background(self.ctx.engine.stop(session.command_url))
             self.placement = self.session = None
             # released before a retry places again, or this engine's slot would look taken
-            await self.edge.placer.release(
+            await self.ctx.placer.release(
                 placement, "engine_failed" if exc.engine_fault else "content"
             )
             raise
@@ -265,7 +288,7 @@ class Channel:
             viewers=len(self.viewers),
         )
         self.metrics.upstream_sessions.inc()
-        self.edge.sink.stream_started(self.record)
+        self.ctx.sink.stream_started(self.record)
         self.log = log.bind(channel=self.key, stream=pid)  # every later line names the session
         self.log.info("upstream_live", where=placement.where, source=placement.source)
 
@@ -301,10 +324,10 @@ class Channel:
             self.playback = None
         if self.placement is not None:
             if self.session is not None and self.session.command_url:
-                self.edge.background(self.edge.engine.stop(self.session.command_url))
-            self.edge.background(self.edge.placer.release(self.placement, release_reason))
+                self.ctx.background(self.ctx.engine.stop(self.session.command_url))
+            self.ctx.background(self.ctx.placer.release(self.placement, release_reason))
         if self.record is not None:
-            self.edge.sink.stream_ended(self.record, reason)
+            self.ctx.sink.stream_ended(self.record, reason)
         self.placement = self.session = self.record = None
 
     def _fail(self, status: int, code: str, message: str, retry_after_s: float | None) -> None:
@@ -318,7 +341,7 @@ class Channel:
             return
         self.state = "closed"
         self.log.info("channel_closed", reason=reason)
-        self.edge.forget(self)
+        self.ctx.ended(self)
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         for handle in (self.flush_handle, self.grace_handle, self.tick_handle):
@@ -351,7 +374,7 @@ class Channel:
                 self.drop(viewer, "behind")
         if self.record is not None and len(self.viewers) != self.reported_viewers:
             self.reported_viewers = self.record.viewers = len(self.viewers)
-            self.edge.sink.viewers_changed(self.record)
+            self.ctx.sink.viewers_changed(self.record)
 
     def status(self) -> dict[str, Any]:
         placement = self.placement

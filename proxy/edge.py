@@ -16,7 +16,7 @@ from typing import Any
 
 from acefleet import logs
 from acefleet.errors import ServiceError
-from proxy.channel import Channel
+from proxy.channel import Channel, ChannelContext
 from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, NullEventSink, Placer
@@ -82,6 +82,17 @@ class Edge:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.no_viewers = asyncio.Event()  # set whenever the last viewer of all has left
+        self.channel_context = ChannelContext(
+            settings=settings,
+            metrics=metrics,
+            placer=placer,
+            engine=engine,
+            sink=self.sink,
+            background=self.background,
+            alias=self.alias,
+            ended=self.forget,
+            viewer_left=self.viewer_left,
+        )
 
     # --- channels ------------------------------------------------------------------------------
     def live_channels(self) -> list[Channel]:
@@ -125,7 +136,7 @@ class Edge:
         """Attach ``viewer`` to the channel of ``key``, creating it (after :meth:`check`)."""
         channel = self.find(key)
         if channel is None:
-            channel = Channel(self, key, selector, params)
+            channel = Channel(self.channel_context, key, selector, params)
             self.channels[key] = channel
             self.metrics.upstreams.set(len(self.live_channels()))
         channel.attach(viewer)
