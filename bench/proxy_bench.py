@@ -9,8 +9,9 @@ sent (utime+stime from /proc), peak RSS, upstream sessions per channel (from the
 /_sim/sessions), and for the throughput scenario the same viewers straight against the simulator
 (one session each: an engine allows one reader per session) as the ceiling.
 
-Viewers run in this process on uvloop Protocols that only count bytes, so the client costs as
-little as possible; the proxy's CPU is measured from its own /proc entry, not ours.
+Viewers run in this process on uvloop Protocols that only count bytes (the shared viewer of
+tests/support/viewers.py, TS check off), so the client costs as little as possible; the proxy's
+CPU is measured from its own /proc entry, not ours.
 """
 
 from __future__ import annotations
@@ -37,90 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support import procs  # noqa: E402
+from tests.support.viewers import Viewer  # noqa: E402
 
 RATE_BPS = 4_000_000
 LOGS = Path("/tmp/acefleet-proxy-bench")
 
 
 # --- viewers --------------------------------------------------------------------------------
-@dataclass
-class Stats:
-    opened: float = 0.0
-    first: float | None = None
-    last: float = 0.0
-    bytes: int = 0
-    status: int = 0
-    error: str | None = None
-    closed: bool = False
-    measuring_from: float | None = None
-    bytes_at_start: int = 0
-    max_gap: float = 0.0
-
-
-class Viewer(asyncio.Protocol):
-    def __init__(self, target: str, stats: Stats, rate: float | None) -> None:
-        self.target = target
-        self.stats = stats
-        self.rate = rate  # bytes/s cap (a slow viewer) or None (read as fast as possible)
-        self.head = b""
-        self.transport: asyncio.Transport | None = None
-        self.loop = asyncio.get_running_loop()
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.stats.opened = time.monotonic()
-        transport.write(f"GET {self.target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-
-    def data_received(self, data: bytes) -> None:
-        s = self.stats
-        n = len(data)
-        if not s.status:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            s.status = int(self.head.split(b" ", 2)[1])
-            n = len(self.head) - end - 4
-            self.head = b""
-            if s.status != 200:
-                s.error = f"HTTP {s.status}"
-                return
-            if n == 0:
-                return
-        now = time.monotonic()
-        if s.first is None:
-            s.first = now
-        elif s.measuring_from is not None:
-            gap = now - max(s.last, s.measuring_from)
-            if gap > s.max_gap:
-                s.max_gap = gap
-        s.last = now
-        s.bytes += n
-        if self.rate is not None and self.transport is not None:
-            ahead = s.bytes / self.rate - (now - (s.first or now))
-            if ahead > 0.05:
-                self.transport.pause_reading()
-                self.loop.call_later(ahead, self._resume)
-
-    def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.stats.closed = True
-
-
-async def open_viewer(port: int, target: str, rate: float | None = None) -> tuple[Any, Stats]:
-    stats = Stats()
-    loop = asyncio.get_running_loop()
-    try:
-        transport, _ = await loop.create_connection(
-            lambda: Viewer(target, stats, rate), "127.0.0.1", port
-        )
-    except OSError as exc:
-        stats.error = repr(exc)
-        return None, stats
-    return transport, stats
+async def open_viewer(port: int, target: str, rate: float | None = None) -> Viewer:
+    """A viewer that only counts bytes (no TS check: the client should cost as little as it can)."""
+    return await Viewer(f"http://127.0.0.1:{port}{target}", rate=rate, check_ts=False).open()
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -182,12 +109,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def measure(
-    viewers: list[Stats], seconds: float, pid: int | None
-) -> tuple[dict[str, float], float]:
-    """Open the measuring window, wait, and summarise; returns figures and bytes moved."""
+    viewers: list[Viewer], seconds: float, pid: int | None
+) -> tuple[dict[str, float], list[int]]:
+    """Open the measuring window, wait, and summarise; returns figures and each viewer's bytes
+    in the window."""
     t0 = time.monotonic()
-    for s in viewers:
-        s.measuring_from, s.bytes_at_start, s.max_gap = t0, s.bytes, 0.0
+    start = [v.received for v in viewers]
     cpu0 = procs.cpu_seconds(pid) if pid else 0.0
     peak = 0.0
     end = t0 + seconds
@@ -197,26 +124,35 @@ async def measure(
             peak = max(peak, rss_mb(pid))
     t1 = time.monotonic()
     cpu = procs.cpu_seconds(pid) - cpu0 if pid else 0.0
-    for s in viewers:  # a viewer silent until the end counts its trailing gap too
-        s.max_gap = max(s.max_gap, t1 - max(s.last, t0))
-    moved = sum(s.bytes - s.bytes_at_start for s in viewers)
-    rates = [(s.bytes - s.bytes_at_start) / (t1 - t0) for s in viewers]
+    got = [v.received - b for v, b in zip(viewers, start, strict=True)]
+    moved = sum(got)
+    rates = [n / (t1 - t0) for n in got]
     figures = {
         "aggregate_MBps": round(moved / (t1 - t0) / 1e6, 1),
         "viewer_MBps_min": round(min(rates) / 1e6, 3),
         "viewer_MBps_median": round(statistics.median(rates) / 1e6, 3),
-        "stalled": sum(1 for s in viewers if s.max_gap > 1.0),
-        "errors": sum(1 for s in viewers if s.error or s.closed),
+        "stalled": sum(1 for v in viewers if window_gap(v, t0, t1) > 1.0),
+        "errors": sum(1 for v in viewers if v.error or v.closed),
     }
     if pid:
         figures["cpu_s_per_GB"] = round(cpu / (moved / 1e9), 3) if moved else float("nan")
         figures["proxy_cpu_pct"] = round(100 * cpu / (t1 - t0))
         figures["peak_rss_MB"] = round(peak, 1)
-    return figures, moved
+    return figures, got
 
 
-def ttfb(viewers: list[Stats]) -> dict[str, float]:
-    values = [(s.first - s.opened) * 1000 for s in viewers if s.first is not None]
+def window_gap(v: Viewer, t0: float, t1: float) -> float:
+    """The longest silence of ``v`` inside [t0, t1], a trailing one included."""
+    inside = (min(length, start + length - t0) for start, length in v.gaps if start + length >= t0)
+    return max(max(inside, default=0.0), t1 - max(v.last_byte_at or t0, t0))
+
+
+def ttfb(viewers: list[Viewer]) -> dict[str, float]:
+    values = [
+        (v.first_byte_at - v.opened_at) * 1000
+        for v in viewers
+        if v.first_byte_at is not None and v.opened_at is not None
+    ]
     return {"ttfb_p50_ms": round(pct(values, 50), 1), "ttfb_p99_ms": round(pct(values, 99), 1)}
 
 
@@ -244,13 +180,11 @@ def sessions(sim: procs.Service) -> int:
 
 async def live_channel_viewers(
     proxy: procs.Service, channels: int, per_channel: int, rate: float | None = None
-) -> tuple[list[Any], list[Stats]]:
+) -> list[Viewer]:
     """One viewer per channel starts it; the rest join the live channels (TTFB measured)."""
-    transports, stats = [], []
-    for c in range(channels):
-        t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{c:04d}")
-        transports.append(t)
-        stats.append(s)
+    starters = [
+        await open_viewer(proxy.port, f"/ace/getstream?id=bench{c:04d}") for c in range(channels)
+    ]
     await asyncio.sleep(2.0)  # past the burst
     for _ in range(100):  # every channel live, so joiners measure a join, not a cold start
         status = await asyncio.to_thread(get_json, f"{proxy.url}/ace/status")
@@ -259,19 +193,18 @@ async def live_channel_viewers(
         await asyncio.sleep(0.1)
     joiners = []
     for i in range(channels * (per_channel - 1)):
-        t, s = await open_viewer(proxy.port, f"/ace/getstream?id=bench{i % channels:04d}", rate)
-        transports.append(t)
-        joiners.append(s)
+        joiners.append(
+            await open_viewer(proxy.port, f"/ace/getstream?id=bench{i % channels:04d}", rate)
+        )
         # arrivals 5 ms apart (200/s), so TTFB measures a join, not this client's own backlog
         await asyncio.sleep(0.005)
     await asyncio.sleep(1.0)
-    return transports, [*stats, *joiners]
+    return [*starters, *joiners]
 
 
-def close_all(transports: list[Any]) -> None:
-    for t in transports:
-        if t is not None:
-            t.close()
+def close_all(viewers: list[Viewer]) -> None:
+    for v in viewers:
+        v.close()
 
 
 async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Result:
@@ -279,15 +212,15 @@ async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Res
     proxy = start_proxy(sim)
     try:
         before = sessions(sim)
-        transports, viewers = await live_channel_viewers(proxy, channels, per_channel)
+        viewers = await live_channel_viewers(proxy, channels, per_channel)
         in0 = upstream_bytes(proxy)
-        figures, _ = await measure(viewers, seconds, proxy.proc.pid)
+        figures, got = await measure(viewers, seconds, proxy.proc.pid)
         in1 = upstream_bytes(proxy)
         # judge viewers against what the engine actually delivered in the window (on a loaded
         # machine the simulator's own pacing can fall short of 4 Mbit/s; not the proxy's doing)
         upstream_rate = min(in1.get(k, 0) - in0.get(k, 0) for k in in0) / seconds
         nominal = min(RATE_BPS / 8, upstream_rate)
-        rates = [(s.bytes - s.bytes_at_start) / seconds for s in viewers]
+        rates = [n / seconds for n in got]
         figures["upstream_MBps_min"] = round(upstream_rate / 1e6, 3)
         figures["below_99pct_rate"] = sum(1 for r in rates if r < 0.99 * nominal)
         if per_channel > 1:
@@ -295,7 +228,7 @@ async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Res
         else:  # no joiner: this is the cold start (engine start + prebuffer of the simulator)
             figures["cold_start_ms"] = ttfb(viewers)["ttfb_p50_ms"]
         figures["upstreams_per_channel"] = (sessions(sim) - before) / channels
-        close_all(transports)
+        close_all(viewers)
         return Result(f"{channels}ch x {per_channel} viewers @4Mbit/s", figures)
     finally:
         proxy.stop()
@@ -324,9 +257,9 @@ async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Re
     proxy = start_proxy(sim)
     out = []
     try:
-        transports, viewers = await live_channel_viewers(proxy, 1, viewers_n)
+        viewers = await live_channel_viewers(proxy, 1, viewers_n)
         figures, _ = await measure(viewers, seconds, proxy.proc.pid)
-        close_all(transports)
+        close_all(viewers)
         out.append(Result(f"1ch x {viewers_n} fast readers via proxy", figures))
         # the ceiling: the same viewers straight to the simulator, one session each
         direct = [
@@ -334,8 +267,8 @@ async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Re
             for i in range(viewers_n)
         ]
         await asyncio.sleep(2.0)
-        figures, _ = await measure([s for _, s in direct], seconds, None)
-        close_all([t for t, _ in direct])
+        figures, _ = await measure(direct, seconds, None)
+        close_all(direct)
         out.append(Result(f"{viewers_n} readers straight to the source", figures))
         return out
     finally:
@@ -347,17 +280,18 @@ async def scenario_slow(fast_n: int, slow_n: int, seconds: float) -> Result:
     sim = start_sim(RATE_BPS)
     proxy = start_proxy(sim)
     try:
-        transports, fast = await live_channel_viewers(proxy, 1, fast_n)
-        slow = []
-        for _ in range(slow_n):
-            t, s = await open_viewer(proxy.port, "/ace/getstream?id=bench0000", RATE_BPS / 80)
-            transports.append(t)
-            slow.append(s)
+        fast = await live_channel_viewers(proxy, 1, fast_n)
+        slow = [
+            await open_viewer(proxy.port, "/ace/getstream?id=bench0000", RATE_BPS / 80)
+            for _ in range(slow_n)
+        ]
+        slow_start = [v.received for v in slow]
         figures, _ = await measure(fast, seconds, proxy.proc.pid)
         figures["slow_viewer_MBps"] = [
-            round((s.bytes - s.bytes_at_start) / seconds / 1e6, 3) for s in slow
+            round((v.received - b) / seconds / 1e6, 3)
+            for v, b in zip(slow, slow_start, strict=True)
         ]
-        close_all(transports)
+        close_all([*fast, *slow])
         return Result(f"1ch x {fast_n} fast + {slow_n} at 1/10 rate (fast viewers)", figures)
     finally:
         proxy.stop()
@@ -404,26 +338,25 @@ async def scenario_churn(seconds: float) -> Result:
 async def churn_round(proxy: procs.Service, seconds: float) -> tuple[int, int]:
     """Viewers come and go (30 at a time, 0.2-2 s each); returns (opened, errors)."""
     errors = opened = 0
-    live: list[tuple[Any, Stats, float]] = []
+    live: list[tuple[Viewer, float]] = []
     rng = random.Random(7)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         now = time.monotonic()
-        for item in [x for x in live if x[2] <= now]:
-            if item[1].error or (item[1].closed and item[1].first is None):
+        for item in [x for x in live if x[1] <= now]:
+            v = item[0]
+            if v.error or (v.closed and v.first_byte_at is None):
                 errors += 1
-            if item[0] is not None:
-                item[0].close()
+            v.close()
             live.remove(item)
         while len(live) < 30:
-            t, s = await open_viewer(proxy.port, f"/ace/getstream?id=churn{rng.randrange(2)}")
+            v = await open_viewer(proxy.port, f"/ace/getstream?id=churn{rng.randrange(2)}")
             opened += 1
-            live.append((t, s, now + rng.uniform(0.2, 2.0)))
+            live.append((v, now + rng.uniform(0.2, 2.0)))
         await asyncio.sleep(0.05)
-    for t, s, _ in live:
-        errors += 1 if s.error else 0
-        if t is not None:
-            t.close()
+    for v, _ in live:
+        errors += 1 if v.error else 0
+        v.close()
     return opened, errors
 
 

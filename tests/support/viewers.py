@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 PACKET_SIZE = 188
@@ -74,8 +74,8 @@ class _Connection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here
+        self.transport = cast(asyncio.Transport, transport)
         self.opened_at = time.monotonic()
         transport.write(self.request)
 
@@ -140,10 +140,18 @@ class Viewer:
     _pending: bytes = field(default=b"", init=False, repr=False)
     _conn: _Connection | None = field(default=None, init=False, repr=False)
     _stopping: bool = field(default=False, init=False, repr=False)
+    _dialed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     # --- control ----------------------------------------------------------------------------
     def start(self) -> Viewer:
         self.task = asyncio.get_running_loop().create_task(self.run())
+        return self
+
+    async def open(self) -> Viewer:
+        """Start, and return once the first connection is made (or failed): many viewers opened
+        one after the other reach the server in that order, not as one burst of SYNs."""
+        self.start()
+        await self._dialed.wait()
         return self
 
     def close(self) -> None:
@@ -174,6 +182,7 @@ class Viewer:
         finally:
             self.closed = True
             self.settled.set()
+            self._dialed.set()
             if self._conn is not None:
                 self._conn.close()
 
@@ -201,7 +210,10 @@ class Viewer:
         connect = loop.create_connection(lambda: conn, host, port)
         # Reconnecting: connect quickly or try again (the first SYN after a VIP move can be lost
         # while the bridge learns the new MAC address).
-        await (asyncio.wait_for(connect, self.stall_timeout + 2) if self.reconnect else connect)
+        try:
+            await (asyncio.wait_for(connect, self.stall_timeout + 2) if self.reconnect else connect)
+        finally:
+            self._dialed.set()
         if self.opened_at is None:
             self.opened_at = conn.opened_at
         try:
