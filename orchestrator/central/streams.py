@@ -21,6 +21,10 @@ class Stream:
     claim_id: str | None = None
     engine_id: str | None = None
 
+    def set_viewers(self, viewers: int) -> None:
+        self.viewers = viewers
+        self.peak_viewers = max(self.peak_viewers, viewers)
+
 
 @dataclass(slots=True)
 class Proxy:

@@ -127,8 +127,7 @@ class StreamTracker:
         if ev.type == "viewers":
             if ev.viewers is None:
                 return ErrorDetail(code="missing_viewers", message="a viewers event needs viewers")
-            stream.viewers = ev.viewers
-            stream.peak_viewers = max(stream.peak_viewers, ev.viewers)
+            stream.set_viewers(ev.viewers)
             return None
         self._end(stream, ev.reason or "ended", _aware(ev.at))
         return None
@@ -224,8 +223,7 @@ class StreamTracker:
                 self.history.session_started(self._session_row(stream))
                 added += 1
             else:
-                known.viewers = ls.viewers
-                known.peak_viewers = max(known.peak_viewers, ls.viewers)
+                known.set_viewers(ls.viewers)
                 if known.claim_id is None and (ls.claim_id or ls.engine_id):
                     self._attach(known, ls.claim_id, ls.engine_id)
         return SnapshotOutcome(streams=len(snap.streams), added=added, ended=ended)
