@@ -11,16 +11,17 @@ Traffic goes only to the VIP (after checking it routes to a local bridge) and, t
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 
-TS_PACKET = 188
+# The players are the test suite's viewer (standard library only), from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread  # noqa: E402
+
 ALL_CHECKS = ("stream", "sharing", "edges", "drain", "reload", "failover")
 
 
@@ -31,102 +32,6 @@ def run(args: list[str], timeout: float = 30) -> str:
 
 def dexec(container: str, cmd: str, timeout: float = 30) -> str:
     return run(["docker", "exec", container, "sh", "-c", cmd], timeout)
-
-
-@dataclass
-class Viewer:
-    """One player on the VIP: reads a channel, and (optionally) reconnects like a player would."""
-
-    vip: str
-    channel: str
-    reconnect: bool = False
-    stall_timeout: float = 3.0
-    port: int = 80
-    edge: str = ""
-    status: int = 0
-    bytes: int = 0
-    ts_valid: bool = True
-    connections: int = 0
-    gaps: list[float] = field(default_factory=list)  # seconds without bytes, per reconnect
-    max_stall: float = 0.0  # longest pause between two reads of one connection
-    last_byte: float = 0.0
-    error: str = ""
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def wait_playing(self, timeout: float = 45) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._thread and self._thread.is_alive():
-            if self.bytes:
-                return True
-            time.sleep(0.1)
-        return self.bytes > 0
-
-    def start(self) -> Viewer:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> Viewer:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=15)
-        return self
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        lost_at = 0.0
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                self._read_once(lost_at)
-            except (OSError, http.client.HTTPException) as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
-            if not self.reconnect:
-                return
-            lost_at = lost_at or self.last_byte or time.monotonic()
-            self._stop.wait(0.2)
-
-    def _read_once(self, lost_at: float) -> None:
-        # Connect quickly or try again (the first SYN after a VIP move can be lost while the
-        # bridge learns the new MAC address), then wait patiently for the first byte: a channel
-        # whose viewers were all gone for a moment is opened again (claim, engine prebuffer).
-        conn = http.client.HTTPConnection(self.vip, self.port, timeout=self.stall_timeout + 2)
-        conn.connect()
-        # Keep the socket: getresponse() drops conn.sock for a response read until close.
-        sock = conn.sock
-        sock.settimeout(30)
-        try:
-            conn.request("GET", f"/ace/getstream?id={self.channel}")
-            resp = conn.getresponse()
-            self.status, self.edge = resp.status, resp.getheader("X-Acefleet-Edge", "")
-            self.connections += 1
-            if resp.status != 200:
-                return
-            if self.reconnect:
-                # Like a player: a stream silent this long is dead (a connection whose lb host
-                # went away gets no reset, it just stops), so reconnect.
-                sock.settimeout(self.stall_timeout)
-            pending = b""
-            prev = time.monotonic()
-            while not self._stop.is_set():
-                chunk = resp.read1(65536)
-                if not chunk:
-                    return
-                now = time.monotonic()
-                if lost_at:  # first bytes after a reconnect
-                    self.gaps.append(now - lost_at)
-                    lost_at = 0.0
-                elif self.bytes:
-                    self.max_stall = max(self.max_stall, now - prev)
-                prev = self.last_byte = now
-                self.bytes += len(chunk)
-                pending += chunk
-                whole = len(pending) - len(pending) % TS_PACKET
-                if any(pending[i] != 0x47 for i in range(0, whole, TS_PACKET)):
-                    self.ts_valid = False
-                pending = pending[whole:]
-        finally:
-            conn.close()
 
 
 class Fleet:
@@ -141,6 +46,19 @@ class Fleet:
         self.servers = [f"{args.server_prefix}edge1", f"{args.server_prefix}edge2"]
         self.results: dict[str, dict[str, object]] = {}
         self.failures: list[str] = []
+        self.players = ViewerThread()
+
+    def watch(self, channel: str, reconnect: bool = False) -> Viewer:
+        """A player on the VIP; with ``reconnect`` it connects again after a close or 3 s of
+        silence (a connection whose lb host went away gets no reset, it just stops)."""
+        url = f"http://{self.vip}/ace/getstream?id={channel}"
+        return self.players.start(Viewer(url, reconnect=reconnect, stall_timeout=3.0))
+
+    def wait_playing(self, viewer: Viewer) -> bool:
+        return self.players.wait_playing(viewer, timeout=45)
+
+    def stop(self, viewer: Viewer) -> Viewer:
+        return self.players.stop(viewer)
 
     def vip_holder(self) -> str:
         for lb in self.lbs:
@@ -177,13 +95,15 @@ class Fleet:
         return dexec(lb, f"echo '{command}' | socat - /run/haproxy/admin.sock", 30)
 
     def served_by(self, channels: list[str]) -> dict[str, str]:
-        viewers = [Viewer(self.vip, ch).start() for ch in channels]
-        for v in viewers:
-            v.wait_playing()
-        for v in viewers:
-            v.stop()
-        self.failures = [f"{v.channel}: HTTP {v.status} {v.error}" for v in viewers if not v.bytes]
-        return {v.channel: v.edge for v in viewers if v.status == 200 and v.bytes}
+        viewers = {ch: self.watch(ch) for ch in channels}
+        for v in viewers.values():
+            self.wait_playing(v)
+        for v in viewers.values():
+            self.stop(v)
+        self.failures = [
+            f"{ch}: HTTP {v.status} {v.error}" for ch, v in viewers.items() if not v.received
+        ]
+        return {ch: v.edge for ch, v in viewers.items() if v.status == 200 and v.received}
 
     def agent(self, edge: str, method: str, path: str) -> str:
         auth = f"-H 'Authorization: Bearer {self.agent_key}'"
@@ -192,25 +112,26 @@ class Fleet:
     # --- checks --------------------------------------------------------------------------------
 
     def check_stream(self) -> tuple[bool, str]:
-        v = Viewer(self.vip, "verify-stream").start()
-        v.wait_playing()
+        v = self.watch("verify-stream")
+        self.wait_playing(v)
         time.sleep(4)
-        v.stop()
-        ok = v.status == 200 and v.bytes > 100 * TS_PACKET and v.ts_valid
+        self.stop(v)
+        ts_valid = v.misaligned == 0
+        ok = v.status == 200 and v.received > 100 * PACKET_SIZE and ts_valid
         return (
             ok,
-            f"HTTP {v.status} via {v.edge or '?'}: {v.bytes} bytes in 4 s, TS sync {v.ts_valid}",
+            f"HTTP {v.status} via {v.edge or '?'}: {v.received} bytes in 4 s, TS sync {ts_valid}",
         )
 
     def check_sharing(self) -> tuple[bool, str]:
-        viewers = [Viewer(self.vip, "verify-shared").start() for _ in range(3)]
+        viewers = [self.watch("verify-shared") for _ in range(3)]
         for v in viewers:
-            v.wait_playing()
+            self.wait_playing(v)
         time.sleep(1)
         sessions = [s for s in self.engine_sessions() if s.get("content_id") == "verify-shared"]
         for v in viewers:
-            v.stop()
-        playing = sum(1 for v in viewers if v.bytes > 0)
+            self.stop(v)
+        playing = sum(1 for v in viewers if v.received > 0)
         edges = {v.edge for v in viewers}
         ok = playing == 3 and len(sessions) == 1 and len(edges) == 1
         return (
@@ -243,48 +164,49 @@ class Fleet:
         on_first = [ch for ch, edge in where.items() if edge == first]
         if not on_first:
             return False, f"no channel hashed to {first}: {where} {self.failures[:3]}"
-        live = Viewer(self.vip, on_first[0]).start()
-        live.wait_playing()
-        before = live.bytes
+        live = self.watch(on_first[0])
+        self.wait_playing(live)
+        before = live.received
         self.agent(self.edges[0], "POST", "/v1/drain")
         for lb in self.lbs:
             self.haproxy(lb, f"set server edges/{first} state drain")
         time.sleep(3)
         moved = self.served_by([f"verify-drained-{i}" for i in range(6)])
-        during = live.bytes
+        during = live.received
         time.sleep(2)
-        live.stop()
+        self.stop(live)
         self.agent(self.edges[0], "DELETE", "/v1/drain")
         for lb in self.lbs:
             self.haproxy(lb, f"set server edges/{first} state ready")
         new_edges = sorted(set(moved.values()))
-        kept = live.bytes > during > before and live.connections == 1
+        kept = live.received > during > before and live.connections == 1
         ok = new_edges == [second] and len(moved) == 6 and kept
         return ok, (
             f"new channels while {first} drains served by {new_edges} ({len(moved)}/6); {first}'s "
-            f"viewer kept playing: {kept} ({live.bytes - before} bytes during drain, "
-            f"longest stall {live.max_stall:.2f} s)"
+            f"viewer kept playing: {kept} ({live.received - before} bytes during drain, "
+            f"longest stall {live.longest_gap():.2f} s)"
         )
 
     def check_reload(self) -> tuple[bool, str]:
         lb = self.vip_holder()
-        live = Viewer(self.vip, "verify-reload").start()
-        live.wait_playing()
+        live = self.watch("verify-reload")
+        self.wait_playing(live)
         pid = dexec(lb, "systemctl show -p MainPID --value haproxy").strip()
         dexec(lb, "echo '# verify_fleet: a configuration change' >> /etc/haproxy/haproxy.cfg")
         dexec(lb, "systemctl reload haproxy")
         time.sleep(3)
-        before = live.bytes
+        before = live.received
         time.sleep(2)
-        live.stop()
+        self.stop(live)
         dexec(
             lb, "sed -i '/^# verify_fleet: /d' /etc/haproxy/haproxy.cfg && systemctl reload haproxy"
         )
         same = dexec(lb, "systemctl show -p MainPID --value haproxy").strip() == pid
-        ok = same and live.connections == 1 and live.bytes > before and live.max_stall < 2
+        stall = live.longest_gap()
+        ok = same and live.connections == 1 and live.received > before and stall < 2
         return ok, (
             f"reload on {lb}: master kept (pid {pid}): {same}, stream kept its connection: "
-            f"{live.connections == 1}, longest stall {live.max_stall:.2f} s"
+            f"{live.connections == 1}, longest stall {stall:.2f} s"
         )
 
     def check_failover(self) -> tuple[bool, str]:
@@ -292,28 +214,28 @@ class Fleet:
         if not holder:
             return False, "no lb host holds the VIP"
         other = next(lb for lb in self.lbs if lb != holder)
-        live = Viewer(self.vip, "verify-failover", reconnect=True).start()
-        live.wait_playing()
+        live = self.watch("verify-failover", reconnect=True)
+        self.wait_playing(live)
         time.sleep(1)
         stopped = time.monotonic()
         run(["docker", "stop", "-t", "10", holder], 60)
         moved_to = self.wait_vip(30)
         vip_move = time.monotonic() - stopped
         deadline = time.monotonic() + 45
-        while not live.gaps and time.monotonic() < deadline:
+        while not live.reconnect_gaps and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2)
-        live.stop()
+        self.stop(live)
         run(["docker", "start", holder], 60)
         back = self._wait_lb_back(holder)
-        gap = live.gaps[0] if live.gaps else float("inf")
-        if not live.gaps:
+        gap = live.reconnect_gaps[0] if live.reconnect_gaps else float("inf")
+        if not live.reconnect_gaps:
             return (
                 False,
                 f"no bytes after {holder} stopped: {live.connections} connections, "
                 f"last HTTP {live.status}, last error {live.error!r}",
             )
-        ok = moved_to == other and live.gaps != [] and gap < 10
+        ok = moved_to == other and live.reconnect_gaps != [] and gap < 10
         return ok, (
             f"stopped {holder}: VIP on {moved_to or 'nobody'} after {vip_move:.1f} s; the viewer "
             f"reconnected after a gap of {gap:.2f} s without bytes ({live.connections} "
