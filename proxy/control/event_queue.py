@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from acefleet import logs
 from acefleet.wire import EventBatch, EventBatchResult, EventResult, StreamEvent
+from proxy.control.peer import ControlPeer
 from proxy.placement import EventSink, StreamRecord
 
 log = logs.get(__name__)
@@ -54,28 +55,19 @@ class BatchedEventSink:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
-        url: str,
-        api_key: str,
+        central: ControlPeer,
         *,
-        proxy_id: str,
-        host: str,
         queue_max: int,
         batch_max: int,
         flush_s: float,
-        timeout_s: float,
         registry: CollectorRegistry,
     ) -> None:
-        self.http = http
-        self.url = url.rstrip("/") + "/v1/events"
-        self.headers = {"X-API-Key": api_key} if api_key else {}
-        self.proxy_id = proxy_id
-        self.host = host
+        self.central = central
+        self.url = central.url("/v1/events")
         self.queue: deque[StreamEvent] = deque()
         self.queue_max = queue_max
         self.batch_max = batch_max
         self.flush_s = flush_s
-        self.timeout_s = timeout_s
         self.metrics = EventMetrics(registry)
         self.wake = asyncio.Event()
         self.connected = True
@@ -92,7 +84,7 @@ class BatchedEventSink:
             infohash=stream.infohash,
             claim_id=placement.claim_id,
             engine_id=placement.engine_id,
-            host=self.host,
+            host=self.central.host,
             viewers=stream.viewers,
         )
 
@@ -140,10 +132,10 @@ class BatchedEventSink:
 
     async def send_batch(self) -> bool:
         batch = [self.queue[i] for i in range(min(self.batch_max, len(self.queue)))]
-        body = EventBatch(proxy_id=self.proxy_id, events=batch).model_dump(mode="json")
+        body = EventBatch(proxy_id=self.central.proxy_id, events=batch).model_dump(mode="json")
         try:
-            resp = await self.http.post(
-                self.url, json=body, headers=self.headers, timeout=self.timeout_s
+            resp = await self.central.http.post(
+                self.url, json=body, headers=self.central.headers, timeout=self.central.timeout_s
             )
             resp.raise_for_status()
             result = EventBatchResult.model_validate_json(resp.content)

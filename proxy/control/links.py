@@ -11,9 +11,11 @@ import contextlib
 import socket
 
 import httpx
+from pydantic import SecretStr
 
 from acefleet import logs
 from proxy.control.event_queue import BatchedEventSink, FanoutSink
+from proxy.control.peer import ControlPeer, PeerName
 from proxy.control.snapshot import SnapshotLoop
 from proxy.edge import Edge
 from proxy.metrics import Metrics
@@ -54,47 +56,35 @@ class ControlLinks:
         self.http = httpx.AsyncClient(
             trust_env=False, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
         )
+        # Each peer is built once; its claim client, event queue and snapshot all take it.
+        self.central_peer: ControlPeer | None = None
+        self.agent_peer: ControlPeer | None = None
+        if s.central_url:
+            self.central_peer = self._peer("central", s.central_url, s.central_api_key)
+        if s.agent_url:
+            self.agent_peer = self._peer("agent", s.agent_url, s.agent_api_key)
         steps: list[tuple[str, Step]] = []
         self.central: CentralPlacer | None = None
         self.agent: AgentPlacer | None = None
-        if s.central_url:
+        if self.central_peer is not None:
             self.central = CentralPlacer(
-                self.http,
-                s.central_url,
-                s.central_api_key.get_secret_value(),
-                proxy_id=self.proxy_id,
-                host=self.host,
-                timeout_s=s.central_timeout_s,
-                breaker=Breaker(s.breaker_failures, s.breaker_open_s),
+                self.central_peer, Breaker(s.breaker_failures, s.breaker_open_s)
             )
             steps.append(("central", self.central))
-        if s.agent_url:
-            self.agent = AgentPlacer(
-                self.http,
-                s.agent_url,
-                s.agent_api_key.get_secret_value(),
-                proxy_id=self.proxy_id,
-                host=self.host,
-                timeout_s=s.agent_timeout_s,
-                breaker=Breaker(s.breaker_failures, s.breaker_open_s),
-            )
+        if self.agent_peer is not None:
+            self.agent = AgentPlacer(self.agent_peer, Breaker(s.breaker_failures, s.breaker_open_s))
             steps.append(("agent", self.agent))
         if static is not None and s.engines:
             steps.append(("static", PlainStep(static)))
         self.placer = PlacementChain(steps, metrics.registry)
         sinks: list[EventSink] = []
         self.events: BatchedEventSink | None = None
-        if s.central_url:
+        if self.central_peer is not None:
             self.events = BatchedEventSink(
-                self.http,
-                s.central_url,
-                s.central_api_key.get_secret_value(),
-                proxy_id=self.proxy_id,
-                host=self.host,
+                self.central_peer,
                 queue_max=s.event_queue_max,
                 batch_max=s.event_batch_max,
                 flush_s=s.event_flush_s,
-                timeout_s=s.central_timeout_s,
                 registry=metrics.registry,
             )
             sinks.append(self.events)
@@ -103,19 +93,27 @@ class ControlLinks:
         self.sink = FanoutSink(sinks)
         self.snapshots: SnapshotLoop | None = None
 
+    def _peer(self, name: PeerName, url: str, api_key: SecretStr) -> ControlPeer:
+        timeout_s = self.settings.central_timeout_s
+        if name == "agent":
+            timeout_s = self.settings.agent_timeout_s
+        return ControlPeer(
+            name,
+            self.http,
+            url,
+            api_key.get_secret_value(),
+            proxy_id=self.proxy_id,
+            host=self.host,
+            timeout_s=timeout_s,
+        )
+
     def start(self, edge: Edge) -> None:
-        s = self.settings
-        if s.central_url:
+        if self.central_peer is not None:
             self.snapshots = SnapshotLoop(
                 edge,
-                self.http,
-                s.central_url,
-                s.central_api_key.get_secret_value(),
-                proxy_id=self.proxy_id,
-                host=self.host,
+                self.central_peer,
                 url=self.url,
-                interval_s=s.snapshot_interval_s,
-                timeout_s=s.central_timeout_s,
+                interval_s=self.settings.snapshot_interval_s,
             )
             self.snapshots.start()
         if self.events is not None:

@@ -15,6 +15,7 @@ import httpx
 
 from acefleet import logs
 from acefleet.wire import LiveStream, ProxySnapshot
+from proxy.control.peer import ControlPeer
 from proxy.edge import Edge
 
 log = logs.get(__name__)
@@ -46,24 +47,16 @@ class SnapshotLoop:
     def __init__(
         self,
         edge: Edge,
-        http: httpx.AsyncClient,
-        central_url: str,
-        api_key: str,
+        central: ControlPeer,
         *,
-        proxy_id: str,
-        host: str,
         url: str,
         interval_s: float,
-        timeout_s: float,
     ) -> None:
         self.edge = edge
-        self.http = http
-        self.target = f"{central_url.rstrip('/')}/v1/proxies/{proxy_id}/streams"
-        self.headers = {"X-API-Key": api_key} if api_key else {}
-        self.host = host
+        self.central = central
+        self.target = central.url(f"/v1/proxies/{central.proxy_id}/streams")
         self.url = url
         self.interval_s = interval_s
-        self.timeout_s = timeout_s
         self.now = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -89,10 +82,13 @@ class SnapshotLoop:
             self.now.clear()
 
     async def send(self) -> bool:
-        body = snapshot_of(self.edge, self.host, self.url).model_dump(mode="json")
+        body = snapshot_of(self.edge, self.central.host, self.url).model_dump(mode="json")
         try:
-            resp = await self.http.put(
-                self.target, json=body, headers=self.headers, timeout=self.timeout_s
+            resp = await self.central.http.put(
+                self.target,
+                json=body,
+                headers=self.central.headers,
+                timeout=self.central.timeout_s,
             )
         except httpx.HTTPError:
             return False

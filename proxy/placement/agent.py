@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from acefleet import logs
+from proxy.control.peer import ControlPeer
 from proxy.placement import Placement, StreamRecord, Unavailable
 from proxy.placement.circuit import Breaker
 from proxy.placement.claim_call import ClaimClient
@@ -27,27 +28,8 @@ _RELEASE_RETRY_S = 3.0
 
 
 class AgentPlacer(ClaimClient):
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        url: str,
-        api_key: str,
-        *,
-        proxy_id: str,
-        host: str,
-        timeout_s: float,
-        breaker: Breaker,
-    ) -> None:
-        super().__init__(
-            "agent",
-            http,
-            url,
-            {"Authorization": f"Bearer {api_key}"} if api_key else {},
-            proxy_id=proxy_id,
-            host=host,
-            timeout_s=timeout_s,
-            breaker=breaker,
-        )
+    def __init__(self, peer: ControlPeer, breaker: Breaker) -> None:
+        super().__init__(peer, breaker)
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
@@ -80,8 +62,10 @@ class AgentPlacer(ClaimClient):
 
     async def _delete(self, claim_id: str) -> bool:
         try:
-            resp = await self.http.delete(
-                f"{self.url}/v1/claims/{claim_id}", headers=self.headers, timeout=self.timeout_s
+            resp = await self.peer.http.delete(
+                self.peer.url(f"/v1/claims/{claim_id}"),
+                headers=self.peer.headers,
+                timeout=self.peer.timeout_s,
             )
         except httpx.HTTPError:
             return False
@@ -103,11 +87,11 @@ class AgentPlacer(ClaimClient):
 
     async def _confirm(self, claim_id: str) -> None:
         with contextlib.suppress(httpx.HTTPError):
-            resp = await self.http.post(
-                f"{self.url}/v1/claims/{claim_id}/confirm",
+            resp = await self.peer.http.post(
+                self.peer.url(f"/v1/claims/{claim_id}/confirm"),
                 json={},
-                headers=self.headers,
-                timeout=self.timeout_s,
+                headers=self.peer.headers,
+                timeout=self.peer.timeout_s,
             )
             if resp.status_code != 200:
                 log.warning("agent_confirm_refused", claim_id=claim_id, status=resp.status_code)

@@ -15,6 +15,7 @@ import httpx
 
 from acefleet import logs
 from acefleet.wire import ClaimGrant
+from proxy.control.peer import ControlPeer
 from proxy.placement import Placement, PlacementError, Unavailable
 from proxy.placement.circuit import Breaker
 from proxy.placement.claim_call import ClaimClient
@@ -30,27 +31,8 @@ RELAY_AVOID_S = 10.0
 
 
 class CentralPlacer(ClaimClient):
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        url: str,
-        api_key: str,
-        *,
-        proxy_id: str,
-        host: str,
-        timeout_s: float,
-        breaker: Breaker,
-    ) -> None:
-        super().__init__(
-            "central",
-            http,
-            url,
-            {"X-API-Key": api_key} if api_key else {},
-            proxy_id=proxy_id,
-            host=host,
-            timeout_s=timeout_s,
-            breaker=breaker,
-        )
+    def __init__(self, peer: ControlPeer, breaker: Breaker) -> None:
+        super().__init__(peer, breaker)
         self.content_of: dict[str, str] = {}  # claim id → content key, until released
         self.relay_from: dict[str, str] = {}  # relay claim id → the edge relayed from
         # (content key, edge) → when relaying that content from that edge failed
@@ -128,8 +110,10 @@ class CentralPlacer(ClaimClient):
         if not self.breaker.allow():
             return
         try:
-            resp = await self.http.delete(
-                f"{self.url}/v1/claims/{claim_id}", headers=self.headers, timeout=self.timeout_s
+            resp = await self.peer.http.delete(
+                self.peer.url(f"/v1/claims/{claim_id}"),
+                headers=self.peer.headers,
+                timeout=self.peer.timeout_s,
             )
         except httpx.HTTPError as exc:
             self.breaker.failure()

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.control.event_queue import BatchedEventSink
+from proxy.control.peer import ControlPeer
 from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
 from proxy.placement import Placement, StreamRecord, Unavailable
@@ -54,18 +55,16 @@ def record(n: int) -> StreamRecord:
 async def test_event_queue_bounded_retried_batched(central: procs.Service) -> None:
     registry = CollectorRegistry()
     async with httpx.AsyncClient() as http:
-        sink = BatchedEventSink(
+        peer = ControlPeer(
+            "central",
             http,
             f"http://127.0.0.1:{procs.free_port()}",  # nobody listens: central is "down"
             SERVICE_KEY,
             proxy_id="queue-proxy",
             host="queue-edge",
-            queue_max=10,
-            batch_max=4,
-            flush_s=0.05,
             timeout_s=1,
-            registry=registry,
         )
+        sink = BatchedEventSink(peer, queue_max=10, batch_max=4, flush_s=0.05, registry=registry)
         sink.start()
         records = [record(n) for n in range(13)]
         for r in records:
@@ -95,10 +94,12 @@ async def test_chain_falls_through_to_the_static_list(sim: procs.Service) -> Non
     dead = f"http://127.0.0.1:{procs.free_port()}"
     async with httpx.AsyncClient() as http:
         central = CentralPlacer(
-            http, dead, "k", proxy_id="p", host="h", timeout_s=1, breaker=Breaker(1, 60)
+            ControlPeer("central", http, dead, "k", proxy_id="p", host="h", timeout_s=1),
+            Breaker(1, 60),
         )
         agent = AgentPlacer(
-            http, dead, "k", proxy_id="p", host="h", timeout_s=1, breaker=Breaker(1, 60)
+            ControlPeer("agent", http, dead, "k", proxy_id="p", host="h", timeout_s=1),
+            Breaker(1, 60),
         )
         engine = EngineClient(call_timeout=2, stop_timeout=2, metrics=metrics)
         static = StaticPlacer(
