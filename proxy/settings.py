@@ -74,6 +74,29 @@ class ProxySettings(BaseSettings):
         10.0, gt=0, le=3600, description="Seconds between live-stream snapshots to central"
     )
 
+    # --- avoiding what just failed (placement; 0 = never avoid) --------------------------------
+    failed_engine_avoid_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="An engine whose upstream just failed is named in claims' avoid list this "
+        "long, so central and the agent place the failover elsewhere",
+    )
+    failed_relay_avoid_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="An edge that a relay of a channel just failed from is not relayed from again "
+        "for that channel this long (central hands the channel to this edge instead)",
+    )
+    failed_static_avoid_s: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="A static-list engine whose upstream just failed is picked last this long "
+        "(still picked when it is the only one free)",
+    )
+
     # --- timeouts ----------------------------------------------------------------------------
     engine_call_timeout_s: float = Field(
         10.0, gt=0, le=120, description="Timeout of the engine's format=json start call"

@@ -68,7 +68,9 @@ class ControlLinks:
         self.agent: AgentPlacer | None = None
         if self.central_peer is not None:
             self.central = CentralPlacer(
-                self.central_peer, Breaker(s.breaker_failures, s.breaker_open_s)
+                self.central_peer,
+                Breaker(s.breaker_failures, s.breaker_open_s),
+                relay_avoid_s=s.failed_relay_avoid_s,
             )
             steps.append(("central", self.central))
         if self.agent_peer is not None:
@@ -76,7 +78,7 @@ class ControlLinks:
             steps.append(("agent", self.agent))
         if static is not None and s.engines:
             steps.append(("static", PlainStep(static)))
-        self.placer = PlacementChain(steps, metrics.registry)
+        self.placer = PlacementChain(steps, metrics.registry, avoid_s=s.failed_engine_avoid_s)
         sinks: list[EventSink] = []
         self.events: BatchedEventSink | None = None
         if self.central_peer is not None:

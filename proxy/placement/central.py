@@ -26,13 +26,14 @@ log = logs.get(__name__)
 # Central's answers that mean "I cannot decide now" rather than "the fleet is full": the next
 # step (the local agent) may still serve the viewer.
 _NOT_DECIDING = frozenset({"warming_up", "no_hosts"})
-# A failed relay source is avoided for its content this long (a failover's few quick retries).
-RELAY_AVOID_S = 10.0
 
 
 class CentralPlacer(ClaimClient):
-    def __init__(self, peer: ControlPeer, breaker: Breaker) -> None:
+    def __init__(self, peer: ControlPeer, breaker: Breaker, *, relay_avoid_s: float) -> None:
         super().__init__(peer, breaker)
+        # A failed relay source is avoided for its content this long (a failover's few quick
+        # retries): setting failed_relay_avoid_s.
+        self.relay_avoid_s = relay_avoid_s
         self.content_of: dict[str, str] = {}  # claim id → content key, until released
         self.relay_from: dict[str, str] = {}  # relay claim id → the edge relayed from
         # (content key, edge) → when relaying that content from that edge failed
@@ -100,7 +101,7 @@ class CentralPlacer(ClaimClient):
         content over to this edge (only that content: other channels there may be fine)."""
         now = time.monotonic()
         for entry, at in list(self.failed_relays.items()):
-            if now - at > RELAY_AVOID_S:
+            if now - at > self.relay_avoid_s:
                 del self.failed_relays[entry]
         return frozenset(f"edge:{edge}" for key, edge in self.failed_relays if key == content_key)
 

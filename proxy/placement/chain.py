@@ -21,8 +21,6 @@ from proxy.placement import Placement, PlacementError, Placer, Source, Unavailab
 
 log = logs.get(__name__)
 
-# An engine whose session just failed is not asked for again this long (failover goes elsewhere).
-AVOID_S = 30.0
 _AVOID_MAX = 64  # ClaimRequest.avoid takes at most 100 entries
 
 
@@ -48,8 +46,13 @@ class PlainStep:
 
 
 class PlacementChain:
-    def __init__(self, steps: Sequence[tuple[str, Step]], registry: CollectorRegistry) -> None:
+    def __init__(
+        self, steps: Sequence[tuple[str, Step]], registry: CollectorRegistry, *, avoid_s: float
+    ) -> None:
         self.steps = list(steps)
+        # An engine whose session just failed is not asked for again this long (so a failover
+        # goes elsewhere): setting failed_engine_avoid_s.
+        self.avoid_s = avoid_s
         self.placements = Counter(
             "acefleet_proxy_placements",
             "Upstream placements by the step that made them (central, relay, agent, static)",
@@ -66,7 +69,7 @@ class PlacementChain:
 
     def avoid(self) -> frozenset[str]:
         now = time.monotonic()
-        while self.failed and next(iter(self.failed.values())) < now - AVOID_S:
+        while self.failed and next(iter(self.failed.values())) < now - self.avoid_s:
             self.failed.popitem(last=False)
         return frozenset(self.failed)
 

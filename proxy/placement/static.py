@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from acefleet import logs
 from proxy.engine_api import EngineClient
 from proxy.placement import Placement, PlacementError
-from proxy.settings import parse_engine
+from proxy.settings import ProxySettings, parse_engine
 
 log = logs.get(__name__)
 
-PENALTY_S = 15.0
+# Until acefleet-proxy's cli passes failed_static_avoid_s, the setting's default applies.
+_FAILED_AVOID_S: float = ProxySettings.model_fields["failed_static_avoid_s"].default
 
 
 @dataclass
@@ -41,12 +42,15 @@ class StaticPlacer:
         probe_interval_s: float,
         probe_timeout_s: float,
         probe_failures: int,
+        failed_avoid_s: float = _FAILED_AVOID_S,
     ) -> None:
         self.engines = [StaticEngine(*parse_engine(e, default_cap)) for e in entries]
         self.engine = engine
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
         self.probe_failures = probe_failures
+        # An engine whose session just failed is picked last this long: failed_static_avoid_s.
+        self.failed_avoid_s = failed_avoid_s
         self._turn = 0
 
     async def place(self, content_key: str) -> Placement:
@@ -77,7 +81,7 @@ class StaticPlacer:
             if e.endpoint == placement.engine:
                 e.active = max(e.active - 1, 0)
                 if reason == "engine_failed":
-                    e.penalised_until = time.monotonic() + PENALTY_S
+                    e.penalised_until = time.monotonic() + self.failed_avoid_s
                 return
 
     async def probe_once(self) -> None:

@@ -96,6 +96,7 @@ async def test_chain_falls_through_to_the_static_list(sim: procs.Service) -> Non
         central = CentralPlacer(
             ControlPeer("central", http, dead, "k", proxy_id="p", host="h", timeout_s=1),
             Breaker(1, 60),
+            relay_avoid_s=10,
         )
         agent = AgentPlacer(
             ControlPeer("agent", http, dead, "k", proxy_id="p", host="h", timeout_s=1),
@@ -113,6 +114,7 @@ async def test_chain_falls_through_to_the_static_list(sim: procs.Service) -> Non
         chain = PlacementChain(
             [("central", central), ("agent", agent), ("static", PlainStep(static))],
             metrics.registry,
+            avoid_s=30,
         )
         placement = await chain.place("id:chain1")
         assert placement.source == "static"
