@@ -12,20 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from acefleet.errors import ServiceError
+
 Source = Literal["static", "agent", "central", "relay"]
 
 
-class PlacementError(Exception):
+class PlacementError(ServiceError):
     """No placement now. ``status`` is the HTTP status the waiting viewers get."""
 
     def __init__(
         self, code: str, message: str, *, status: int = 503, retry_after_s: float | None = 5.0
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.retry_after_s = retry_after_s
+        super().__init__(status, code, message, retry_after_s=retry_after_s)
 
 
 class Unavailable(PlacementError):
