@@ -29,14 +29,16 @@ from proxy.settings import ProxySettings
 log = logs.get(__name__)
 
 
-class AgentConfirmations(NullEventSink):
-    """Confirms agent claims when their upstream is live (agent claims expire otherwise)."""
+class LiveUpstreams(NullEventSink):
+    """Tells the placement chain that an upstream is live, so the step that placed it confirms
+    its claim (the agent's claims expire otherwise). The data path reports a live upstream only
+    to its event sink, so this sink is the bridge to the chain."""
 
-    def __init__(self, agent: AgentPlacer) -> None:
-        self.agent = agent
+    def __init__(self, chain: PlacementChain) -> None:
+        self.chain = chain
 
     def stream_started(self, stream: StreamRecord) -> None:
-        self.agent.confirm(stream)
+        self.chain.confirm(stream.placement)
 
 
 def identity(settings: ProxySettings) -> tuple[str, str, str]:
@@ -91,7 +93,7 @@ class ControlLinks:
             )
             sinks.append(self.events)
         if self.agent is not None:
-            sinks.append(AgentConfirmations(self.agent))
+            sinks.append(LiveUpstreams(self.placer))
         self.sink = FanoutSink(sinks)
         self.snapshots: SnapshotLoop | None = None
 

@@ -1,9 +1,10 @@
-"""Claims from the local acefleet-agent: the fallback when central cannot answer.
+"""The agent step: claims from the local acefleet-agent, the fallback when central cannot answer.
 
 The agent only knows its own host's engines, so this step can break the one-session-per-channel
 rule across edges; that is the price of serving new channels while central is away. Its claims
-expire unless confirmed, so a started upstream confirms its claim (``stream_started``), and a
-release that fails (agent restarting) is retried until it lands or the claim would have expired.
+expire unless confirmed, so a live upstream confirms its claim (``confirm``, via the chain), and
+a release that fails (agent restarting) is retried until it lands or the claim would have
+expired.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 
 from acefleet import logs
 from proxy.control.peer import ControlPeer
-from proxy.placement import Placement, StreamRecord, Unavailable
+from proxy.placement import Placement, Unavailable
 from proxy.placement.circuit import Breaker
 from proxy.placement.claim_call import ClaimClient
 
@@ -79,9 +80,8 @@ class AgentPlacer(ClaimClient):
                 return
         log.warning("agent_release_gave_up", claim_id=claim_id)
 
-    def confirm(self, stream: StreamRecord) -> None:
+    def confirm(self, placement: Placement) -> None:
         """The upstream on an agent claim is live: the claim must no longer expire."""
-        placement = stream.placement
         if placement.source == "agent" and placement.claim_id:
             self._spawn(self._confirm(placement.claim_id))
 

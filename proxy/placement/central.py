@@ -96,6 +96,10 @@ class CentralPlacer(ClaimClient):
             if key is not None and self.releasing.get(key) is task:
                 del self.releasing[key]
 
+    def confirm(self, placement: Placement) -> None:
+        """Nothing to do: central confirms its claim when the ``stream_started`` event (claim id
+        inside) reaches it through the event queue."""
+
     def _failed_relays(self, content_key: str) -> frozenset[str]:
         """Edges this proxy could not relay ``content_key`` from just now: central hands the
         content over to this edge (only that content: other channels there may be fine)."""

@@ -25,11 +25,14 @@ _AVOID_MAX = 64  # ClaimRequest.avoid takes at most 100 entries
 
 
 class Step(Protocol):
-    """A placer that can be told which engines to avoid (those that just failed)."""
+    """A placer that can be told which engines to avoid (those that just failed), and that hears
+    when the upstream on one of its placements is live (``confirm``)."""
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement: ...
 
     async def release(self, placement: Placement, reason: str) -> None: ...
+
+    def confirm(self, placement: Placement) -> None: ...
 
 
 class PlainStep:
@@ -43,6 +46,9 @@ class PlainStep:
 
     async def release(self, placement: Placement, reason: str) -> None:
         await self.placer.release(placement, reason)
+
+    def confirm(self, placement: Placement) -> None:
+        return None
 
 
 class PlacementChain:
@@ -106,6 +112,13 @@ class PlacementChain:
         step = self._owner(placement.source)
         if step is not None:
             await step.release(placement, reason)
+
+    def confirm(self, placement: Placement) -> None:
+        """The upstream on ``placement`` is live: the step that placed it hears it (the agent
+        confirms its claim, which expires otherwise). Must not block."""
+        step = self._owner(placement.source)
+        if step is not None:
+            step.confirm(placement)
 
     def _owner(self, source: Source) -> Step | None:
         wanted = "central" if source == "relay" else source
