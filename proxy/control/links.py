@@ -1,4 +1,5 @@
-"""The proxy's links to the control plane: the placement chain, the event queue, the snapshot.
+"""The proxy's links to the control plane: builds each peer (central, the local agent) once and
+wires the placement chain, the event queue and the snapshot on them.
 
 Built only when central and/or the agent are configured; a proxy with just a static engine list
 runs without any of it (standalone mode).

@@ -1,9 +1,25 @@
-"""The seam between the data path and whoever decides where a stream comes from.
+"""Proxy placement: where an upstream gets its bytes. This module is the seam to the data path.
 
 A :class:`Placer` answers "where do I get content X": an engine (``host:port``; the proxy does
 the ``format=json`` call and opens the playback URL) or a direct MPEG-TS URL (a relay from
-another edge proxy). The static engine list is one placer; central and agent claim clients are
-others. An :class:`EventSink` hears about upstream sessions (once per session, never per viewer).
+another edge proxy). An :class:`EventSink` hears about upstream sessions (once per session,
+never per viewer). A placer that cannot place raises :class:`PlacementError` (the viewers' 503);
+a chain step that cannot answer now raises :class:`Unavailable` (the chain asks the next step).
+
+Where each rule lives:
+
+- ``chain.py``: the fallback chain (central → agent → static), when a step is skipped, and the
+  engines a failover avoids (``failed_engine_avoid_s``);
+- ``central.py``: claims from central, and which relay sources a failover avoids
+  (``failed_relay_avoid_s``);
+- ``agent.py``: claims from the local agent (confirm when live, release retried);
+- ``static.py``: the static engine list (caps, health probes, ``failed_static_avoid_s``);
+- ``relay.py``: relay URLs and the relay-claim header;
+- ``claim_call.py``: the ``POST /v1/claims`` call central and agent share;
+- ``circuit.py``: the circuit breaker in front of central and the agent.
+
+Failing over a live upstream (when, how often) is the data path's (``proxy/channel.py``); the
+control-plane clients (peers, event queue, snapshot, wiring) are ``proxy/control/``.
 """
 
 from __future__ import annotations

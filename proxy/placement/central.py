@@ -1,8 +1,11 @@
-"""Claims from acefleet-central: one ``POST /v1/claims`` per new upstream, no polling.
+"""The central step: claims from acefleet-central, one ``POST /v1/claims`` per new upstream.
 
 Central reserves the engine (or names the edge to relay from) before it answers, so two proxies
 never share a slot and a channel has one engine session fleet-wide. A claim is confirmed by the
-``stream_started`` event (see events.py) and released here, or by ``stream_ended``.
+``stream_started`` event (``proxy/control/event_queue.py``) and released here, or by
+``stream_ended``. Central answering ``warming_up``/``no_hosts`` lets the chain ask the agent;
+any other 503 (the fleet is full) ends the chain. An edge a relay just failed from is named in
+the claim's avoid list for that content for ``failed_relay_avoid_s``.
 """
 
 from __future__ import annotations

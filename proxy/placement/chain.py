@@ -1,10 +1,14 @@
-"""The placement chain: central, then the local agent, then the static engine list.
+"""The fallback chain: central, then the local agent, then the static engine list.
 
 Each step has its own short timeout and breaker (inside its placer). A step that cannot answer
 (unreachable, breaker open, central still rebuilding its view) raises :class:`Unavailable` and
 the next step is asked; a step that answers "no" for the whole fleet (central: every engine is
 busy) ends the chain, because a lower step would only bypass central's one-session-per-channel
 rule. Which step placed each upstream is counted in ``acefleet_proxy_placements_total{source}``.
+
+A failover avoids what just failed: an engine released as ``engine_failed`` is named in every
+claim's avoid list for ``failed_engine_avoid_s``, so central and the agent place elsewhere.
+Releases and confirms go back to the step that placed (a relay belongs to central).
 """
 
 from __future__ import annotations

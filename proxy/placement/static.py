@@ -1,8 +1,10 @@
-"""Standalone placement: a static engine list with per-engine stream caps and get_status probes.
+"""The static step: a static engine list with per-engine stream caps and get_status probes.
 
 This placer needs nothing but the engines themselves, so it keeps serving when central and the
-agent are down. An engine that failed a session is avoided for a while, but still used when it
-is the only one left (one flaky engine beats none).
+agent are down (and is the whole of placement in standalone mode). It picks rested engines
+first, then the least loaded. An engine whose session failed is picked last for
+``failed_static_avoid_s``, but still used when it is the only one left (one flaky engine beats
+none).
 """
 
 from __future__ import annotations
