@@ -13,8 +13,6 @@ declare -A NEED=(
   [fonts-dejavu-core]=""  # scripts/make-clips.sh burns channel and clock text in with DejaVu
   [haproxy]=haproxy  # tests/agent and tests/ansible run the binary on their own configs
 )
-# Debian puts some daemons (haproxy) in sbin, which a non-root PATH does not list.
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 missing=()
 for pkg in "${!NEED[@]}"; do
   cmd=${NEED[$pkg]}

@@ -17,6 +17,9 @@ mypy
 if [[ -x scripts/lint-ansible.sh ]]; then step "ansible lint"; scripts/lint-ansible.sh; fi
 
 step "pytest"
+# Every tool the suite drives must be here: a missing one is a failure, never a skip.
+need docker docker.io; need haproxy haproxy; need ffmpeg ffmpeg; need ffprobe ffmpeg
+need chromium chromium
 pytest -ra -p no:cacheprovider "$@"
 
 if [[ -x scripts/molecule.sh && -z ${ACEFLEET_SKIP_MOLECULE:-} ]]; then
