@@ -4,6 +4,7 @@ Holds :class:`Channel` (batching upstream bytes into packet-aligned chunks, fan-
 joiners, grace, failover) and :class:`ChannelContext`, the few collaborators every channel of an
 edge shares. The upstream can be replaced (engine died, stalled) without touching the viewers:
 the buffer's offsets keep growing across upstreams and every chunk starts on a packet boundary.
+What happens to a viewer that cannot keep up is decided in ``backpressure.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from acefleet import logs
 from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
+from proxy.backpressure import SlowViewerRule
 from proxy.engine_api import EngineClient, EngineSession, UpstreamError
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, Placement, PlacementError, Placer, StreamRecord
@@ -42,6 +44,7 @@ class ChannelContext:
     placer: Placer
     engine: EngineClient
     sink: EventSink
+    slow_viewers: SlowViewerRule
     # run a coroutine nobody waits for (engine stop calls, placement releases)
     background: Callable[[Coroutine[Any, Any, Any]], None]
     # the engine named the channel's infohash key: register it; returns the channel already
@@ -60,6 +63,7 @@ class Channel:
         self.ctx = ctx
         self.settings = ctx.settings
         self.metrics = ctx.metrics
+        self.slow_viewers = ctx.slow_viewers
         self.loop = asyncio.get_running_loop()
         self.key = key
         self.keys = {key}
@@ -124,18 +128,11 @@ class Channel:
     def catch_up(self, viewer: Viewer) -> None:
         """Hand a viewer what it has not yet got, until its socket says stop."""
         buf = self.buffer
-        if viewer.cursor < buf.tail:
-            if self.settings.slow_viewer_policy == "drop":
+        if viewer.cursor < buf.tail:  # fell out of the buffer: skip ahead or drop
+            if not self.slow_viewers.rejoin(viewer, buf):
                 self.drop(viewer, "behind")
                 return
-            offset = buf.join_point(self.settings.join_max_bytes)
-            self.metrics.viewer_skips.inc()
-            self.metrics.skipped_bytes.inc(offset - viewer.cursor)
             self.skips += 1
-            viewer.cursor = offset
-            prefix = buf.start_prefix(offset)
-            if prefix:
-                viewer.transport.write(prefix)
         sent = 0
         for chunk in buf.since(viewer.cursor):
             viewer.transport.write(chunk)
@@ -198,7 +195,7 @@ class Channel:
         size = len(chunk)
         fanned = 0
         for viewer in tuple(self.viewers):
-            if viewer.paused:
+            if viewer.paused:  # its socket is full: never wait for it (see backpressure.py)
                 continue
             if viewer.cursor == start:
                 viewer.transport.write(chunk)
@@ -363,15 +360,10 @@ class Channel:
         pb = self.playback
         if pb is not None and now - pb.last_data > self.settings.stall_timeout_s:
             self._upstream_died(self.generation, "stall")
-        limit = self.settings.viewer_stall_timeout_s
-        drop_behind = self.settings.slow_viewer_policy == "drop"
         for viewer in tuple(self.viewers):
-            if not viewer.paused:
-                continue
-            if now - viewer.paused_since > limit:
-                self.drop(viewer, "stalled")
-            elif drop_behind and viewer.cursor < self.buffer.tail:
-                self.drop(viewer, "behind")
+            reason = self.slow_viewers.overdue(viewer, self.buffer, now)
+            if reason is not None:
+                self.drop(viewer, reason)
         if self.record is not None and len(self.viewers) != self.reported_viewers:
             self.reported_viewers = self.record.viewers = len(self.viewers)
             self.ctx.sink.viewers_changed(self.record)

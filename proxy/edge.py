@@ -16,6 +16,7 @@ from typing import Any
 
 from acefleet import logs
 from acefleet.errors import ServiceError
+from proxy.backpressure import SlowViewerRule
 from proxy.channel import Channel, ChannelContext
 from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
@@ -88,6 +89,7 @@ class Edge:
             placer=placer,
             engine=engine,
             sink=self.sink,
+            slow_viewers=SlowViewerRule(settings, metrics),
             background=self.background,
             alias=self.alias,
             ended=self.forget,

@@ -5,7 +5,7 @@ and the small endpoints) and the ``/ace/getstream`` query rules (:func:`parse_st
 :class:`BadRequest`). Small endpoints keep the connection alive; a stream request turns the
 connection into a viewer with a close-delimited body. Hostile input costs bounded work: request
 line plus headers are capped, a request must arrive within a deadline, bodies are refused, and a
-viewer's send backlog is capped by the transport's high-water mark (see channel.py for what
+viewer's send backlog is capped by the transport's high-water mark (see backpressure.py for what
 happens then). Every error, whoever raised it, is written by responses.py in the one shape.
 """
 

@@ -1,8 +1,8 @@
 """One viewer: a client socket that receives a channel's stream from its own cursor.
 
 A viewer knows its channel only as a :class:`Feed` (catch me up, let me go), so this module
-imports nothing of the channel. It records the socket's pause state; what the channel does with
-a lagging viewer is decided in ``channel.py``.
+imports nothing of the channel. Whether a lagging viewer is skipped or dropped is decided in
+``backpressure.py``; this module only records the socket's pause state.
 """
 
 from __future__ import annotations
