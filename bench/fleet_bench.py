@@ -1,5 +1,8 @@
-"""Fleet figures on one machine: time to serve a new channel (warm engine, cold engine) and the
-failover gap when an engine dies under viewers.
+"""Fleet figures on one machine: time to serve a new channel (warm engine, cold engine), the
+failover gap when an engine dies under viewers (and the gap its bystanders, viewers of another
+channel, see meanwhile), and how soon a restarted central's stream list matches the proxies.
+The fleet tests check the same events as behaviour (bytes again, lists equal); the seconds are
+measured here.
 
 Starts the same fleet as tests/fleet (central, agents with simulator engines in the real dockerd,
 proxies, all on loopback) with engines at one stream each, so every new channel needs its own
@@ -65,7 +68,11 @@ def _free_engines(fleet: Fleet) -> int:
     return sum(h["engines_healthy"] - h["streams"] for h in hosts if h["name"] == edge)
 
 
-async def failover_gap(fleet: Fleet, r: int) -> float:
+async def failover_gap(fleet: Fleet, r: int) -> tuple[float, float]:
+    """(the failed channel's gap, its bystanders' longest gap) when its engine is killed."""
+    await until("a free engine", lambda: _free_engines(fleet) >= 1, within=60)
+    _, _, calm = await first_byte(stream_url(fleet.proxy_url(0), f"calm{r}"))
+    bystanders = [calm, *await watch([stream_url(fleet.proxy_url(0), f"calm{r}")])]
     await until("a free engine", lambda: _free_engines(fleet) >= 1, within=60)
     _, _, first = await first_byte(stream_url(fleet.proxy_url(0), f"fo{r}"))
     viewers = [first, *await watch([stream_url(fleet.proxy_url(0), f"fo{r}")] * 9)]
@@ -80,19 +87,54 @@ async def failover_gap(fleet: Fleet, r: int) -> float:
         within=30,
     )
     gap = max(v.longest_gap_since(killed) for v in viewers)
-    closed = sum(v.closed for v in viewers)
-    print(f"failover {r}: gap {gap:.2f} s (max of 10 viewers), {closed} disconnected")
-    for v in viewers:
+    calm_gap = max(v.longest_gap_since(killed) for v in bystanders)
+    closed = sum(v.closed for v in [*viewers, *bystanders])
+    print(
+        f"failover {r}: gap {gap:.2f} s (max of 10 viewers), bystanders' longest gap "
+        f"{calm_gap:.2f} s, {closed} disconnected"
+    )
+    for v in [*viewers, *bystanders]:
         await v.stop()
-    return gap
+    return gap, calm_gap
 
 
-async def failover_gaps(fleet: Fleet, rounds: int) -> list[float]:
+async def failover_gaps(fleet: Fleet, rounds: int) -> tuple[list[float], list[float]]:
     gaps: list[float] = []
+    calm: list[float] = []
     for r in range(rounds):
-        gaps.append(await failover_gap(fleet, r))
+        gap, calm_gap = await failover_gap(fleet, r)
+        gaps.append(gap)
+        calm.append(calm_gap)
         await asyncio.sleep(3)
-    return gaps
+    return gaps, calm
+
+
+def _proxy_stream_ids(fleet: Fleet) -> set[str]:
+    return {
+        str(c["stream_id"])
+        for i in range(len(fleet.edges))
+        for c in fleet.proxy_status(i)["channels"]
+        if c.get("stream_id")
+    }
+
+
+async def central_rebuild(fleet: Fleet, r: int) -> float:
+    """Seconds from a killed central's restart until its stream list matches the proxies'."""
+    await until("a free engine", lambda: _free_engines(fleet) >= 1, within=60)
+    _, _, viewer = await first_byte(stream_url(fleet.proxy_url(0), f"cr{r}"))
+    assert fleet.central is not None
+    await asyncio.to_thread(fleet.central.kill)
+    await asyncio.to_thread(fleet.start_central)
+    back = time.monotonic()
+    await until(
+        "central's stream list matches the proxies",
+        lambda: {s["stream_id"] for s in fleet.central_streams()} == _proxy_stream_ids(fleet),
+        within=60,
+    )
+    took = time.monotonic() - back
+    print(f"central restart {r}: stream list rebuilt after {took:.2f} s")
+    await viewer.stop()
+    return took
 
 
 async def main(rounds: int) -> None:
@@ -108,12 +150,18 @@ async def main(rounds: int) -> None:
         )  # fmt: skip
         try:
             warm, cold = await new_channels(fleet, rounds)
-            gaps = await failover_gaps(fleet, rounds)
+            gaps, calm = await failover_gaps(fleet, rounds)
+            rebuilt = [await central_rebuild(fleet, r) for r in range(rounds)]
         finally:
             await asyncio.to_thread(fleet.close)
     print(f"new channel, warm engine: median {statistics.median(warm):.3f} s, max {max(warm):.3f}")
     print(f"new channel, cold engine: median {statistics.median(cold):.2f} s, max {max(cold):.2f}")
     print(f"failover gap: median {statistics.median(gaps):.2f} s, max {max(gaps):.2f}")
+    print(f"bystanders' gap: median {statistics.median(calm):.2f} s, max {max(calm):.2f}")
+    print(
+        f"central's stream list after restart: median {statistics.median(rebuilt):.2f} s, "
+        f"max {max(rebuilt):.2f}"
+    )
 
 
 if __name__ == "__main__":
