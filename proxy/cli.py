@@ -1,4 +1,9 @@
-"""``acefleet-proxy``: run the streaming proxy until SIGTERM, then drain."""
+"""``acefleet-proxy``: run the streaming proxy until SIGTERM, then drain.
+
+Holds :func:`start` (wire metrics, engine client, placer, edge and server together and listen;
+tests and other embedders call it), :func:`serve`, :func:`drain` and the console entry
+:func:`main`.
+"""
 
 from __future__ import annotations
 

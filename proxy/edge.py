@@ -1,7 +1,8 @@
 """The edge: every channel of this proxy, keyed by content, and the limits that guard them.
 
-Holds :class:`Edge` (channels by content key, id→infohash aliases, background tasks, status),
-:class:`RateLimiter` (new streams per client address) and :class:`Refused` (a limit said no).
+Holds :class:`Edge` (channels by content key, id→infohash aliases, background tasks, status;
+it builds the one ``ChannelContext`` its channels share), :class:`RateLimiter` (new streams per
+client address) and :class:`Refused` (a limit said no).
 Lookups and channel creation never await, so concurrent first viewers of a content find the
 channel the first one created (single-flight) and no lock is ever held across engine I/O.
 """
