@@ -55,11 +55,12 @@ def test_realistic_profile_delays_json_and_unknown_content(start_sim: StartSim) 
     svc = start_sim("--timing", "realistic", "--startup-delay", "0", fast=False)
     t0 = time.monotonic()
     start_json(svc.url, "id=real")
-    assert 0.45 <= time.monotonic() - t0 < 3
+    # the 0.5 s JSON delay, and not the 4 s one of unknown content (lower bounds hold under load)
+    assert 0.45 <= time.monotonic() - t0 < 3.9
     t0 = time.monotonic()
     r = httpx.get(svc.url + "/ace/getstream?format=json&id=deadbeef", timeout=15)
     assert r.json() == {"response": None, "error": "failed to load content"}
-    assert 3.9 <= time.monotonic() - t0 < 9
+    assert time.monotonic() - t0 >= 3.9
 
 
 def test_fast_profile_is_the_one_in_effect(start_sim: StartSim) -> None:
