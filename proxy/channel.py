@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from acefleet import logs
+from acefleet.errors import ServiceError
 from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
 from proxy.backpressure import SlowViewerRule
 from proxy.engine_api import EngineClient, EngineSession, UpstreamError
@@ -216,7 +217,7 @@ class Channel:
                 await self._open_upstream()
                 return
             except PlacementError as exc:
-                self._fail(exc.status, exc.code, exc.message, exc.retry_after_s)
+                self._fail(exc)
                 return
             except UpstreamError as exc:
                 self.log.warning("upstream_failed", code=exc.code, error=exc.message)
@@ -225,7 +226,7 @@ class Channel:
                     self.failovers_left -= 1
                     self.metrics.failovers.inc()
                     continue
-                self._fail(exc.status, exc.code, exc.message, exc.retry_after_s)
+                self._fail(exc)
                 return
 
     async def _open_upstream(self) -> None:
@@ -327,11 +328,12 @@ class Channel:
             self.ctx.sink.stream_ended(self.record, reason)
         self.placement = self.session = self.record = None
 
-    def _fail(self, status: int, code: str, message: str, retry_after_s: float | None) -> None:
+    def _fail(self, error: ServiceError) -> None:
+        """No upstream: every waiting viewer gets ``error``, then the channel closes."""
         for viewer in tuple(self.viewers):
-            viewer.fail(status, code, message, retry_after_s)
+            viewer.fail(error)
             self.detach(viewer)
-        self.close(code)
+        self.close(error.code)
 
     def close(self, reason: str) -> None:
         if self.state == "closed":
@@ -344,8 +346,11 @@ class Channel:
         for handle in (self.flush_handle, self.grace_handle, self.tick_handle):
             if handle is not None:
                 handle.cancel()
+        closed = ServiceError(
+            503, "channel_closed", f"channel closed ({reason})", retry_after_s=5.0
+        )
         for viewer in tuple(self.viewers):
-            viewer.fail(503, "channel_closed", f"channel closed ({reason})", 5.0)
+            viewer.fail(closed)
             self.detach(viewer)
         self._retire_upstream(reason, reason)
         # Channels sit in reference cycles (viewers, tasks, callbacks) that only the cyclic GC

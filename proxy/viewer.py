@@ -11,7 +11,8 @@ import asyncio
 import time
 from typing import Protocol
 
-from proxy.responses import error_response
+from acefleet.errors import ServiceError
+from proxy.responses import service_error_response
 
 
 class Feed(Protocol):
@@ -66,13 +67,13 @@ class Viewer:
         if self.channel is not None and self.started and not self.closed:
             self.channel.catch_up(self)
 
-    def fail(self, status: int, code: str, message: str, retry_after_s: float | None) -> None:
+    def fail(self, error: ServiceError) -> None:
         """Answer a viewer whose stream never started; after a 200 only a cut is possible."""
         if self.closed:
             return
         self.closed = True
         if not self.started:
-            self.transport.write(error_response(status, code, message, retry_after_s=retry_after_s))
+            self.transport.write(service_error_response(error))
         self.transport.close()
 
     def cut(self) -> None:
