@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too
 from tests.fleet.harness import Fleet, docker, engine_container, stream_url, until, watch
 from tests.support.viewers import Viewer
 
