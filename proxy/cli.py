@@ -70,6 +70,7 @@ async def start(
         probe_interval_s=settings.probe_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
         probe_failures=settings.probe_failures,
+        failed_avoid_s=settings.failed_static_avoid_s,
     )
     # Fleet mode: claims from central, then the local agent, then the static list (links.py).
     links = ControlLinks(settings, metrics, static) if settings.fleet_mode else None
