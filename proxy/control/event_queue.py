@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from acefleet import logs
 from acefleet.wire import EventBatch, EventBatchResult, EventResult, StreamEvent
 from proxy.control.peer import ControlPeer
-from proxy.placement import EventSink, StreamRecord
+from proxy.placement import StreamRecord
 
 log = logs.get(__name__)
 
@@ -175,22 +175,3 @@ class BatchedEventSink:
             async with asyncio.timeout(flush_timeout_s):
                 while self.queue and await self.send_batch():
                     pass
-
-
-class FanoutSink:
-    """Hands every event to several sinks (central's queue, the agent's claim confirmation)."""
-
-    def __init__(self, sinks: Sequence[EventSink]) -> None:
-        self.sinks = list(sinks)
-
-    def stream_started(self, stream: StreamRecord) -> None:
-        for sink in self.sinks:
-            sink.stream_started(stream)
-
-    def stream_ended(self, stream: StreamRecord, reason: str) -> None:
-        for sink in self.sinks:
-            sink.stream_ended(stream, reason)
-
-    def viewers_changed(self, stream: StreamRecord) -> None:
-        for sink in self.sinks:
-            sink.viewers_changed(stream)

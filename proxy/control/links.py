@@ -15,12 +15,12 @@ import httpx
 from pydantic import SecretStr
 
 from acefleet import logs
-from proxy.control.event_queue import BatchedEventSink, FanoutSink
+from proxy.control.event_queue import BatchedEventSink
 from proxy.control.peer import ControlPeer, PeerName
 from proxy.control.snapshot import SnapshotLoop
 from proxy.edge import Edge
 from proxy.metrics import Metrics
-from proxy.placement import EventSink, NullEventSink, Placer, StreamRecord
+from proxy.placement import EventSink, NullEventSink, Placer
 from proxy.placement.agent import AgentPlacer
 from proxy.placement.central import CentralPlacer
 from proxy.placement.chain import PlacementChain, PlainStep, Step
@@ -28,18 +28,6 @@ from proxy.placement.circuit import Breaker
 from proxy.settings import ProxySettings
 
 log = logs.get(__name__)
-
-
-class LiveUpstreams(NullEventSink):
-    """Tells the placement chain that an upstream is live, so the step that placed it confirms
-    its claim (the agent's claims expire otherwise). The data path reports a live upstream only
-    to its event sink, so this sink is the bridge to the chain."""
-
-    def __init__(self, chain: PlacementChain) -> None:
-        self.chain = chain
-
-    def stream_started(self, stream: StreamRecord) -> None:
-        self.chain.confirm(stream.placement)
 
 
 def identity(settings: ProxySettings) -> tuple[str, str, str]:
@@ -82,7 +70,6 @@ class ControlLinks:
         if static is not None and s.engines:
             steps.append(("static", PlainStep(static)))
         self.placer = PlacementChain(steps, metrics.registry, avoid_s=s.failed_engine_avoid_s)
-        sinks: list[EventSink] = []
         self.events: BatchedEventSink | None = None
         if self.central_peer is not None:
             self.events = BatchedEventSink(
@@ -92,10 +79,9 @@ class ControlLinks:
                 flush_s=s.event_flush_s,
                 registry=metrics.registry,
             )
-            sinks.append(self.events)
-        if self.agent is not None:
-            sinks.append(LiveUpstreams(self.placer))
-        self.sink = FanoutSink(sinks)
+        # Events go to central only; the agent hears about live upstreams through the chain
+        # (confirm), not through events.
+        self.sink: EventSink = self.events if self.events is not None else NullEventSink()
         self.snapshots: SnapshotLoop | None = None
 
     def _peer(self, name: PeerName, url: str, api_key: SecretStr) -> ControlPeer:

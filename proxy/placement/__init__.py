@@ -70,6 +70,11 @@ class Placer(Protocol):
         """Reserve a source for ``content_key``; raise :class:`PlacementError` if none."""
         ...
 
+    def confirm(self, placement: Placement) -> None:
+        """The upstream session on ``placement`` is live: a claim that expires unless confirmed
+        (the agent's) is confirmed now. Must not block (send in the background)."""
+        ...
+
     async def release(self, placement: Placement, reason: str) -> None:
         """The upstream session on ``placement`` ended. ``reason`` ``engine_failed`` means the
         source misbehaved (stall, refused, disconnect) and should not be picked again soon."""

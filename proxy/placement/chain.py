@@ -52,7 +52,7 @@ class PlainStep:
         await self.placer.release(placement, reason)
 
     def confirm(self, placement: Placement) -> None:
-        return None
+        self.placer.confirm(placement)
 
 
 class PlacementChain:

@@ -78,6 +78,9 @@ class StaticPlacer:
         chosen.active += 1
         return Placement(source="static", engine=chosen.endpoint, engine_id=chosen.endpoint)
 
+    def confirm(self, placement: Placement) -> None:
+        """A static engine has no claim to confirm: the slot was counted when it was placed."""
+
     async def release(self, placement: Placement, reason: str) -> None:
         for e in self.engines:
             if e.endpoint == placement.engine:

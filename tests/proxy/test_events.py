@@ -114,6 +114,9 @@ class RelayPlacer:
     async def place(self, content_key: str) -> Placement:
         return Placement(source="relay", url=self.url, claim_id="claim-1")
 
+    def confirm(self, placement: Placement) -> None:
+        return None
+
     async def release(self, placement: Placement, reason: str) -> None:
         self.released.append(reason)
 
