@@ -28,11 +28,11 @@ from acefleet.wire import (
     Wire,
 )
 from orchestrator.agent.capacity import Capacity, capacity
-from orchestrator.agent.claim_book import Claim
 from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import AgentError
 from orchestrator.agent.fallback_placement import claim_engine
+from orchestrator.agent.local_claims import Claim
 from orchestrator.agent.pool import Pool
 
 

@@ -17,9 +17,9 @@ In order:
 from __future__ import annotations
 
 from acefleet.wire import ClaimRequest
-from orchestrator.agent.claim_book import Claim
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import AgentError
+from orchestrator.agent.local_claims import Claim
 from orchestrator.agent.pool_state import PoolState
 
 

@@ -18,9 +18,9 @@ from typing import Protocol
 
 from acefleet import logs
 from acefleet.wire import EngineHealth, EngineReport
-from orchestrator.agent.claim_book import ClaimBook
 from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.engine_record import Engine
+from orchestrator.agent.local_claims import ClaimBook
 from orchestrator.agent.metrics import AgentMetrics
 from orchestrator.agent.settings import AgentSettings
 
