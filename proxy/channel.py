@@ -1,10 +1,12 @@
 """One channel: a content's upstream session and the viewers it fans out to.
 
 Holds :class:`Channel` (batching upstream bytes into packet-aligned chunks, fan-out, late
-joiners, grace, failover) and :class:`ChannelContext`, the few collaborators every channel of an
-edge shares. The upstream can be replaced (engine died, stalled) without touching the viewers:
-the buffer's offsets keep growing across upstreams and every chunk starts on a packet boundary.
-What happens to a viewer that cannot keep up is decided in ``backpressure.py``.
+joiners, grace, the failover loop) and :class:`ChannelContext`, the few collaborators every
+channel of an edge shares. The upstream can be replaced (engine died, stalled) without touching
+the viewers: the buffer's offsets keep growing across upstreams and every chunk starts on a
+packet boundary.
+What happens to a viewer that cannot keep up is decided in ``backpressure.py``; whether a
+failed upstream is replaced, in ``failover.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from acefleet.errors import ServiceError
 from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
 from proxy.backpressure import SlowViewerRule
 from proxy.engine_api import EngineClient, EngineSession, UpstreamError
+from proxy.failover import FailoverBudget
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, Placement, PlacementError, Placer, StreamRecord
 from proxy.placement.relay import relay_headers
@@ -84,7 +87,7 @@ class Channel:
         self.playback: Playback | None = None
         self.record: StreamRecord | None = None
         self.generation = 0
-        self.failovers_left = self.settings.failovers
+        self.failover = FailoverBudget(self.settings.failovers, self.metrics.failovers)
         self.bytes_out = 0
         self.skips = 0
         self.reported_viewers = -1
@@ -222,9 +225,7 @@ class Channel:
             except UpstreamError as exc:
                 self.log.warning("upstream_failed", code=exc.code, error=exc.message)
                 self.metrics.upstream_failures.labels(exc.code).inc()
-                if exc.engine_fault and self.failovers_left > 0 and self.viewers:
-                    self.failovers_left -= 1
-                    self.metrics.failovers.inc()
+                if self.failover.take(engine_fault=exc.engine_fault, watched=bool(self.viewers)):
                     continue
                 self._fail(exc)
                 return
@@ -276,7 +277,7 @@ class Channel:
             return
         self.playback = playback
         playback.on_end = lambda reason: self._upstream_died(generation, reason)
-        self.failovers_left = self.settings.failovers
+        self.failover.upstream_live()
         self.record = StreamRecord(
             stream_id=pid,
             content_key=self.key,
@@ -307,9 +308,8 @@ class Channel:
         self.log.warning("upstream_died", reason=reason)
         self.metrics.upstream_failures.labels(reason).inc()
         self._retire_upstream(reason, "engine_failed")
-        if self.viewers and self.failovers_left > 0:
-            self.failovers_left -= 1
-            self.metrics.failovers.inc()
+        # a dead or stalled upstream is always the source's fault
+        if self.failover.take(engine_fault=True, watched=bool(self.viewers)):
             self.pending.clear()
             self.task = self.loop.create_task(self._run_upstream())
         else:
