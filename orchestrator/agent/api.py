@@ -10,7 +10,7 @@ import hmac
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import Field
@@ -34,6 +34,7 @@ from orchestrator.agent.errors import AgentError
 from orchestrator.agent.fallback_placement import claim_engine
 from orchestrator.agent.local_claims import Claim
 from orchestrator.agent.pool import Pool
+from orchestrator.agent.sessions import Session, SessionFull, stat_path
 
 
 class EngineList(Wire):
@@ -73,6 +74,32 @@ class ClaimInfo(Wire):
     stat_url: str | None = None
 
 
+class SessionReport(Wire):
+    """A live session on one of this host's engines, as the local proxy reports it."""
+
+    engine_id: str | None = Field(
+        default=None, max_length=200, description="The agent's engine id (central's claims)"
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=200,
+        description="host:port of the engine, when the proxy does not know its id (static list)",
+    )
+    stat_url: str = Field(
+        max_length=2000,
+        description="The session's stat_url; only its path (/ace/stat/<infohash>/<session>) is "
+        "used, always against the named engine",
+    )
+    content_key: str | None = Field(default=None, max_length=200)
+
+
+class SessionInfo(Wire):
+    session_id: str
+    engine_id: str
+    stat_path: str
+    content_key: str | None = None
+
+
 class DrainState(Wire):
     draining: bool
 
@@ -101,6 +128,40 @@ def _engine_or_404(pool: Pool, engine_id: str) -> Engine:
     if engine is None:
         raise AgentError(404, "engine_not_found", f"no engine {engine_id!r} on {pool.s.host}")
     return engine
+
+
+def _engine_for(pool: Pool, body: SessionReport) -> Engine:
+    if body.engine_id:
+        engine = pool.find(body.engine_id)
+        if engine is not None:
+            return engine
+    if body.endpoint:
+        for engine in pool.live():
+            if engine.endpoint == body.endpoint:
+                return engine
+    if not body.engine_id and not body.endpoint:
+        raise AgentError(422, "invalid_request", "name the engine: engine_id or endpoint")
+    raise AgentError(
+        404, "engine_not_found", f"no engine {body.engine_id or body.endpoint!r} on {pool.s.host}"
+    )
+
+
+def _stat_path_or_422(stat_url: str) -> str:
+    path = stat_path(stat_url)
+    if path is None:
+        raise AgentError(
+            422, "bad_stat_url", "stat_url must be an engine stat page: /ace/stat/<infohash>/<id>"
+        )
+    return path
+
+
+def _session_info(s: Session) -> SessionInfo:
+    return SessionInfo(
+        session_id=s.session_id,
+        engine_id=s.engine_id,
+        stat_path=s.stat_path,
+        content_key=s.content_key,
+    )
 
 
 def _claim_info(c: Claim) -> ClaimInfo:
@@ -199,7 +260,10 @@ async def confirm_claim(
     claim_id: str, pool: PoolDep, body: ClaimConfirm | None = None
 ) -> ClaimInfo:
     """The session started: the claim no longer expires; ``stat_url`` enables stats polling."""
-    c = pool.claims.confirm(claim_id, body.stat_url if body else None)
+    stat_url = body.stat_url if body else None
+    if stat_url:
+        _stat_path_or_422(stat_url)
+    c = pool.claims.confirm(claim_id, stat_url)
     if c is None:
         raise AgentError(404, "claim_not_found", f"no claim {claim_id!r} (expired or released)")
     return _claim_info(c)
@@ -211,6 +275,48 @@ async def release_claim(claim_id: str, pool: PoolDep) -> Response:
     if claim_ is None:
         raise AgentError(404, "claim_not_found", f"no claim {claim_id!r} (expired or released)")
     engine = pool.engines.get(claim_.engine_id)
+    if engine is not None and not pool.streams(engine.id):
+        engine.idle_since = time.monotonic()
+    pool.wake()
+    return Response(status_code=204)
+
+
+SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+
+
+@v1.put(
+    "/sessions/{session_id}",
+    response_model=SessionInfo,
+    responses={201: {"model": SessionInfo}, 404: {}, 422: {}, 429: {}},
+    dependencies=[Auth],
+)
+async def put_session(
+    session_id: SessionId, body: SessionReport, pool: PoolDep, response: Response
+) -> SessionInfo:
+    """A live session the agent did not place (central's claim, the static list): the agent
+    polls its stat page on the named engine and counts it on that engine. Idempotent."""
+    path = _stat_path_or_422(body.stat_url)
+    engine = _engine_for(pool, body)
+    try:
+        session, new = pool.sessions.put(session_id, engine.id, path, body.content_key)
+    except SessionFull as exc:
+        raise AgentError(429, "too_many_sessions", str(exc)) from None
+    response.status_code = 201 if new else 200
+    return _session_info(session)
+
+
+@v1.get("/sessions", response_model=list[SessionInfo])
+async def list_sessions(pool: PoolDep) -> list[SessionInfo]:
+    return [_session_info(s) for s in pool.sessions.sessions.values()]
+
+
+@v1.delete("/sessions/{session_id}", status_code=204, responses={404: {}}, dependencies=[Auth])
+async def end_session(session_id: SessionId, pool: PoolDep) -> Response:
+    """The session ended: its stats are no longer polled."""
+    session = pool.sessions.drop(session_id)
+    if session is None:
+        raise AgentError(404, "session_not_found", f"no session {session_id!r}")
+    engine = pool.engines.get(session.engine_id)
     if engine is not None and not pool.streams(engine.id):
         engine.idle_since = time.monotonic()
     pool.wake()

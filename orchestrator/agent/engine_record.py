@@ -44,6 +44,8 @@ class Engine:
     ready_mono: float | None = None
     idle_since: float = field(default_factory=time.monotonic)
     stats: deque[EngineStats] = field(default_factory=lambda: deque(maxlen=60))
+    # Whether a live session's stat page is polled now: the report carries stats only then.
+    stats_active: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -99,7 +101,7 @@ class Engine:
             vpn_forwarded=self.vpn_forwarded,
             created_at=self.created_at,
             generation=self.generation,
-            stats=self.stats[-1] if self.stats else None,
+            stats=self.stats[-1] if self.stats and self.stats_active else None,
         )
 
 

@@ -3,8 +3,9 @@ claimable. No I/O here.
 
 Rules held here:
 
-1. An engine's streams are the larger of its local claims and central's claims on it (central
-   adopts local claims under the same id when it comes back, so the larger count is the truth).
+1. An engine's streams are the largest of its local claims, central's claims on it (central
+   adopts local claims under the same id when it comes back) and the sessions the proxy reported
+   on it (which also cover the static list's, which nobody claims), so the largest is the truth.
 2. An engine being removed is no longer live: it is not counted, claimed or reported as free.
 3. Free = healthy and without streams; claimable = healthy and under ``stream_cap``.
 4. Free engines to keep = this host's ``free_engines``, raised to central's warm buffer for
@@ -22,6 +23,7 @@ from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.local_claims import ClaimBook
 from orchestrator.agent.metrics import AgentMetrics
+from orchestrator.agent.sessions import SessionBook
 from orchestrator.agent.settings import AgentSettings
 
 log = logs.get(__name__)
@@ -42,6 +44,7 @@ class PoolState:
         self.s = settings
         self.metrics = metrics
         self.claims = ClaimBook(settings.claim_ttl_s, settings.state_file)
+        self.sessions = SessionBook(max(64, settings.max_engines * settings.stream_cap * 2))
         self.engines: dict[str, Engine] = {}
         self.central_claims: dict[str, int] = {}  # engine id → claims central holds on it
         # free engines central wants warm here (None until central said; kept while it is away)
@@ -59,7 +62,11 @@ class PoolState:
         return [e for e in self.engines.values() if not e.removing]
 
     def streams(self, engine_id: str) -> int:
-        return max(len(self.claims.for_engine(engine_id)), self.central_claims.get(engine_id, 0))
+        return max(
+            len(self.claims.for_engine(engine_id)),
+            self.central_claims.get(engine_id, 0),
+            len(self.sessions.for_engine(engine_id)),
+        )
 
     def free(self) -> list[Engine]:
         healthy = (e for e in self.live() if e.health == EngineHealth.healthy)
@@ -100,6 +107,7 @@ class PoolState:
         if self.engines.pop(engine.id, None) is None:
             return
         self.claims.drop_engine(engine.id)
+        self.sessions.drop_engine(engine.id)
         if reason:
             self.metrics.removed.labels(reason=reason).inc()
             log.warning("engine_gone", engine=engine.id, reason=reason)

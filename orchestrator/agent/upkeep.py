@@ -2,8 +2,12 @@
 
 Rules:
 
-1. Stats: every ``stats_interval_s`` each confirmed claim with a ``stat_url`` on a healthy
-   engine is polled (its path only, always against that claim's engine).
+1. Stats: every ``stats_interval_s`` each healthy engine carrying a session with a known
+   ``stat_url`` is polled once (its path only, always against that engine): the session's stat
+   page comes from a confirmed local claim or from the proxy's session report (``sessions``).
+   An engine carrying several sessions is polled for its oldest one, so its stats describe one
+   session, the one that has been live longest; an engine without such a session reports no
+   stats (its last ones would describe a session that ended).
 2. VPN: every ``vpn_check_interval_s`` Gluetun is asked, with one healthy engine's own view of
    its network as a second opinion. While it is down ``provisioning`` refuses (``vpn_down``).
 3. When the forwarded port changes, the engine holding the old one is removed once it has no
@@ -18,18 +22,40 @@ from acefleet import logs
 from acefleet.wire import EngineHealth
 from orchestrator.agent.pool_state import EngineLifecycle, PoolState
 from orchestrator.agent.probes import EngineProbe
+from orchestrator.agent.sessions import stat_path
 from orchestrator.agent.vpn import VpnMonitor
 
 log = logs.get(__name__)
 
 
+def stat_paths(state: PoolState) -> dict[str, str]:
+    """Engine id → the stat path to poll: of its oldest session with a known stat page."""
+    found: dict[str, tuple[float, str]] = {}
+
+    def offer(engine_id: str, since: float, path: str) -> None:
+        held = found.get(engine_id)
+        if held is None or since < held[0]:
+            found[engine_id] = (since, path)
+
+    for claim in state.claims.claims.values():
+        if claim.confirmed and claim.stat_url:
+            path = stat_path(claim.stat_url)
+            if path is not None:
+                offer(claim.engine_id, claim.created_wall, path)
+    for session in state.sessions.sessions.values():
+        offer(session.engine_id, session.since_wall, session.stat_path)
+    return {engine_id: path for engine_id, (_, path) in found.items()}
+
+
 async def stats_tick(state: PoolState, probe: EngineProbe) -> None:
+    paths = stat_paths(state)
     jobs = []
-    for claim in list(state.claims.claims.values()):
-        engine = state.engines.get(claim.engine_id)
-        if claim.stat_url and engine is not None and engine.health == EngineHealth.healthy:
-            jobs.append((engine, claim.stat_url))
-    results = await asyncio.gather(*(probe.stats(e, url) for e, url in jobs))
+    for engine in state.live():
+        path = paths.get(engine.id)
+        engine.stats_active = path is not None
+        if path is not None and engine.health == EngineHealth.healthy:
+            jobs.append((engine, path))
+    results = await asyncio.gather(*(probe.stats(e, path) for e, path in jobs))
     for (engine, _), stats in zip(jobs, results, strict=True):
         if stats is not None:
             engine.stats.append(stats)
