@@ -287,7 +287,7 @@ class Channel:
             viewers=len(self.viewers),
         )
         self.metrics.upstream_sessions.inc()
-        self.ctx.placer.confirm(placement)
+        self.ctx.placer.confirm(placement, session.stat_url if session else None)
         self.ctx.sink.stream_started(self.record)
         self.log = log.bind(channel=self.key, stream=pid)  # every later line names the session
         self.log.info("upstream_live", where=placement.where, source=placement.source)

@@ -69,7 +69,9 @@ class ControlLinks:
             steps.append(("agent", self.agent))
         if static is not None and s.engines:
             steps.append(("static", PlainStep(static)))
-        self.placer = PlacementChain(steps, metrics.registry, avoid_s=s.failed_engine_avoid_s)
+        self.placer = PlacementChain(
+            steps, metrics.registry, avoid_s=s.failed_engine_avoid_s, sessions=self.agent
+        )
         self.events: BatchedEventSink | None = None
         if self.central_peer is not None:
             self.events = BatchedEventSink(
@@ -80,7 +82,7 @@ class ControlLinks:
                 registry=metrics.registry,
             )
         # Events go to central only; the agent hears about live upstreams through the chain
-        # (confirm), not through events.
+        # (confirm, and session reports for the sessions it did not place), not through events.
         self.sink: EventSink = self.events if self.events is not None else NullEventSink()
         self.snapshots: SnapshotLoop | None = None
 

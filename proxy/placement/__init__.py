@@ -70,9 +70,11 @@ class Placer(Protocol):
         """Reserve a source for ``content_key``; raise :class:`PlacementError` if none."""
         ...
 
-    def confirm(self, placement: Placement) -> None:
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
         """The upstream session on ``placement`` is live: a claim that expires unless confirmed
-        (the agent's) is confirmed now. Must not block (send in the background)."""
+        (the agent's) is confirmed now, and the session's ``stat_url`` (None for a relay) goes
+        to the local agent, which polls the engine's stats. Must not block (send in the
+        background)."""
         ...
 
     async def release(self, placement: Placement, reason: str) -> None:

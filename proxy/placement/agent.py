@@ -5,12 +5,18 @@ rule across edges; that is the price of serving new channels while central is aw
 expire unless confirmed, so a live upstream confirms its claim (``confirm``, via the chain), and
 a release that fails (agent restarting) is retried until it lands or the claim would have
 expired.
+
+The agent also hears about live sessions it did not place (central's claims, the static list):
+``report_session`` puts the session's engine and ``stat_url`` at ``PUT /v1/sessions/{id}`` so
+the agent polls its stats, and ``end_session`` deletes it when the upstream ends (retried like a
+release: a lost end would keep the engine counted busy).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,6 +38,10 @@ class AgentPlacer(ClaimClient):
     def __init__(self, peer: ControlPeer, breaker: Breaker) -> None:
         super().__init__(peer, breaker)
         self.tasks: set[asyncio.Task[None]] = set()
+        # id(placement) → (placement, session id) of the sessions reported to the agent; the
+        # placement is held so its id is not reused while it is here (two placements on one
+        # static engine compare equal, so they are told apart by identity).
+        self.reported: dict[int, tuple[Placement, str]] = {}
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
         if not self.breaker.allow():
@@ -80,21 +90,72 @@ class AgentPlacer(ClaimClient):
                 return
         log.warning("agent_release_gave_up", claim_id=claim_id)
 
-    def confirm(self, placement: Placement) -> None:
-        """The upstream on an agent claim is live: the claim must no longer expire."""
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
+        """The upstream on an agent claim is live: the claim must no longer expire, and the
+        session's ``stat_url`` lets the agent poll its stats."""
         if placement.source == "agent" and placement.claim_id:
-            self._spawn(self._confirm(placement.claim_id))
+            self._spawn(self._confirm(placement.claim_id, stat_url))
 
-    async def _confirm(self, claim_id: str) -> None:
+    async def _confirm(self, claim_id: str, stat_url: str | None) -> None:
         with contextlib.suppress(httpx.HTTPError):
             resp = await self.peer.http.post(
                 self.peer.url(f"/v1/claims/{claim_id}/confirm"),
-                json={},
+                json={"stat_url": stat_url} if stat_url else {},
                 headers=self.peer.headers,
                 timeout=self.peer.timeout_s,
             )
             if resp.status_code != 200:
                 log.warning("agent_confirm_refused", claim_id=claim_id, status=resp.status_code)
+
+    def report_session(self, placement: Placement, stat_url: str) -> None:
+        """A session the agent did not place is live on ``placement``'s engine. Must not block."""
+        if placement.engine is None or id(placement) in self.reported:
+            return
+        session_id = uuid.uuid4().hex
+        self.reported[id(placement)] = (placement, session_id)
+        body = {
+            "engine_id": placement.engine_id,
+            "endpoint": placement.engine,
+            "stat_url": stat_url,
+        }
+        self._spawn(self._put_session(session_id, body))
+
+    async def _put_session(self, session_id: str, body: dict[str, str | None]) -> None:
+        try:
+            resp = await self.peer.http.put(
+                self.peer.url(f"/v1/sessions/{session_id}"),
+                json=body,
+                headers=self.peer.headers,
+                timeout=self.peer.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            log.info("agent_session_report_failed", session=session_id, error=type(exc).__name__)
+            return
+        if resp.status_code not in (200, 201):
+            # 404: an engine this agent does not manage (a static entry elsewhere): no stats.
+            log.info("agent_session_refused", session=session_id, status=resp.status_code)
+
+    def end_session(self, placement: Placement) -> None:
+        """The upstream on ``placement`` ended: the agent stops polling it. Must not block."""
+        held = self.reported.pop(id(placement), None)
+        if held is not None and held[0] is placement:
+            self._spawn(self._end_session(held[1]))
+
+    async def _end_session(self, session_id: str) -> None:
+        for attempt in range(_RELEASE_TRIES):
+            if attempt:
+                await asyncio.sleep(_RELEASE_RETRY_S)
+            try:
+                resp = await self.peer.http.delete(
+                    self.peer.url(f"/v1/sessions/{session_id}"),
+                    headers=self.peer.headers,
+                    timeout=self.peer.timeout_s,
+                )
+            except httpx.HTTPError:
+                continue
+            if resp.status_code in (204, 404):
+                return
+        log.warning("agent_session_end_gave_up", session=session_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

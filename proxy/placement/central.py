@@ -99,9 +99,10 @@ class CentralPlacer(ClaimClient):
             if key is not None and self.releasing.get(key) is task:
                 del self.releasing[key]
 
-    def confirm(self, placement: Placement) -> None:
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
         """Nothing to do: central confirms its claim when the ``stream_started`` event (claim id
-        inside) reaches it through the event queue."""
+        inside) reaches it through the event queue (the chain reports ``stat_url`` to the
+        agent)."""
 
     def _failed_relays(self, content_key: str) -> frozenset[str]:
         """Edges this proxy could not relay ``content_key`` from just now: central hands the

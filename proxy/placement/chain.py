@@ -8,7 +8,10 @@ rule. Which step placed each upstream is counted in ``acefleet_proxy_placements_
 
 A failover avoids what just failed: an engine released as ``engine_failed`` is named in every
 claim's avoid list for ``failed_engine_avoid_s``, so central and the agent place elsewhere.
-Releases and confirms go back to the step that placed (a relay belongs to central).
+Releases and confirms go back to the step that placed (a relay belongs to central). A session on
+an engine that the agent did not place (central's claim, the static list) is also reported to
+the local agent when it goes live and when it ends, so the agent polls its stats whatever placed
+it (``SessionReporter``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,15 @@ class Step(Protocol):
 
     async def release(self, placement: Placement, reason: str) -> None: ...
 
-    def confirm(self, placement: Placement) -> None: ...
+    def confirm(self, placement: Placement, stat_url: str | None) -> None: ...
+
+
+class SessionReporter(Protocol):
+    """The local agent, told about live engine sessions it did not place (must not block)."""
+
+    def report_session(self, placement: Placement, stat_url: str) -> None: ...
+
+    def end_session(self, placement: Placement) -> None: ...
 
 
 class PlainStep:
@@ -51,15 +62,21 @@ class PlainStep:
     async def release(self, placement: Placement, reason: str) -> None:
         await self.placer.release(placement, reason)
 
-    def confirm(self, placement: Placement) -> None:
-        self.placer.confirm(placement)
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
+        self.placer.confirm(placement, stat_url)
 
 
 class PlacementChain:
     def __init__(
-        self, steps: Sequence[tuple[str, Step]], registry: CollectorRegistry, *, avoid_s: float
+        self,
+        steps: Sequence[tuple[str, Step]],
+        registry: CollectorRegistry,
+        *,
+        avoid_s: float,
+        sessions: SessionReporter | None = None,
     ) -> None:
         self.steps = list(steps)
+        self.sessions = sessions
         # An engine whose session just failed is not asked for again this long (so a failover
         # goes elsewhere): setting failed_engine_avoid_s.
         self.avoid_s = avoid_s
@@ -113,16 +130,22 @@ class PlacementChain:
             self.failed.move_to_end(placement.engine_id)
             while len(self.failed) > _AVOID_MAX:
                 self.failed.popitem(last=False)
+        if self.sessions is not None:
+            self.sessions.end_session(placement)
         step = self._owner(placement.source)
         if step is not None:
             await step.release(placement, reason)
 
-    def confirm(self, placement: Placement) -> None:
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
         """The upstream on ``placement`` is live: the step that placed it hears it (the agent
-        confirms its claim, which expires otherwise). Must not block."""
+        confirms its claim, which expires otherwise, with the session's ``stat_url``); a session
+        on an engine the agent did not place is reported to the agent. Must not block."""
         step = self._owner(placement.source)
         if step is not None:
-            step.confirm(placement)
+            step.confirm(placement, stat_url)
+        agent_placed = placement.source == "agent"
+        if self.sessions is not None and stat_url and placement.engine and not agent_placed:
+            self.sessions.report_session(placement, stat_url)
 
     def _owner(self, source: Source) -> Step | None:
         wanted = "central" if source == "relay" else source

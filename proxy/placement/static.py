@@ -78,7 +78,7 @@ class StaticPlacer:
         chosen.active += 1
         return Placement(source="static", engine=chosen.endpoint, engine_id=chosen.endpoint)
 
-    def confirm(self, placement: Placement) -> None:
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
         """A static engine has no claim to confirm: the slot was counted when it was placed."""
 
     async def release(self, placement: Placement, reason: str) -> None:

@@ -114,7 +114,7 @@ class RelayPlacer:
     async def place(self, content_key: str) -> Placement:
         return Placement(source="relay", url=self.url, claim_id="claim-1")
 
-    def confirm(self, placement: Placement) -> None:
+    def confirm(self, placement: Placement, stat_url: str | None) -> None:
         return None
 
     async def release(self, placement: Placement, reason: str) -> None:
