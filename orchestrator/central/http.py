@@ -18,7 +18,6 @@ from acefleet.wire import ErrorBody, ErrorDetail
 from orchestrator.central.auth import READERS, KeyRing, Role, Verdict
 
 API_KEY_HEADER = "X-API-Key"
-LIVE_PATH = "/v1/live"
 api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="API key of a service, operator or viewer"
 )
@@ -66,9 +65,7 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
 
     async def dependency(request: Request, api_key: str | None = Depends(api_key_scheme)) -> Role:
         key = api_key or bearer_token(request.headers.get("authorization", ""))
-        if not key and request.url.path == LIVE_PATH:
-            # EventSource cannot send headers; elsewhere a key in a URL would only leak to logs.
-            key = request.query_params.get("api_key")
+        # Never from the query string: a key in a URL leaks to logs and browser history.
         if not key:
             raise ApiError(
                 401, "unauthenticated", f"send an API key in the {API_KEY_HEADER} header"

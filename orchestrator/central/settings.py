@@ -85,6 +85,18 @@ class CentralSettings(BaseSettings):
     live_update_interval_s: float = Field(
         0.5, gt=0, le=10, description="Shortest interval between two live updates to dashboards"
     )
+    live_ws_max_per_key: int = Field(
+        8, ge=1, description="Live WebSocket connections one API key may hold at once (close 4429)"
+    )
+    live_ws_send_queue_max: int = Field(
+        64,
+        ge=1,
+        description="Messages queued for one live WebSocket that is not reading; past that the "
+        "client is dropped as too slow (close 4000)",
+    )
+    live_ws_auth_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Time a live WebSocket has to send its auth message (4408)"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: str = Field("auto", description="json, console or auto (json when not a tty)")
 

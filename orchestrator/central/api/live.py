@@ -1,25 +1,38 @@
-"""Live updates for dashboards (Server-Sent Events) and the dashboard page itself."""
+"""Live updates for dashboards (a WebSocket feed and Server-Sent Events) and the dashboard page.
+
+The WebSocket protocol (``GET /v1/live/ws``) is documented in docs/central.md; the feed itself
+(frames, deltas, per-connection send queues) lives in :mod:`orchestrator.central.live_feed`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
+from acefleet import logs
 from orchestrator.central import views
 from orchestrator.central.api.deps import central
-from orchestrator.central.http import ERROR_RESPONSES, any_reader
+from orchestrator.central.auth import READERS, KeyRing
+from orchestrator.central.http import ERROR_RESPONSES, any_reader, bearer_token
+from orchestrator.central.live_feed import LiveFeed, Subscriber
 from orchestrator.central.state import Central
 
 router = APIRouter(responses=ERROR_RESPONSES)
 State = Annotated[Central, Depends(central)]
 KEEPALIVE_S = 15.0
+# A client resuming sends {"type": "resume"} right after auth; this long is "right after".
+RESUME_WAIT_S = 0.3
+# How long closing a dropped (not reading) client may wait for its socket before giving up.
+CLOSE_TIMEOUT_S = 10.0
+log = logs.get(__name__)
 
 
 def fleet_frame_json(c: Central) -> str:
@@ -42,6 +55,10 @@ def fleet_frame(c: Central) -> dict[str, Any]:
                 "load": e.load,
                 "stream_cap": e.report.stream_cap,
                 "draining": e.report.draining or e.operator_drain,
+                # Apart, so a drain button acts on the operator's drain even when the agent
+                # drains the engine itself.
+                "operator_drain": e.operator_drain,
+                "agent_drain": e.report.draining,
                 "placeable": e.placeable,
                 "vpn_forwarded": e.report.vpn_forwarded,
             }
@@ -60,7 +77,8 @@ def fleet_frame(c: Central) -> dict[str, Any]:
 )
 async def live(c: State) -> StreamingResponse:
     """Server-Sent Events: a ``fleet`` event with the whole view whenever it changed (at most
-    every live_update_interval_s). Browsers may pass the key as ``?api_key=``."""
+    every live_update_interval_s). The key goes in a header, never in the URL; browsers use the
+    WebSocket feed ``/v1/live/ws`` instead."""
 
     async def frames() -> AsyncIterator[str]:
         sent = -1
@@ -80,6 +98,136 @@ async def live(c: State) -> StreamingResponse:
     return StreamingResponse(
         frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
+
+
+def live_feed(app: FastAPI) -> LiveFeed:
+    """The app's one feed, made on first use (app.state is per app, so per test central too)."""
+    feed: LiveFeed | None = getattr(app.state, "live_feed", None)
+    if feed is None:
+        c: Central = app.state.central
+        s = c.settings
+        feed = LiveFeed(
+            lambda: fleet_frame(c),
+            lambda: c.version,
+            s.live_update_interval_s,
+            s.live_ws_send_queue_max,
+            s.live_ws_max_per_key,
+        )
+        app.state.live_feed = feed
+    return feed
+
+
+class Refused(Exception):
+    """Close the WebSocket with this application close code (4xxx) and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def _message(ws: WebSocket) -> dict[str, Any] | None:
+    """The next client message as a JSON object (None for anything else); raises
+    WebSocketDisconnect when the client went away."""
+    msg = await ws.receive()
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    try:
+        body = json.loads(msg.get("text") or "")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _authenticate(ws: WebSocket, keyring: KeyRing, feed: LiveFeed, wait_s: float) -> str:
+    """The key of an admitted connection (a header, else the first message), counted against
+    its per-key limit; raises Refused otherwise."""
+    key = ws.headers.get("x-api-key") or bearer_token(ws.headers.get("authorization", ""))
+    if not key:
+        try:
+            first = await asyncio.wait_for(_message(ws), wait_s)
+        except TimeoutError:
+            raise Refused(4408, "no auth message in time") from None
+        key = first.get("api_key") if first is not None and first.get("type") == "auth" else None
+        if not isinstance(key, str) or not key:
+            raise Refused(4401, 'the first message must be {"type": "auth", "api_key": "..."}')
+    verdict = keyring.check(key)
+    if verdict.role is None:
+        raise Refused(4401, "unknown API key")
+    if verdict.role not in READERS:
+        raise Refused(4403, f"role {verdict.role} may not read the live feed")
+    if not verdict.allowed:
+        raise Refused(4429, "too many requests for this API key")
+    if not feed.reserve(key):
+        raise Refused(4429, f"too many live connections for this key (at most {feed.max_per_key})")
+    return key
+
+
+async def _resume_version(ws: WebSocket) -> int | None:
+    """The version of a ``resume`` sent right after auth, if the client sent one."""
+    try:
+        msg = await asyncio.wait_for(_message(ws), RESUME_WAIT_S)
+    except TimeoutError:
+        return None
+    version = msg.get("version") if msg is not None and msg.get("type") == "resume" else None
+    return version if isinstance(version, int) else None
+
+
+async def _pump(ws: WebSocket, sub: Subscriber) -> bool:
+    """Send the subscriber's queue until the client leaves (False) or falls behind (True)."""
+
+    async def send() -> None:
+        while True:
+            await ws.send_text(await sub.queue.get())
+
+    async def receive() -> None:
+        while True:  # client messages after the start mean nothing; a disconnect ends this
+            await _message(ws)
+
+    tasks = [
+        asyncio.create_task(send()),
+        asyncio.create_task(receive()),
+        asyncio.create_task(sub.dropped.wait()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return sub.dropped.is_set()
+
+
+@router.websocket("/v1/live/ws")
+async def live_ws(ws: WebSocket) -> None:
+    """The live feed as a WebSocket: a snapshot, then deltas, app-level pings when quiet."""
+    c: Central = ws.app.state.central
+    feed = live_feed(ws.app)
+    # Accept first: application close codes (4401, 4408, ...) only exist on an open socket.
+    await ws.accept()
+    try:
+        key = await _authenticate(ws, ws.app.state.keyring, feed, c.settings.live_ws_auth_timeout_s)
+    except Refused as refused:
+        with contextlib.suppress(Exception):
+            await ws.close(refused.code, refused.reason)
+        return
+    except WebSocketDisconnect:
+        return
+    sub: Subscriber | None = None
+    try:
+        sub = feed.join(key, await _resume_version(ws))
+        too_slow = await _pump(ws, sub)
+    except WebSocketDisconnect:
+        return
+    finally:
+        # Free the slot before closing: a dropped client's close may wait on its full socket.
+        if sub is not None:
+            feed.leave(sub)
+        feed.release(key)
+    if too_slow:
+        log.warning("live_client_dropped", reason="too slow", queue_max=feed.queue_max)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(4000, "client too slow"), CLOSE_TIMEOUT_S)
 
 
 @router.get("/", include_in_schema=False)
