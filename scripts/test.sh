@@ -11,7 +11,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 step "ruff"
 ruff check .
-ruff format --check acefleet proxy orchestrator enginesim
+ruff format --check acefleet proxy orchestrator enginesim acefleetctl
 step "mypy (strict)"
 mypy
 if [[ -x scripts/lint-ansible.sh ]]; then step "ansible lint"; scripts/lint-ansible.sh; fi

@@ -1,0 +1,1 @@
+"""``acefleet``: the operator's command line over central's API (``acefleet --help``)."""

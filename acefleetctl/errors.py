@@ -1,0 +1,25 @@
+"""What the CLI tells the shell: one line on stderr and an exit code a script can switch on."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """The exit codes of ``acefleet`` (docs/cli.md lists them)."""
+
+    ok = 0
+    other = 1  # central said no for another reason (404, 422, 5xx), or a check found problems
+    usage = 2  # bad flags, no URL, an unreadable config file (argparse uses 2 as well)
+    unreachable = 3  # no answer from central: refused, timed out, DNS, TLS
+    auth = 4  # 401 (no or unknown key) or 403 (the key's role may not do this)
+    rate_limited = 5  # 429: the key's token bucket is empty; the message says how long to wait
+
+
+class CliError(Exception):
+    """A failure the user sees as ``acefleet: <message>`` with exit code ``code``."""
+
+    def __init__(self, code: Exit, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,192 @@
+"""``acefleet watch``: central's live feed (``/v1/live/ws``) as one compact line per change.
+
+The feed sends a ``snapshot`` of the whole view, then ``delta`` frames (upserts and removals of
+hosts by name, engines by id, streams by stream_id) and a ``ping`` when quiet. :class:`Feed`
+keeps the view and turns each frame into lines; :func:`watch` owns the connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from acefleetctl.client import API_KEY_HEADER, refusal
+from acefleetctl.config import KEY_ENV, Target
+from acefleetctl.errors import CliError, Exit
+from acefleetctl.tables import cell
+
+LIVE_WS_PATH = "/v1/live/ws"
+KINDS = ("hosts", "engines", "streams")
+KEYS = {"hosts": "name", "engines": "id", "streams": "stream_id"}
+SINGULAR = {"hosts": "host", "engines": "engine", "streams": "stream"}
+# The fields whose change is worth a line; the others (heartbeat times, seq) change constantly.
+WATCHED = {
+    "hosts": ("status", "draining", "engines", "engines_healthy", "streams"),
+    "engines": ("health", "load", "placeable", "draining"),
+    "streams": ("viewers", "engine_id", "source", "peers", "degraded", "degraded_reason"),
+}
+# Close codes of the feed (the shared contract) and what they mean to the user.
+CLOSES: dict[int, tuple[Exit, str]] = {
+    4401: (Exit.auth, "unknown or missing API key"),
+    4403: (Exit.auth, "this key's role may not watch the live feed"),
+    4408: (Exit.auth, "no authentication in time"),
+    4429: (Exit.rate_limited, "too many live connections for this key; retry later"),
+    4000: (Exit.other, "this client fell too far behind the feed"),
+}
+
+
+def ws_url(http_url: str) -> str:
+    if http_url.startswith("https://"):
+        return "wss://" + http_url.removeprefix("https://") + LIVE_WS_PATH
+    return "ws://" + http_url.removeprefix("http://") + LIVE_WS_PATH
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    hosts = s.get("hosts", {})
+    live = hosts.get("live", 0)
+    total = sum(v for v in hosts.values() if isinstance(v, int))
+    return (
+        f"{total} hosts ({live} live), {s.get('engines')} engines "
+        f"({s.get('engines_placeable')} placeable), {s.get('streams')} streams, "
+        f"{s.get('viewers')} viewers"
+    )
+
+
+class Feed:
+    """The live view as the frames built it; :meth:`apply` returns the lines a frame is worth."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.summary: dict[str, Any] = {}
+        self.items: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+
+    def apply(self, frame: dict[str, Any]) -> list[str]:
+        kind = frame.get("type")
+        if kind == "snapshot":
+            return self._snapshot(frame)
+        if kind == "delta":
+            return self._delta(frame)
+        return []  # ping, or a type a newer central sends: nothing changed for us
+
+    def _snapshot(self, frame: dict[str, Any]) -> list[str]:
+        fleet = frame.get("fleet", {})
+        self.version = frame.get("version")
+        self.summary = fleet.get("summary", {})
+        for kind in KINDS:
+            self.items[kind] = {item[KEYS[kind]]: item for item in fleet.get(kind, [])}
+        return [f"snapshot v{self.version}: {summary_line(self.summary)}"]
+
+    def _delta(self, frame: dict[str, Any]) -> list[str]:
+        self.version = frame.get("version")
+        lines: list[str] = []
+        for kind in KINDS:
+            for item in frame.get("upsert", {}).get(kind, []):
+                lines.extend(self._upsert(kind, item))
+            for key in frame.get("remove", {}).get(kind, []):
+                if self.items[kind].pop(key, None) is not None:
+                    lines.append(f"- {SINGULAR[kind]} {key}")
+        summary = frame.get("summary")
+        if summary is not None and summary != self.summary:
+            self.summary = summary
+            lines.append(f"= {summary_line(summary)}")
+        return lines
+
+    def _upsert(self, kind: str, item: dict[str, Any]) -> list[str]:
+        key = item[KEYS[kind]]
+        old = self.items[kind].get(key)
+        self.items[kind][key] = item
+        if old is None:
+            fields = " ".join(f"{f}={cell(item.get(f))}" for f in WATCHED[kind] if f in item)
+            return [f"+ {SINGULAR[kind]} {key} {fields}".rstrip()]
+        changes = [
+            f"{f} {cell(old.get(f))}→{cell(item.get(f))}"
+            for f in WATCHED[kind]
+            if old.get(f) != item.get(f)
+        ]
+        return [f"~ {SINGULAR[kind]} {key} {', '.join(changes)}"] if changes else []
+
+
+def watch(
+    target: Target,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    count: int | None = None,
+    open_timeout: float = 10.0,
+    clock: Callable[[], datetime] = datetime.now,
+) -> int:
+    """Print the feed until Ctrl-C (or ``count`` snapshot/delta frames); returns the exit code."""
+    if not target.api_key:
+        raise CliError(Exit.auth, f"watch needs an API key: pass --api-key or set {KEY_ENV}")
+    url = ws_url(target.url)
+    try:
+        ws = connect(
+            url,
+            additional_headers={API_KEY_HEADER: target.api_key},
+            open_timeout=open_timeout,
+            proxy=None,
+        )
+    except InvalidStatus as exc:
+        raise _handshake_refused(exc) from None
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise CliError(Exit.unreachable, f"central unreachable at {url}: {exc}") from None
+    with ws:
+        try:
+            _follow(ws, out, as_json=as_json, count=count, clock=clock)
+        except KeyboardInterrupt:
+            return Exit.ok
+    return Exit.ok
+
+
+def _follow(
+    ws: ClientConnection,
+    out: TextIO,
+    *,
+    as_json: bool,
+    count: int | None,
+    clock: Callable[[], datetime],
+) -> None:
+    feed = Feed()
+    seen = 0
+    while count is None or seen < count:
+        try:
+            raw = ws.recv()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+        frame = json.loads(raw)
+        if frame.get("type") in ("snapshot", "delta"):
+            seen += 1
+        if as_json:
+            out.write(json.dumps(frame, separators=(",", ":")) + "\n")
+        else:
+            stamp = clock().strftime("%H:%M:%S")
+            for line in feed.apply(frame):
+                out.write(f"{stamp} {line}\n")
+        out.flush()
+
+
+def _handshake_refused(exc: InvalidStatus) -> CliError:
+    response = exc.response
+    try:
+        detail = json.loads(response.body or b"")["error"]
+        code, message = str(detail["code"]), str(detail["message"])
+        retry = detail.get("retry_after_s")
+    except (ValueError, KeyError, TypeError):
+        code, message, retry = f"http_{response.status_code}", response.reason_phrase, None
+    if response.status_code == 404:
+        message += " (this central has no live WebSocket feed)"
+    return refusal(response.status_code, code, message, retry)
+
+
+def _closed(exc: ConnectionClosed) -> CliError:
+    close = exc.rcvd
+    if close is None:
+        return CliError(Exit.unreachable, "the connection to central was lost")
+    exit_code, meaning = CLOSES.get(close.code, (Exit.unreachable, "central closed the feed"))
+    reason = f": {close.reason}" if close.reason else ""
+    return CliError(exit_code, f"live feed closed ({close.code}) {meaning}{reason}")
