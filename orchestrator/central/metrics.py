@@ -1,7 +1,15 @@
 """Prometheus metrics of central (``acefleet_central_*``), one registry per app instance.
 
-No label ever carries a content key, a host name or a client address: fleet gauges are counts
-by state, so the series count stays fixed however large the fleet grows.
+No label ever carries a content key or a client address. Fleet gauges are counts by state; the
+stats gauges are the exceptions, each with a bounded label set, rebuilt at every scrape so a
+series leaves with what it describes:
+
+- ``acefleet_central_engine_*{engine, host}``: one series per engine with stats, bounded by the
+  fleet's engines (``max_engines`` per host);
+- ``acefleet_central_stream_*{stream, host}``: one series per live stream (``stream`` is the
+  proxy's session id, unbounded over time, so it is removed when the stream ends), bounded by the
+  live streams;
+- ``acefleet_central_streams_degraded{reason}``: a count per reason, a fixed set.
 """
 
 from __future__ import annotations
@@ -31,6 +39,53 @@ class CentralMetrics:
         )
         self.streams = Gauge("acefleet_central_streams", "Live upstream sessions", registry=r)
         self.viewers = Gauge("acefleet_central_viewers", "Viewers on live streams", registry=r)
+        engine_labels = ["engine", "host"]
+        self.engine_peers = Gauge(
+            "acefleet_central_engine_peers",
+            "Peers of the engine's session",
+            engine_labels,
+            registry=r,
+        )
+        self.engine_down = Gauge(
+            "acefleet_central_engine_download_bytes_per_second",
+            "Download speed of the engine's session",
+            engine_labels,
+            registry=r,
+        )
+        self.engine_up = Gauge(
+            "acefleet_central_engine_upload_bytes_per_second",
+            "Upload speed of the engine's session",
+            engine_labels,
+            registry=r,
+        )
+        stream_labels = ["stream", "host"]
+        self.stream_peers = Gauge(
+            "acefleet_central_stream_peers",
+            "Peers of the stream's engine",
+            stream_labels,
+            registry=r,
+        )
+        self.stream_down = Gauge(
+            "acefleet_central_stream_download_bytes_per_second",
+            "Download speed of the stream's engine",
+            stream_labels,
+            registry=r,
+        )
+        self.stream_up = Gauge(
+            "acefleet_central_stream_upload_bytes_per_second",
+            "Upload speed of the stream's engine",
+            stream_labels,
+            registry=r,
+        )
+        self.stream_degraded = Gauge(
+            "acefleet_central_stream_degraded",
+            "1 while the stream is degraded (0 peers or no download progress for long)",
+            stream_labels,
+            registry=r,
+        )
+        self.streams_degraded = Gauge(
+            "acefleet_central_streams_degraded", "Degraded live streams", ["reason"], registry=r
+        )
         self.warming_up = Gauge(
             "acefleet_central_warming_up", "1 while live state is being rebuilt", registry=r
         )

@@ -8,9 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from acefleet.wire import EngineReport, ProvisioningState, VpnState
+from acefleet.wire import EngineReport, EngineStats, ProvisioningState, VpnState
 
 HostStatusName = Literal["live", "stale", "lost"]  # hosts.HostStatus on the wire
+DegradedReason = Literal["no_peers", "download_stalled"]  # engine_stats on the wire
 
 
 class Model(BaseModel):
@@ -25,6 +26,11 @@ class EngineView(Model):
     claims: int = Field(description="Claims (pending or confirmed) central holds on it")
     placeable: bool = Field(description="Whether new work may be placed on it now")
     operator_drain: bool
+    stats: EngineStats | None = Field(
+        description="Latest stats of the engine's (oldest) live session, from its agent"
+    )
+    degraded: bool = Field(description="Its session reports 0 peers or no progress for long")
+    degraded_reason: DegradedReason | None
     report: EngineReport
 
 
@@ -63,6 +69,13 @@ class StreamView(_Stream):
     viewers: int
     peak_viewers: int
     started_at: datetime
+    peers: int | None = Field(description="Peers of its engine's session (null: no stats)")
+    speed_down_kbps: int | None = Field(description="Engine download speed, KB/s")
+    speed_up_kbps: int | None = Field(description="Engine upload speed, KB/s")
+    degraded: bool = Field(
+        description="Its engine reported 0 peers or no download progress for degraded_after_s"
+    )
+    degraded_reason: DegradedReason | None
 
 
 class ClaimView(Model):

@@ -97,6 +97,15 @@ class CentralSettings(BaseSettings):
     live_ws_auth_timeout_s: float = Field(
         5.0, gt=0, le=60, description="Time a live WebSocket has to send its auth message (4408)"
     )
+    # 60 s: a real engine takes 8-10 s from start to downloading and a swarm may dip to 0 peers
+    # for a few seconds, so a minute tells a dead channel or stuck engine from churn, while the
+    # proxy's own stall failover (10 s by default) still handles what viewers notice first.
+    degraded_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A stream whose engine reports 0 peers, or no download progress, this long is "
+        "degraded (no_peers, download_stalled)",
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: str = Field("auto", description="json, console or auto (json when not a tty)")
 

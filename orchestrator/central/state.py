@@ -27,6 +27,7 @@ from acefleet.wire import (
 )
 from orchestrator.central import warm_buffer
 from orchestrator.central.claim_book import Claim, ClaimBook
+from orchestrator.central.engine_stats import StatsWatch
 from orchestrator.central.history import History
 from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 from orchestrator.central.metrics import CentralMetrics
@@ -62,6 +63,7 @@ class Central:
         self.book = ClaimBook(settings.claim_ttl_s)
         self.registry = StreamRegistry(settings.event_id_memory)
         self.tracker = StreamTracker(self.fleet, self.book, self.registry, history, metrics, clock)
+        self.stats = StatsWatch(settings.degraded_after_s)
         self.per_edge = settings.warm_buffer_per_edge
         self.fleet_max = settings.fleet_max_engines
         self.version = 0  # bumped on every change; live updates push when it moved
@@ -92,6 +94,12 @@ class Central:
         if previous is not None and hb.seq < previous.seq:
             log.info("agent_restarted", host=hb.host, seq=hb.seq, previous_seq=previous.seq)
         host, gap, gone = self.fleet.ingest(hb, now)
+        for report in hb.engines:
+            self.stats.take(report.id, report.stats, now)
+        for engine_id in gone:
+            self.stats.forget(engine_id)
+        if was is not None and was is not HostStatus.live:
+            self.stats.resume(list(host.engines), now)
         self.metrics.heartbeats_total.inc()
         if gap is not None:
             self.metrics.heartbeat_lag.observe(gap)

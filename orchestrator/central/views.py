@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from acefleet.wire import EngineHealth
+from prometheus_client import Gauge
+
+from acefleet.wire import EngineHealth, EngineStats
 from orchestrator.central import warm_buffer
-from orchestrator.central.hosts import Host
+from orchestrator.central.hosts import Engine, Host, HostStatus
 from orchestrator.central.placement_policy import placeable_engine, placeable_host
 from orchestrator.central.schemas import (
     ClaimView,
+    DegradedReason,
     EngineView,
     FleetSummary,
     HostView,
@@ -15,6 +18,7 @@ from orchestrator.central.schemas import (
     StreamView,
 )
 from orchestrator.central.state import Central
+from orchestrator.central.streams import Stream
 
 
 def hosts(c: Central) -> list[HostView]:
@@ -48,6 +52,32 @@ def _host_view(c: Central, host: Host, now: float) -> HostView:
     )
 
 
+def stream_engine(c: Central, stream: Stream) -> Engine | None:
+    """The engine a stream runs on: by id (central's and the agent's claims) or, for the static
+    list, whose ``engine_id`` is the engine's ``host:port``, by endpoint on the stream's edge."""
+    if stream.engine_id is None:
+        return None  # a relay: its bytes come from another edge's proxy
+    host_name = c.fleet.engine_host.get(stream.engine_id)
+    if host_name is not None:
+        return c.fleet.hosts[host_name].engines.get(stream.engine_id)
+    host = c.fleet.hosts.get(stream.host)
+    if host is None:
+        return None
+    for engine in host.engines.values():
+        if engine.report.endpoint == stream.engine_id:
+            return engine
+    return None
+
+
+def degraded_reason(c: Central, engine: Engine, now: float) -> DegradedReason | None:
+    """Why the engine's session is degraded (``engine_stats``), judged only on a live host."""
+    host_name = c.fleet.engine_host.get(engine.id)
+    host = c.fleet.hosts.get(host_name) if host_name else None
+    if host is None or c.fleet.status(host, now) is not HostStatus.live:
+        return None
+    return c.stats.reason(engine.id, now)
+
+
 def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
     now = c.clock()
     out = []
@@ -59,6 +89,7 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
         for engine in sorted(host.engines.values(), key=lambda e: e.id):
             load = c.book.load(engine.id, engine.report.streams)
             fits = host_ok and placeable_engine(engine) and load < engine.report.stream_cap
+            reason = degraded_reason(c, engine, now)
             out.append(
                 EngineView(
                     id=engine.id,
@@ -68,6 +99,9 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
                     claims=c.book.held(engine.id),
                     placeable=fits,
                     operator_drain=engine.operator_drain,
+                    stats=engine.report.stats,
+                    degraded=reason is not None,
+                    degraded_reason=reason,
                     report=engine.report,
                 )
             )
@@ -75,11 +109,36 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
 
 
 def streams(c: Central) -> list[StreamView]:
-    # StreamView mirrors the Stream record field for field.
+    now = c.clock()
     return [
-        StreamView.model_validate(s, from_attributes=True)
+        stream_view(c, s, now)
         for s in sorted(c.registry.streams.values(), key=lambda s: s.started_at)
     ]
+
+
+def stream_view(c: Central, stream: Stream, now: float) -> StreamView:
+    """A live stream with its engine's stats (one engine may carry several: ``engine_stats``)."""
+    engine = stream_engine(c, stream)
+    stats = engine.report.stats if engine is not None else None
+    reason = degraded_reason(c, engine, now) if engine is not None else None
+    return StreamView(
+        stream_id=stream.stream_id,
+        proxy_id=stream.proxy_id,
+        host=stream.host,
+        content_key=stream.content_key,
+        infohash=stream.infohash,
+        claim_id=stream.claim_id,
+        engine_id=stream.engine_id,
+        source=stream.source,
+        viewers=stream.viewers,
+        peak_viewers=stream.peak_viewers,
+        started_at=stream.started_at,
+        peers=stats.peers if stats else None,
+        speed_down_kbps=stats.speed_down_kbps if stats else None,
+        speed_up_kbps=stats.speed_up_kbps if stats else None,
+        degraded=reason is not None,
+        degraded_reason=reason,
+    )
 
 
 def claims(c: Central) -> list[ClaimView]:
@@ -181,6 +240,50 @@ def update_metrics(c: Central) -> None:
         m.claims.labels(kind, state).set(n)
     m.streams.set(s.streams)
     m.viewers.set(s.viewers)
+    _stats_metrics(c, now)
     m.warming_up.set(1 if s.warming_up else 0)
     m.heartbeat_age_max.set(oldest)
     m.history_queue.set(c.history.depth)
+
+
+def _stats_metrics(c: Central, now: float) -> None:
+    """Per-engine and per-stream stats gauges, rebuilt so ended streams and gone engines leave
+    no series behind (label sets: ``metrics``)."""
+    m = c.metrics
+    for gauge in (m.engine_peers, m.engine_down, m.engine_up):
+        gauge.clear()
+    for host in c.fleet.hosts.values():
+        for engine in host.engines.values():
+            _set_stats(
+                (m.engine_peers, m.engine_down, m.engine_up),
+                (engine.id, host.name),
+                engine.report.stats,
+            )
+    for gauge in (m.stream_peers, m.stream_down, m.stream_up, m.stream_degraded):
+        gauge.clear()
+    degraded = {"no_peers": 0, "download_stalled": 0}
+    for stream in c.registry.streams.values():
+        view = stream_view(c, stream, now)
+        labels = (stream.stream_id, stream.host)
+        runs_on = stream_engine(c, stream)
+        stats = runs_on.report.stats if runs_on is not None else None
+        _set_stats((m.stream_peers, m.stream_down, m.stream_up), labels, stats)
+        m.stream_degraded.labels(*labels).set(1 if view.degraded else 0)
+        if view.degraded_reason is not None:
+            degraded[view.degraded_reason] += 1
+    for reason, n in degraded.items():
+        m.streams_degraded.labels(reason).set(n)
+
+
+def _set_stats(
+    gauges: tuple[Gauge, Gauge, Gauge], labels: tuple[str, str], stats: EngineStats | None
+) -> None:
+    if stats is None:
+        return
+    peers, down, up = gauges
+    if stats.peers is not None:
+        peers.labels(*labels).set(stats.peers)
+    if stats.speed_down_kbps is not None:
+        down.labels(*labels).set(stats.speed_down_kbps * 1024)  # the engine's KB/s are KiB/s
+    if stats.speed_up_kbps is not None:
+        up.labels(*labels).set(stats.speed_up_kbps * 1024)
