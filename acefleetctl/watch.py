@@ -30,12 +30,13 @@ WATCHED = {
     "engines": ("health", "load", "placeable", "draining"),
     "streams": ("viewers", "engine_id", "source", "peers", "degraded", "degraded_reason"),
 }
-# Close codes of the feed (the shared contract) and what they mean to the user.
+# Close codes of the feed (the shared contract): the exit code, and what to say when central
+# gave no reason.
 CLOSES: dict[int, tuple[Exit, str]] = {
     4401: (Exit.auth, "unknown or missing API key"),
-    4403: (Exit.auth, "this key's role may not watch the live feed"),
+    4403: (Exit.auth, "this key's role may not read the live feed"),
     4408: (Exit.auth, "no authentication in time"),
-    4429: (Exit.rate_limited, "too many live connections for this key; retry later"),
+    4429: (Exit.rate_limited, "too many connections or requests for this key"),
     4000: (Exit.other, "this client fell too far behind the feed"),
 }
 
@@ -188,5 +189,7 @@ def _closed(exc: ConnectionClosed) -> CliError:
     if close is None:
         return CliError(Exit.unreachable, "the connection to central was lost")
     exit_code, meaning = CLOSES.get(close.code, (Exit.unreachable, "central closed the feed"))
-    reason = f": {close.reason}" if close.reason else ""
-    return CliError(exit_code, f"live feed closed ({close.code}) {meaning}{reason}")
+    text = f"central closed the live feed ({close.code}): {close.reason or meaning}"
+    if close.code == 4429:
+        text += "; retry later"
+    return CliError(exit_code, text)
