@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from websockets.sync.client import connect
@@ -45,11 +46,14 @@ class Lines:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.queue: queue.Queue[str] = queue.Queue()
         assert proc.stdout is not None
-        out = proc.stdout
-        threading.Thread(target=lambda: [self.queue.put(x) for x in out], daemon=True).start()
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, out: IO[str]) -> None:
+        for line in out:
+            self.queue.put(line)
 
     def until(self, needle: str) -> list[str]:
-        seen = []
+        seen: list[str] = []
         while True:
             try:
                 line = self.queue.get(timeout=15)
