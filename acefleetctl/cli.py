@@ -211,4 +211,7 @@ def _check_config(args: argparse.Namespace) -> int:
         print(inventory.summary(data))
     for p in problems if not args.json else []:
         print(f"acefleet: {args.inventory}: {p}", file=sys.stderr)
+    if problems and not args.json:
+        noun = "problem" if len(problems) == 1 else "problems"
+        print(f"acefleet: {args.inventory}: {len(problems)} {noun}", file=sys.stderr)
     return Exit.other if problems else Exit.ok
