@@ -1,0 +1,233 @@
+"""Engine stats end to end on real processes: the engine's stat page reaches the agent for a
+session placed each of the three ways (central claim, agent claim, static list), travels in
+heartbeats to central's stream and engine views and /metrics, and a stalled download (the
+simulator's stall fault) marks the stream degraded.
+
+One edge of its own (so central's ``degraded_after_s``, the engines' ``--chaos`` and a proxy
+with a static list and a long stall timeout do not change the shared fleet)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fleet.harness import AGENT_KEY, SIM_IMAGE, Fleet, stream_url, until, watch
+from tests.support.viewers import Viewer
+
+pytestmark = pytest.mark.docker
+
+AUTH = {"Authorization": f"Bearer {AGENT_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def edge_fleet(docker_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    probe = subprocess.run(["docker", "image", "inspect", SIM_IMAGE], capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail(f"{SIM_IMAGE} is missing: run scripts/build-images.sh")
+    fleet = Fleet.up(
+        tmp_path_factory.mktemp("stats"),
+        edges=1,
+        base_port=23600,
+        central_env={"ACEFLEET_CENTRAL_DEGRADED_AFTER_S": "3"},
+        agent_extra=[
+            "--engine-extra-args=--timing,fast,--media,synthetic,--bitrate,1000000,--chaos",
+            "--stats-interval-s",
+            "0.5",
+        ],
+    )
+    try:
+        edge = fleet.edge(0)
+        assert edge.proxy is not None
+        edge.proxy.stop()
+        # The static list names this edge's engines; a long stall timeout keeps a stalled
+        # upstream in place long enough for central to call it degraded.
+        static = ",".join(e["endpoint"] for e in fleet.healthy_engines(edge))
+        edge.proxy_args = []
+        fleet.start_proxy(edge, "--engines", static, "--stall-timeout-s", "120")
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def agent(fleet: Fleet, path: str) -> Any:
+    r = httpx.get(f"http://127.0.0.1:{fleet.edge(0).agent_port}{path}", timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def central_stream(fleet: Fleet, content: str) -> dict[str, Any] | None:
+    for s in fleet.central_streams():
+        if s["content_key"] == f"id:{content}":
+            return s
+    return None
+
+
+def with_stats(fleet: Fleet, content: str) -> dict[str, Any] | None:
+    s = central_stream(fleet, content)
+    return s if s is not None and s["peers"] and s["speed_down_kbps"] else None
+
+
+def metric(fleet: Fleet, name: str, **labels: str) -> float | None:
+    text = httpx.get(fleet.central_url + "/metrics", timeout=5).text
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if m and m.group(1) == name and dict(re.findall(r'(\w+)="([^"]*)"', m.group(2))) == labels:
+            return float(m.group(3))
+    return None
+
+
+def agent_engine_stats(fleet: Fleet, engine_id: str) -> dict[str, Any] | None:
+    stats: dict[str, Any] | None = agent(fleet, f"/v1/engines/{engine_id}")["engine"]["stats"]
+    return stats if stats and stats.get("peers") else None
+
+
+def sim_fault(endpoint: str, body: dict[str, str]) -> int:
+    return httpx.post(f"http://{endpoint}/_sim/faults", json=body, timeout=5).status_code
+
+
+def agent_drain(fleet: Fleet, drain: bool) -> int:
+    url = f"http://127.0.0.1:{fleet.edge(0).agent_port}/v1/drain"
+    return httpx.request("POST" if drain else "DELETE", url, headers=AUTH, timeout=5).status_code
+
+
+async def stop_all(viewers: list[Viewer]) -> None:
+    for v in viewers:
+        await v.stop()
+
+
+async def test_central_claim_stats_reach_views_and_metrics(edge_fleet: Fleet) -> None:
+    fleet = edge_fleet
+    viewers = await watch([stream_url(fleet.proxy_url(0), "stc")] * 2)
+    try:
+        s = await until("central shows the stream's stats", lambda: with_stats(fleet, "stc"), 40)
+        assert s["source"] == "central"
+        assert not s["degraded"]
+        assert s["degraded_reason"] is None
+        # The proxy reported the session to its agent (central's claim: the agent did not place
+        # it), which polls that engine's stat page.
+        sessions = agent(fleet, "/v1/sessions")
+        assert [x["engine_id"] for x in sessions] == [s["engine_id"]]
+        assert sessions[0]["stat_path"].startswith("/ace/stat/")
+        engines = {e["id"]: e for e in fleet.central_get("/v1/engines")["items"]}
+        assert engines[s["engine_id"]]["stats"]["status"] == "dl"
+        assert engines[s["engine_id"]]["stats"]["peers"] == s["peers"]
+        labels = {"stream": s["stream_id"], "host": s["host"]}
+        assert metric(fleet, "acefleet_central_stream_peers", **labels) == s["peers"]
+        assert metric(fleet, "acefleet_central_stream_degraded", **labels) == 0
+        down = metric(
+            fleet,
+            "acefleet_central_engine_download_bytes_per_second",
+            engine=s["engine_id"],
+            host=s["host"],
+        )
+        assert down is not None
+        assert down > 0
+    finally:
+        await stop_all(viewers)
+    await until("the stream ends at central", lambda: central_stream(fleet, "stc") is None, 30)
+    await until("the agent stops polling it", lambda: agent(fleet, "/v1/sessions") == [], 30)
+    assert metric(fleet, "acefleet_central_stream_peers", **labels) is None
+
+
+async def test_stalled_download_marks_the_stream_degraded(edge_fleet: Fleet) -> None:
+    fleet = edge_fleet
+    viewers = await watch([stream_url(fleet.proxy_url(0), "std")])
+    engine = ""
+    try:
+        s = await until("stats", lambda: with_stats(fleet, "std"), 40)
+        engine = next(
+            e["endpoint"]
+            for e in agent(fleet, "/v1/engines")["engines"]
+            if e["id"] == s["engine_id"]
+        )
+        ih = s["infohash"]
+        assert ih
+        stall = {"action": "stall", "infohash": ih}
+        assert await asyncio.to_thread(sim_fault, engine, stall) == 200
+        bad = await until(
+            "central calls it degraded",
+            lambda: (x := central_stream(fleet, "std")) and x["degraded"] and x,
+            40,
+        )
+        assert bad["degraded_reason"] == "download_stalled"
+        labels = {"stream": bad["stream_id"], "host": bad["host"]}
+        assert metric(fleet, "acefleet_central_stream_degraded", **labels) == 1
+        assert metric(fleet, "acefleet_central_streams_degraded", reason="download_stalled") == 1
+        await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
+        await until(
+            "the verdict clears with progress",
+            lambda: (x := central_stream(fleet, "std")) and not x["degraded"],
+            40,
+        )
+    finally:
+        if engine:
+            await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
+        await stop_all(viewers)
+    await until("the stream ends", lambda: central_stream(fleet, "std") is None, 30)
+
+
+async def test_agent_claim_and_static_list_stats(edge_fleet: Fleet) -> None:
+    fleet = edge_fleet
+    assert fleet.central is not None
+    viewers: list[Viewer] = []
+    try:
+        await asyncio.to_thread(fleet.central.kill)
+        # Central away: the local agent places (an agent claim, confirmed with the stat_url).
+        viewers += await watch([stream_url(fleet.proxy_url(0), "sta")])
+        claim = await until(
+            "a confirmed agent claim with its stat_url",
+            lambda: [
+                c
+                for c in agent(fleet, "/v1/claims")
+                if c["content_key"] == "id:sta" and c["confirmed"] and c["stat_url"]
+            ],
+            40,
+        )
+        await until(
+            "the agent polls the claimed engine",
+            lambda: agent_engine_stats(fleet, claim[0]["engine_id"]),
+            30,
+        )
+        # Agent drained too: the static list places; the proxy reports the session to its agent.
+        assert await asyncio.to_thread(agent_drain, fleet, True) == 200
+        viewers += await watch([stream_url(fleet.proxy_url(0), "sts")])
+        await until(
+            "a static placement",
+            lambda: fleet.proxy_metric(0, "acefleet_proxy_placements_total", 'source="static"'),
+            40,
+        )
+        session = await until(
+            "the static session at the agent", lambda: agent(fleet, "/v1/sessions")
+        )
+        await until(
+            "the agent polls the static engine",
+            lambda: agent_engine_stats(fleet, session[0]["engine_id"]),
+            30,
+        )
+        assert await asyncio.to_thread(agent_drain, fleet, False) == 200
+        # Central back: the proxy's snapshot brings both streams, heartbeats their stats.
+        await asyncio.to_thread(fleet.restart, fleet.central)
+        by_agent = await until("agent claim stats at central", lambda: with_stats(fleet, "sta"), 40)
+        assert by_agent["source"] == "agent"
+        assert by_agent["engine_id"] == claim[0]["engine_id"]
+        static = await until("static stats at central", lambda: with_stats(fleet, "sts"), 40)
+        assert static["source"] == "static"
+        # the static list names the engine by host:port; central finds it on the stream's edge
+        assert static["engine_id"] == next(
+            e["endpoint"]
+            for e in agent(fleet, "/v1/engines")["engines"]
+            if e["id"] == session[0]["engine_id"]
+        )
+        assert not by_agent["degraded"]
+        assert not static["degraded"]
+    finally:
+        await asyncio.to_thread(agent_drain, fleet, False)
+        if not fleet.central or not fleet.central.alive():
+            await asyncio.to_thread(fleet.start_central)
+        await stop_all(viewers)
