@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from acefleet import logs
+
 Frame = dict[str, Any]
 # Each kind of item in a frame and the field that identifies it.
+log = logs.get(__name__)
 KINDS = (("hosts", "name"), ("engines", "id"), ("streams", "stream_id"))
-KEEPALIVE_S = 15.0  # an app-level ping when nothing else was sent for this long
-RESUME_FRAMES = 32  # frames remembered to answer a resume with a delta
+RESUME_FRAMES = 32  # frames remembered to answer a resume with a delta (unchanged items shared)
 
 
 def diff(old: Frame, new: Frame) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
@@ -40,11 +42,24 @@ def diff(old: Frame, new: Frame) -> tuple[dict[str, list[Any]], dict[str, list[A
         changed = []
         for item in new[kind]:
             present.add(item[key])
-            if before.get(item[key]) != item:
+            previous = before.get(item[key])
+            if previous is not item and previous != item:
                 changed.append(item)
         upsert[kind] = changed
         remove[kind] = [k for k in before if k not in present]
     return upsert, remove
+
+
+def share_unchanged(old: Frame, new: Frame) -> None:
+    """Let ``new`` reuse ``old``'s item objects where they are equal: the remembered frames
+    then cost little more than their changes, and later diffs skip them by identity."""
+    for kind, key in KINDS:
+        before = {item[key]: item for item in old[kind]}
+        items = new[kind]
+        for i, item in enumerate(items):
+            previous = before.get(item[key])
+            if previous is not None and previous == item:
+                items[i] = previous
 
 
 def delta_message(version: int, old: Frame, new: Frame) -> str:
@@ -90,12 +105,14 @@ class LiveFeed:
         interval_s: float,
         queue_max: int,
         max_per_key: int,
+        ping_s: float,
     ) -> None:
         self._build = build  # the current frame (fleet_frame of central)
         self._changes = changes  # central's version: moved means rebuild
         self.interval_s = interval_s
         self.queue_max = queue_max
         self.max_per_key = max_per_key
+        self.ping_s = ping_s  # an app-level ping after this long without a message
         self.version = int(time.time() * 1000)
         self.frame: Frame | None = None
         self._built_from = -1
@@ -114,8 +131,10 @@ class LiveFeed:
             return False
         self._built_from = self._changes()
         frame = self._build()
-        if self.frame is not None and frame == self.frame:
-            return False  # a version bump that changed nothing a dashboard sees
+        if self.frame is not None:
+            share_unchanged(self.frame, frame)
+            if frame == self.frame:
+                return False  # a version bump that changed nothing a dashboard sees
         self.version += 1
         if self.frame is not None:
             text = delta_message(self.version, self.frame, frame)
@@ -177,11 +196,16 @@ class LiveFeed:
         try:
             while self.subscribers:
                 await asyncio.sleep(self.interval_s)
-                if self.refresh():
+                try:
+                    published = self.refresh()
+                except Exception as exc:  # a bug in one frame must not end the feed for all
+                    log.error("live_feed_frame_failed", error=repr(exc))
+                    published = False
+                if published:
                     quiet = 0.0
                     continue
                 quiet += self.interval_s
-                if quiet >= KEEPALIVE_S:
+                if quiet >= self.ping_s:
                     quiet = 0.0
                     text = ping_message()
                     for sub in list(self.subscribers):

@@ -106,6 +106,9 @@ class CentralSettings(BaseSettings):
         description="A stream whose engine reports 0 peers, or no download progress, this long is "
         "degraded (no_peers, download_stalled)",
     )
+    live_ws_ping_interval_s: float = Field(
+        15.0, gt=0, le=300, description="A live WebSocket quiet this long gets a ping message"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: str = Field("auto", description="json, console or auto (json when not a tty)")
 

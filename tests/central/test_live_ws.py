@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -152,6 +153,16 @@ def test_resume_after_central_restart_gets_a_newer_snapshot(start_central: Start
     assert [h["name"] for h in after["fleet"]["hosts"]] == ["edge0"]
 
 
+def test_a_quiet_feed_sends_pings(start_central: StartCentral) -> None:
+    svc = start_central(live_ws_ping_interval_s="0.5")
+    with live(svc) as ws:
+        snap = recv(ws)
+        assert snap["type"] == "snapshot"
+        pings = [recv(ws), recv(ws)]
+    assert [p["type"] for p in pings] == ["ping", "ping"]
+    assert all(datetime.fromisoformat(p["at"]).tzinfo is not None for p in pings)
+
+
 def test_auth_by_header_bearer_or_first_message(central: Running, service: httpx.Client) -> None:
     Agent("edge0", 1).beat(service)
     with live(central, OPERATOR_KEY) as ws:
@@ -257,7 +268,10 @@ class StalledClient:
 
 def test_a_slow_client_is_cut_without_affecting_others(start_central: StartCentral) -> None:
     svc = start_central(
-        live_update_interval_s="0.05", live_ws_send_queue_max="2", live_ws_max_per_key="1"
+        live_update_interval_s="0.05",
+        live_ws_send_queue_max="2",
+        live_ws_max_per_key="1",
+        rate_limit_rps="1000",  # the probes below must only meet the connection limit
     )
     service = httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}, timeout=10)
     Agent("edge0", 1).beat(service)

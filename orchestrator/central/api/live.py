@@ -112,6 +112,7 @@ def live_feed(app: FastAPI) -> LiveFeed:
             s.live_update_interval_s,
             s.live_ws_send_queue_max,
             s.live_ws_max_per_key,
+            s.live_ws_ping_interval_s,
         )
         app.state.live_feed = feed
     return feed
