@@ -15,9 +15,10 @@ from typing import IO
 
 import pytest
 from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection, serve
 
 from tests.central.conftest import StartCentral
-from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, Agent
+from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, Agent, event, send_events
 from tests.cli.conftest import Cli, Fleet
 from tests.support import procs
 
@@ -93,6 +94,8 @@ def test_watch_follows_changes_until_ctrl_c(
     ), seen
     assert cli("--url", fleet.url, "--api-key", OPERATOR_KEY, "drain", "host", "edge0").code == 0
     assert lines.until("~ host edge0 ")[-1].endswith("draining no→yes")
+    send_events(fleet.service, "edge0", event("stream_ended", "s-1", reason="idle"))
+    lines.until("- stream s-1")
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(10) == 0
     assert proc.stderr is not None
@@ -128,3 +131,44 @@ def test_watch_with_central_unreachable(cli: Cli) -> None:
     r = cli("--url", f"http://127.0.0.1:{port}", "--api-key", VIEWER_KEY, "watch")
     assert r.code == 3
     assert r.err.startswith(f"acefleet: central unreachable at ws://127.0.0.1:{port}/v1/live/ws")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "exit_code", "message"),
+    [
+        (4403, "role service may not", 4, "(4403): role service may not"),
+        (4000, "", 1, "(4000): this client fell too far behind the feed"),
+        (1001, "", 3, "(1001): central closed the feed"),
+    ],
+)
+def test_close_codes_central_cannot_be_made_to_send_here(
+    cli: Cli, code: int, reason: str, exit_code: int, message: str
+) -> None:
+    """Every reader role may watch a real central and a loopback client keeps up with it, so
+    these closes come from a small server that speaks the feed's contract."""
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        assert ws.request.headers["X-API-Key"] == VIEWER_KEY
+        ws.send(json.dumps({"type": "snapshot", "version": 7, "fleet": FLEET}))
+        ws.send(json.dumps({"type": "ping", "at": "2026-01-01T00:00:00Z"}))
+        ws.close(code, reason)
+
+    port = procs.free_port()
+    with serve(handler, "127.0.0.1", port) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        r = cli("--url", f"http://127.0.0.1:{port}", "--api-key", VIEWER_KEY, "watch")
+        server.shutdown()
+    assert r.code == exit_code
+    assert r.out.endswith(
+        "snapshot v7: 0 hosts (0 live), 0 engines (0 placeable), 0 streams, 0 viewers\n"
+    )
+    assert r.err == f"acefleet: central closed the live feed {message}\n"
+
+
+FLEET = {
+    "summary": {"hosts": {}, "engines": 0, "engines_placeable": 0, "streams": 0, "viewers": 0},
+    "hosts": [],
+    "engines": [],
+    "streams": [],
+}
