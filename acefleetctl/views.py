@@ -129,6 +129,7 @@ def engines(items: list[dict[str, Any]]) -> str:
                 stats.get("peers"),
                 stats.get("speed_down_kbps"),
                 stats.get("speed_up_kbps"),
+                _stream_state(e),
             ]
         )
     headers = [
@@ -142,6 +143,7 @@ def engines(items: list[dict[str, Any]]) -> str:
         "PEERS",
         "DOWN kbps",
         "UP kbps",
+        "STATE",
     ]
     return table(headers, rows, empty="(no engines)")
 
@@ -164,6 +166,7 @@ def engine(e: dict[str, Any]) -> str:
                 if report.get("draining")
                 else "no",
             ),
+            ("state", _stream_state(e)),
             ("peers", stats.get("peers")),
             (
                 "speed",

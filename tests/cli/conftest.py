@@ -71,22 +71,30 @@ class Fleet:
         return ["--url", self.url, "--api-key", VIEWER_KEY]
 
 
-@pytest.fixture
-def fleet(central: Running) -> Iterator[Fleet]:
+def make_fleet(url: str, service: httpx.Client) -> Fleet:
     """edge0 with engines edge0-eng0 and edge0-eng1; stream s-1 of id:chan with 3 viewers on the
     engine central placed its claim on (``busy``)."""
-    with httpx.Client(base_url=central.url, headers={"X-API-Key": SERVICE_KEY}) as service:
-        agent = Agent("edge0", 2)
-        agent.beat(service)
-        grant = service.post("/v1/claims", json=claim_body("id:chan", "edge0")).json()
-        started = event(
-            "stream_started",
-            "s-1",
-            content_key="id:chan",
-            claim_id=grant["claim_id"],
-            engine_id=grant["engine"]["id"],
-        )
-        send_events(service, "edge0", started, event("viewers", "s-1", viewers=3))
-        busy = grant["engine"]["id"]
-        free = next(e.id for e in agent.engines if e.id != busy)
-        yield Fleet(central.url, service, agent, grant["claim_id"], busy, free)
+    agent = Agent("edge0", 2)
+    agent.beat(service)
+    grant = service.post("/v1/claims", json=claim_body("id:chan", "edge0")).json()
+    started = event(
+        "stream_started",
+        "s-1",
+        content_key="id:chan",
+        claim_id=grant["claim_id"],
+        engine_id=grant["engine"]["id"],
+    )
+    send_events(service, "edge0", started, event("viewers", "s-1", viewers=3))
+    busy = grant["engine"]["id"]
+    free = next(e.id for e in agent.engines if e.id != busy)
+    return Fleet(url, service, agent, grant["claim_id"], busy, free)
+
+
+def service_client(svc: Running) -> httpx.Client:
+    return httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY})
+
+
+@pytest.fixture
+def fleet(central: Running) -> Iterator[Fleet]:
+    with service_client(central) as service:
+        yield make_fleet(central.url, service)

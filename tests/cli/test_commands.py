@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from acefleet.wire import EngineStats
+from tests.central.conftest import StartCentral
 from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY
-from tests.cli.conftest import Cli, Fleet
+from tests.cli.conftest import Cli, Fleet, make_fleet, service_client
 from tests.support import procs
 
 
@@ -65,6 +68,47 @@ def test_one_host_and_one_engine(cli: Cli, fleet: Fleet) -> None:
     engine = cli(*fleet.as_viewer(), "engines", fleet.busy)
     assert "load       1 of 1 (1 claims)" in engine.out
     assert "host       edge0 (live)" in engine.out
+
+
+def _report_stats(fleet: Fleet, engine_id: str, **figures: int) -> None:
+    """The agent's next heartbeat carries these stats for the engine."""
+    sample = EngineStats(status="dl", at=datetime.now(UTC), **figures)
+    fleet.agent.engines = [
+        e.model_copy(update={"stats": sample}) if e.id == engine_id else e
+        for e in fleet.agent.engines
+    ]
+    fleet.agent.beat(fleet.service)
+
+
+def test_engine_stats_in_the_tables(cli: Cli, fleet: Fleet) -> None:
+    _report_stats(
+        fleet, fleet.busy, peers=12, speed_down_kbps=900, speed_up_kbps=40, downloaded_bytes=10**6
+    )
+    assert _row(cli(*fleet.as_viewer(), "engines").out, fleet.busy)[7:11] == [
+        "12",
+        "900",
+        "40",
+        "ok",
+    ]
+    assert _row(cli(*fleet.as_viewer(), "streams").out, "s-1")[6:9] == ["12", "900", "ok"]
+    one = cli(*fleet.as_viewer(), "engines", fleet.busy).out
+    assert "speed      down 900 kbps, up 40 kbps" in one
+
+
+def test_a_degraded_stream_says_why(cli: Cli, start_central: StartCentral) -> None:
+    svc = start_central(degraded_after_s="0.05")
+    with service_client(svc) as service:
+        fleet = make_fleet(svc.url, service)
+        _report_stats(fleet, fleet.busy, peers=0, speed_down_kbps=0, downloaded_bytes=0)
+        deadline = time.monotonic() + 10
+        while "degraded" not in (out := cli(*fleet.as_viewer(), "streams").out):
+            assert time.monotonic() < deadline, out  # 0.05 s of 0 peers on central's clock
+            time.sleep(0.05)
+        assert _row(out, "s-1")[6:10] == ["0", "0", "degraded", "(no_peers)"]
+        assert _row(cli(*fleet.as_viewer(), "engines").out, fleet.busy)[10:12] == [
+            "degraded",
+            "(no_peers)",
+        ]
 
 
 def test_json_is_centrals_json(cli: Cli, fleet: Fleet) -> None:
