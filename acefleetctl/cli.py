@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", dest="on_host", help="apply --per-edge to this edge only")
     p = add("watch", None, "follow the fleet live (central's WebSocket feed) until Ctrl-C")
     p.add_argument("--count", type=int, help="stop after this many snapshot/delta frames")
+    p.add_argument(
+        "--no-reconnect",
+        dest="reconnect",
+        action="store_false",
+        help="exit (code 3) when the feed is lost instead of opening it again",
+    )
     p = sub.add_parser(
         "check-config",
         help="check an Ansible inventory for what the fleet needs",
@@ -113,7 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         target = resolve(args.url, args.api_key, args.config)
         if args.command == "watch":
-            return watch(target, sys.stdout, as_json=bool(args.json), count=args.count)
+            return watch(
+                target,
+                sys.stdout,
+                sys.stderr,
+                as_json=bool(args.json),
+                count=args.count,
+                open_timeout=args.timeout or 10.0,
+                reconnect=args.reconnect,
+            )
         with Central(target, timeout=args.timeout or 10.0) as central:
             result = args.handler(args, central)
     except CliError as exc:

@@ -8,7 +8,9 @@ keeps the view and turns each frame into lines; :func:`watch` owns the connectio
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -21,6 +23,9 @@ from acefleetctl.errors import CliError, Exit
 from acefleetctl.tables import cell
 
 LIVE_WS_PATH = "/v1/live/ws"
+# Waits between attempts to open a lost feed again: short at first, then at most this.
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 10.0
 KINDS = ("hosts", "engines", "streams")
 KEYS = {"hosts": "name", "engines": "id", "streams": "stream_id"}
 SINGULAR = {"hosts": "host", "engines": "engine", "streams": "stream"}
@@ -112,63 +117,105 @@ class Feed:
         return [f"~ {SINGULAR[kind]} {key} {', '.join(changes)}"] if changes else []
 
 
+@dataclass
+class Session:
+    """What one ``watch`` run prints to, and how far it got (it outlives reconnections)."""
+
+    out: TextIO
+    err: TextIO
+    as_json: bool
+    count: int | None
+    clock: Callable[[], datetime]
+    feed: Feed = field(default_factory=Feed)
+    seen: int = 0  # snapshot and delta frames so far
+
+    def done(self) -> bool:
+        return self.count is not None and self.seen >= self.count
+
+
 def watch(
     target: Target,
     out: TextIO,
+    err: TextIO,
     *,
     as_json: bool = False,
     count: int | None = None,
     open_timeout: float = 10.0,
+    reconnect: bool = True,
     clock: Callable[[], datetime] = datetime.now,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Print the feed until Ctrl-C (or ``count`` snapshot/delta frames); returns the exit code."""
+    """Print the feed until Ctrl-C (or ``count`` snapshot/delta frames); returns the exit code.
+
+    A feed that is lost (central restarting, the network) is opened again, with a ``resume`` from
+    the last version seen, unless ``reconnect`` is off; a refusal (key, role, limits) ends it.
+    """
     if not target.api_key:
         raise CliError(Exit.auth, f"watch needs an API key: pass --api-key or set {KEY_ENV}")
-    url = ws_url(target.url)
+    url, key = ws_url(target.url), target.api_key
+    session = Session(out, err, as_json, count, clock)
     try:
-        ws = connect(
-            url,
-            additional_headers={API_KEY_HEADER: target.api_key},
-            open_timeout=open_timeout,
-            proxy=None,
+        ws = _open(url, key, open_timeout)  # the first attempt fails fast: a wrong URL is likely
+        while True:
+            try:
+                with ws:
+                    _follow(ws, session)
+                return Exit.ok
+            except CliError as exc:
+                if not reconnect or exc.code != Exit.unreachable:
+                    raise
+                print(f"acefleet: {exc.message}; reconnecting", file=err, flush=True)
+            ws = _reopen(url, key, open_timeout, sleep)
+    except KeyboardInterrupt:
+        return Exit.ok
+
+
+def _open(url: str, key: str, open_timeout: float) -> ClientConnection:
+    try:
+        return connect(
+            url, additional_headers={API_KEY_HEADER: key}, open_timeout=open_timeout, proxy=None
         )
     except InvalidStatus as exc:
         raise _handshake_refused(exc) from None
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise CliError(Exit.unreachable, f"central unreachable at {url}: {exc}") from None
-    with ws:
+
+
+def _reopen(
+    url: str, key: str, open_timeout: float, sleep: Callable[[float], None]
+) -> ClientConnection:
+    """Connect again, waiting longer between attempts while central stays away."""
+    wait = RECONNECT_FIRST_S
+    while True:
+        sleep(wait)
         try:
-            _follow(ws, out, as_json=as_json, count=count, clock=clock)
-        except KeyboardInterrupt:
-            return Exit.ok
-    return Exit.ok
+            return _open(url, key, open_timeout)
+        except CliError as exc:
+            if exc.code != Exit.unreachable:
+                raise
+        wait = min(wait * 2, RECONNECT_MAX_S)
 
 
-def _follow(
-    ws: ClientConnection,
-    out: TextIO,
-    *,
-    as_json: bool,
-    count: int | None,
-    clock: Callable[[], datetime],
-) -> None:
-    feed = Feed()
-    seen = 0
-    while count is None or seen < count:
+def _follow(ws: ClientConnection, session: Session) -> None:
+    feed = session.feed
+    if feed.version is not None:
+        # Right after auth (the header): central answers with the delta since, or a snapshot.
+        ws.send(json.dumps({"type": "resume", "version": feed.version}))
+    while not session.done():
         try:
             raw = ws.recv()
         except ConnectionClosed as exc:
             raise _closed(exc) from None
         frame = json.loads(raw)
         if frame.get("type") in ("snapshot", "delta"):
-            seen += 1
-        if as_json:
-            out.write(json.dumps(frame, separators=(",", ":")) + "\n")
+            session.seen += 1
+        lines = feed.apply(frame)
+        if session.as_json:
+            session.out.write(json.dumps(frame, separators=(",", ":")) + "\n")
         else:
-            stamp = clock().strftime("%H:%M:%S")
-            for line in feed.apply(frame):
-                out.write(f"{stamp} {line}\n")
-        out.flush()
+            stamp = session.clock().strftime("%H:%M:%S")
+            session.out.writelines(f"{stamp} {line}\n" for line in lines)
+        session.out.flush()
 
 
 def _handshake_refused(exc: InvalidStatus) -> CliError:
