@@ -158,6 +158,9 @@ def test_buffer_set_and_show(cli: Cli, fleet: Fleet) -> None:
     assert (prov["warm_buffer_per_edge"], prov["fleet_max_engines"]) == (3, 40)
     shown = cli(*fleet.as_viewer(), "buffer")
     assert _row(shown.out, "edge0")[1:3] == ["live", "3"]  # the target follows the buffer
+    r = cli(*fleet.as_operator(), "buffer", "set", "--per-edge", "1", "--host", "edge0")
+    assert r.out.startswith("warm buffer 3 free engines per edge;")  # the fleet-wide value
+    assert _row(r.out, "edge0")[1:3] == ["live", "1"]  # this edge's own
     r = cli(*fleet.as_operator(), "buffer", "set")
     assert r.code == 2
     assert r.err == "acefleet: buffer set: give --per-edge N and/or --fleet-max N\n"
