@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inventory", type=Path, help="the inventory directory (e.g. inventories/lab)")
-    p.add_argument("--json", action="store_true", help="print the problems as JSON")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the problems as JSON"
+    )
     p.set_defaults(handler=None)
     return parser
 
@@ -115,30 +118,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, argparse printed why)
         return int(exc.code or 0)
     try:
-        if args.command == "check-config":
-            return _check_config(args)
-        target = resolve(args.url, args.api_key, args.config)
-        if args.command == "watch":
-            return watch(
-                target,
-                sys.stdout,
-                sys.stderr,
-                as_json=bool(args.json),
-                count=args.count,
-                open_timeout=args.timeout or 10.0,
-                reconnect=args.reconnect,
-            )
-        with Central(target, timeout=args.timeout or 10.0) as central:
-            result = args.handler(args, central)
+        return _run(args)
     except CliError as exc:
         print(f"acefleet: {exc.message}", file=sys.stderr)
         return int(exc.code)
     except KeyboardInterrupt:
         return 130
-    if args.json:
-        print(json.dumps(result[0], indent=2))
-    else:
-        print(result[1])
+    except BrokenPipeError:
+        # The reader left (`acefleet streams | head`): no traceback, and none at exit either
+        # when Python flushes stdout again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.other
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        return _check_config(args)
+    target = resolve(args.url, args.api_key, args.config)
+    if args.command == "watch":
+        return watch(
+            target,
+            sys.stdout,
+            sys.stderr,
+            as_json=bool(args.json),
+            count=args.count,
+            open_timeout=args.timeout or 10.0,
+            reconnect=args.reconnect,
+        )
+    with Central(target, timeout=args.timeout or 10.0) as central:
+        data, text = args.handler(args, central)
+    print(json.dumps(data, indent=2) if args.json else text)
     return Exit.ok
 
 

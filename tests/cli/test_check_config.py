@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,20 @@ def test_the_defaults_are_the_roles_defaults() -> None:
         defaults.update(yaml.safe_load((roles / role / "defaults" / "main.yml").read_text()))
     for name, value in {**inventory.PORT_DEFAULTS, **inventory.POOL_DEFAULTS}.items():
         assert defaults[name] == value, name
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """``acefleet … | head``: the pipe is closed before the CLI writes (it runs ansible-inventory
+    first)."""
+    exe = Path(sys.executable).parent / "acefleet"
+    proc = subprocess.Popen(
+        [exe, "check-config", "--json", str(EXAMPLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # nobody reads: the CLI's first write fails with EPIPE
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err == ""
