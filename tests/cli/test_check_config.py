@@ -137,3 +137,37 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert err == ""
+
+
+def test_a_vault_encrypted_secret_counts_as_set(cli: Cli, tmp_path: Path) -> None:
+    vault_cli = tools.require("ansible-vault", "ansible-core (pip install -e '.[dev]')")
+    copy = tmp_path / "inv"
+    shutil.copytree(EXAMPLE, copy)
+    password = tmp_path / "vault-pass"
+    password.write_text("a-password-for-this-test\n")
+    encrypted = subprocess.run(
+        [
+            vault_cli,
+            "encrypt_string",
+            "--vault-password-file",
+            str(password),
+            "a-real-service-key-0123456789",
+            "--name",
+            "vault_acefleet_service_api_key",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    vault = copy / "group_vars" / "all" / "vault.yml"
+    kept = [
+        line
+        for line in vault.read_text().splitlines(keepends=True)
+        if not line.startswith("vault_acefleet_service_api_key:")
+    ]
+    vault.write_text("".join(kept) + encrypted)
+    r = cli("check-config", "--json", str(copy))
+    problems = json.loads(r.out)
+    assert r.code == 1  # the other placeholders are still there
+    assert len(problems) == 6  # control1: operator key; 3 edges: agent key; 2 lb: VRRP
+    assert not [p for p in problems if "vault_acefleet_service_api_key" in p["problem"]]
