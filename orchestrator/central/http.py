@@ -78,9 +78,8 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
         if not verdict.allowed:
             raise rate_limited(verdict)
         if verdict.role not in allowed:
-            raise ApiError(
-                403, "forbidden", f"role {verdict.role} may not do this (needs {sorted(allowed)})"
-            )
+            needs = " or ".join(sorted(role.value for role in allowed))
+            raise ApiError(403, "forbidden", f"role {verdict.role} may not do this (needs {needs})")
         return verdict.role
 
     return dependency

@@ -39,7 +39,8 @@ def test_forbidden_role(cli: Cli, fleet: Fleet) -> None:
         r = cli(*fleet.as_viewer(), *argv)
         assert (r.code, r.out) == (4, ""), argv
         assert r.err.startswith(
-            "acefleet: central refused (403 forbidden): role viewer may not do this (needs "
+            "acefleet: central refused (403 forbidden): role viewer may not do this "
+            "(needs operator)"
         )
         assert r.err.count("\n") == 1
     assert not fleet.agent.beat(fleet.service).directives  # nothing was drained
