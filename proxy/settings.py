@@ -73,6 +73,13 @@ class ProxySettings(BaseSettings):
     snapshot_interval_s: float = Field(
         10.0, gt=0, le=3600, description="Seconds between live-stream snapshots to central"
     )
+    agent_session_refresh_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="Seconds between re-reports of live sessions to the local agent (its "
+        "session_ttl_s must be longer: a session not re-reported is dropped there)",
+    )
 
     # --- avoiding what just failed (placement; 0 = never avoid) --------------------------------
     failed_engine_avoid_s: float = Field(

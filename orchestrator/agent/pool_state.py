@@ -44,7 +44,9 @@ class PoolState:
         self.s = settings
         self.metrics = metrics
         self.claims = ClaimBook(settings.claim_ttl_s, settings.state_file)
-        self.sessions = SessionBook(max(64, settings.max_engines * settings.stream_cap * 2))
+        self.sessions = SessionBook(
+            max(64, settings.max_engines * settings.stream_cap * 2), settings.session_ttl_s
+        )
         self.engines: dict[str, Engine] = {}
         self.central_claims: dict[str, int] = {}  # engine id → claims central holds on it
         # free engines central wants warm here (None until central said; kept while it is away)

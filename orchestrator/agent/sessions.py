@@ -11,8 +11,10 @@ Rules:
 2. At most ``limit`` sessions are held (``max_engines`` x ``stream_cap`` x 2: room for a new
    session reported before the old one's end lands); a session whose engine goes away is
    dropped with it.
-3. Held in memory only: after an agent restart the proxy's next session reports fill it again
-   (stats of sessions already live are missing until they end; nothing else depends on it).
+3. A lease: the proxy reports its live sessions again every ``agent_session_refresh_s``; one
+   not reported within ``session_ttl_s`` is dropped. So a proxy that died (or an end that got
+   lost) cannot keep an engine counted busy, and after an agent restart (sessions are held in
+   memory only) the next re-report fills the book again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Session:
     stat_path: str
     content_key: str | None
     since_wall: float
+    expires_mono: float
 
 
 class SessionFull(Exception):
@@ -50,8 +53,9 @@ class SessionFull(Exception):
 
 
 class SessionBook:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, ttl_s: float) -> None:
         self.limit = limit
+        self.ttl_s = ttl_s
         self.sessions: dict[str, Session] = {}
 
     def put(
@@ -62,7 +66,8 @@ class SessionBook:
         if old is None and len(self.sessions) >= self.limit:
             raise SessionFull(f"the agent already follows {self.limit} sessions")
         since = old.since_wall if old is not None else time.time()
-        session = Session(session_id, engine_id, path, content_key, since)
+        expires = time.monotonic() + self.ttl_s
+        session = Session(session_id, engine_id, path, content_key, since, expires)
         self.sessions[session_id] = session
         return session, old is None
 
@@ -75,3 +80,10 @@ class SessionBook:
     def drop_engine(self, engine_id: str) -> None:
         for s in self.for_engine(engine_id):
             del self.sessions[s.session_id]
+
+    def expire(self) -> list[Session]:
+        now = time.monotonic()
+        gone = [s for s in self.sessions.values() if s.expires_mono <= now]
+        for s in gone:
+            del self.sessions[s.session_id]
+        return gone

@@ -143,6 +143,12 @@ class AgentSettings(BaseSettings):
         description="JSON file keeping local claims across agent restarts (empty: memory only)",
     )
     stats_interval_s: float = Field(default=5, gt=0, description="stat_url poll interval")
+    session_ttl_s: float = Field(
+        default=60,
+        gt=0,
+        description="A session the proxy reported (PUT /v1/sessions) and did not report again "
+        "within this is dropped (the proxy re-reports every agent_session_refresh_s, 15 s)",
+    )
     stats_history: int = Field(default=60, ge=1, le=10000, description="Stats kept per engine")
 
     # --- VPN (Gluetun) ---------------------------------------------------------------------

@@ -113,6 +113,8 @@ class ControlLinks:
             if self.snapshots is not None:
                 self.events.on_reconnect = self.snapshots.send_soon
             self.events.start()
+        if self.agent is not None:
+            self.agent.start_refresh(self.settings.agent_session_refresh_s)
         log.info(
             "control_links",
             steps=[name for name, _ in self.placer.steps],

@@ -9,7 +9,10 @@ expired.
 The agent also hears about live sessions it did not place (central's claims, the static list):
 ``report_session`` puts the session's engine and ``stat_url`` at ``PUT /v1/sessions/{id}`` so
 the agent polls its stats, and ``end_session`` deletes it when the upstream ends (retried like a
-release: a lost end would keep the engine counted busy).
+release). The reports are a lease: every ``agent_session_refresh_s`` the live ones are put again
+(``refresh_sessions``), so an agent that restarted learns them back, and the agent drops a
+session not re-reported within its ``session_ttl_s`` (a proxy that died cannot keep an engine
+counted busy).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class AgentPlacer(ClaimClient):
         # id(placement) → (placement, session id) of the sessions reported to the agent; the
         # placement is held so its id is not reused while it is here (two placements on one
         # static engine compare equal, so they are told apart by identity).
-        self.reported: dict[int, tuple[Placement, str]] = {}
+        self.reported: dict[int, tuple[Placement, str, dict[str, str | None]]] = {}
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
         if not self.breaker.allow():
@@ -112,15 +115,33 @@ class AgentPlacer(ClaimClient):
         if placement.engine is None or id(placement) in self.reported:
             return
         session_id = uuid.uuid4().hex
-        self.reported[id(placement)] = (placement, session_id)
-        body = {
+        body: dict[str, str | None] = {
             "engine_id": placement.engine_id,
             "endpoint": placement.engine,
             "stat_url": stat_url,
         }
+        self.reported[id(placement)] = (placement, session_id, body)
         self._spawn(self._put_session(session_id, body))
 
-    async def _put_session(self, session_id: str, body: dict[str, str | None]) -> None:
+    def start_refresh(self, interval_s: float) -> None:
+        self._spawn(self.refresh_sessions(interval_s))
+
+    async def refresh_sessions(self, interval_s: float) -> None:
+        """Re-report the live sessions every ``interval_s`` (the agent's lease on them)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            # A session that ends meanwhile may be put once more after its delete: the agent's
+            # lease drops it again (session_ttl_s).
+            live = list(self.reported.values())
+            await asyncio.gather(
+                *(self._put_session(sid, body, quiet=True) for _, sid, body in live)
+            )
+
+    async def _put_session(
+        self, session_id: str, body: dict[str, str | None], *, quiet: bool = False
+    ) -> None:
+        """Report one session; ``quiet`` for the re-reports (an agent that is down would log
+        every session every round)."""
         try:
             resp = await self.peer.http.put(
                 self.peer.url(f"/v1/sessions/{session_id}"),
@@ -129,9 +150,12 @@ class AgentPlacer(ClaimClient):
                 timeout=self.peer.timeout_s,
             )
         except httpx.HTTPError as exc:
-            log.info("agent_session_report_failed", session=session_id, error=type(exc).__name__)
+            if not quiet:
+                log.info(
+                    "agent_session_report_failed", session=session_id, error=type(exc).__name__
+                )
             return
-        if resp.status_code not in (200, 201):
+        if resp.status_code not in (200, 201) and not quiet:
             # 404: an engine this agent does not manage (a static entry elsewhere): no stats.
             log.info("agent_session_refused", session=session_id, status=resp.status_code)
 

@@ -73,3 +73,18 @@ def test_reported_session_is_polled_on_its_engine_and_counted(
     assert agent.delete("/v1/sessions/s1").status_code == 404
     ended = wait_for("stats stop with the session", lambda: (e := report())["stats"] is None and e)
     assert ended["streams"] == 0
+
+
+def test_a_session_not_reported_again_expires(agent_factory: AgentFactory) -> None:
+    # The proxy re-reports its live sessions (a lease): one it stopped reporting (a proxy that
+    # died, an end that got lost) is dropped and no longer keeps its engine busy.
+    agent = agent_factory(
+        *_ranges(), "--min-engines", "1", "--free-engines", "0", "--session-ttl-s", "1"
+    )
+    engine = wait_for("an engine", agent.healthy, timeout=BOOT)[0]
+    body = {"engine_id": engine["id"], "stat_url": f"/ace/stat/{'a' * 40}/{'b' * 32}"}
+    r = agent.client.put("/v1/sessions/gone", json=body, headers=AUTH)
+    assert r.status_code == 201
+    assert [e["streams"] for e in agent.engines()] == [1]
+    wait_for("the lease runs out", lambda: agent.get("/v1/sessions").json() == [], timeout=20)
+    assert [e["streams"] for e in agent.engines()] == [0]

@@ -49,7 +49,15 @@ def edge_fleet(docker_available: None, tmp_path_factory: pytest.TempPathFactory)
         # upstream in place long enough for central to call it degraded.
         static = ",".join(e["endpoint"] for e in fleet.healthy_engines(edge))
         edge.proxy_args = []
-        fleet.start_proxy(edge, "--engines", static, "--stall-timeout-s", "120")
+        fleet.start_proxy(
+            edge,
+            "--engines",
+            static,
+            "--stall-timeout-s",
+            "120",
+            "--agent-session-refresh-s",
+            "1",
+        )
         yield fleet
     finally:
         fleet.close()
@@ -128,6 +136,14 @@ async def test_central_claim_stats_reach_views_and_metrics(edge_fleet: Fleet) ->
         )
         assert down is not None
         assert down > 0
+        # An agent that restarts (sessions are in memory) learns them back from the re-reports.
+        edge = fleet.edge(0)
+        assert edge.agent is not None
+        await asyncio.to_thread(edge.agent.kill)
+        await asyncio.to_thread(fleet.start_agent, edge)
+        again = await until("the session reported again", lambda: agent(fleet, "/v1/sessions"), 30)
+        assert [x["engine_id"] for x in again] == [s["engine_id"]]
+        await until("stats at central again", lambda: with_stats(fleet, "stc"), 30)
     finally:
         await stop_all(viewers)
     await until("the stream ends at central", lambda: central_stream(fleet, "stc") is None, 30)
@@ -213,11 +229,17 @@ async def test_agent_claim_and_static_list_stats(edge_fleet: Fleet) -> None:
         assert await asyncio.to_thread(agent_drain, fleet, False) == 200
         # Central back: the proxy's snapshot brings both streams, heartbeats their stats.
         await asyncio.to_thread(fleet.restart, fleet.central)
-        by_agent = await until("agent claim stats at central", lambda: with_stats(fleet, "sta"), 40)
-        assert by_agent["source"] == "agent"
+        by_agent = await until(
+            "agent claim stats at central",
+            lambda: (x := with_stats(fleet, "sta")) and x["source"] == "agent" and x,
+            40,
+        )
         assert by_agent["engine_id"] == claim[0]["engine_id"]
-        static = await until("static stats at central", lambda: with_stats(fleet, "sts"), 40)
-        assert static["source"] == "static"
+        static = await until(
+            "static stats at central",
+            lambda: (x := with_stats(fleet, "sts")) and x["source"] == "static" and x,
+            40,
+        )
         # the static list names the engine by host:port; central finds it on the stream's edge
         assert static["engine_id"] == next(
             e["endpoint"]
