@@ -226,6 +226,10 @@ class StreamTracker:
                 known.set_viewers(ls.viewers)
                 if known.claim_id is None and (ls.claim_id or ls.engine_id):
                     self._attach(known, ls.claim_id, ls.engine_id)
+                # The proxy knows which step placed it; a stream first known from a queued
+                # stream_started event (central was away) was only guessed (e.g. an agent claim
+                # adopted as central's).
+                known.source = ls.source
         return SnapshotOutcome(streams=len(snap.streams), added=added, ended=ended)
 
     def forget_lost_proxies(self, now: float, limit: float) -> bool:
