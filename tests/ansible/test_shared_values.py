@@ -36,6 +36,7 @@ LITERALS = {
     "acefleet_agent_check_port": r"\b8101\b",
     "acefleet_central_port": r"(?<![\d.])8000\b",
     "acefleet_haproxy_health_port": r"\b8405\b",
+    "acefleet_haproxy_metrics_port": r"\b8404\b",
     "acefleet_haproxy_socket": r"/run/haproxy/admin\.sock",
     "acefleet_haproxy_backend": r"backend:? +edges\b",
     "acefleet_engine_image": r"acefleet/engine-sim",
