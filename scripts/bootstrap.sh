@@ -12,6 +12,7 @@ declare -A NEED=(
   [python3-venv]="" [debian-archive-keyring]="" [git]=git [iproute2]=ip [curl]=curl [make]=make
   [fonts-dejavu-core]=""  # scripts/make-clips.sh burns channel and clock text in with DejaVu
   [haproxy]=haproxy  # tests/agent and tests/ansible run the binary on their own configs
+  [prometheus]=promtool  # tests/monitoring: promtool checks and unit-tests the alert rules
 )
 missing=()
 for pkg in "${!NEED[@]}"; do
@@ -41,6 +42,22 @@ if [[ " ${missing[*]} " == *" haproxy "* ]]; then
     fi
     as_root update-rc.d haproxy disable >/dev/null 2>&1 || true
   fi
+fi
+# The same for Debian's prometheus package (only its promtool is wanted here): its service would
+# scrape and bind :9090, and a node exporter (a recommendation, not installed with
+# --no-install-recommends, but maybe there from before) :9100.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  for svc in prometheus prometheus-node-exporter; do
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+      as_root systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/$svc ]]; then
+      if as_root "/etc/init.d/$svc" status >/dev/null 2>&1; then
+        step "stopping the system $svc service (the tests run their own)"
+        as_root "/etc/init.d/$svc" stop >/dev/null
+      fi
+      as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 scripts/ensure-docker.sh

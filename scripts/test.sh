@@ -19,6 +19,7 @@ if [[ -x scripts/lint-ansible.sh ]]; then step "ansible lint"; scripts/lint-ansi
 step "pytest"
 # Every tool the suite drives must be here: a missing one is a failure, never a skip.
 need docker docker.io; need haproxy haproxy; need ffmpeg ffmpeg; need ffprobe ffmpeg
+need promtool prometheus
 need chromium chromium
 pytest -ra -p no:cacheprovider "$@"
 

@@ -21,7 +21,9 @@ MAX_TARBALL_BYTES = 200_000
 ALLOWED = re.compile(
     r"^(MANIFEST\.json|FILES\.json|README\.md|meta(/runtime\.yml)?|changelogs(/changelog\.yaml)?"
     r"|playbooks(/[a-z_]+\.yml)?|roles(/[a-z_]+(/README\.md"
-    r"|/(defaults|handlers|meta|tasks|templates|vars)(/[a-z_.]+\.(yml|j2))?)?)?)$"
+    r"|/(defaults|handlers|meta|tasks|templates|vars)(/[a-z_.]+\.(yml|j2))?"
+    # files/: the monitoring role's alert rule tests and Grafana dashboards.
+    r"|/files(/[a-z_]+)?(/[a-z_.]+\.(yml|json))?)?)?)$"
 )
 
 SYNTAX_PLAYBOOK = """
