@@ -162,6 +162,30 @@ class ClaimGrant(Wire):
     relay: RelayRef | None = None
 
 
+# --- sessions (proxy → its local agent) ------------------------------------------------------
+
+
+class SessionReport(Wire):
+    """A live session on one of the agent's engines that the agent did not place (central's
+    claim, the proxy's static list), so the agent polls its stats: ``PUT /v1/sessions/{id}``,
+    re-sent as a lease, ended by ``DELETE``."""
+
+    engine_id: str | None = Field(
+        default=None, max_length=200, description="The agent's engine id (central's claims)"
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=200,
+        description="host:port of the engine, when the proxy does not know its id (static list)",
+    )
+    stat_url: str = Field(
+        max_length=2000,
+        description="The session's stat_url; only its path (/ace/stat/<infohash>/<session>) is "
+        "used, always against the named engine",
+    )
+    content_key: str | None = Field(default=None, max_length=200)
+
+
 # --- events (proxy → central) ----------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from acefleet.wire import (
     EngineReport,
     EngineStats,
     ProvisioningState,
+    SessionReport,
     VpnState,
     Wire,
 )
@@ -72,25 +73,6 @@ class ClaimInfo(Wire):
     engine_id: str
     confirmed: bool
     stat_url: str | None = None
-
-
-class SessionReport(Wire):
-    """A live session on one of this host's engines, as the local proxy reports it."""
-
-    engine_id: str | None = Field(
-        default=None, max_length=200, description="The agent's engine id (central's claims)"
-    )
-    endpoint: str | None = Field(
-        default=None,
-        max_length=200,
-        description="host:port of the engine, when the proxy does not know its id (static list)",
-    )
-    stat_url: str = Field(
-        max_length=2000,
-        description="The session's stat_url; only its path (/ace/stat/<infohash>/<session>) is "
-        "used, always against the named engine",
-    )
-    content_key: str | None = Field(default=None, max_length=200)
 
 
 class SessionInfo(Wire):
@@ -366,4 +348,5 @@ async def metrics(pool: PoolDep) -> Response:
     m.engines_free.set(len(pool.free()))
     m.streams.set(sum(pool.streams(e.id) for e in live))
     m.breaker_open.set(1 if pool.breaker.current() == "open" else 0)
+    m.sessions_reported.set(len(pool.sessions.sessions))
     return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")

@@ -13,6 +13,11 @@ class AgentMetrics:
             "acefleet_agent_engines_free", "Healthy engines without a session", registry=r
         )
         self.streams = Gauge("acefleet_agent_streams", "Sessions known on engines", registry=r)
+        self.sessions_reported = Gauge(
+            "acefleet_agent_sessions_reported",
+            "Sessions the proxy reported (central's claims, static list) whose stats are polled",
+            registry=r,
+        )
         self.provisions = Counter(
             "acefleet_agent_provisions_total", "Provisioning attempts", ["result"], registry=r
         )

@@ -24,8 +24,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from acefleet import logs
+from acefleet.wire import SessionReport
 from proxy.control.peer import ControlPeer
 from proxy.placement import Placement, Unavailable
 from proxy.placement.circuit import Breaker
@@ -44,7 +46,7 @@ class AgentPlacer(ClaimClient):
         # id(placement) → (placement, session id) of the sessions reported to the agent; the
         # placement is held so its id is not reused while it is here (two placements on one
         # static engine compare equal, so they are told apart by identity).
-        self.reported: dict[int, tuple[Placement, str, dict[str, str | None]]] = {}
+        self.reported: dict[int, tuple[Placement, str, dict[str, Any]]] = {}
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
         if not self.breaker.allow():
@@ -114,12 +116,15 @@ class AgentPlacer(ClaimClient):
         """A session the agent did not place is live on ``placement``'s engine. Must not block."""
         if placement.engine is None or id(placement) in self.reported:
             return
+        try:
+            report = SessionReport(
+                engine_id=placement.engine_id, endpoint=placement.engine, stat_url=stat_url
+            )
+        except ValidationError:
+            log.info("agent_session_unreportable", engine=placement.engine)  # an odd stat_url
+            return
         session_id = uuid.uuid4().hex
-        body: dict[str, str | None] = {
-            "engine_id": placement.engine_id,
-            "endpoint": placement.engine,
-            "stat_url": stat_url,
-        }
+        body = report.model_dump(mode="json", exclude_none=True)
         self.reported[id(placement)] = (placement, session_id, body)
         self._spawn(self._put_session(session_id, body))
 
@@ -138,7 +143,7 @@ class AgentPlacer(ClaimClient):
             )
 
     async def _put_session(
-        self, session_id: str, body: dict[str, str | None], *, quiet: bool = False
+        self, session_id: str, body: dict[str, Any], *, quiet: bool = False
     ) -> None:
         """Report one session; ``quiet`` for the re-reports (an agent that is down would log
         every session every round)."""

@@ -60,6 +60,7 @@ def test_reported_session_is_polled_on_its_engine_and_counted(
     }
     assert put("s1", {"engine_id": engine["id"], "stat_url": foreign}).status_code == 200
     assert [s["session_id"] for s in agent.get("/v1/sessions").json()] == ["s1"]
+    assert agent.metric("acefleet_agent_sessions_reported") == 1
 
     def report() -> dict[str, Any]:
         body: dict[str, Any] = agent.get(f"/v1/engines/{engine['id']}").json()["engine"]
@@ -71,6 +72,7 @@ def test_reported_session_is_polled_on_its_engine_and_counted(
 
     assert agent.delete("/v1/sessions/s1").status_code == 204
     assert agent.delete("/v1/sessions/s1").status_code == 404
+    assert agent.metric("acefleet_agent_sessions_reported") == 0
     ended = wait_for("stats stop with the session", lambda: (e := report())["stats"] is None and e)
     assert ended["streams"] == 0
 
