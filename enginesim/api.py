@@ -281,7 +281,8 @@ class EngineApi:
         if state == "starting":
             conn.send_json({"response": {}, "error": None})
             return
-        conn.send_json({"response": found.stats(state), "error": None})
+        stats = found.stats(state, peerless=self.faults.peerless(found.infohash))
+        conn.send_json({"response": stats, "error": None})
 
     async def command(self, req: Request, conn: Connection, m: re.Match[str]) -> None:
         method = req.query.get("method")

@@ -1,9 +1,11 @@
-"""Fault injection (``--chaos``): stall, slow, cut, fail_probes, crash, clear.
+"""Fault injection (``--chaos``): stall, slow, cut, fail_probes, no_peers, crash, clear.
 
 Faults apply to one infohash or, without one, to every session; ``seconds`` bounds how long
 stall, slow and fail_probes last (until ``clear`` otherwise). fail_probes makes the probes
 answer HTTP 500 rather than hang: a hang is indistinguishable from a stall to a caller with a
-timeout, and a 500 tests the other branch of a health checker.
+timeout, and a 500 tests the other branch of a health checker. no_peers makes the stat_url report
+0 peers while the stream keeps flowing (a swarm that emptied while the engine still plays what it
+has buffered): the signal central's degraded rule watches for, apart from a stalled download.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Action = Literal["stall", "slow", "cut", "fail_probes", "crash", "clear"]
+Action = Literal["stall", "slow", "cut", "fail_probes", "no_peers", "crash", "clear"]
 
 
 class FaultRequest(BaseModel):
@@ -61,7 +63,7 @@ class FaultBook:
         until = time.monotonic() + req.seconds if req.seconds else None
         infohash = req.infohash.lower() if req.infohash else None
         fault = Fault(req.action, infohash, req.factor or 1.0, until)
-        if req.action in ("stall", "slow", "fail_probes"):
+        if req.action in ("stall", "slow", "fail_probes", "no_peers"):
             self._faults.append(fault)
         return fault
 
@@ -87,6 +89,12 @@ class FaultBook:
                 if f.action == "slow":
                     speed = min(speed, 1.0 / f.factor)
         return speed
+
+    def peerless(self, infohash: str) -> bool:
+        """The session's stat_url reports 0 peers (the no_peers fault)."""
+        return bool(self._faults) and any(
+            f.action == "no_peers" and f.matches(infohash) for f in self._live()
+        )
 
     def probes_fail(self) -> bool:
         return bool(self._faults) and any(f.action == "fail_probes" for f in self._live())

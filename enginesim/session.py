@@ -108,8 +108,9 @@ class Session:
             reader.close()
         log.info("session ended", infohash=self.infohash, pid=self.pid, reason=reason)
 
-    def stats(self, state: str) -> dict[str, Any]:
-        """The stat_url ``response``: fields and units as the engine's (livepos as strings)."""
+    def stats(self, state: str, *, peerless: bool = False) -> dict[str, Any]:
+        """The stat_url ``response``: fields and units as the engine's (livepos as strings).
+        ``peerless``: report no peers whatever the state (the no_peers fault)."""
         flowing = state == "dl"
         kbps = self.bitrate // 8192 if flowing else 0  # KB/s
         downloaded = self.media_bytes + (self.segmenter.bytes_read if self.segmenter else 0)
@@ -117,7 +118,7 @@ class Session:
         first = now - 3600  # an hour of live window, as channels typically offer
         return {
             "status": state,
-            "peers": 3 + int(self.infohash[:2], 16) % 20 if flowing else 0,
+            "peers": 3 + int(self.infohash[:2], 16) % 20 if flowing and not peerless else 0,
             "speed_down": kbps,
             "speed_up": kbps // 4,
             "downloaded": downloaded,

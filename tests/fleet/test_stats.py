@@ -1,7 +1,7 @@
 """Engine stats end to end on real processes: the engine's stat page reaches the agent for a
 session placed each of the three ways (central claim, agent claim, static list), travels in
-heartbeats to central's stream and engine views and /metrics, and a stalled download (the
-simulator's stall fault) marks the stream degraded.
+heartbeats to central's stream and engine views and /metrics, and a stalled download or an
+empty swarm (the simulator's stall and no_peers faults) marks the stream degraded.
 
 One edge of its own (so central's ``degraded_after_s``, the engines' ``--chaos`` and a proxy
 with a static list and a long stall timeout do not change the shared fleet)."""
@@ -151,7 +151,7 @@ async def test_central_claim_stats_reach_views_and_metrics(edge_fleet: Fleet) ->
     assert metric(fleet, "acefleet_central_stream_peers", **labels) is None
 
 
-async def test_stalled_download_marks_the_stream_degraded(edge_fleet: Fleet) -> None:
+async def test_stalled_download_or_no_peers_mark_the_stream_degraded(edge_fleet: Fleet) -> None:
     fleet = edge_fleet
     viewers = await watch([stream_url(fleet.proxy_url(0), "std")])
     engine = ""
@@ -178,6 +178,23 @@ async def test_stalled_download_marks_the_stream_degraded(edge_fleet: Fleet) -> 
         await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
         await until(
             "the verdict clears with progress",
+            lambda: (x := central_stream(fleet, "std")) and not x["degraded"],
+            40,
+        )
+        # The swarm empties while the engine still delivers: degraded for want of peers.
+        peerless = {"action": "no_peers", "infohash": ih}
+        assert await asyncio.to_thread(sim_fault, engine, peerless) == 200
+        bad = await until(
+            "central calls it degraded for want of peers",
+            lambda: (x := central_stream(fleet, "std")) and x["degraded"] and x,
+            40,
+        )
+        assert bad["degraded_reason"] == "no_peers"
+        assert bad["peers"] == 0
+        assert metric(fleet, "acefleet_central_streams_degraded", reason="no_peers") == 1
+        await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
+        await until(
+            "the verdict clears when peers return",
             lambda: (x := central_stream(fleet, "std")) and not x["degraded"],
             40,
         )

@@ -99,6 +99,28 @@ def test_stall_sends_nothing_but_keeps_the_connection(chaos: Service) -> None:
     bystander.stop()
 
 
+def test_no_peers_reports_an_empty_swarm_while_playing(chaos: Service) -> None:
+    resp = start_json(chaos.url, "id=peerless")
+    other = start_json(chaos.url, "id=peered")
+    reader = Reader(str(resp["playback_url"]))
+    bystander = Reader(str(other["playback_url"]))  # a session reports peers while it plays
+    assert wait_for(lambda: reader.total > 100_000 and bystander.total > 100_000)
+
+    def peers(r: dict[str, object]) -> int:
+        body = httpx.get(str(r["stat_url"]), timeout=5).json()["response"]
+        return int(body["peers"])
+
+    assert peers(resp) > 0
+    assert fault(chaos, action="no_peers", infohash=resp["infohash"]).status_code == 200
+    assert peers(resp) == 0
+    assert peers(other) > 0  # only the named session lost its swarm
+    assert _flows(reader)  # the stream itself goes on
+    assert fault(chaos, action="clear").status_code == 200
+    assert peers(resp) > 0
+    reader.stop()
+    bystander.stop()
+
+
 def test_stall_with_seconds_ends_by_itself(chaos: Service) -> None:
     resp = start_json(chaos.url, "id=stall-timed")
     reader = Reader(str(resp["playback_url"]))
