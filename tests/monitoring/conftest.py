@@ -27,7 +27,7 @@ all:
     edges:
       hosts:
         edge1:
-        edge2: {acefleet_address: 10.0.0.32}
+        edge2: {acefleet_address: 10.0.0.32, agent_listen_host: 0.0.0.0}
 """
 
 RENDER_PLAYBOOK = """

@@ -44,7 +44,9 @@ def test_scrape_targets_come_from_the_inventory(rendered: Path) -> None:
     }
     assert jobs["acefleet_central"] == {("control1:8000", "control1")}
     # acefleet_address wins over the inventory name (edge2 in the test inventory).
-    assert jobs["acefleet_agent"] == {("edge1:8100", "edge1"), ("10.0.0.32:8100", "edge2")}
+    # edge1's agent keeps the role's loopback-only API (unreachable): not scraped; edge2's listens
+    # beyond loopback.
+    assert jobs["acefleet_agent"] == {("10.0.0.32:8100", "edge2")}
     assert jobs["acefleet_proxy"] == {("edge1:6880", "edge1"), ("10.0.0.32:6880", "edge2")}
     assert jobs["haproxy"] == {("lb1:8404", "lb1"), ("lb2:8404", "lb2")}
     # The VIP from the lb hosts' keepalived_vip, without acefleet_host (any lb may answer).

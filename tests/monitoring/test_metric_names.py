@@ -49,6 +49,7 @@ frontend viewers
     default_backend edges
 backend edges
     server edge1 127.0.0.1:{viewers} check
+backend lbhost_lb1
 """
 
 
@@ -105,7 +106,8 @@ def exported(
         pytest.fail(f"{SIM_IMAGE} is missing: run scripts/build-images.sh")
     haproxy = tools.require("haproxy", "haproxy")
     tmp = tmp_path_factory.mktemp("scrape")
-    fleet = Fleet.up(tmp / "fleet", edges=1, engines=2)
+    # Engine ports of its own (tests/fleet uses 23000 and 23600), for runs side by side.
+    fleet = Fleet.up(tmp / "fleet", edges=1, engines=2, base_port=24600)
     metrics_port, viewers_port = procs.free_port(), procs.free_port()
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(metrics=metrics_port, viewers=viewers_port))
