@@ -5,6 +5,7 @@
 #   scripts/lab.sh down      remove the lab: containers, their engines, the network
 #   scripts/lab.sh status    what runs
 #   scripts/lab.sh play ARGS run ansible-playbook against the lab (e.g. playbooks/rolling_update.yml)
+#   scripts/lab.sh alerts    kill an engine of edge1, wait for Prometheus (control1) to raise its alert
 # Environment: ACEFLEET_LAB_SUBNET (default 172.30.77.0/24; the VIP is .250 of it),
 #              ACEFLEET_LAB_SKIP_BOOTSTRAP=1 to skip scripts/bootstrap.sh.
 set -euo pipefail
@@ -120,5 +121,6 @@ case ${1:-} in
   down) down ;;
   status) status ;;
   play) shift; export PATH="$PWD/.venv/bin:$PATH"; ansible-playbook -i inventories/lab/hosts.yml "$@" ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]" >&2; exit 2 ;;
+  alerts) python3 molecule/default/verify_alerts.py --prefix "$PREFIX-" ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts" >&2; exit 2 ;;
 esac
