@@ -149,6 +149,7 @@ def _expressions(rendered: Path) -> list[tuple[str, str]]:
     return rules + [x for d in DASHBOARDS for x in dashboard_expressions(d)]
 
 
+@pytest.mark.docker
 def test_each_service_exports_its_family(exported: dict[str, set[str]]) -> None:
     prefixes = {
         "central": "acefleet_central_",
@@ -160,6 +161,7 @@ def test_each_service_exports_its_family(exported: dict[str, set[str]]) -> None:
         assert any(n.startswith(prefix) for n in exported[service]), (service, exported[service])
 
 
+@pytest.mark.docker
 def test_rules_and_dashboards_name_only_exported_metrics(
     rendered: Path, exported: dict[str, set[str]]
 ) -> None:
