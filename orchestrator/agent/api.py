@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -256,9 +255,7 @@ async def release_claim(claim_id: str, pool: PoolDep) -> Response:
     claim_ = pool.claims.release(claim_id)
     if claim_ is None:
         raise AgentError(404, "claim_not_found", f"no claim {claim_id!r} (expired or released)")
-    engine = pool.engines.get(claim_.engine_id)
-    if engine is not None and not pool.streams(engine.id):
-        engine.idle_since = time.monotonic()
+    pool.slot_freed(claim_.engine_id)
     pool.wake()
     return Response(status_code=204)
 
@@ -298,9 +295,7 @@ async def end_session(session_id: SessionId, pool: PoolDep) -> Response:
     session = pool.sessions.drop(session_id)
     if session is None:
         raise AgentError(404, "session_not_found", f"no session {session_id!r}")
-    engine = pool.engines.get(session.engine_id)
-    if engine is not None and not pool.streams(engine.id):
-        engine.idle_since = time.monotonic()
+    pool.slot_freed(session.engine_id)
     pool.wake()
     return Response(status_code=204)
 

@@ -167,9 +167,7 @@ class Pool(PoolState):
 
     async def reconcile(self) -> None:
         for claim in self.claims.expire():
-            engine = self.engines.get(claim.engine_id)
-            if engine is not None and not self.streams(engine.id):
-                engine.idle_since = time.monotonic()
+            self.slot_freed(claim.engine_id)
         await self.adoption.resync()
         if self.docker_error is not None or not self.adopted:
             return

@@ -15,6 +15,7 @@ Rules held here:
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 from acefleet import logs
@@ -62,6 +63,13 @@ class PoolState:
 
     def live(self) -> list[Engine]:
         return [e for e in self.engines.values() if not e.removing]
+
+    def slot_freed(self, engine_id: str) -> None:
+        """A claim or session on ``engine_id`` ended: an engine left with none is idle from now
+        (the idle reaper counts from here, not from when the engine became ready)."""
+        engine = self.engines.get(engine_id)
+        if engine is not None and not self.streams(engine_id):
+            engine.idle_since = time.monotonic()
 
     def streams(self, engine_id: str) -> int:
         return max(

@@ -17,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import time
 
 from acefleet import logs
 from acefleet.wire import EngineHealth
@@ -51,9 +50,7 @@ def stat_paths(state: PoolState) -> dict[str, str]:
 async def stats_tick(state: PoolState, probe: EngineProbe) -> None:
     for gone in state.sessions.expire():
         log.info("session_expired", session=gone.session_id, engine=gone.engine_id)
-        engine = state.engines.get(gone.engine_id)
-        if engine is not None and not state.streams(engine.id):
-            engine.idle_since = time.monotonic()
+        state.slot_freed(gone.engine_id)
     paths = stat_paths(state)
     jobs = []
     for engine in state.live():
