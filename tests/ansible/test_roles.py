@@ -4,9 +4,7 @@ they are managed, and configs are installed validated."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import tools
+from tests.support import ansible, tools
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "meta" / "main.yml").is_file())
@@ -160,24 +158,9 @@ def test_haproxy_template_renders_a_config_haproxy_accepts(tmp_path: Path) -> No
     out = tmp_path / "haproxy.cfg"
     defaults = ROOT / "roles" / "haproxy" / "defaults" / "main.yml"
     shared = ROOT / "roles" / "acefleet" / "defaults" / "main.yml"
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ROLE_TEMPLATES=str(ROOT / "roles" / "haproxy" / "templates"),
-        OUT=str(out),
-    )
-    ansible = Path(shutil.which("ansible-playbook") or ROOT / ".venv" / "bin" / "ansible-playbook")
-    args = [str(ansible), "-i", str(inventory), "-e", f"@{shared}", "-e", f"@{defaults}"]
-    done = subprocess.run(
-        [*args, str(playbook)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    env = {"ROLE_TEMPLATES": str(ROOT / "roles" / "haproxy" / "templates"), "OUT": str(out)}
+    extra = ("-e", f"@{shared}", "-e", f"@{defaults}")
+    ansible.playbook(playbook, str(inventory), *extra, env=env)
     config = out.read_text()
     assert "server edge1 edge1:6880" in config
     assert "server control1 control1:8000" in config
@@ -203,19 +186,8 @@ PREFLIGHT_PLAYBOOK = """
 def _preflight(tmp_path: Path, vault: Path, environment: str) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "preflight.yml"
     playbook.write_text(PREFLIGHT_PLAYBOOK)
-    ansible = Path(shutil.which("ansible-playbook") or ROOT / ".venv" / "bin" / "ansible-playbook")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    args = [str(ansible), "-i", "localhost,", "-e", f"@{vault}"]
-    args += ["-e", f"acefleet_environment={environment}", str(playbook)]
-    return subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    extra = ("-e", f"@{vault}", "-e", f"acefleet_environment={environment}")
+    return ansible.playbook(playbook, "localhost,", *extra, check=False)
 
 
 @pytest.mark.slow

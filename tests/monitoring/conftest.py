@@ -3,12 +3,11 @@ defaults and the acefleet role's shared values, a lab-shaped inventory), once pe
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.support import ansible
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "monitoring"
@@ -56,23 +55,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("monitoring")
     (out / "hosts.yml").write_text(INVENTORY)
     (out / "render.yml").write_text(RENDER_PLAYBOOK)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        SHARED=str(ROOT / "roles" / "acefleet" / "defaults" / "main.yml"),
-        DEFAULTS=str(ROLE / "defaults" / "main.yml"),
-        TEMPLATES=str(ROLE / "templates"),
-        OUT=str(out),
-    )
-    ansible = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
-    done = subprocess.run(
-        [ansible, "-i", str(out / "hosts.yml"), str(out / "render.yml")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    env = {
+        "SHARED": str(ROOT / "roles" / "acefleet" / "defaults" / "main.yml"),
+        "DEFAULTS": str(ROLE / "defaults" / "main.yml"),
+        "TEMPLATES": str(ROLE / "templates"),
+        "OUT": str(out),
+    }
+    ansible.playbook(out / "render.yml", str(out / "hosts.yml"), env=env)
     return out

@@ -4,14 +4,12 @@ real tasks (tasks_from: grafana) run against a temporary directory."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.monitoring.conftest import ROLE, ROOT
+from tests.monitoring.conftest import ROLE
+from tests.support import ansible
 
 PLAYBOOK = """
 - hosts: localhost
@@ -33,23 +31,8 @@ def test_dashboards_and_provider_land_in_grafanas_directories(tmp_path: Path) ->
     dashboards, provisioning = tmp_path / "dashboards" / "acefleet", tmp_path / "provisioning"
     provisioning.mkdir()
     (tmp_path / "grafana.yml").write_text(PLAYBOOK)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        DASHBOARDS=str(dashboards),
-        PROVISIONING=str(provisioning),
-    )
-    ansible = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
-    done = subprocess.run(
-        [ansible, "-i", "localhost,", str(tmp_path / "grafana.yml")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    env = {"DASHBOARDS": str(dashboards), "PROVISIONING": str(provisioning)}
+    ansible.playbook(tmp_path / "grafana.yml", "localhost,", env=env)
     shipped = sorted(p.name for p in (ROLE / "files" / "dashboards").glob("*.json"))
     assert sorted(p.name for p in dashboards.glob("*.json")) == shipped
     for name in shipped:
