@@ -343,5 +343,6 @@ async def metrics(pool: PoolDep) -> Response:
     m.engines_free.set(len(pool.free()))
     m.streams.set(sum(pool.streams(e.id) for e in live))
     m.breaker_open.set(1 if pool.breaker.current() == "open" else 0)
+    m.provisioning_blocked.set(1 if pool.provisioning().state == "blocked" else 0)
     m.sessions_reported.set(len(pool.sessions.sessions))
     return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")

@@ -42,6 +42,11 @@ class AgentMetrics:
         self.breaker_open = Gauge(
             "acefleet_agent_breaker_open", "1 when provisioning's breaker is open", registry=r
         )
+        self.provisioning_blocked = Gauge(
+            "acefleet_agent_provisioning_blocked",
+            "1 while provisioning is refused for a standing reason (Docker unreachable, VPN down)",
+            registry=r,
+        )
         self.claims = Counter(
             "acefleet_agent_claims_total", "Local claim requests", ["result"], registry=r
         )

@@ -59,6 +59,8 @@ def test_refusing_daemon_gives_precise_errors_not_a_crash(dockerless: procs.Serv
     assert status["ready"] is False
     assert status["provisioning"]["state"] == "blocked"
     assert status["provisioning"]["reason"].startswith("docker_unavailable")
+    # the alert rule AcefleetProvisioningBlocked watches this gauge
+    assert "acefleet_agent_provisioning_blocked 1.0" in httpx.get(url + "/metrics").text
     r = httpx.post(url + "/v1/engines", headers=AUTH)
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "docker_unavailable"
