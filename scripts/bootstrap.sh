@@ -27,37 +27,27 @@ if ((${#missing[@]})); then
     "${missing[@]}" >/dev/null
 fi
 
-# The tests start haproxy themselves, on free ports with their own configs. Debian's package
-# enables and (with systemd or sysvinit, unless policy-rc.d forbids it) starts a system haproxy
-# on /etc/haproxy/haproxy.cfg. Its stock config binds no port, but an edited one may; a service
-# the tests neither need nor control must not run: stop and disable it when this run installed it.
-if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+# Debian's haproxy and prometheus packages enable and (with systemd or sysvinit, unless
+# policy-rc.d forbids it) start a system service; only their binaries are wanted here (the tests
+# start haproxy on free ports with their own configs, and run promtool). A service the tests
+# neither need nor control must not run (prometheus would bind :9090, a node exporter left from
+# before :9100): stop and disable what this run installed.
+quiet_service() {
+  local svc=$1
   if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    step "stopping and disabling the system haproxy service (the tests run their own)"
-    as_root systemctl disable --now haproxy.service >/dev/null 2>&1 || true
-  elif [[ -x /etc/init.d/haproxy ]]; then
-    if as_root /etc/init.d/haproxy status >/dev/null 2>&1; then
-      step "stopping the system haproxy service (the tests run their own)"
-      as_root /etc/init.d/haproxy stop >/dev/null
+    as_root systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/$svc ]]; then
+    if as_root "/etc/init.d/$svc" status >/dev/null 2>&1; then
+      step "stopping the system $svc service (the tests run their own)"
+      as_root "/etc/init.d/$svc" stop >/dev/null
     fi
-    as_root update-rc.d haproxy disable >/dev/null 2>&1 || true
+    as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
   fi
-fi
-# The same for Debian's prometheus package (only its promtool is wanted here): its service would
-# scrape and bind :9090, and a node exporter (a recommendation, not installed with
-# --no-install-recommends, but maybe there from before) :9100.
+}
+if [[ " ${missing[*]} " == *" haproxy "* ]]; then quiet_service haproxy; fi
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
-  for svc in prometheus prometheus-node-exporter; do
-    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-      as_root systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
-    elif [[ -x /etc/init.d/$svc ]]; then
-      if as_root "/etc/init.d/$svc" status >/dev/null 2>&1; then
-        step "stopping the system $svc service (the tests run their own)"
-        as_root "/etc/init.d/$svc" stop >/dev/null
-      fi
-      as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
-    fi
-  done
+  quiet_service prometheus
+  quiet_service prometheus-node-exporter
 fi
 
 scripts/ensure-docker.sh
