@@ -8,6 +8,7 @@ with edge names unique to the run, and :meth:`Fleet.close` removes them by that 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import subprocess
@@ -400,3 +401,30 @@ def process_usage(svc: procs.Service) -> tuple[int, int]:
     """(open file descriptors, resident memory in KiB) of a service process."""
     pid = svc.proc.pid
     return len(list(Path(f"/proc/{pid}/fd").iterdir())), procs.memory_kib(pid)
+
+
+def tcp_peers(svc: procs.Service) -> dict[str, int]:
+    """The service's open TCP connections counted by remote ``address:port`` (listening sockets
+    as ``listen``): where its descriptors go, for a failed descriptor bound."""
+    pid = svc.proc.pid
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    peers: dict[str, int] = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] not in inodes:
+                continue
+            addr, port = fields[2].rsplit(":", 1)
+            key = "listen" if fields[3] == "0A" else f"{_ipv4(addr)}:{int(port, 16)}"
+            peers[key] = peers.get(key, 0) + 1
+    return peers
+
+
+def _ipv4(hex_addr: str) -> str:
+    """/proc/net/tcp's little-endian hex address (the last 8 digits for a mapped IPv6 one)."""
+    raw = bytes.fromhex(hex_addr[-8:])
+    return ".".join(str(b) for b in reversed(raw))
