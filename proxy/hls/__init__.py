@@ -1,0 +1,1 @@
+"""HLS cut by the proxy from a channel's single MPEG-TS upstream (see docs/hls.md)."""
