@@ -13,6 +13,7 @@ declare -A NEED=(
   [fonts-dejavu-core]=""  # scripts/make-clips.sh burns channel and clock text in with DejaVu
   [haproxy]=haproxy  # tests/agent and tests/ansible run the binary on their own configs
   [prometheus]=promtool  # tests/monitoring: promtool checks and unit-tests the alert rules
+  [nodejs]=node [npm]=npm  # scripts/vendor-web.sh: hls.js for the dashboard, from the npm registry
 )
 missing=()
 for pkg in "${!NEED[@]}"; do
@@ -61,4 +62,6 @@ if [[ ! -x .venv/bin/python ]] || [[ pyproject.toml -nt .venv/.installed ]]; the
 fi
 
 if [[ -x scripts/install-collections.sh ]]; then scripts/install-collections.sh; fi
+# Before the images: the wheelhouse built there must carry the vendored hls.js.
+scripts/vendor-web.sh
 scripts/build-images.sh
