@@ -20,7 +20,9 @@ Rules, in the order they apply:
    and holds >= 0.5 s, drops it otherwise, and waits for rule 1 again; the next segment is
    flagged ``discontinuity``.
 6. Retained: the newest ``window`` segments plus up to 3 older ones, oldest evicted first while
-   over ``max_bytes``, never fewer than one.
+   over ``max_bytes``, never fewer than one. A partial segment that outgrows ``max_bytes`` (at
+   least ``PARTIAL_LIMIT_MIN``: the video stopped while other streams flow) is dropped like one at
+   a discontinuity.
 
 Only PAT, PMT and video PES-start packets are looked at in Python (``ts_scan.interesting`` finds
 them with C-level slicing); the bytes between them are kept as zero-copy slices of the chunk and
@@ -36,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from acefleet.mpegts import PACKET_SIZE, find_sync, packet_floor
+from acefleet.mpegts import PACKET_SIZE, SYNC_BYTE, find_sync, packet_floor
 from proxy.hls import ts_scan
 from proxy.hls.ts_scan import PAT_PID, PTS_HZ, PTS_WRAP
 
@@ -44,6 +46,7 @@ KEEP_OLDER = 3  # segments kept past the window, for players a little behind the
 MIN_KEPT_PARTIAL_S = 0.5  # a partial segment shorter than this is dropped at a discontinuity
 DEFAULT_FRAME_S = 0.04
 PROGRAM_TIME_SLACK_S = 1.0  # re-anchor the program clock when media time drifts this far
+PARTIAL_LIMIT_MIN = 32 << 20  # a segment in progress may grow to max(this, max_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Segmenter:
         self.window_size = window
         self.max_bytes = max_bytes
         self.target_duration = math.ceil(max_s)
+        self._partial_limit = max(max_bytes, PARTIAL_LIMIT_MIN)
         self.next_seq = first_seq
         self.bytes_held = 0
         self.bandwidth = 0
@@ -188,6 +192,9 @@ class Segmenter:
             self._rest = b""
         if not isinstance(chunk, bytes):
             chunk = bytes(chunk)
+        if chunk and chunk[0] != SYNC_BYTE:  # lost packet alignment: skip to the next packet
+            start = find_sync(chunk)
+            chunk = chunk[start:] if start >= 0 else b""
         n = packet_floor(len(chunk))
         if n != len(chunk):
             self._rest = chunk[n:]
@@ -236,6 +243,9 @@ class Segmenter:
             self._pending.clear()
         cur.parts.append(data)
         cur.size += len(data)
+        if cur.size > self._partial_limit:  # no video PES to cut at for this long: start over
+            self._cur = None
+            self._disc_pending = True
 
     def _table_copy(self, packet: bytes) -> bytes:
         pid = ts_scan.pid_at(packet, 0)

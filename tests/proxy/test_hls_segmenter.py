@@ -14,7 +14,7 @@ import pytest
 
 from acefleet.mpegts import PACKET_SIZE, payload_unit_start, pid_of, random_access
 from enginesim.tsmux_loop import LoopPlan
-from proxy.hls.segmenter import Segment, Segmenter
+from proxy.hls.segmenter import PARTIAL_LIMIT_MIN, Segment, Segmenter
 from tests.support import tools
 from tests.video import tsparse
 from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, reused)
@@ -287,3 +287,41 @@ def test_seed_lists_the_buffered_past_at_estimated_times(plan: LoopPlan) -> None
     got = without_tables(joined, plan)
     assert got == without_tables(stream, plan)[: len(got)]
     assert tsparse.parse(joined).streams[0].cc_errors == []
+
+
+def test_a_partial_segment_without_video_is_dropped_past_its_limit(plan: LoopPlan) -> None:
+    stream = live(plan, range(1))
+    keys = keyframe_offsets(plan, stream)
+    vid = plan.program.video_pid
+    # The video PID goes silent (its packets move to an unlisted PID) for 9 loops, 37 MB: more
+    # than a segment in progress may hold, so it is dropped instead of growing without bound.
+    gap = b"".join(
+        p[:1] + bytes([p[1] & 0xE0 | 0x1F, 0xFE]) + p[3:]  # PID 0x1FFE, not in the PMT
+        if pid_of(p) == vid
+        else p
+        for p in packets(live(plan, range(1, 10)))
+    )
+    assert len(gap) > PARTIAL_LIMIT_MIN
+    seg = segmenter(max_bytes=8 << 20)
+    out = feed_split(seg, stream[: keys[4]])
+    out += feed_split(seg, gap)
+    assert out == []  # the first segment never ended: no video PES to cut at
+    out += feed_split(seg, live(plan, range(10, 12)))
+    assert out[0].discontinuity  # what came back is not continuous with what was dropped
+    assert all(len(s.data) < 2_200_000 for s in out)
+    assert_starts_with_tables_then_key(out[0], plan)
+
+
+def test_chunks_off_packet_boundaries_are_realigned(plan: LoopPlan) -> None:
+    stream = live(plan, range(2))
+    aligned = feed_split(segmenter(), stream)
+    seg = segmenter()
+    out: list[Segment] = []
+    for i in range(0, len(stream), 10_000):  # reads that split packets
+        out += seg.feed(stream[i : i + 10_000])
+    assert [s.data for s in out] == [s.data for s in aligned]
+    # A join in the middle of a packet: the first packet is lost, the rest lines up.
+    out = segmenter().feed(stream[100:])
+    got = without_tables(b"".join(s.data for s in out), plan)
+    assert got == without_tables(stream[keyframe_offsets(plan, stream)[1] :], plan)[: len(got)]
+    assert_starts_with_tables_then_key(out[0], plan)
