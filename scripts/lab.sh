@@ -2,10 +2,13 @@
 # The local lab: a real multi-host acefleet fleet as systemd containers on one Docker network
 # (lb1, lb2, control1, edge1, edge2), rolled out by the real site.yml.
 #   scripts/lab.sh up        set everything up (bootstrap, images), run site.yml, show a stream
+#                            (TS, then ~10 s over HLS)
 #   scripts/lab.sh down      remove the lab: containers, their engines, the network
 #   scripts/lab.sh status    what runs
 #   scripts/lab.sh play ARGS run ansible-playbook against the lab (e.g. playbooks/rolling_update.yml)
 #   scripts/lab.sh alerts    kill an engine of edge1, wait for Prometheus (control1) to raise its alert
+#   scripts/lab.sh hls [S]   ffmpeg plays S seconds (default 60) of a channel over HLS through the VIP,
+#                            next to a TS viewer of it: errors, DTS, playlists (m3u8), engine sessions
 # Environment: ACEFLEET_LAB_SUBNET (default 172.30.77.0/24; the VIP is .250 of it),
 #              ACEFLEET_LAB_SKIP_BOOTSTRAP=1 to skip scripts/bootstrap.sh.
 set -euo pipefail
@@ -19,6 +22,8 @@ VIP=${SUBNET%.*/*}.250
 HOSTS=(lb1 lb2 control1 edge1 edge2)
 IMAGE=acefleet/lab-host:bookworm
 CHANNEL=verify-stream
+# The fleet checks run with the checkout's python: the HLS check parses playlists with m3u8 (dev extra).
+PY=$PWD/.venv/bin/python
 export ACEFLEET_LAB_VIP=$VIP ANSIBLE_CONFIG=$PWD/ansible.cfg
 
 caps_for() {  # the capabilities each kind of host needs (--privileged fails on these machines)
@@ -68,15 +73,31 @@ remove_engines() {  # sibling engine containers the lab's agents created, by lab
   return 0
 }
 
-show_stream() {  # stream a few seconds of one channel through the VIP, and check it is MPEG-TS
+vip_routes_here() {  # traffic goes to the VIP only when it is one of this machine's bridges
   local route
   route=$(ip route get "$VIP" 2>/dev/null || true)
   if [[ $route != *" dev br-"* ]]; then
     echo "not streaming: $VIP does not route to a local bridge ($route)"; return 1
   fi
+}
+
+show_stream() {  # a few seconds of one channel through the VIP as MPEG-TS, then ~10 s over HLS
+  vip_routes_here || return 1
   step "streaming a channel through the VIP (a new channel takes seconds to its first byte)"
-  python3 molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
     --agent-key unused --checks stream
+  step "the same over HLS: ffmpeg plays 10 s next to a TS viewer (scripts/lab.sh hls for longer)"
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+    --agent-key unused --checks hls --hls-seconds 10
+}
+
+hls() {  # hls [SECONDS]: the fleet's hls check, ffmpeg playing SECONDS (default 60)
+  local seconds=${1:-60}
+  [[ $seconds =~ ^[0-9]+$ ]] || die "hls: SECONDS must be a whole number, not '$seconds'"
+  vip_routes_here || return 1
+  step "ffmpeg plays $seconds s over HLS through the VIP: http://$VIP/ace/manifest.m3u8?id=verify-hls"
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+    --agent-key unused --checks hls --hls-seconds "$seconds"
 }
 
 up() {
@@ -94,6 +115,7 @@ up() {
   echo
   step "the lab is up in $((SECONDS - t0)) s"
   echo "    stream:    http://$VIP/ace/getstream?id=$CHANNEL"
+  echo "    HLS:       http://$VIP/ace/manifest.m3u8?id=$CHANNEL  (VLC, ffplay, Safari; docs/lab.md)"
   echo "    dashboard: http://$VIP:8000/  (acefleet-central on control1, through the VIP)"
   echo "    tear down: scripts/lab.sh down"
   show_stream
@@ -122,5 +144,6 @@ case ${1:-} in
   status) status ;;
   play) shift; export PATH="$PWD/.venv/bin:$PATH"; ansible-playbook -i inventories/lab/hosts.yml "$@" ;;
   alerts) python3 molecule/default/verify_alerts.py --prefix "$PREFIX-" ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts" >&2; exit 2 ;;
+  hls) hls "${2:-60}" ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]" >&2; exit 2 ;;
 esac

@@ -6,23 +6,40 @@ Traffic goes only to the VIP (after checking it routes to a local bridge) and, t
 ``docker exec``, to the hosts' own loopback.
 
     verify_fleet.py --vip 172.30.78.250 --prefix acefleet-m- --agent-key KEY [--checks a,b]
+
+The HLS checks play with ffmpeg and read playlists with the ``m3u8`` package (the project's dev
+extra): run them with the checkout's .venv python (Molecule's verify.yml uses the python that runs
+Ansible, scripts/lab.sh uses .venv/bin/python).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # The players are the test suite's viewer (standard library only), from this checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread  # noqa: E402
+from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread
 
-ALL_CHECKS = ("stream", "sharing", "edges", "drain", "reload", "failover")
+ALL_CHECKS = (
+    "stream", "sharing", "hls", "edges", "drain", "reload", "hls_failover", "failover"
+)  # fmt: skip
+# Media seconds ffmpeg plays across the engine kill: it starts with the ~3 segments a live
+# playlist lists (~12 s), plays ~8 s before the kill, and needs the rest after the failover.
+HLS_FAILOVER_SECONDS = 40.0
 
 
 def run(args: list[str], timeout: float = 30) -> str:
@@ -47,6 +64,7 @@ class Fleet:
         self.results: dict[str, dict[str, object]] = {}
         self.failures: list[str] = []
         self.players = ViewerThread()
+        self.hls_seconds = float(args.hls_seconds)
 
     def watch(self, channel: str, reconnect: bool = False) -> Viewer:
         """A player on the VIP; with ``reconnect`` it connects again after a close or 3 s of
@@ -76,20 +94,26 @@ class Fleet:
         return ""
 
     def engine_sessions(self) -> list[dict[str, object]]:
-        """Every session on every engine of every edge (the simulator's /_sim/sessions)."""
+        """Every session on every engine of every edge (the simulator's /_sim/sessions), with the
+        engine's container name."""
         sessions: list[dict[str, object]] = []
         for edge in self.edges:
-            fmt = '{{ .Label "acefleet.http-port" }}'
-            ports = run(
+            fmt = '{{ .Names }} {{ .Label "acefleet.http-port" }}'
+            engines = run(
                 ["docker", "ps", "--filter", f"label=acefleet.host={edge}", "--format", fmt]
             )
-            for port in ports.split():
+            for line in engines.splitlines():
+                container, _, port = line.partition(" ")
                 out = dexec(edge, f"curl -s --max-time 3 http://127.0.0.1:{port}/_sim/sessions")
                 try:
-                    sessions += [dict(s, edge=edge) for s in json.loads(out)["sessions"]]
+                    found = json.loads(out)["sessions"]
                 except (ValueError, KeyError):
                     continue
+                sessions += [dict(s, edge=edge, container=container) for s in found]
         return sessions
+
+    def channel_sessions(self, channel: str) -> list[dict[str, object]]:
+        return [s for s in self.engine_sessions() if s.get("content_id") == channel]
 
     def haproxy(self, lb: str, command: str) -> str:
         return dexec(lb, f"echo '{command}' | socat - /run/haproxy/admin.sock", 30)
@@ -244,6 +268,94 @@ class Fleet:
             f"{holder} back and serving: {back}"
         )
 
+    def check_hls(self) -> tuple[bool, str]:
+        """An HLS player (ffmpeg) and a TS viewer of one channel through the VIP: the player
+        decodes hls_seconds with no error and monotonic video DTS, the playlists parse (m3u8)
+        and keep their promises, and both viewers are fed by one engine session."""
+        channel = "verify-hls"
+        ts = self.watch(channel)
+        self.wait_playing(ts)
+        watch = HlsWatch(self.vip, channel)
+        if not watch.open():
+            self.stop(ts)
+            return False, f"HLS did not start via {watch.edge or '?'}: {watch.problems[:3]}"
+        watch.start()
+        with tempfile.TemporaryDirectory(prefix="verify-hls-") as tmp:
+            player = FfmpegPlayer(watch.master_url, self.hls_seconds, Path(tmp) / "hls.ts")
+            time.sleep(3)
+            ts_before = ts.received
+            sessions = self.channel_sessions(channel)
+            together = player.running() and ts.status == 200
+            rc, errors = player.wait()
+            decoded, packets, backwards = video_packets(player.record)
+        watch.stop()
+        ts_bytes = ts.received - ts_before
+        self.stop(ts)
+        kinds = sorted({str(s.get("kind")) for s in sessions})
+        shared = together and len(sessions) == 1 and kinds == ["ts"] and ts.edge == watch.edge
+        played = rc == 0 and not errors and decoded >= 0.95 * self.hls_seconds
+        playlists = not watch.problems and watch.sequences[-1] > watch.sequences[0]
+        ok = played and backwards == 0 and playlists and shared and ts_bytes > 0
+        return ok, (
+            f"ffmpeg over HLS via {watch.edge or '?'}: {decoded:.1f} s decoded in "
+            f"{player.wall:.1f} s, rc {rc}, {len(errors)} errors{_first(errors)}, video DTS "
+            f"monotonic: {backwards == 0} ({packets} packets); playlists (m3u8): target "
+            f"{watch.target_duration} s, media sequence {watch.sequences[0]}→"
+            f"{watch.sequences[-1]} over {watch.polls} polls, problems {watch.problems[:3]}; "
+            f"TS viewer (via {ts.edge or '?'}, {ts_bytes} bytes meanwhile) + HLS player + "
+            f"playlist poller → {len(sessions)} engine session(s) of the channel {kinds}"
+        )
+
+    def check_hls_failover(self) -> tuple[bool, str]:
+        """While ffmpeg plays a channel over HLS through the VIP, the engine feeding it is
+        killed: the player keeps getting segments, after an EXT-X-DISCONTINUITY, and the media
+        sequence never goes back."""
+        channel, seconds = "verify-hls-failover", HLS_FAILOVER_SECONDS
+        watch = HlsWatch(self.vip, channel)
+        if not watch.open():
+            return False, f"HLS did not start via {watch.edge or '?'}: {watch.problems[:3]}"
+        watch.start()
+        with tempfile.TemporaryDirectory(prefix="verify-hls-") as tmp:
+            player = FfmpegPlayer(watch.master_url, seconds, Path(tmp) / "hls.ts")
+            # Play on until two more segments were listed: ffmpeg is past its start-up burst.
+            first = watch.last_sequence
+            deadline = time.monotonic() + 30
+            while watch.last_sequence < first + 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            sessions = self.channel_sessions(channel)
+            if len(sessions) != 1:
+                player.proc.kill()
+                player.wait()
+                watch.stop()
+                return False, f"{len(sessions)} engine sessions of the channel before the kill"
+            victim = str(sessions[0]["container"])
+            playing = player.running()
+            size_at_kill = player.record.stat().st_size if player.record.is_file() else 0
+            seq_at_kill = watch.last_sequence
+            killed_at = time.monotonic()
+            run(["docker", "kill", victim], 60)
+            rc, errors = player.wait()
+            grew = (player.record.stat().st_size if player.record.is_file() else 0) - size_at_kill
+            decoded, packets, backwards = video_packets(player.record)
+        watch.stop()
+        after = self.channel_sessions(channel)
+        cuts = [(at - killed_at, seq) for at, seq in watch.discontinuities if at >= killed_at]
+        newer = sorted(seq for seq in watch.listed if seq > seq_at_kill)
+        moved = len(after) == 1 and after[0].get("container") != victim
+        played = rc == 0 and decoded >= 0.95 * seconds and grew > 0
+        ok = playing and played and bool(cuts) and not watch.problems and moved
+        where = f"{after[0].get('container')}" if after else "none"
+        cut = f"segment {cuts[0][1]} listed {cuts[0][0]:.1f} s after the kill" if cuts else "none"
+        return ok, (
+            f"killed {victim} at segment {seq_at_kill} while ffmpeg played (running: {playing}); "
+            f"ffmpeg: rc {rc}, {decoded:.1f}/{seconds:.0f} s decoded in {player.wall:.1f} s, "
+            f"{len(errors)} errors{_first(errors)}, {grew} bytes recorded after the kill, "
+            f"video DTS steps not forward: {backwards} ({packets} packets); "
+            f"EXT-X-DISCONTINUITY: {cut}; {len(newer)} segments after the kill; "
+            f"media sequence {watch.sequences[0]}→{watch.sequences[-1]}, problems "
+            f"{watch.problems[:3]}; the channel's engine now: {where}"
+        )
+
     def _wait_lb_back(self, lb: str) -> bool:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -251,6 +363,213 @@ class Fleet:
                 return bool(self.wait_vip(10))
             time.sleep(1)
         return False
+
+
+# --- HLS: playlists through the VIP, ffmpeg as the player -------------------------------------
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(
+            f"{name} is missing: run scripts/bootstrap.sh (or apt-get install ffmpeg)"
+        )
+    return found
+
+
+def m3u8_module() -> Any:
+    """The ``m3u8`` package: a playlist parser nobody here wrote."""
+    try:
+        import m3u8  # here: the other checks run without the dev extra
+    except ImportError as exc:
+        raise RuntimeError(
+            "the m3u8 package is missing: run this with the checkout's .venv python "
+            "(scripts/bootstrap.sh installs the dev extra)"
+        ) from exc
+    return m3u8
+
+
+def fetch(url: str, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one GET; an error status is returned, not
+    raised (the proxy's errors are JSON bodies worth printing)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+class HlsWatch:
+    """One HLS session of a channel, the way a player keeps it: the master playlist once, then
+    the media playlist again and again. Records what the playlists promised and whether they
+    kept it: the media sequence never goes back, a listed segment never changes, discontinuities
+    seen (and when)."""
+
+    def __init__(self, vip: str, channel: str) -> None:
+        self.m3u8 = m3u8_module()
+        self.master_url = f"http://{vip}/ace/manifest.m3u8?id={channel}"
+        self.channel = channel
+        self.media_url = ""
+        self.edge = ""
+        self.problems: list[str] = []
+        self.target_duration = 0
+        self.sequences: list[int] = []
+        self.listed: dict[int, str] = {}  # media sequence number → segment URI
+        self.durations: dict[int, float] = {}
+        self.discontinuities: list[tuple[float, int]] = []  # (seen at, sequence) per new one
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> bool:
+        """The master playlist (it waits for the channel's first segment): one variant, relative,
+        with the channel's selector; then the first media playlist."""
+        status, headers, body = fetch(self.master_url)
+        if status != 200:
+            self.problems.append(f"master HTTP {status}: {body[:200]!r}")
+            return False
+        self.edge = headers.get("x-acefleet-edge", "")
+        self.check_headers("master", headers)
+        master = self.m3u8.loads(body.decode(), uri=self.master_url)
+        variants = master.playlists
+        if not master.is_variant or len(variants) != 1:
+            self.problems.append(f"master is not one variant: {body[:300]!r}")
+            return False
+        uri = variants[0].uri
+        if uri.startswith(("/", "http:", "https:")) or f"id={self.channel}" not in uri:
+            self.problems.append(f"variant URI {uri!r} is not relative with the selector")
+        self.media_url = variants[0].absolute_uri
+        return self.poll()
+
+    def check_headers(self, what: str, headers: dict[str, str]) -> None:
+        if headers.get("access-control-allow-origin") != "*":
+            self.problems.append(f"{what}: no Access-Control-Allow-Origin: * through the VIP")
+        if "mpegurl" not in headers.get("content-type", "").lower():
+            self.problems.append(f"{what}: content type {headers.get('content-type')!r}")
+
+    def poll(self) -> bool:
+        status, headers, body = fetch(self.media_url)
+        self.polls += 1
+        if status != 200:
+            self.problems.append(f"media playlist HTTP {status}: {body[:200]!r}")
+            return False
+        if headers.get("x-acefleet-edge", self.edge) != self.edge:
+            self.problems.append(f"media playlist from {headers.get('x-acefleet-edge')}")
+        self.check_headers("media playlist", headers)
+        playlist = self.m3u8.loads(body.decode(), uri=self.media_url)
+        self.read(playlist)
+        return True
+
+    def read(self, playlist: Any) -> None:
+        if int(playlist.version or 0) < 3:
+            self.problems.append(f"EXT-X-VERSION {playlist.version}")
+        target = int(playlist.target_duration or 0)
+        if self.target_duration and target != self.target_duration:
+            self.problems.append(f"target duration changed {self.target_duration} → {target}")
+        self.target_duration = self.target_duration or target
+        first = int(playlist.media_sequence or 0)
+        if self.sequences and first < self.sequences[-1]:
+            self.problems.append(f"media sequence went back {self.sequences[-1]} → {first}")
+        self.sequences.append(first)
+        if not playlist.segments:
+            self.problems.append("a media playlist without segments")
+            return
+        if playlist.segments[0].program_date_time is None:
+            self.problems.append("no EXT-X-PROGRAM-DATE-TIME on the first segment")
+        for offset, segment in enumerate(playlist.segments):
+            seq = first + offset
+            if self.listed.setdefault(seq, segment.uri) != segment.uri:
+                self.problems.append(f"segment {seq} changed: {self.listed[seq]} → {segment.uri}")
+            if math.ceil(segment.duration) > target:
+                self.problems.append(f"segment {seq} lasts {segment.duration} > target {target}")
+            if segment.uri.startswith(("/", "http:", "https:")) or "id=" not in segment.uri:
+                self.problems.append(f"segment URI {segment.uri!r} not relative with the selector")
+            self.durations[seq] = float(segment.duration)
+            if segment.discontinuity and seq not in {d for _, d in self.discontinuities}:
+                self.discontinuities.append((time.monotonic(), seq))
+
+    def start(self, every: float = 1.0) -> None:
+        """Poll the media playlist in the background, as a player does."""
+
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.poll()
+                except Exception as exc:  # a failed poll is a finding, not the end of the check
+                    self.problems.append(f"poll: {type(exc).__name__}: {exc}")
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=70)
+
+    @property
+    def last_sequence(self) -> int:
+        return max(self.listed) if self.listed else -1
+
+
+class FfmpegPlayer:
+    """ffmpeg as an HLS player of the VIP: decodes ``seconds`` of media (``-f null``, every
+    error it logs counts) and records a copy of the same session (``-c copy -f mpegts``) for
+    ffprobe."""
+
+    def __init__(self, url: str, seconds: float, record: Path) -> None:
+        self.url = url
+        self.seconds = seconds
+        self.record = record
+        self.started = time.monotonic()
+        self.wall = 0.0
+        self.proc = subprocess.Popen(
+            [
+                tool("ffmpeg"), "-nostdin", "-hide_banner", "-v", "error",
+                # an edge that stops answering: an error after 20 s, not a hang
+                "-rw_timeout", "20000000",
+                "-i", url,
+                "-t", str(seconds), "-f", "null", "-",
+                "-t", str(seconds), "-c", "copy", "-f", "mpegts", "-y", str(record),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self) -> tuple[int, list[str]]:
+        """Its exit code and the lines it logged at level error."""
+        try:
+            _, err = self.proc.communicate(timeout=self.seconds * 3 + 120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            err += f"\n(killed: still running after {self.seconds * 3 + 120:.0f} s)"
+        self.wall = time.monotonic() - self.started
+        return self.proc.returncode, [ln for ln in err.splitlines() if ln.strip()]
+
+
+def video_packets(path: Path) -> tuple[float, int, int]:
+    """(seconds of video, video packets, DTS steps that do not go forward) of a recording."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0.0, 0, 0
+    probe = [tool("ffprobe"), "-v", "error", "-select_streams", "v:0"]
+    rate = run([*probe, "-show_entries", "stream=r_frame_rate", "-of", "csv=p=0", str(path)])
+    # the first "num/den" line (a TS's program entries print empty lines around it)
+    num, den = next((ln.split("/") for ln in rate.split() if "/" in ln), ("25", "1"))
+    fps = int(num) / max(1, int(den))
+    out = run([*probe, "-show_entries", "packet=dts", "-of", "csv=p=0", str(path)], 120)
+    values = [line.split(",")[0].strip() for line in out.splitlines() if line.strip()]
+    dts = [int(v) if v.lstrip("-").isdigit() else None for v in values]
+    backwards = sum(1 for a, b in itertools.pairwise(dts) if a is None or b is None or b <= a)
+    return len(dts) / fps, len(dts), backwards
+
+
+def _first(lines: list[str]) -> str:
+    return f" (first: {lines[0][:160]!r})" if lines else ""
 
 
 def check_route(vip: str) -> None:
@@ -266,6 +585,9 @@ def main() -> int:
     parser.add_argument("--server-prefix", default="", help="prefix of HAProxy's server names")
     parser.add_argument("--agent-key", required=True)
     parser.add_argument("--checks", default=",".join(ALL_CHECKS))
+    parser.add_argument(
+        "--hls-seconds", type=float, default=20.0, help="media seconds the hls check plays"
+    )
     parser.add_argument("--report", help="write the results as JSON here")
     args = parser.parse_args()
     check_route(args.vip)
