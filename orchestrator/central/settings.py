@@ -6,9 +6,10 @@ options freely, never rename one.
 
 from __future__ import annotations
 
+import re
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acefleet.config import CommaList
@@ -16,6 +17,8 @@ from acefleet.config import CommaList
 # Keys that ship in examples and must never guard a real fleet.
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "example", "xxxxxxxxxxxxxxxx"}
 MIN_KEY_LENGTH = 16
+# A base URL a browser can put a path after: scheme, authority, optional path; no query, fragment.
+_HTTP_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
 
 
 class CentralSettings(BaseSettings):
@@ -66,6 +69,12 @@ class CentralSettings(BaseSettings):
         description="Fallback relay URL of an edge's proxy before its first snapshot, "
         "e.g. http://{host}:6880 (empty: only URLs from proxy snapshots are used)",
     )
+    player_url: str = Field(
+        "",
+        description="Base URL players reach the fleet's streams at (the lab's VIP, a proxy), "
+        "e.g. http://10.0.0.100; the dashboard's watch preview plays "
+        "<player_url>/ace/manifest.m3u8 from the browser (empty: no preview)",
+    )
     # Plain [] defaults (pydantic copies them) so --help prints "[]", not a factory.
     service_keys: CommaList = Field([], description="API keys of services (agents, proxies)")
     operator_keys: CommaList = Field([], description="API keys of operators (read, drain, scale)")
@@ -111,6 +120,13 @@ class CentralSettings(BaseSettings):
     )
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: str = Field("auto", description="json, console or auto (json when not a tty)")
+
+    @field_validator("player_url")
+    @classmethod
+    def _check_player_url(cls, url: str) -> str:
+        if url and not _HTTP_URL.match(url):
+            raise ValueError("player_url must be an http:// or https:// base URL, without a query")
+        return url.rstrip("/")  # the page appends /ace/manifest.m3u8
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -1,4 +1,5 @@
-"""Live updates for dashboards (a WebSocket feed and Server-Sent Events) and the dashboard page.
+"""Live updates for dashboards (a WebSocket feed and Server-Sent Events), the dashboard page and
+the browser code vendored for it (hls.js, served from central itself, never from a CDN).
 
 The WebSocket protocol (``GET /v1/live/ws``) is documented in docs/central.md; the feed itself
 (frames, deltas, per-connection send queues) lives in :mod:`orchestrator.central.live_feed`.
@@ -9,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from acefleet import logs
 from orchestrator.central import views
 from orchestrator.central.api.deps import central
 from orchestrator.central.auth import READERS, KeyRing
-from orchestrator.central.http import ERROR_RESPONSES, any_reader, bearer_token
+from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, bearer_token
 from orchestrator.central.live_feed import LiveFeed, Subscriber
 from orchestrator.central.state import Central
 
@@ -32,6 +36,8 @@ KEEPALIVE_S = 15.0
 RESUME_WAIT_S = 0.3
 # How long closing a dropped (not reading) client may wait for its socket before giving up.
 CLOSE_TIMEOUT_S = 10.0
+# The dashboard page's JSON config (page_config) replaces this placeholder in static/dashboard.html.
+PAGE_CONFIG = "{/*acefleet-config*/}"
 log = logs.get(__name__)
 
 
@@ -240,9 +246,82 @@ async def root() -> RedirectResponse:
 def _dashboard_page() -> str:
     """The page ships with the package and never changes while central runs: read it once."""
     page = resources.files("orchestrator.central").joinpath("static/dashboard.html")
-    return page.read_text(encoding="utf-8")
+    text = page.read_text(encoding="utf-8")
+    if PAGE_CONFIG not in text:
+        raise RuntimeError(f"static/dashboard.html lacks its config placeholder {PAGE_CONFIG}")
+    return text
+
+
+def page_config(c: Central) -> dict[str, Any]:
+    """What the page needs from central's settings before it connects: public facts only, the
+    page itself needs no key. ``hls_js`` is None when this install skipped vendoring."""
+    hls = vendored(HLS_JS)
+    return {
+        "player_url": c.settings.player_url,
+        "hls_js": None if hls is None else f"{VENDOR_PATH}/{HLS_JS}?v={hls.digest}",
+    }
 
 
 @router.get("/dashboard", include_in_schema=False)
-async def dashboard() -> HTMLResponse:
-    return HTMLResponse(_dashboard_page())
+async def dashboard(c: State) -> HTMLResponse:
+    # "<" escaped: nothing in the JSON can close the <script> element it sits in.
+    config = json.dumps(page_config(c)).replace("<", "\\u003c")
+    return HTMLResponse(_dashboard_page().replace(PAGE_CONFIG, config, 1))
+
+
+# --- vendored browser code (scripts/vendor-web.sh) ------------------------------------------------
+# Built from web/package-lock.json at build time and shipped in the wheel; gitignored, so a
+# checkout that skipped scripts/vendor-web.sh lacks it and says so (503) instead of a bare 404.
+VENDOR_DIR = Path(__file__).resolve().parents[1] / "static" / "vendor"
+VENDOR_PATH = "/static/vendor"
+HLS_JS = "hls.light.min.js"
+VENDOR_TYPES = {HLS_JS: "text/javascript; charset=utf-8", "hls.js.LICENSE": "text/plain"}
+# The page asks for ?v=<digest>: that URL's content never changes, so browsers may keep it.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Vendored:
+    body: bytes
+    digest: str
+
+
+_vendored: dict[str, tuple[tuple[int, int], Vendored]] = {}
+
+
+def vendored(name: str) -> Vendored | None:
+    """A vendored file and its digest; read again only when it changed on disk."""
+    path = VENDOR_DIR / name
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    known = _vendored.get(name)
+    if known is None or known[0] != stamp:
+        body = path.read_bytes()
+        known = (stamp, Vendored(body, hashlib.sha256(body).hexdigest()[:16]))
+        _vendored[name] = known
+    return known[1]
+
+
+@router.get(VENDOR_PATH + "/{name}", include_in_schema=False)
+async def vendor_file(name: str, request: Request) -> Response:
+    """A vendored file, unauthenticated like the page that loads it."""
+    media_type = VENDOR_TYPES.get(name)
+    if media_type is None:
+        raise ApiError(404, "not_found", f"no vendored file {name!r}")
+    found = vendored(name)
+    if found is None:
+        raise ApiError(
+            503,
+            "not_vendored",
+            f"{name} was not vendored into this install: run scripts/vendor-web.sh before "
+            "building or installing acefleet (scripts/bootstrap.sh does)",
+        )
+    etag = f'"{found.digest}"'
+    cache = IMMUTABLE if request.query_params.get("v") == found.digest else "no-cache"
+    headers = {"ETag": etag, "Cache-Control": cache}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(found.body, media_type=media_type, headers=headers)
