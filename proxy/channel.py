@@ -25,6 +25,8 @@ from acefleet.mpegts import SYNC_BYTE, find_sync, packet_floor
 from proxy.backpressure import SlowViewerRule
 from proxy.engine_api import EngineClient, EngineSession, UpstreamError
 from proxy.failover import FailoverBudget
+from proxy.hls.feed import HlsFeed
+from proxy.hls.sessions import HlsSession
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, Placement, PlacementError, Placer, StreamRecord
 from proxy.placement.relay import relay_headers
@@ -58,6 +60,8 @@ class ChannelContext:
     ended: Callable[[Channel], None]
     # a viewer detached from a channel
     viewer_left: Callable[[], None]
+    # an HLS player's session ended (idle, or its channel closed): forget its id
+    hls_gone: Callable[[HlsSession], None]
 
 
 class Channel:
@@ -74,7 +78,9 @@ class Channel:
         self.selector = selector
         self.params = params
         self.buffer = StreamBuffer(self.settings.buffer_bytes)
-        self.viewers: list[Viewer] = []
+        self.viewers: list[Viewer] = []  # TS viewers; HLS players are in ``self.hls``
+        self.hls: HlsFeed | None = None  # made when the first HLS player arrives
+        self.live_at = 0.0
         self.state = "starting"  # starting → live → closed
         self.since = datetime.now(UTC)
         self.pending = bytearray()
@@ -96,13 +102,15 @@ class Channel:
         self.tick_handle = self.loop.call_later(_TICK_S, self._tick)
 
     # --- viewers ----------------------------------------------------------------------------
+    @property
+    def viewer_count(self) -> int:
+        """TS viewers plus HLS players still fetching: what grace, limits and reports count."""
+        return len(self.viewers) + (len(self.hls.sessions) if self.hls is not None else 0)
+
     def attach(self, viewer: Viewer) -> None:
         viewer.channel = self
         self.viewers.append(viewer)
-        self.metrics.viewers.inc()
-        if self.grace_handle is not None:
-            self.grace_handle.cancel()
-            self.grace_handle = None
+        self._joined()
         if self.buffer.head:
             self._start_viewer(viewer)
 
@@ -111,9 +119,46 @@ class Channel:
             return
         viewer.channel = None
         self.viewers.remove(viewer)
+        self._left()
+
+    def attach_hls(self, session: HlsSession) -> None:
+        """An HLS player joins: the channel starts cutting segments if it was not yet."""
+        if self.hls is None:
+            self.hls = HlsFeed(self.settings, self.metrics)
+            if self.buffer.head:  # already live: cut what the buffer holds, for a quick start
+                self._seed_hls(self.hls)
+        session.channel = self
+        self.hls.adopt(session)
+        self.metrics.hls_sessions.inc()
+        self._joined()
+
+    def detach_hls(self, session: HlsSession) -> None:
+        """An HLS player stopped fetching (or the channel let it go)."""
+        if session.channel is not self or self.hls is None:
+            return
+        session.channel = None
+        session.changed.set()
+        del self.hls.sessions[session.sid]
+        self.metrics.hls_sessions.dec()
+        self._left()
+
+    def _seed_hls(self, feed: HlsFeed) -> None:
+        start = self.buffer.tail
+        data = b"".join(self.buffer.since(start))
+        elapsed = max(time.monotonic() - self.live_at, 0.001)
+        rate = max(self.buffer.head / elapsed, 1.0)  # bytes/s since the channel went live
+        feed.seed(data, min(len(data) / rate, elapsed))
+
+    def _joined(self) -> None:
+        self.metrics.viewers.inc()
+        if self.grace_handle is not None:
+            self.grace_handle.cancel()
+            self.grace_handle = None
+
+    def _left(self) -> None:
         self.metrics.viewers.dec()
         self.ctx.viewer_left()
-        if not self.viewers and self.state != "closed" and self.grace_handle is None:
+        if not self.viewer_count and self.state != "closed" and self.grace_handle is None:
             self.grace_handle = self.loop.call_later(self.settings.grace_s, self.close, "idle")
 
     def drop(self, viewer: Viewer, reason: str) -> None:
@@ -196,6 +241,9 @@ class Channel:
         end = buf.head
         if self.state == "starting":
             self.state = "live"
+            self.live_at = time.monotonic()
+        if self.hls is not None:
+            self.hls.publish(chunk)
         size = len(chunk)
         fanned = 0
         for viewer in tuple(self.viewers):
@@ -225,7 +273,9 @@ class Channel:
             except UpstreamError as exc:
                 self.log.warning("upstream_failed", code=exc.code, error=exc.message)
                 self.metrics.upstream_failures.labels(exc.code).inc()
-                if self.failover.take(engine_fault=exc.engine_fault, watched=bool(self.viewers)):
+                if self.failover.take(
+                    engine_fault=exc.engine_fault, watched=bool(self.viewer_count)
+                ):
                     continue
                 self._fail(exc)
                 return
@@ -284,7 +334,7 @@ class Channel:
             placement=placement,
             started_at=datetime.now(UTC),
             infohash=session.infohash if session else None,
-            viewers=len(self.viewers),
+            viewers=self.viewer_count,
         )
         self.metrics.upstream_sessions.inc()
         self.ctx.placer.confirm(placement, session.stat_url if session else None)
@@ -300,6 +350,10 @@ class Channel:
             self.viewers.remove(viewer)
             self.metrics.viewers.dec()
             other.attach(viewer)
+        if self.hls is not None:
+            for player in tuple(self.hls.sessions.values()):
+                self.detach_hls(player)
+                other.attach_hls(player)  # continues its numbers after a discontinuity
         self.close("merged")
 
     def _upstream_died(self, generation: int, reason: str) -> None:
@@ -309,8 +363,10 @@ class Channel:
         self.metrics.upstream_failures.labels(reason).inc()
         self._retire_upstream(reason, "engine_failed")
         # a dead or stalled upstream is always the source's fault
-        if self.failover.take(engine_fault=True, watched=bool(self.viewers)):
+        if self.failover.take(engine_fault=True, watched=bool(self.viewer_count)):
             self.pending.clear()
+            if self.hls is not None:
+                self.hls.discontinuity()
             self.task = self.loop.create_task(self._run_upstream())
         else:
             self.close(reason)
@@ -334,7 +390,18 @@ class Channel:
         for viewer in tuple(self.viewers):
             viewer.fail(error)
             self.detach(viewer)
+        self._let_players_go(error)
         self.close(error.code)
+
+    def _let_players_go(self, error: ServiceError) -> None:
+        """HLS players lose their channel; one still waiting for its first playlist gets
+        ``error``, later fetches start the channel again (the sessions are forgotten)."""
+        if self.hls is None:
+            return
+        for player in tuple(self.hls.sessions.values()):
+            player.error = error
+            self.detach_hls(player)
+            self.ctx.hls_gone(player)
 
     def close(self, reason: str) -> None:
         if self.state == "closed":
@@ -353,6 +420,7 @@ class Channel:
         for viewer in tuple(self.viewers):
             viewer.fail(closed)
             self.detach(viewer)
+        self._let_players_go(closed)
         self._retire_upstream(reason, reason)
         # Channels sit in reference cycles (viewers, tasks, callbacks) that only the cyclic GC
         # frees, and it runs on object counts, not bytes: free the megabytes of stream now.
@@ -370,8 +438,14 @@ class Channel:
             reason = self.slow_viewers.overdue(viewer, self.buffer, now)
             if reason is not None:
                 self.drop(viewer, reason)
-        if self.record is not None and len(self.viewers) != self.reported_viewers:
-            self.reported_viewers = self.record.viewers = len(self.viewers)
+        if self.hls is not None:
+            idle = self.settings.hls_session_idle_s
+            for player in tuple(self.hls.sessions.values()):
+                if not player.waiting and player.idle_for(now) > idle:
+                    self.detach_hls(player)
+                    self.ctx.hls_gone(player)
+        if self.record is not None and self.viewer_count != self.reported_viewers:
+            self.reported_viewers = self.record.viewers = self.viewer_count
             self.ctx.sink.viewers_changed(self.record)
 
     def status(self) -> dict[str, Any]:
@@ -380,7 +454,8 @@ class Channel:
             "key": self.key,
             "keys": sorted(self.keys),
             "state": self.state,
-            "viewers": len(self.viewers),
+            "viewers": self.viewer_count,
+            "hls_viewers": len(self.hls.sessions) if self.hls is not None else 0,
             "upstream": placement.where if placement else None,
             "source": placement.source if placement else None,
             "stream_id": self.record.stream_id if self.record else None,

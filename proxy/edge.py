@@ -20,6 +20,7 @@ from acefleet.errors import ServiceError
 from proxy.backpressure import SlowViewerRule
 from proxy.channel import Channel, ChannelContext
 from proxy.engine_api import EngineClient
+from proxy.hls.sessions import HlsSession, SessionTable
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, NullEventSink, Placer
 from proxy.settings import ProxySettings
@@ -84,6 +85,7 @@ class Edge:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.no_viewers = asyncio.Event()  # set whenever the last viewer of all has left
+        self.hls_sessions = SessionTable()
         self.channel_context = ChannelContext(
             settings=settings,
             metrics=metrics,
@@ -95,6 +97,7 @@ class Edge:
             alias=self.alias,
             ended=self.forget,
             viewer_left=self.viewer_left,
+            hls_gone=self.hls_sessions.remove,
         )
 
     # --- channels ------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ class Edge:
         return list({id(c): c for c in self.channels.values()}.values())
 
     def viewer_count(self) -> int:
-        return sum(len(c.viewers) for c in self.live_channels())
+        return sum(c.viewer_count for c in self.live_channels())
 
     def viewer_left(self) -> None:
         if not self.viewer_count():
@@ -143,6 +146,22 @@ class Edge:
             self.channels[key] = channel
             self.metrics.upstreams.set(len(self.live_channels()))
         channel.attach(viewer)
+        return channel
+
+    def attach_hls(
+        self,
+        session: HlsSession,
+        selector: tuple[str, str],
+        params: dict[str, str],
+    ) -> Channel:
+        """Attach an HLS player to the channel of its key, creating it (after :meth:`check`)."""
+        channel = self.find(session.key)
+        if channel is None:
+            channel = Channel(self.channel_context, session.key, selector, params)
+            self.channels[session.key] = channel
+            self.metrics.upstreams.set(len(self.live_channels()))
+        self.hls_sessions.add(session)
+        channel.attach_hls(session)
         return channel
 
     def alias(self, channel: Channel, key: str) -> Channel | None:
@@ -191,6 +210,7 @@ class Edge:
         return {
             "draining": self.draining,
             "viewers": sum(c["viewers"] for c in channels),
+            "hls_viewers": sum(c["hls_viewers"] for c in channels),
             "upstreams": len(channels),
             "bytes_out": sum(c["bytes_out"] for c in channels),
             "channels": channels,

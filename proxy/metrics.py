@@ -71,5 +71,25 @@ class Metrics:
             "acefleet_proxy_upstream_resyncs", "Times upstream bytes lost packet sync", registry=r
         )
 
+        self.hls_sessions = Gauge(
+            "acefleet_proxy_hls_sessions",
+            "HLS players counted as viewers (fetched within the idle window)",
+            registry=r,
+        )
+        self.hls_segments = Counter(
+            "acefleet_proxy_hls_segments", "HLS segments cut from upstreams", registry=r
+        )
+        self.hls_forced_cuts = Counter(
+            "acefleet_proxy_hls_forced_cuts",
+            "HLS segments cut without a keyframe (none came within hls_max_segment_s)",
+            registry=r,
+        )
+        self.hls_live_edge = Histogram(
+            "acefleet_proxy_hls_live_edge_seconds",
+            "A segment's first keyframe byte entering the proxy to the segment being listed",
+            buckets=(0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,7 +16,9 @@ import json
 import re
 import socket
 import typing
-from typing import Literal
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import httptools
@@ -24,6 +26,7 @@ import httptools
 from acefleet import logs, wire
 from acefleet.errors import ServiceError
 from proxy.edge import Edge
+from proxy.hls.routes import CORS, HlsRoutes
 from proxy.metrics import Metrics
 from proxy.placement.relay import RELAY_CLAIM_HEADER
 from proxy.responses import error_response, response, service_error_response
@@ -48,7 +51,12 @@ _VALUE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_PARAMS = 32
 _MAX_BODY = 0
 RELAY_CLAIM = RELAY_CLAIM_HEADER.lower().encode()
-_ENDPOINTS = frozenset({"/ace/getstream", "/ace/status", "/livez", "/readyz", "/metrics"})
+_ENDPOINTS = frozenset(
+    {"/ace/getstream", "/ace/manifest.m3u8", "/ace/status", "/livez", "/readyz", "/metrics"}
+)
+_HLS_PREFIX = "/ace/hls/"
+# Requests a client may send behind one still being answered (HTTP/1.1 pipelining); more is abuse.
+_MAX_QUEUED = 4
 
 
 class BadRequest(ServiceError):
@@ -107,6 +115,10 @@ class ClientProtocol(asyncio.Protocol):
         self.viewer: Viewer | None = None
         self.relay_claim: str | None = None  # set when another edge's proxy relays from us
         self.closing = False
+        # a response being prepared (an HLS playlist waiting for a first segment): reading
+        # pauses, and requests already parsed behind it wait their turn in ``queued``
+        self.deferred: asyncio.Task[None] | None = None
+        self.queued: deque[tuple[str, str, str, bool]] = deque()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,6 +166,9 @@ class ClientProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._disarm()
+        if self.deferred is not None:
+            self.deferred.cancel()
+            self.deferred = None
         self.app.connections.discard(self)
         self.app.metrics.connections.dec()
         viewer = self.viewer
@@ -205,8 +220,37 @@ class ClientProtocol(asyncio.Protocol):
         query = (parsed.query or b"").decode("latin-1")
         self.header_bytes = 0
         self.awaiting_headers = True
+        if self.deferred is not None:
+            if len(self.queued) >= _MAX_QUEUED:
+                self._refuse(400, "pipeline_too_deep", "too many requests sent ahead")
+            else:
+                self.queued.append((method, path, query, keep_alive))
+            return
         self.app.handle(self, method, path, query, keep_alive)
-        if self.viewer is None and not self.closing:
+        if self.viewer is None and self.deferred is None and not self.closing:
+            self._arm(self.settings.idle_timeout_s)
+
+    # --- responses that wait --------------------------------------------------------------
+    def defer(self, answer: Coroutine[Any, Any, bytes], keep_alive: bool) -> None:
+        """Answer with what ``answer`` returns, whenever it does; the connection reads nothing
+        more meanwhile (its idle timer is off: the wait has its own deadline)."""
+        assert self.transport is not None
+        self._disarm()
+        self.transport.pause_reading()
+        self.deferred = self.loop.create_task(self._finish(answer, keep_alive))
+
+    async def _finish(self, answer: Coroutine[Any, Any, bytes], keep_alive: bool) -> None:
+        data = await answer
+        self.deferred = None
+        if self.closing or self.transport is None:
+            return
+        self.send(data, keep_alive=keep_alive)
+        if not keep_alive:
+            return  # send() closed the connection
+        self.transport.resume_reading()
+        while self.queued and self.deferred is None and not self.closing:
+            self.app.handle(self, *self.queued.popleft())
+        if self.deferred is None and not self.closing and self.viewer is None:
             self._arm(self.settings.idle_timeout_s)
 
     # --- helpers ---------------------------------------------------------------------------
@@ -253,6 +297,7 @@ class App:
         self.settings = settings
         self.metrics = metrics
         self.edge = edge
+        self.hls = HlsRoutes(settings, metrics, edge)
         self.connections: set[ClientProtocol] = set()
 
     def handle(
@@ -272,6 +317,9 @@ class App:
             )
         elif path == "/ace/getstream":
             self._stream(conn, method == "HEAD", query, keep_alive)
+            return
+        elif path == "/ace/manifest.m3u8" or path.startswith(_HLS_PREFIX):
+            self._hls(conn, method == "HEAD", path, query, keep_alive)
             return
         else:
             status, data = self._small(path, keep_alive, method == "HEAD")
@@ -305,6 +353,80 @@ class App:
         return 404, error_response(
             404, "not_found", f"no such endpoint: {path[:100]}", keep_alive=keep_alive
         )
+
+    def _hls(
+        self, conn: ClientProtocol, head: bool, path: str, query: str, keep_alive: bool
+    ) -> None:
+        endpoint = "/ace/manifest.m3u8"
+        try:
+            if path != endpoint:
+                sid, _, name = path[len(_HLS_PREFIX) :].partition("/")
+                endpoint = "hls_playlist" if name == "index.m3u8" else "hls_segment"
+                if endpoint == "hls_segment" and not name.endswith(".ts"):
+                    raise ServiceError(404, "not_found", f"no such endpoint: {path[:100]}")
+            key, selector, params = parse_stream_query(query)
+            if head and endpoint != "hls_segment":
+                # like HEAD on a stream: tells whether the channel is live, never starts it
+                live = "1" if self.edge.find(key) is not None else "0"
+                data = response(
+                    200,
+                    b"",
+                    "application/vnd.apple.mpegurl",
+                    {**CORS, "X-Acefleet-Live": live},
+                    keep_alive=keep_alive,
+                    head=True,
+                )
+            elif endpoint == "hls_segment":
+                data = self.hls.segment(sid, name[:-3], key, keep_alive, head)
+            elif endpoint == "hls_playlist":
+                conn.defer(
+                    self._answer(
+                        endpoint,
+                        keep_alive,
+                        self.hls.media_playlist(
+                            conn.address, sid, key, selector, params, keep_alive
+                        ),
+                    ),
+                    keep_alive,
+                )
+                return
+            else:
+                conn.defer(
+                    self._answer(
+                        endpoint,
+                        keep_alive,
+                        self.hls.manifest(conn.address, key, selector, params, keep_alive),
+                    ),
+                    keep_alive,
+                )
+                return
+        except ServiceError as exc:
+            data = self._hls_error(endpoint, exc, keep_alive)
+        else:
+            self.metrics.requests.labels(endpoint, "200").inc()
+        conn.send(data, keep_alive=keep_alive)
+
+    async def _answer(
+        self, endpoint: str, keep_alive: bool, answer: Coroutine[Any, Any, bytes]
+    ) -> bytes:
+        try:
+            data = await answer
+        except ServiceError as exc:
+            return self._hls_error(endpoint, exc, keep_alive)
+        except Exception as exc:  # a bug must still answer, and leave the proxy serving others
+            log.exception("hls_request_failed", endpoint=endpoint, error=repr(exc))
+            return self._hls_error(
+                endpoint, ServiceError(500, "internal_error", "internal error"), keep_alive
+            )
+        self.metrics.requests.labels(endpoint, "200").inc()
+        return data
+
+    def _hls_error(self, endpoint: str, exc: ServiceError, keep_alive: bool) -> bytes:
+        self.metrics.requests.labels(endpoint, str(exc.status)).inc()
+        if exc.status == 400:
+            self.metrics.rejections.labels("bad_request").inc()
+        exc.headers = {**exc.headers, **CORS}
+        return service_error_response(exc, keep_alive=keep_alive)
 
     def _stream(self, conn: ClientProtocol, head: bool, query: str, keep_alive: bool) -> None:
         assert conn.transport is not None

@@ -162,6 +162,34 @@ class ProxySettings(BaseSettings):
         30.0, gt=0, le=3600, description="A viewer that reads nothing this long is disconnected"
     )
 
+    # --- HLS (cut by the proxy from the channel's TS upstream; see docs/hls.md) ------------------
+    hls_target_s: float = Field(
+        4.0,
+        ge=1,
+        le=30,
+        description="HLS segments are cut at the first keyframe after this much media",
+    )
+    hls_max_segment_s: float = Field(
+        6.0,
+        ge=1,
+        le=60,
+        description="Longest HLS segment (announced as EXT-X-TARGETDURATION, rounded up); a "
+        "stream without a keyframe by then is cut anyway",
+    )
+    hls_window: int = Field(6, ge=3, le=100, description="Segments listed in an HLS media playlist")
+    hls_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="HLS segment bytes kept per channel, at most (oldest evicted first)",
+    )
+    hls_session_idle_s: float = Field(
+        30.0,
+        ge=5,
+        le=3600,
+        description="An HLS player that fetches nothing this long stops counting as a viewer",
+    )
+
     # --- limits ------------------------------------------------------------------------------
     max_viewers: int = Field(2000, ge=1, description="Viewers over all channels")
     max_upstreams: int = Field(64, ge=1, description="Upstream engine sessions at once")
@@ -208,6 +236,8 @@ class ProxySettings(BaseSettings):
             )
         if self.join_max_bytes > self.buffer_bytes:
             raise ValueError("join_max_bytes must not exceed buffer_bytes")
+        if self.hls_max_segment_s < self.hls_target_s:
+            raise ValueError("hls_max_segment_s must be >= hls_target_s")
         return self
 
     @property

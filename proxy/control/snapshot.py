@@ -36,7 +36,7 @@ def snapshot_of(edge: Edge, host: str, url: str) -> ProxySnapshot:
                 claim_id=placement.claim_id,
                 engine_id=placement.engine_id,
                 source=placement.source,
-                viewers=len(channel.viewers),
+                viewers=channel.viewer_count,
                 started_at=record.started_at,
             )
         )

@@ -81,6 +81,10 @@ def capture_hls(url: str, media_seconds: float, label: str = "hls", limit: float
             if r.status_code != 200:
                 cap.error = f"playlist HTTP {r.status_code}: {r.text[:200]}"
                 return cap
+            if "#EXT-X-STREAM-INF" in r.text:  # a master playlist: play its (first) variant
+                variant = next(x for x in r.text.splitlines() if x and not x.startswith("#"))
+                url = urljoin(str(r.url), variant)
+                continue
             first, entries = _parse_playlist(r.text)
             if next_seq is None:
                 next_seq = first + max(0, len(entries) - 3)
