@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acefleet.config import CommaList
+from acefleet.tokens import TokenKeys
 
 
 class ProxySettings(BaseSettings):
@@ -190,6 +191,42 @@ class ProxySettings(BaseSettings):
         description="An HLS player that fetches nothing this long stops counting as a viewer",
     )
 
+    # --- players: tokens and the catalog copy (see docs/catalog.md) ----------------------------
+    token_keys: CommaList = Field(
+        default_factory=list,
+        description="Stream-token keys <id>:<secret>, comma separated, the same as central's "
+        "(every key verifies)",
+    )
+    tokens_required: bool = Field(
+        False,
+        description="Streams need a valid token (?token=… from a player's playlist); false: "
+        "open mode, anyone who reaches the proxy may watch",
+    )
+    token_failures_per_min: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Rejected tokens per client address per minute before it gets 429s",
+    )
+    catalog_refresh_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between polls of central's catalog (kept to serve players' files "
+        "and check tokens while central is away)",
+    )
+    usage_refresh_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="Seconds between polls of central's per-player stream counts (limits)",
+    )
+    cache_dir: str = Field(
+        "",
+        description="Directory the last catalog and guide from central are kept in, so a "
+        "restarted proxy serves them while central is away (empty: memory only)",
+    )
+
     # --- limits ------------------------------------------------------------------------------
     max_viewers: int = Field(2000, ge=1, description="Viewers over all channels")
     max_upstreams: int = Field(64, ge=1, description="Upstream engine sessions at once")
@@ -227,6 +264,12 @@ class ProxySettings(BaseSettings):
             parse_engine(entry, 1)
         return value
 
+    @field_validator("token_keys")
+    @classmethod
+    def _token_keys_valid(cls, value: list[str]) -> list[str]:
+        TokenKeys.parse(value)  # ValueError with the reason
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
         if self.first_byte_timeout_s < self.engine_call_timeout_s:
@@ -236,6 +279,8 @@ class ProxySettings(BaseSettings):
             )
         if self.join_max_bytes > self.buffer_bytes:
             raise ValueError("join_max_bytes must not exceed buffer_bytes")
+        if self.tokens_required and not self.token_keys:
+            raise ValueError("tokens_required needs token_keys")
         if self.hls_max_segment_s < self.hls_target_s:
             raise ValueError("hls_max_segment_s must be >= hls_target_s")
         return self

@@ -17,7 +17,15 @@ import orchestrator.central as package
 from acefleet import logs
 from acefleet.api_errors import install_error_handlers
 from orchestrator.central import views
-from orchestrator.central.api import live, operators, services
+from orchestrator.central.api import (
+    channels,
+    edge_catalog,
+    live,
+    operators,
+    player_feeds,
+    players,
+    services,
+)
 from orchestrator.central.auth import KeyRing
 from orchestrator.central.fastpath import ClaimFastPath
 from orchestrator.central.history import History
@@ -69,6 +77,10 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     app.include_router(services.router)
     app.include_router(operators.router)
     app.include_router(live.router)
+    app.include_router(channels.router)
+    app.include_router(players.router)
+    app.include_router(edge_catalog.router)
+    app.include_router(player_feeds.router)
 
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acefleet.config import CommaList
+from acefleet.tokens import TokenKeys
 
 # Keys that ship in examples and must never guard a real fleet.
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "example", "xxxxxxxxxxxxxxxx"}
@@ -75,6 +76,52 @@ class CentralSettings(BaseSettings):
         "e.g. http://10.0.0.100; the dashboard's watch preview plays "
         "<player_url>/ace/manifest.m3u8 from the browser (empty: no preview)",
     )
+    # --- the catalog and what players read (see docs/catalog.md) --------------------------------
+    catalog_seed_path: str = Field(
+        "",
+        description="M3U or JSON file of channels imported at start when the catalog is empty "
+        "(the lab's demo catalog); empty: none",
+    )
+    guide_path: str = Field(
+        "",
+        description="XMLTV file on this host that is the guide, re-read when it changes "
+        "(empty: the guide is uploaded through PUT /v1/guide)",
+    )
+    guide_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest XMLTV guide accepted (upload or file)"
+    )
+    catalog_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest playlist or JSON accepted by an import"
+    )
+    token_keys: CommaList = Field(
+        [],
+        description="Stream-token keys <id>:<secret>, comma separated; the first signs, all verify "
+        "(rotation: add the new key second, move it first, drop the old); proxies get the same",
+    )
+    tokens_required: bool = Field(
+        False,
+        description="Players need their own secret playlist URL, whose stream URLs carry signed "
+        "tokens; false (open mode): /playlist.m3u lists every enabled channel with plain URLs",
+    )
+    token_ttl_s: float = Field(
+        7 * 86400.0,
+        ge=60,
+        le=366 * 86400.0,
+        description="Lifetime of the tokens in a playlist (media servers keep URLs for days)",
+    )
+    hdhomerun_max_tuners: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Most tuners the HDHomeRun emulation announces (TunerCount is the fleet's "
+        "free stream slots, bounded by this and by a player's own limit)",
+    )
+    public_rate_limit_rps: float = Field(
+        5.0,
+        gt=0,
+        description="Requests per second per client address on the player files (playlist, "
+        "guide, HDHomeRun); failed secret lookups count double",
+    )
     # Plain [] defaults (pydantic copies them) so --help prints "[]", not a factory.
     service_keys: CommaList = Field([], description="API keys of services (agents, proxies)")
     operator_keys: CommaList = Field([], description="API keys of operators (read, drain, scale)")
@@ -128,8 +175,16 @@ class CentralSettings(BaseSettings):
             raise ValueError("player_url must be an http:// or https:// base URL, without a query")
         return url.rstrip("/")  # the page appends /ace/manifest.m3u8
 
+    @field_validator("token_keys")
+    @classmethod
+    def _check_token_keys(cls, keys: list[str]) -> list[str]:
+        TokenKeys.parse(keys)  # ValueError with the reason
+        return keys
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.tokens_required and not self.token_keys:
+            raise ValueError("tokens_required needs token_keys")
         if self.lost_after_s <= self.stale_after_s:
             raise ValueError("lost_after_s must be greater than stale_after_s")
         keys = [*self.service_keys, *self.operator_keys, *self.viewer_keys]
