@@ -133,6 +133,9 @@ class EdgeCatalog(Wire):
     player_url: str = Field(description="Base URL of stream URLs in playlists (the VIP)")
     tokens_required: bool
     tuner_count: int = Field(ge=1, description="HDHomeRun TunerCount when generated")
+    token_ttl_s: float = Field(
+        7 * 86400.0, ge=60, description="Lifetime of the stream tokens in rendered playlists"
+    )
     channels: list[CatalogChannel]
     players: list[EdgePlayer]
     guide_version: str = Field(description="ETag of the filtered guide ('' when there is none)")
