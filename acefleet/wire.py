@@ -230,6 +230,11 @@ class LiveStream(Wire):
     source: Literal["central", "agent", "static", "relay"]
     viewers: int = Field(ge=0)
     started_at: datetime
+    players: dict[str, int] = Field(
+        default_factory=dict,
+        description="Player id → viewers of this stream that came with that player's token "
+        "(central sums them into PlayerUsage for the per-player stream limits)",
+    )
 
 
 class ProxySnapshot(Wire):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -20,6 +20,7 @@ class Stream:
     infohash: str | None = None
     claim_id: str | None = None
     engine_id: str | None = None
+    players: dict[str, int] = field(default_factory=dict)  # player id → its viewers (snapshots)
 
     def set_viewers(self, viewers: int) -> None:
         self.viewers = viewers

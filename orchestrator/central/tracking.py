@@ -217,6 +217,7 @@ class StreamTracker:
                     peak_viewers=ls.viewers,
                     infohash=ls.infohash,
                 )
+                stream.players = dict(ls.players)
                 self.registry.streams[ls.stream_id] = stream
                 self._attach(stream, ls.claim_id, ls.engine_id)
                 stream.source = ls.source
@@ -224,6 +225,7 @@ class StreamTracker:
                 added += 1
             else:
                 known.set_viewers(ls.viewers)
+                known.players = dict(ls.players)
                 if known.claim_id is None and (ls.claim_id or ls.engine_id):
                     self._attach(known, ls.claim_id, ls.engine_id)
                 # The proxy knows which step placed it; a stream first known from a queued
