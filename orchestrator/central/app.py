@@ -1,5 +1,5 @@
 """The central FastAPI application: routers, the shared error handlers, lifespan (history,
-sweeper)."""
+the stores kept in its database, sweeper)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ from orchestrator.central.api import (
     services,
 )
 from orchestrator.central.auth import KeyRing
+from orchestrator.central.catalog import Store
+from orchestrator.central.catalog.players import PlayerStore
+from orchestrator.central.catalog.store import CatalogFiles, CatalogStore
 from orchestrator.central.fastpath import ClaimFastPath
 from orchestrator.central.history import History
 from orchestrator.central.http import RateLimitHeaders
@@ -45,20 +48,41 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         settings.database_url, settings.history_queue_max, metrics.history_dropped.inc
     )
     state = Central(settings, metrics, history, clock or time.monotonic)
+    catalog = CatalogStore(
+        lambda: history.engine,
+        CatalogFiles(
+            seed_path=settings.catalog_seed_path,
+            guide_path=settings.guide_path,
+            guide_max_bytes=settings.guide_max_bytes,
+            catalog_max_bytes=settings.catalog_max_bytes,
+        ),
+    )
+    # Stores with tables in the history database: started in this order once history has
+    # created the tables, stopped in reverse before it closes.
+    players = PlayerStore(lambda: history.engine)
+    stores: list[Store] = [catalog, players]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await history.start()
         # Engine drains are the one operator decision no edge reports back: reload them.
         state.fleet.drained = await history.drained_engines()
-        sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
-        log.info("central_started", database=_redact(settings.database_url))
+        started: list[Store] = []
+        sweeper: asyncio.Task[None] | None = None
         try:
+            for store in stores:
+                await store.start()
+                started.append(store)
+            sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
+            log.info("central_started", database=_redact(settings.database_url))
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            for store in reversed(started):
+                await store.stop()
             await history.stop()
 
     app = FastAPI(
@@ -69,6 +93,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     )
     keyring = KeyRing(settings)
     app.state.central = state
+    app.state.catalog = catalog
+    app.state.players = players
     app.state.keyring = keyring
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)

@@ -102,6 +102,12 @@ class History:
         self._writer: asyncio.Task[None] | None = None
 
     @property
+    def engine(self) -> AsyncEngine:
+        """The database engine, for stores sharing the history database (after start())."""
+        assert self._engine is not None, "History.start() first"
+        return self._engine
+
+    @property
     def depth(self) -> int:
         return self._queue.qsize()
 
