@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -280,6 +281,7 @@ class Fleet:
             self.stop(ts)
             return False, f"HLS did not start via {watch.edge or '?'}: {watch.problems[:3]}"
         watch.start()
+        listed_first = watch.last_sequence
         with tempfile.TemporaryDirectory(prefix="verify-hls-") as tmp:
             player = FfmpegPlayer(watch.master_url, self.hls_seconds, Path(tmp) / "hls.ts")
             time.sleep(3)
@@ -294,14 +296,16 @@ class Fleet:
         kinds = sorted({str(s.get("kind")) for s in sessions})
         shared = together and len(sessions) == 1 and kinds == ["ts"] and ts.edge == watch.edge
         played = rc == 0 and not errors and decoded >= 0.95 * self.hls_seconds
-        playlists = not watch.problems and watch.sequences[-1] > watch.sequences[0]
+        # new segments were listed while it played (the media sequence itself moves only once
+        # the window is full)
+        playlists = not watch.problems and watch.last_sequence > listed_first
         ok = played and backwards == 0 and playlists and shared and ts_bytes > 0
         return ok, (
             f"ffmpeg over HLS via {watch.edge or '?'}: {decoded:.1f} s decoded in "
             f"{player.wall:.1f} s, rc {rc}, {len(errors)} errors{_first(errors)}, video DTS "
             f"monotonic: {backwards == 0} ({packets} packets); playlists (m3u8): target "
-            f"{watch.target_duration} s, media sequence {watch.sequences[0]}→"
-            f"{watch.sequences[-1]} over {watch.polls} polls, problems {watch.problems[:3]}; "
+            f"{watch.target_duration} s, last segment {listed_first}→{watch.last_sequence} over "
+            f"{watch.polls} polls, problems {watch.problems[:3]}; "
             f"TS viewer (via {ts.edge or '?'}, {ts_bytes} bytes meanwhile) + HLS player + "
             f"playlist poller → {len(sessions)} engine session(s) of the channel {kinds}"
         )
@@ -316,6 +320,8 @@ class Fleet:
             return False, f"HLS did not start via {watch.edge or '?'}: {watch.problems[:3]}"
         watch.start()
         with tempfile.TemporaryDirectory(prefix="verify-hls-") as tmp:
+            # ffmpeg starts a live playlist 3 segments from its end: from here at the earliest.
+            start = max(watch.sequences[-1], watch.last_sequence - 2)
             player = FfmpegPlayer(watch.master_url, seconds, Path(tmp) / "hls.ts")
             # Play on until two more segments were listed: ffmpeg is past its start-up burst.
             first = watch.last_sequence
@@ -342,7 +348,15 @@ class Fleet:
         cuts = [(at - killed_at, seq) for at, seq in watch.discontinuities if at >= killed_at]
         newer = sorted(seq for seq in watch.listed if seq > seq_at_kill)
         moved = len(after) == 1 and after[0].get("container") != victim
-        played = rc == 0 and decoded >= 0.95 * seconds and grew > 0
+        # All the media ffmpeg could have had before the discontinuity; what it decoded beyond
+        # that came from the segments after it.
+        before_cut = (
+            sum(d for seq, d in watch.durations.items() if start <= seq < cuts[0][1])
+            if cuts
+            else seconds
+        )
+        after_cut = decoded - before_cut
+        played = rc == 0 and decoded >= 0.95 * seconds and grew > 0 and after_cut > 1
         ok = playing and played and bool(cuts) and not watch.problems and moved
         where = f"{after[0].get('container')}" if after else "none"
         cut = f"segment {cuts[0][1]} listed {cuts[0][0]:.1f} s after the kill" if cuts else "none"
@@ -351,7 +365,8 @@ class Fleet:
             f"ffmpeg: rc {rc}, {decoded:.1f}/{seconds:.0f} s decoded in {player.wall:.1f} s, "
             f"{len(errors)} errors{_first(errors)}, {grew} bytes recorded after the kill, "
             f"video DTS steps not forward: {backwards} ({packets} packets); "
-            f"EXT-X-DISCONTINUITY: {cut}; {len(newer)} segments after the kill; "
+            f"EXT-X-DISCONTINUITY: {cut}; {len(newer)} segments after the kill; ffmpeg played "
+            f"{after_cut:.1f} s after the discontinuity (at least); "
             f"media sequence {watch.sequences[0]}→{watch.sequences[-1]}, problems "
             f"{watch.problems[:3]}; the channel's engine now: {where}"
         )
@@ -569,7 +584,9 @@ def video_packets(path: Path) -> tuple[float, int, int]:
 
 
 def _first(lines: list[str]) -> str:
-    return f" (first: {lines[0][:160]!r})" if lines else ""
+    """The first few distinct messages of ffmpeg's error lines (without the context address)."""
+    distinct = list(dict.fromkeys(re.sub(r" @ 0x[0-9a-f]+", "", ln)[:160] for ln in lines))
+    return f" ({'; '.join(distinct[:3])})" if lines else ""
 
 
 def check_route(vip: str) -> None:
