@@ -59,8 +59,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     )
     # Stores with tables in the history database: started in this order once history has
     # created the tables, stopped in reverse before it closes.
-    players = PlayerStore(lambda: history.engine)
-    stores: list[Store] = [catalog, players]
+    player_store = PlayerStore(lambda: history.engine)
+    stores: list[Store] = [catalog, player_store]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +94,7 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     keyring = KeyRing(settings)
     app.state.central = state
     app.state.catalog = catalog
-    app.state.players = players
+    app.state.players = player_store
     app.state.keyring = keyring
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
