@@ -326,10 +326,14 @@ def lineup(
 ) -> list[dict[str, Any]]:
     channels = visible_channels(catalog, player)
     urls = _urls(catalog, player, channels, req, keys, now)
+    # Media servers need a number per channel: unnumbered ones follow the highest number.
+    spare = max((c.number for c in channels if c.number is not None), default=0)
     out = []
-    for index, (channel, url) in enumerate(zip(channels, urls, strict=True), start=1):
-        # Media servers need a number per channel: unnumbered channels get their position.
-        number = channel.number if channel.number is not None else index
+    for channel, url in zip(channels, urls, strict=True):
+        number = channel.number
+        if number is None:
+            spare += 1
+            number = spare
         out.append({"GuideNumber": str(number), "GuideName": channel.name, "URL": url, "HD": 1})
     return out
 

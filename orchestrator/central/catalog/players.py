@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,6 +128,10 @@ class PlayerStore:
 
     def by_secret_sha256(self, digest: str) -> EdgePlayer | None:
         return self._by_hash.get(digest)
+
+    def by_hash(self) -> Mapping[str, EdgePlayer]:
+        """Players by their secret's SHA-256 (what ``player_feeds.resolve`` looks up in)."""
+        return self._by_hash
 
     def _edge(self, player_id: int) -> EdgePlayer:
         try:
