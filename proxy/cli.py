@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import uvloop
 
 from acefleet import config, logs
-from proxy.control.links import ControlLinks
+from proxy.access import Access
+from proxy.catalog_cache import CatalogCache
+from proxy.control.links import ControlLinks, identity
 from proxy.edge import Edge
 from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
@@ -39,6 +41,7 @@ class Running:
     app: App
     server: asyncio.Server
     probes: asyncio.Task[None]
+    catalog: CatalogCache
     links: ControlLinks | None = None
 
     async def stop(self, grace_s: float) -> None:
@@ -46,6 +49,7 @@ class Running:
         self.probes.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.probes
+        await self.catalog.aclose()
         if self.links is not None:
             await self.links.aclose()
         await self.app.edge.engine.aclose()
@@ -81,7 +85,11 @@ async def start(
         engine,
         sink or (links.sink if links else None),
     )
-    app = App(settings, metrics, edge)
+    # the catalog copy (player files, token checks) is polled over the link to central
+    catalog = CatalogCache(settings, metrics, links.central_peer if links else None)
+    catalog.load()
+    access = Access(settings, metrics, catalog, edge.players, host=identity(settings)[1])
+    app = App(settings, metrics, edge, access)
     probes = loop.create_task(static.run_probes())
     server = await loop.create_server(
         lambda: ClientProtocol(app),
@@ -95,7 +103,8 @@ async def start(
     log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
     if links is not None:
         links.start(edge)
-    return Running(app, server, probes, links)
+    catalog.start()
+    return Running(app, server, probes, catalog, links)
 
 
 async def serve(settings: ProxySettings) -> None:

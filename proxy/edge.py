@@ -17,6 +17,7 @@ from typing import Any
 
 from acefleet import logs
 from acefleet.errors import ServiceError
+from proxy.access import PlayerStreams
 from proxy.backpressure import SlowViewerRule
 from proxy.channel import Channel, ChannelContext
 from proxy.engine_api import EngineClient
@@ -86,6 +87,7 @@ class Edge:
         self.draining = False
         self.no_viewers = asyncio.Event()  # set whenever the last viewer of all has left
         self.hls_sessions = SessionTable()
+        self.players = PlayerStreams()  # streams started with a player's token (token mode)
         self.channel_context = ChannelContext(
             settings=settings,
             metrics=metrics,
@@ -138,14 +140,18 @@ class Edge:
         key: str,
         selector: tuple[str, str],
         params: dict[str, str],
+        player: int | None = None,
     ) -> Channel:
-        """Attach ``viewer`` to the channel of ``key``, creating it (after :meth:`check`)."""
+        """Attach ``viewer`` to the channel of ``key``, creating it (after :meth:`check`);
+        ``player``: whose token it came with (counted towards that player's limit)."""
         channel = self.find(key)
         if channel is None:
             channel = Channel(self.channel_context, key, selector, params)
             self.channels[key] = channel
             self.metrics.upstreams.set(len(self.live_channels()))
         channel.attach(viewer)
+        if player is not None:
+            self.players.add(player, viewer)
         return channel
 
     def attach_hls(
@@ -153,6 +159,7 @@ class Edge:
         session: HlsSession,
         selector: tuple[str, str],
         params: dict[str, str],
+        player: int | None = None,
     ) -> Channel:
         """Attach an HLS player to the channel of its key, creating it (after :meth:`check`)."""
         channel = self.find(session.key)
@@ -162,6 +169,8 @@ class Edge:
             self.metrics.upstreams.set(len(self.live_channels()))
         self.hls_sessions.add(session)
         channel.attach_hls(session)
+        if player is not None:
+            self.players.add(player, session)
         return channel
 
     def alias(self, channel: Channel, key: str) -> Channel | None:

@@ -91,5 +91,29 @@ class Metrics:
             registry=r,
         )
 
+        self.token_rejections = Counter(
+            "acefleet_proxy_token_rejections",
+            "New streams refused by the token rule (proxy/access.py)",
+            ["reason"],
+            registry=r,
+        )
+        self.catalog_fetches = Counter(
+            "acefleet_proxy_catalog_fetches",
+            "Polls of central's edge catalog, guide and player usage",
+            ["what", "result"],
+            registry=r,
+        )
+        self.catalog_age = Gauge(
+            "acefleet_proxy_catalog_age_seconds",
+            "Seconds since the catalog copy was last confirmed by central (-1: never loaded)",
+            registry=r,
+        )
+        self.player_files = Counter(
+            "acefleet_proxy_player_files",
+            "Player files (playlist, guide, HDHomeRun) served from the catalog copy",
+            ["file", "status"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -25,6 +25,7 @@ import httptools
 
 from acefleet import logs, wire
 from acefleet.errors import ServiceError
+from proxy.access import Access
 from proxy.edge import Edge
 from proxy.hls.routes import CORS, HlsRoutes
 from proxy.metrics import Metrics
@@ -293,11 +294,14 @@ class ClientProtocol(asyncio.Protocol):
 class App:
     """Routes requests; owns the edge and the connection set."""
 
-    def __init__(self, settings: ProxySettings, metrics: Metrics, edge: Edge) -> None:
+    def __init__(
+        self, settings: ProxySettings, metrics: Metrics, edge: Edge, access: Access
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.edge = edge
-        self.hls = HlsRoutes(settings, metrics, edge)
+        self.access = access
+        self.hls = HlsRoutes(settings, metrics, edge, access)
         self.connections: set[ClientProtocol] = set()
 
     def handle(
@@ -365,6 +369,7 @@ class App:
                 if endpoint == "hls_segment" and not name.endswith(".ts"):
                     raise ServiceError(404, "not_found", f"no such endpoint: {path[:100]}")
             key, selector, params = parse_stream_query(query)
+            token = params.pop("token", None)  # the proxy's (access.py), never the engine's
             if head and endpoint != "hls_segment":
                 # like HEAD on a stream: tells whether the channel is live, never starts it
                 live = "1" if self.edge.find(key) is not None else "0"
@@ -384,7 +389,7 @@ class App:
                         endpoint,
                         keep_alive,
                         self.hls.media_playlist(
-                            conn.address, sid, key, selector, params, keep_alive
+                            conn.address, sid, key, selector, params, token, keep_alive
                         ),
                     ),
                     keep_alive,
@@ -395,7 +400,7 @@ class App:
                     self._answer(
                         endpoint,
                         keep_alive,
-                        self.hls.manifest(conn.address, key, selector, params, keep_alive),
+                        self.hls.manifest(conn.address, key, selector, params, token, keep_alive),
                     ),
                     keep_alive,
                 )
@@ -437,6 +442,7 @@ class App:
             self.metrics.rejections.labels("bad_request").inc()
             conn.send(service_error_response(exc, keep_alive=keep_alive), keep_alive=keep_alive)
             return
+        token = params.pop("token", None)  # the proxy's (access.py), never the engine's
         if head:
             # Never opens playback: checking channels by playing them overloads engines.
             self.metrics.requests.labels("/ace/getstream", "200").inc()
@@ -455,8 +461,9 @@ class App:
             return
         viewer = Viewer(conn.transport, conn.address)
         try:
+            player = self.access.admit(conn.address, key, token)
             self.edge.check(conn.address, key)
-        except ServiceError as exc:  # a limit refused the stream (edge.Refused)
+        except ServiceError as exc:  # the token rule or a limit refused the stream
             self.metrics.requests.labels("/ace/getstream", str(exc.status)).inc()
             conn.send(service_error_response(exc), keep_alive=False)
             return
@@ -465,4 +472,4 @@ class App:
         conn._disarm()
         if conn.relay_claim:
             log.info("relay_viewer", key=key, relay_claim=conn.relay_claim, peer=conn.peer)
-        self.edge.attach(viewer, key, selector, params)
+        self.edge.attach(viewer, key, selector, params, player)

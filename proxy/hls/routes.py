@@ -9,9 +9,13 @@
 - ``GET /ace/hls/<sid>/<tag>_<seq>.ts?id=…``: one segment; unknown or expired → 404.
 
 Every URL carries the channel's selector so HAProxy's content hashing sends a channel's TS and
-HLS players to one edge. A playlist asked for before the channel has a segment waits for it
-rather than answering an empty playlist (players give up on those); a channel that cannot
-start answers the same error as a TS request would. Responses allow any origin, so a dashboard
+HLS players to one edge. In token mode a new session needs a token (``proxy/access.py``), and
+its URLs carry that token on, so a session re-created under an unknown sid is checked again;
+a live session needs none per request: its unguessable sid is the capability.
+
+A playlist asked for before the channel has a segment waits for it rather than answering an
+empty playlist (players give up on those); a channel that cannot start answers the same error
+as a TS request would. Responses allow any origin, so a dashboard
 on central's origin can play them.
 """
 
@@ -22,6 +26,7 @@ import contextlib
 from urllib.parse import urlencode
 
 from acefleet.errors import ServiceError
+from proxy.access import Access
 from proxy.edge import Edge
 from proxy.hls.feed import HlsFeed
 from proxy.hls.playlist import master_playlist
@@ -43,10 +48,13 @@ class NotFound(ServiceError):
 
 
 class HlsRoutes:
-    def __init__(self, settings: ProxySettings, metrics: Metrics, edge: Edge) -> None:
+    def __init__(
+        self, settings: ProxySettings, metrics: Metrics, edge: Edge, access: Access
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.edge = edge
+        self.access = access
 
     # --- playlists (may wait for a channel's first segment) -------------------------------------
     async def manifest(
@@ -55,9 +63,10 @@ class HlsRoutes:
         key: str,
         selector: tuple[str, str],
         params: dict[str, str],
+        token: str | None,
         keep_alive: bool,
     ) -> bytes:
-        session = self._start(new_sid(), address, key, selector, params)
+        session = self._start(new_sid(), address, key, selector, params, token)
         feed = await self._first_segment(session)
         body = master_playlist(
             f"hls/{session.sid}/index.m3u8?{session.selector_query}", feed.bandwidth
@@ -71,11 +80,12 @@ class HlsRoutes:
         key: str,
         selector: tuple[str, str],
         params: dict[str, str],
+        token: str | None,
         keep_alive: bool,
     ) -> bytes:
         session = self._session(sid, key)
         if session is None:  # new to this proxy: the player keeps going from here
-            session = self._start(sid, address, key, selector, params)
+            session = self._start(sid, address, key, selector, params, token)
         session.touch()
         feed = await self._first_segment(session)
         return response(
@@ -121,14 +131,17 @@ class HlsRoutes:
         key: str,
         selector: tuple[str, str],
         params: dict[str, str],
+        token: str | None,
     ) -> HlsSession:
         try:
-            self.edge.check(address, key)  # the same limits as a new TS viewer
+            player = self.access.admit(address, key, token)  # the same rules as a TS viewer
+            self.edge.check(address, key)
         except ServiceError as exc:
             exc.headers = {**(exc.headers or {}), **CORS}
             raise
-        session = HlsSession(sid, key, urlencode({selector[0]: selector[1]}), address)
-        self.edge.attach_hls(session, selector, params)
+        query = {selector[0]: selector[1], **({"token": token} if token else {})}
+        session = HlsSession(sid, key, urlencode(query), address)
+        self.edge.attach_hls(session, selector, params, player)
         return session
 
     async def _first_segment(self, session: HlsSession) -> HlsFeed:

@@ -60,7 +60,8 @@ class HlsSession:
     def __init__(self, sid: str, key: str, selector_query: str, address: str) -> None:
         self.sid = sid
         self.key = key
-        # e.g. "id=abc": carried by every URL, since HAProxy hashes the channel from it
+        # e.g. "id=abc" (and "&token=…" in token mode, so a re-created session is checked
+        # again): carried by every URL, since HAProxy hashes the channel from it
         self.selector_query = selector_query
         self.address = address
         self.last_fetch = time.monotonic()
