@@ -1,8 +1,9 @@
 """XMLTV: what central accepts as a guide, and the guide cut down to the catalog's channels.
 
-A guide is accepted when it is well-formed XML whose root is ``<tv>``; nothing else about it is
-trusted. It is parsed with entities left unresolved, no DTD loaded and no network, so an upload
-cannot make central read files or URLs or expand an entity bomb. Filtering keeps a ``<channel>``
+A guide is accepted when it is well-formed XML whose root is ``<tv>`` and that uses no entities
+of its own; nothing else about it is trusted. It is parsed with entities left unresolved, no DTD
+loaded and no network, so an upload cannot make central read files or URLs or expand an entity
+bomb, and one that references an entity is refused. Filtering keeps a ``<channel>``
 whose ``id`` and a ``<programme>`` whose ``channel`` is one of the given guide ids (``tvg-id``),
 in their original order, and drops everything else that is a channel or programme.
 """
@@ -78,6 +79,13 @@ def _root(xml: bytes) -> etree._Element:
         raise GuideError(f"not well-formed XML{line}: {exc.msg}") from None
     if not isinstance(root.tag, str) or root.tag != "tv":
         raise GuideError(f"not XMLTV: the root element is <{root.tag}>, not <tv>")
+    entity = next(root.iter(etree.Entity), None)
+    if entity is not None:
+        # Left unresolved they would reach players as references nobody declares.
+        raise GuideError(
+            f"entity reference {entity.text} (line {entity.sourceline}): only the XML built-ins "
+            "(&amp; &lt; …) and character references (&#233;) are accepted"
+        )
     return root
 
 
