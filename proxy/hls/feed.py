@@ -9,7 +9,11 @@ whole segment of waiting.
 Numbers survive what players must not notice:
 - media sequence numbers start from the wall clock (tenths of a second), so a channel started
   again after a proxy restart or on another edge continues above any number the old one used;
-- discontinuity sequence numbers start from the wall clock (seconds) for the same reason;
+- discontinuity sequence numbers start at 0 and stay small: hls.js keeps per-discontinuity
+  timing in an array indexed by that number and copies it, so a wall-clock base (~1.8e9) hangs
+  the browser (measured with hls.js 1.7.4: 1e6 plays, 1e8 hangs). A player moved to a new
+  channel (proxy restart, another edge) sees the media sequence jump forward, which players
+  take as segments it missed;
 - segment URLs carry a random per-feed tag, so a URL never names two different segments.
 """
 
@@ -44,7 +48,6 @@ class HlsFeed:
             max_bytes=settings.hls_max_bytes,
             first_seq=first_sequence(),
         )
-        self.disc_base = int(time.time())
         self.tag = secrets.token_hex(4)
         self.sessions: dict[str, HlsSession] = {}
 
@@ -92,9 +95,7 @@ class HlsFeed:
         session.seq_offset = session.last_seq + 1 - first
         session.forced_disc_seq = first
         # the tag before ``first`` makes its discontinuity number last_disc + 1
-        session.disc_offset = (
-            session.last_disc - self.disc_base - self.segmenter.discontinuity_sequence(first)
-        )
+        session.disc_offset = session.last_disc - self.segmenter.discontinuity_sequence(first)
 
     def playlist(self, session: HlsSession) -> bytes:
         """The media playlist as ``session`` sees it (requires :attr:`ready`)."""
@@ -104,12 +105,7 @@ class HlsFeed:
         if forced is not None and forced < first and self._own_tag(forced):
             forced = None  # the segment carried its own tag: the segmenter counts it already
         passed = 1 if forced is not None and forced < first else 0
-        disc_seq = (
-            self.disc_base
-            + self.segmenter.discontinuity_sequence(first)
-            + session.disc_offset
-            + passed
-        )
+        disc_seq = self.segmenter.discontinuity_sequence(first) + session.disc_offset + passed
         query = session.selector_query
         body = media_playlist(
             window,
