@@ -271,10 +271,19 @@ def test_token_mode_root_files_need_a_player_url(token_fleet: Running) -> None:
         assert r.status_code == 401, (name, r.text)
         assert r.json()["error"]["code"] == "player_url_required"
     assert public.get("/epg.xml").status_code == 200
-    secret = add_player(operator)["secret"]
-    pl = parse_playlist(public.get(f"/p/{secret}/playlist.m3u").text)
-    assert all("token" in stream_query(c.url) for c in pl.get_channels())
-    assert len(pl.get_channels()) == 3
+    made = add_player(operator)
+    secret = made["secret"]
+    keys = TokenKeys.parse([KEYS])
+    assert keys is not None
+    for fmt in ("ts", "hls"):
+        pl = parse_playlist(public.get(f"/p/{secret}/playlist.m3u", params={"format": fmt}).text)
+        expected = [f"id:{NEWS}", f"infohash:{SPORT}", f"id:{MOVIES}"]
+        for channel, key in zip(pl.get_channels(), expected, strict=True):
+            kind, value = key.split(":")
+            query = stream_query(channel.url)
+            assert verify(keys, query.pop("token"), key, time.time()) == made["player"]["id"]
+            assert query == {kind: value}
+        assert len(pl.get_channels()) == 3
 
 
 def test_unknown_secret_404_disabled_player_403_rotated_secret_404(open_fleet: Running) -> None:
