@@ -14,6 +14,8 @@ declare -A NEED=(
   [haproxy]=haproxy  # tests/agent and tests/ansible run the binary on their own configs
   [prometheus]=promtool  # tests/monitoring: promtool checks and unit-tests the alert rules
   [nodejs]=node [npm]=npm  # scripts/vendor-web.sh: hls.js for the dashboard, from the npm registry
+  [libxmltv-perl]=""  # its xmltv.dtd: tests validate the guide central and the proxies serve
+  [vlc-bin]=cvlc [vlc-plugin-base]=""  # VLC plays the fleet's M3U playlist in tests and the lab
 )
 missing=()
 for pkg in "${!NEED[@]}"; do

@@ -21,6 +21,9 @@ step "pytest"
 need docker docker.io; need haproxy haproxy; need ffmpeg ffmpeg; need ffprobe ffmpeg
 need promtool prometheus
 need chromium chromium
+need cvlc vlc-bin; need npm npm
+[[ -f /usr/share/sgml/xmltv/dtd/0.5/xmltv.dtd ]] ||
+  die "the XMLTV DTD is missing: run scripts/bootstrap.sh (or apt-get install -y libxmltv-perl)"
 pytest -ra -p no:cacheprovider "$@"
 
 if [[ -x scripts/molecule.sh && -z ${ACEFLEET_SKIP_MOLECULE:-} ]]; then
