@@ -93,11 +93,10 @@ def start_fleet(start_central: StartCentral, tmp_path: Path, **overrides: str) -
     seed.write_text(json.dumps(CHANNELS))
     guide = tmp_path / "guide.xml"
     guide.write_bytes(guide_xml())
+    # A high rate limit by default: only the test of the limit itself meets it.
+    settings = {"public_rate_limit_rps": "1000", **overrides}
     return start_central(
-        catalog_seed_path=str(seed),
-        guide_path=str(guide),
-        player_url=VIP,
-        **overrides,
+        catalog_seed_path=str(seed), guide_path=str(guide), player_url=VIP, **settings
     )
 
 
@@ -440,3 +439,39 @@ def test_tuner_count_is_bounded_by_the_player_limit_only_when_it_has_one() -> No
     assert feeds.tuner_count(catalog, player) == 5
     assert feeds.tuner_count(catalog, player.model_copy(update={"max_streams": 9})) == 5
     assert feeds.tuner_count(catalog, player.model_copy(update={"max_streams": 2})) == 2
+
+
+def test_an_edge_renders_the_same_bytes_from_what_it_polls(open_fleet: Running) -> None:
+    """The proxies serve the player files from /v1/edge/catalog and /v1/edge/guide with the same
+    module: what they render is what central serves, byte for byte."""
+    public, operator = clients(open_fleet)
+    secret = add_player(operator, groups=["Sport", "Movies"], max_streams=1)["secret"]
+    keys = TokenKeys.parse([KEYS])
+    with httpx.Client(base_url=open_fleet.url, headers={"X-API-Key": SERVICE_KEY}) as service:
+        catalog = EdgeCatalog.model_validate_json(service.get("/v1/edge/catalog").content)
+        guide = service.get("/v1/edge/guide").content
+    cache = feeds.GuideCache()
+    index = feeds.players_by_hash(catalog)
+    for prefix, who in (("", None), (f"/p/{secret}", secret)):
+        for name in feeds.FILES:
+            for fmt in ("ts", "hls"):
+                before = time.time()
+                served = public.get(f"{prefix}/{name}", params={"format": fmt})
+                after = time.time()
+                assert served.status_code == 200, served.text
+                player = feeds.resolve(catalog, index, who, name)
+                req = feeds.Request(
+                    name=name,
+                    secret=who,
+                    files_base=f"{catalog.player_url}{prefix}",
+                    stream_base=catalog.player_url,
+                    hls=fmt == "hls",
+                )
+                # Tokens round their expiry to the hour: an hour may turn during the request.
+                rendered = {
+                    feeds.render(
+                        catalog, player, req, keys=keys, now=now, guide=cache, guide_xml=guide
+                    ).body
+                    for now in (before, after)
+                }
+                assert served.content in rendered, (prefix, name, fmt)
