@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -26,7 +28,11 @@ import httpx
 from pydantic import ValidationError
 
 from acefleet import logs
+from acefleet import player_feeds as feeds
 from acefleet.catalog_wire import CatalogChannel, EdgeCatalog, EdgePlayer, PlayerUsage
+from acefleet.errors import ServiceError
+from acefleet.tokens import TokenKeys
+from proxy.access import FailureLimit
 from proxy.control.peer import ControlPeer
 from proxy.metrics import Metrics
 from proxy.settings import ProxySettings
@@ -36,6 +42,7 @@ log = logs.get(__name__)
 CATALOG_FILE = "edge_catalog.json"
 GUIDE_FILE = "guide.xml"
 _GUIDE_MAX = 256 * 1024 * 1024
+_RENDERED_MAX = 256
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -65,6 +72,7 @@ class CatalogCache:
         self.dir = Path(settings.cache_dir) if settings.cache_dir else None
         self.catalog: EdgeCatalog | None = None
         self.guide: bytes | None = None
+        self.guide_version = ""  # changes whenever ``guide`` does (a rendering cache key)
         self._usage: PlayerUsage | None = None
         self._usage_at = 0.0
         self._players: dict[int, EdgePlayer] = {}
@@ -82,8 +90,8 @@ class CatalogCache:
     def player(self, player_id: int) -> EdgePlayer | None:
         return self._players.get(player_id)
 
-    def player_by_secret_sha256(self, digest: str) -> EdgePlayer | None:
-        return self._by_secret.get(digest)
+    def players_by_hash(self) -> dict[str, EdgePlayer]:
+        return self._by_secret
 
     def channel(self, content_key: str) -> CatalogChannel | None:
         return self._channels.get(content_key)
@@ -101,6 +109,11 @@ class CatalogCache:
         self._by_secret = {p.secret_sha256: p for p in catalog.players}
         self._channels = {c.content_key: c for c in catalog.channels}
 
+    def _set_guide(self, xml: bytes | None) -> None:
+        if xml != self.guide:
+            self.guide = xml
+            self.guide_version = hashlib.blake2b(xml or b"", digest_size=12).hexdigest()
+
     def load(self) -> None:
         """The copies a previous run left in ``cache_dir`` (a bad file is ignored, logged)."""
         if self.dir is None:
@@ -114,7 +127,7 @@ class CatalogCache:
             log.warning("catalog_cache_unreadable", path=str(path), error=str(exc)[:200])
             return
         with contextlib.suppress(FileNotFoundError):
-            self.guide = (self.dir / GUIDE_FILE).read_bytes()
+            self._set_guide((self.dir / GUIDE_FILE).read_bytes())
         log.info(
             "catalog_cache_loaded",
             version=self.catalog.version if self.catalog else None,
@@ -197,11 +210,11 @@ class CatalogCache:
         if self.catalog is None:
             return
         if not self.catalog.guide_version:
-            self.guide = None
+            self._set_guide(None)
             return
         resp = await self._get("guide", "/v1/edge/guide")
         if isinstance(resp, httpx.Response) and len(resp.content) <= _GUIDE_MAX:
-            self.guide = resp.content
+            self._set_guide(resp.content)
             self._keep(GUIDE_FILE, resp.content)
 
     async def refresh_usage(self) -> None:
@@ -222,3 +235,89 @@ class CatalogCache:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class PlayerFiles:
+    """The six player files and ``/p/<secret>/…``, rendered from the catalog copy with
+    ``acefleet.player_feeds`` — the same bytes central serves — so players keep their playlist,
+    guide and tuner while central is away. Stream URLs in a player's files are signed with
+    this proxy's keys (the fleet's keys: central's tokens and ours open the same streams).
+
+    Failed secret lookups drain the client's failure budget (``Access.failures``, the one
+    token failures use); an address out of budget gets 429 ``rate_limited``. Rendered files are
+    kept per (catalog version, player, file, format, token hour), so a playlist's HMACs are
+    computed once an hour, not per request."""
+
+    def __init__(self, cache: CatalogCache, failures: FailureLimit, own_url: str) -> None:
+        self.cache = cache
+        self.failures = failures
+        self.own_url = own_url
+        self.keys = TokenKeys.parse(cache.settings.token_keys)
+        self.guides = feeds.GuideCache()
+        self._rendered: OrderedDict[tuple[str, ...], feeds.Feed] = OrderedDict()
+
+    @staticmethod
+    def wants(path: str) -> bool:
+        return path.startswith("/p/") or path[1:] in feeds.FILES
+
+    def answer(self, address: str, path: str, query: str) -> tuple[int, feeds.Feed]:
+        """(status 200, the file) for ``path``; :class:`ServiceError` otherwise."""
+        if path.startswith("/p/"):
+            secret, _, name = path[3:].partition("/")
+            if not secret or "/" in name:
+                raise ServiceError(404, "not_found", f"no such endpoint: {path[:100]}")
+        else:
+            secret, name = None, path[1:]
+        wait = self.failures.wait(address, time.monotonic())
+        if wait:
+            raise ServiceError(
+                429,
+                "rate_limited",
+                "too many failed requests from this address",
+                retry_after_s=wait,
+            )
+        catalog = self.cache.catalog
+        if catalog is None:
+            raise ServiceError(
+                503,
+                "catalog_unavailable",
+                "this proxy has not yet loaded the catalog from central",
+                retry_after_s=5,
+            )
+        try:
+            player = feeds.resolve(catalog, self.cache.players_by_hash(), secret, name)
+        except feeds.FeedError as exc:
+            if exc.code == "player_unknown":
+                self.failures.failed(address, time.monotonic())
+            raise ServiceError(exc.status, exc.code, exc.message) from None
+        hls = "format=hls" in query.split("&")
+        now = time.time()
+        hour = str(feeds.token_expiry(now, catalog.token_ttl_s))
+        key = (catalog.version, self.cache.guide_version, secret or "", name, str(hls), hour)
+        feed = self._rendered.get(key)
+        if feed is None:
+            base = catalog.player_url or self.own_url
+            req = feeds.Request(
+                name=name,
+                secret=secret,
+                files_base=f"{base}/p/{secret}" if secret is not None else base,
+                stream_base=base,
+                hls=hls,
+            )
+            # the guide's version as this copy has it (the guide may lag the catalog a poll)
+            catalog = catalog.model_copy(update={"guide_version": self.cache.guide_version})
+            feed = feeds.render(
+                catalog,
+                player,
+                req,
+                keys=self.keys,
+                now=now,
+                guide=self.guides,
+                guide_xml=self.cache.guide,
+            )
+            self._rendered[key] = feed
+            while len(self._rendered) > _RENDERED_MAX:
+                self._rendered.popitem(last=False)
+        else:
+            self._rendered.move_to_end(key)
+        return 200, feed

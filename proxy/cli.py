@@ -19,7 +19,7 @@ import uvloop
 
 from acefleet import config, logs
 from proxy.access import Access
-from proxy.catalog_cache import CatalogCache
+from proxy.catalog_cache import CatalogCache, PlayerFiles
 from proxy.control.links import ControlLinks, identity
 from proxy.edge import Edge
 from proxy.engine_api import EngineClient
@@ -88,8 +88,10 @@ async def start(
     # the catalog copy (player files, token checks) is polled over the link to central
     catalog = CatalogCache(settings, metrics, links.central_peer if links else None)
     catalog.load()
-    access = Access(settings, metrics, catalog, edge.players, host=identity(settings)[1])
-    app = App(settings, metrics, edge, access)
+    _, host, own_url = identity(settings)
+    access = Access(settings, metrics, catalog, edge.players, host=host)
+    files = PlayerFiles(catalog, access.failures, own_url)
+    app = App(settings, metrics, edge, access, files)
     probes = loop.create_task(static.run_probes())
     server = await loop.create_server(
         lambda: ClientProtocol(app),

@@ -26,6 +26,7 @@ import httptools
 from acefleet import logs, wire
 from acefleet.errors import ServiceError
 from proxy.access import Access
+from proxy.catalog_cache import PlayerFiles
 from proxy.edge import Edge
 from proxy.hls.routes import CORS, HlsRoutes
 from proxy.metrics import Metrics
@@ -295,12 +296,18 @@ class App:
     """Routes requests; owns the edge and the connection set."""
 
     def __init__(
-        self, settings: ProxySettings, metrics: Metrics, edge: Edge, access: Access
+        self,
+        settings: ProxySettings,
+        metrics: Metrics,
+        edge: Edge,
+        access: Access,
+        files: PlayerFiles,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.edge = edge
         self.access = access
+        self.files = files
         self.hls = HlsRoutes(settings, metrics, edge, access)
         self.connections: set[ClientProtocol] = set()
 
@@ -325,6 +332,9 @@ class App:
         elif path == "/ace/manifest.m3u8" or path.startswith(_HLS_PREFIX):
             self._hls(conn, method == "HEAD", path, query, keep_alive)
             return
+        elif PlayerFiles.wants(path):
+            endpoint = "player_file"
+            status, data = self._player_file(conn.address, path, query, keep_alive, method)
         else:
             status, data = self._small(path, keep_alive, method == "HEAD")
         self.metrics.requests.labels(endpoint, str(status)).inc()
@@ -357,6 +367,25 @@ class App:
         return 404, error_response(
             404, "not_found", f"no such endpoint: {path[:100]}", keep_alive=keep_alive
         )
+
+    def _player_file(
+        self, address: str, path: str, query: str, keep_alive: bool, method: str
+    ) -> tuple[int, bytes]:
+        """Playlist, guide, HDHomeRun files from the catalog copy (catalog_cache.py)."""
+        try:
+            status, feed = self.files.answer(address, path, query)
+        except ServiceError as exc:
+            return exc.status, service_error_response(exc, keep_alive=keep_alive)
+        headers = {"Cache-Control": "max-age=60"}  # as central serves them
+        data = response(
+            status,
+            feed.body,
+            feed.media_type,
+            headers,
+            keep_alive=keep_alive,
+            head=method == "HEAD",
+        )
+        return status, data
 
     def _hls(
         self, conn: ClientProtocol, head: bool, path: str, query: str, keep_alive: bool

@@ -38,6 +38,7 @@ def snapshot_of(edge: Edge, host: str, url: str) -> ProxySnapshot:
                 source=placement.source,
                 viewers=channel.viewer_count,
                 started_at=record.started_at,
+                players=edge.players.on(channel),
             )
         )
     return ProxySnapshot(host=host, url=url, streams=streams)
