@@ -122,6 +122,11 @@ class CentralSettings(BaseSettings):
         description="Requests per second per client address on the player files (playlist, "
         "guide, HDHomeRun); failed secret lookups count double",
     )
+    trusted_proxies: CommaList = Field(
+        [],
+        description="Peer addresses (the HAProxy hosts) whose X-Forwarded-For names the client, "
+        "for the per-client limits on the player files",
+    )
     # Plain [] defaults (pydantic copies them) so --help prints "[]", not a factory.
     service_keys: CommaList = Field([], description="API keys of services (agents, proxies)")
     operator_keys: CommaList = Field([], description="API keys of operators (read, drain, scale)")

@@ -327,6 +327,25 @@ def test_guessing_secrets_is_rate_limited_per_address(
     assert r.json()["error"]["retry_after_s"] >= 1
 
 
+def test_behind_a_trusted_balancer_the_limit_is_per_player_address(
+    start_central: StartCentral, tmp_path: Path
+) -> None:
+    """Through the VIP every request comes from HAProxy: X-Forwarded-For from a trusted peer
+    names the player, so one greedy player does not lock every other one out."""
+    svc = start_fleet(
+        start_central, tmp_path, public_rate_limit_rps="1", trusted_proxies="127.0.0.1"
+    )
+    public, _ = clients(svc)
+    greedy = {"X-Forwarded-For": "10.9.9.9, 192.0.2.1"}  # the last hop is the balancer's word
+    codes = [public.get("/playlist.m3u", headers=greedy).status_code for _ in range(4)]
+    assert 429 in codes
+    other = public.get("/playlist.m3u", headers={"X-Forwarded-For": "192.0.2.2"})
+    assert other.status_code == 200
+    # the client's own earlier hops are not trusted: same last hop, same bucket
+    spoofed = public.get("/playlist.m3u", headers={"X-Forwarded-For": "1.2.3.4, 192.0.2.1"})
+    assert spoofed.status_code == 429
+
+
 # --- XMLTV ---------------------------------------------------------------------------------
 
 

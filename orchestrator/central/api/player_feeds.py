@@ -96,8 +96,15 @@ def _state(request: Request) -> FeedState:
 
 
 def client_address(request: Request) -> str:
-    # The peer as the server saw it. Behind the VIP this is the balancer (see docs/catalog.md).
-    return request.client.host if request.client else "unknown"
+    """The player's address: the peer, or behind a trusted balancer the last hop it added to
+    X-Forwarded-For (earlier hops are the client's own claims and are not trusted)."""
+    peer = request.client.host if request.client else "unknown"
+    if peer in request.app.state.central.settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if 0 < len(last) <= 64:
+            return last
+    return peer
 
 
 async def _serve(request: Request, name: str, secret: str | None, fmt: str | None) -> Response:
