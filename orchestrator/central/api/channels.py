@@ -8,6 +8,7 @@ changes nothing the second time. Bodies are read with a byte limit before any pa
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -144,7 +145,7 @@ async def import_channels(
         accepted = ", ".join((*M3U_TYPES, JSON_TYPE))
         raise ApiError(415, "unsupported_media_type", f"send one of: {accepted}")
     data = await read_body(request, catalog.files.catalog_max_bytes, "the import is")
-    parsed = parse(data)
+    parsed = await asyncio.to_thread(parse, data)  # a big playlist takes a second or so
     if parsed.errors:
         report = ImportReport(
             dry_run=dry_run,

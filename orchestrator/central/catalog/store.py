@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import (
     Boolean,
     Column,
@@ -34,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from acefleet import logs
 from acefleet.catalog_wire import CatalogChannel, ChannelFields, ChannelList, ImportReport
@@ -80,8 +81,9 @@ FILTERED_CACHE = 16  # filtered guides kept (one per distinct set of guide ids: 
 class DuplicateContent(Exception):
     """Another channel already has this content."""
 
-    def __init__(self, existing: int, content_key: str) -> None:
-        super().__init__(f"channel {existing} already has {content_key}")
+    def __init__(self, existing: int | None, content_key: str) -> None:
+        who = f"channel {existing}" if existing is not None else "another channel"
+        super().__init__(f"{who} already has {content_key}")
         self.existing = existing
 
 
@@ -111,22 +113,28 @@ def _row(fields: ChannelFields) -> dict[str, Any]:
     }
 
 
-def _channel(row: Any) -> CatalogChannel:
-    return CatalogChannel(
-        id=row.id,
-        name=row.name,
-        content_kind=row.content_kind,
-        content_value=row.content_value,
-        group=row.group_title,
-        logo=row.logo,
-        tvg_id=row.tvg_id,
-        number=row.number,
-        enabled=row.enabled,
+def _channels_of(rows: Sequence[Any]) -> tuple[list[CatalogChannel], str]:
+    """Rows as the ordered channel list, and its version (the digest of that list)."""
+    adapter = TypeAdapter(list[CatalogChannel])
+    items = adapter.validate_python(
+        [
+            {
+                "id": r.id,
+                "name": r.name,
+                "content_kind": r.content_kind,
+                "content_value": r.content_value,
+                "group": r.group_title,
+                "logo": r.logo,
+                "tvg_id": r.tvg_id,
+                "number": r.number,
+                "enabled": r.enabled,
+            }
+            for r in rows
+        ]
     )
-
-
-def fields_of(channel: CatalogChannel) -> ChannelFields:
-    return ChannelFields.model_validate(channel.model_dump(exclude={"id"}))
+    items.sort(key=lambda c: (c.number is None, c.number or 0, c.name.casefold(), c.id))
+    body = ChannelList(items=items).model_dump_json().encode()
+    return items, hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
 def _utc(value: datetime) -> datetime:
@@ -163,15 +171,14 @@ class CatalogStore:
         self.version = ""
         self._guide: StoredGuide | None = None
         self._filtered: dict[frozenset[str], bytes] = {}
-        self._listeners: list[Callable[[], None]] = []
 
     @property
     def _engine(self) -> AsyncEngine:
         return self._engine_of()
 
     async def start(self) -> None:
+        await self._reload()
         async with self._engine.connect() as conn:
-            await self._reload(conn)
             row = (await conn.execute(select(guide).where(guide.c.id == GUIDE_ROW))).first()
         if row is not None:
             try:
@@ -211,11 +218,6 @@ class CatalogStore:
         report = await self.import_channels([c for _, c in parsed.channels], dry_run=False)
         log.info("catalog_seeded", path=path, created=report.created)
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every committed change of channels or guide (e.g. the live
-        feed, edges' caches)."""
-        self._listeners.append(listener)
-
     # --- reads (memory) ------------------------------------------------------------------------
 
     def channels(self) -> list[CatalogChannel]:
@@ -250,10 +252,9 @@ class CatalogStore:
                     key = result.inserted_primary_key
                     assert key is not None
                     new_id = int(key[0])
-                    await self._reload(conn)
             except IntegrityError:  # written by someone else meanwhile
-                raise DuplicateContent(0, fields.content_key) from None
-        self._changed()
+                raise DuplicateContent(None, fields.content_key) from None
+            await self._reload()
         return self._by_id[new_id]
 
     async def replace(self, channel_id: int, fields: ChannelFields) -> CatalogChannel:
@@ -267,24 +268,17 @@ class CatalogStore:
                         .where(channels.c.id == channel_id)
                         .values(**_row(fields), updated_at=self._now())
                     )
-                    await self._reload(conn)
             except IntegrityError:
-                raise DuplicateContent(0, fields.content_key) from None
-        self._changed()
+                raise DuplicateContent(None, fields.content_key) from None
+            await self._reload()
         return self._by_id[channel_id]
-
-    async def patch(self, channel_id: int, changes: dict[str, Any]) -> CatalogChannel:
-        """Replace with ``changes`` merged into the stored fields (validated as a whole)."""
-        merged = fields_of(self.channel(channel_id)).model_dump() | changes
-        return await self.replace(channel_id, ChannelFields.model_validate(merged))
 
     async def delete(self, channel_id: int) -> None:
         async with self._lock:
             self.channel(channel_id)
             async with self._engine.begin() as conn:
                 await conn.execute(delete(channels).where(channels.c.id == channel_id))
-                await self._reload(conn)
-        self._changed()
+            await self._reload()
 
     async def import_channels(
         self, incoming: Sequence[ChannelFields], dry_run: bool
@@ -297,32 +291,30 @@ class CatalogStore:
             now = self._now()
             async with self._engine.begin() as conn:
                 existing = {
-                    (r.content_kind, r.content_value): _channel(r)
-                    for r in (await conn.execute(select(channels))).all()
+                    (r["content_kind"], r["content_value"]): r
+                    for r in (await conn.execute(select(channels))).mappings().all()
                 }
+                new_rows: list[dict[str, Any]] = []
                 for fields in incoming:
+                    row = _row(fields)
                     old = existing.get((fields.content_kind, fields.content_value))
                     if old is None:
                         created += 1
-                        statement: Any = insert(channels).values(
-                            **_row(fields), created_at=now, updated_at=now
-                        )
-                    elif fields_of(old) == fields:
+                        new_rows.append({**row, "created_at": now, "updated_at": now})
+                    elif all(old[k] == v for k, v in row.items()):
                         unchanged += 1
-                        continue
                     else:
                         updated += 1
-                        statement = (
-                            update(channels)
-                            .where(channels.c.id == old.id)
-                            .values(**_row(fields), updated_at=now)
-                        )
-                    if not dry_run:
-                        await conn.execute(statement)
-                if not dry_run:
-                    await self._reload(conn)
-        if not dry_run and created + updated:
-            self._changed()
+                        if not dry_run:
+                            await conn.execute(
+                                update(channels)
+                                .where(channels.c.id == old["id"])
+                                .values(**row, updated_at=now)
+                            )
+                if new_rows and not dry_run:
+                    await conn.execute(insert(channels), new_rows)  # one executemany
+            if not dry_run:
+                await self._reload()
         return ImportReport(
             dry_run=dry_run, created=created, updated=updated, unchanged=unchanged, errors=[]
         )
@@ -332,25 +324,17 @@ class CatalogStore:
         if other is not None and other.id != own_id:
             raise DuplicateContent(other.id, fields.content_key)
 
-    async def _reload(self, conn: AsyncConnection) -> None:
-        rows = (await conn.execute(select(channels))).all()
-        items = sorted(
-            (_channel(r) for r in rows),
-            key=lambda c: (c.number is None, c.number or 0, c.name.casefold(), c.id),
-        )
+    async def _reload(self) -> None:
+        """The memory copy from what is committed (called after each write's commit)."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(channels))).all()
+        # In a thread: a catalog of tens of thousands of channels takes a while to build.
+        items, version = await asyncio.to_thread(_channels_of, rows)
         self._channels = items
         self._by_id = {c.id: c for c in items}
         self._by_content = {c.content_key: c for c in items}
-        body = ChannelList(items=items).model_dump_json().encode()
-        self.version = hashlib.blake2b(body, digest_size=12).hexdigest()
+        self.version = version
         self._filtered.clear()
-
-    def _changed(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener()
-            except Exception as exc:  # a listener's bug must not fail the operator's write
-                log.error("catalog_listener_failed", error=repr(exc))
 
     # --- the guide -----------------------------------------------------------------------------
 
@@ -391,7 +375,6 @@ class CatalogStore:
             channels=summary.channels,
             programmes=summary.programmes,
         )
-        self._changed()
         return stored
 
     async def filtered_guide(self, tvg_ids: Collection[str] | None = None) -> bytes | None:
