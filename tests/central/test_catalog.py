@@ -62,6 +62,11 @@ def test_channel_crud_with_roles_and_conflicts(
     bad_logo = operator.post("/v1/channels", json=channel("abc", logo="javascript:alert(1)"))
     assert bad_logo.status_code == 422
     assert bad_logo.json()["error"]["code"] == "invalid_request"
+    # A line break would split a player's playlist entry; NUL is no text for PostgreSQL.
+    for name in ("Two\nlines", "nul\x00"):
+        r = operator.post("/v1/channels", json=channel("abc", name=name))
+        assert r.status_code == 422
+        assert "control characters" in r.json()["error"]["message"]
 
     # A viewer key reads everything and changes nothing; no key reads nothing.
     writes = [
