@@ -108,12 +108,6 @@ class Metrics:
             "Seconds since the catalog copy was last confirmed by central (-1: never loaded)",
             registry=r,
         )
-        self.player_files = Counter(
-            "acefleet_proxy_player_files",
-            "Player files (playlist, guide, HDHomeRun) served from the catalog copy",
-            ["file", "status"],
-            registry=r,
-        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
