@@ -19,7 +19,6 @@ from acefleet.wire import Wire, content_key
 # What an engine accepts as a content id or infohash (the proxy's own selector rule).
 CONTENT_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 GROUP_MAX = 100
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ChannelFields(Wire):
@@ -35,14 +34,6 @@ class ChannelFields(Wire):
     tvg_id: str = Field("", max_length=200, description="Guide id (XMLTV channel id)")
     number: int | None = Field(None, ge=1, le=99_999, description="tvg-chno / GuideNumber")
     enabled: bool = Field(True, description="Listed to players")
-
-    @field_validator("name", "group", "logo", "tvg_id")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        # A line break would split a playlist entry; NUL is refused by PostgreSQL text.
-        if CONTROL.search(value):
-            raise ValueError("must not contain control characters (line breaks, tabs, NUL)")
-        return value
 
     @field_validator("content_value")
     @classmethod

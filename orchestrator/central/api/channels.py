@@ -14,10 +14,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from acefleet.catalog_wire import CatalogChannel, ChannelFields, ChannelList, ImportReport
+from acefleet.catalog_wire import CatalogChannel, ChannelList, ImportReport
 from acefleet.wire import ErrorBody
 from orchestrator.central.catalog import m3u_import
 from orchestrator.central.catalog.guide import GuideError, GuideStatus
+from orchestrator.central.catalog.m3u_import import ChannelInput
 from orchestrator.central.catalog.store import CatalogStore, DuplicateContent, UnknownChannel
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, etagged, operator_only
 
@@ -87,7 +88,7 @@ async def list_channels(request: Request, catalog: Catalog) -> Response:
 
 
 @router.post("/channels", dependencies=Operator, status_code=201, responses={**CONFLICT})
-async def create_channel(body: ChannelFields, catalog: Catalog) -> CatalogChannel:
+async def create_channel(body: ChannelInput, catalog: Catalog) -> CatalogChannel:
     """A new channel; 409 when a channel already has this content id or infohash."""
     try:
         return await catalog.create(body)
@@ -104,7 +105,7 @@ IMPORT_BODY: dict[str, Any] = {
             JSON_TYPE: {
                 "schema": {
                     "anyOf": [
-                        {"type": "array", "items": {"$ref": "#/components/schemas/ChannelFields"}},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/ChannelInput"}},
                         {"$ref": "#/components/schemas/ChannelList"},
                     ]
                 }
@@ -179,7 +180,7 @@ async def get_channel(channel_id: ChannelId, catalog: Catalog) -> CatalogChannel
 
 @router.put("/channels/{channel_id}", dependencies=Operator, responses={**NOT_FOUND, **CONFLICT})
 async def replace_channel(
-    channel_id: ChannelId, body: ChannelFields, catalog: Catalog
+    channel_id: ChannelId, body: ChannelInput, catalog: Catalog
 ) -> CatalogChannel:
     """Every field of the channel replaced (its id stays)."""
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from acefleet.catalog_wire import ChannelFields, ImportLineError
@@ -43,6 +43,22 @@ M3U_NAMES = {
     "number": "tvg-chno",
     "content_value": "content id",
 }
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ChannelInput(ChannelFields):
+    """A channel as an operator sends it to central: the wire rules, and no control characters
+    in its texts (a line break would split a player's playlist entry, and NUL is no text for
+    PostgreSQL)."""
+
+    @field_validator("name", "group", "logo", "tvg_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if CONTROL.search(value):
+            raise ValueError("must not contain control characters (line breaks, tabs, NUL)")
+        return value
 
 
 @dataclass(slots=True)
@@ -215,7 +231,7 @@ def _channel(entry: _Entry, kind: Literal["id", "infohash"], value: str) -> Chan
     attributes = entry.attributes
     chno = attributes.get("tvg-chno", "")  # digits only (checked with its #EXTINF line)
     number = int(chno) if chno else None
-    return ChannelFields(
+    return ChannelInput(
         name=attributes.get("tvg-name") or entry.title,
         content_kind=kind,
         content_value=value,
@@ -266,7 +282,7 @@ def parse_json(data: bytes) -> Parsed:
             continue
         try:
             fields = {k: v for k, v in item.items() if k != "id"}
-            parsed.channels.append((index, ChannelFields.model_validate(fields)))
+            parsed.channels.append((index, ChannelInput.model_validate(fields)))
         except ValidationError as exc:
             parsed.error(index, shown, _describe(exc.errors(), {}))
     _check_duplicates(parsed, "item", lambda n: json.dumps(document[n - 1]))
