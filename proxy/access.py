@@ -44,7 +44,13 @@ from proxy.settings import ProxySettings
 EDGE_PLAYER = 0  # the player id of an edge's own (relay) tokens
 USAGE_STALE_S = 30.0
 LIMIT_RETRY_S = 10
+EDGE_TOKEN_TTL_S = 300
 _ADDRESSES_MAX = 50_000
+
+
+def edge_token(keys: tokens.TokenKeys, content_key: str, now: float) -> str:
+    """The token an edge's relay request carries (player 0, valid for a few minutes)."""
+    return tokens.sign(keys, EDGE_PLAYER, content_key, int(now) + EDGE_TOKEN_TTL_S)
 
 
 class CatalogView(Protocol):

@@ -23,6 +23,7 @@ import pytest
 
 from acefleet.catalog_wire import CatalogChannel, EdgeCatalog, EdgePlayer
 from acefleet.tokens import TokenKeys, secret_sha256, sign
+from proxy.access import edge_token
 from proxy.catalog_cache import CATALOG_FILE
 from tests.proxy.client import metric, request, sim_sessions
 from tests.proxy.conftest import StartProxy, endpoint
@@ -368,3 +369,47 @@ async def test_hls_session_carries_its_token(
         while not await recreated():
             assert time.monotonic() < deadline
             await asyncio.sleep(1)
+
+
+async def test_an_edge_token_relays_without_a_player(
+    sim: procs.Service, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    """Player 0 is an edge relaying a channel: no player rules, no limit, but still signed."""
+    cache = seed_catalog(tmp_path / "cache", [player(1)])
+    proxy = start_proxy(endpoint(sim) + "@4", cache_dir=str(cache), **TOKEN_ENV)
+    assert await plays(
+        proxy.url, stream_url(CONTENT, edge_token(KEYS, f"id:{CONTENT}", time.time()))
+    )
+    await refused(
+        proxy.url,
+        stream_url(OTHER, edge_token(KEYS, f"id:{CONTENT}", time.time())),
+        403,
+        "token_invalid",
+    )
+
+
+async def test_player_files_from_the_catalog_copy_in_token_mode(
+    sim: procs.Service, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    cache = seed_catalog(tmp_path / "cache", [player(1), player(2, enabled=False)])
+    proxy = start_proxy(
+        endpoint(sim) + "@4", cache_dir=str(cache), token_failures_per_min="3", **TOKEN_ENV
+    )
+    await refused(proxy.url, "/playlist.m3u", 401, "player_url_required")
+    await refused(proxy.url, "/p/secret-2/playlist.m3u", 403, "player_disabled")
+    s = await request(proxy.url, "/p/secret-1/playlist.m3u?format=hls")
+    assert s.status == 200
+    assert s.headers["content-type"] == "audio/x-mpegurl"
+    lines = bytes(s.body).decode().splitlines()
+    assert lines[0].startswith('#EXTM3U url-tvg="http://127.0.0.1:1/p/secret-1/epg.xml"')
+    urls = [line for line in lines if line.startswith("http")]
+    assert len(urls) == 3
+    assert all("/ace/manifest.m3u8?id=" in u and "&token=" in u for u in urls)
+    # the proxy signed them with the fleet's keys: they play here (as TS too)
+    ts = urls[0].replace("http://127.0.0.1:1/ace/manifest.m3u8", "/ace/getstream")
+    assert await plays(proxy.url, ts)
+    # guessing secrets: 404 each, then the address is out of its failure budget
+    for n in range(3):
+        await refused(proxy.url, f"/p/guess-{n}/playlist.m3u", 404, "player_unknown")
+    error = await refused(proxy.url, "/p/secret-1/playlist.m3u", 429, "rate_limited")
+    assert error["retry_after_s"]
