@@ -233,6 +233,12 @@ def test_json_import_reports_items(operator: httpx.Client) -> None:
     )
     assert broken.status_code == 422
     assert broken.json()["errors"][0]["line"] == 2
+    for hostile in (b"[" * 100_000, b"[" + b"1" * 5000 + b"]"):
+        r = operator.post(
+            "/v1/channels/import", content=hostile, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["line"] == 1
     assert operator.post("/v1/channels/import", json=[good]).json()["created"] == 1
 
 

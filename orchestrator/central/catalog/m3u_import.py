@@ -270,6 +270,9 @@ def parse_json(data: bytes) -> Parsed:
     except json.JSONDecodeError as exc:
         parsed.error(exc.lineno, text.split("\n")[exc.lineno - 1], f"not JSON: {exc.msg}")
         return parsed
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, [[[[… nested too deep
+        parsed.error(1, text[:TEXT_MAX], f"not JSON central reads: {str(exc)[:100]}")
+        return parsed
     if isinstance(document, dict) and set(document) == {"items"}:
         document = document["items"]
     if not isinstance(document, list):
