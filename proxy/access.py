@@ -20,8 +20,10 @@ refused here ever reaches an engine. In order:
 Token ``0.…`` (player 0) is an edge's own token: proxies sign one when they relay a channel
 from another edge, so relays pass without a player or a limit.
 
-Open mode accepts anyone and ignores tokens. Either way the ``token`` parameter is the proxy's:
-the caller takes it out of the query before anything is forwarded to an engine.
+Open mode accepts anyone: a token is never required nor refused, but one that verifies (player
+playlists carry them whenever keys are configured) counts the stream for its player in the
+snapshot's usage. Either way the ``token`` parameter is the proxy's: the caller takes it out of
+the query before anything is forwarded to an engine.
 
 Fleet count of a player = central's count (``PlayerUsage.streams``) minus central's count for
 this host (possibly stale) plus this proxy's live count, so this edge's own share is always
@@ -174,9 +176,9 @@ class Access:
     def admit(self, address: str, key: str, token: str | None) -> int | None:
         """The player the new stream counts for (None: open mode or an edge's relay);
         :class:`Denied` when it may not start."""
-        if not self.required:
-            return None
         now = time.time()
+        if not self.required:
+            return self._counted(key, token, now)
         try:
             return self._admit(address, key, token, now)
         except Denied as exc:
@@ -245,6 +247,16 @@ class Access:
                 retry_after_s=LIMIT_RETRY_S,
             )
         return player_id
+
+    def _counted(self, key: str, token: str | None, now: float) -> int | None:
+        """Open mode: a valid token only names whose stream it is (for usage), never refuses."""
+        if not token or self.keys is None:
+            return None
+        try:
+            player_id = tokens.verify(self.keys, token, key, now)
+        except tokens.TokenError:
+            return None
+        return player_id if player_id != EDGE_PLAYER else None
 
     def fleet_streams(self, player_id: int) -> int:
         """The player's streams across the fleet, with this proxy's own share counted live."""

@@ -229,3 +229,38 @@ async def test_player_files_outlive_central(
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "catalog_unavailable"
     assert r.headers["retry-after"] == "5"
+
+
+async def test_open_mode_counts_a_players_streams_but_never_limits_them(
+    sim: procs.Service,
+    start_proxy: StartProxy,
+    start_central: StartCentral,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Keys without tokens_required: a player's playlist still carries tokens, the proxy
+    counts the player's streams for central's usage, and its max_streams does not apply."""
+    central = start_central(catalog_seed_path=seed(tmp_path), player_url=VIP, token_keys=KEY)
+    made = await asyncio.to_thread(
+        httpx.post,
+        f"{central.url}/v1/players",
+        json={"name": "tv", "max_streams": 1},
+        headers={"X-API-Key": OPERATOR_KEY},
+    )
+    secret, player_id = made.json()["secret"], str(made.json()["player"]["id"])
+    urls = stream_urls(get(f"{central.url}/p/{secret}/playlist.m3u").text)
+    proxy = start_proxy(
+        endpoint(sim) + "@4", **fast_proxy_env(central.url, "edgeA", token_keys=KEY)
+    )
+    streams = [await request(proxy.url, urls[c], within=20) for c in (CONTENT, OTHER)]
+    assert [s.status for s in streams] == [200, 200]
+    plain = await request(proxy.url, f"/ace/getstream?id={CONTENT}", within=20)
+    assert plain.status == 200
+
+    def counted() -> bool:
+        r = httpx.get(f"{central.url}/v1/players/usage", headers={"X-API-Key": SERVICE_KEY})
+        usage = PlayerUsage.model_validate_json(r.content)
+        return usage.streams == {player_id: 2} and usage.by_host == {"edgeA": {player_id: 2}}
+
+    await until(counted, what="central counting the player's two streams")
+    for s in (*streams, plain):
+        s.close()
