@@ -126,8 +126,9 @@ class CatalogCache:
         except (OSError, ValidationError) as exc:
             log.warning("catalog_cache_unreadable", path=str(path), error=str(exc)[:200])
             return
-        with contextlib.suppress(FileNotFoundError):
-            self._set_guide((self.dir / GUIDE_FILE).read_bytes())
+        if self.catalog is not None and self.catalog.guide_version:
+            with contextlib.suppress(FileNotFoundError):
+                self._set_guide((self.dir / GUIDE_FILE).read_bytes())
         log.info(
             "catalog_cache_loaded",
             version=self.catalog.version if self.catalog else None,
@@ -157,7 +158,10 @@ class CatalogCache:
 
     async def _every(self, period_s: float, poll: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await poll()
+            try:
+                await poll()
+            except Exception as exc:  # a bug must not end the polling for the process's life
+                log.exception("catalog_poll_crashed", error=repr(exc))
             self.metrics.catalog_age.set(
                 time.monotonic() - self.confirmed_at if self.loaded else -1
             )
@@ -209,7 +213,7 @@ class CatalogCache:
                 log.info("catalog_updated", version=catalog.version)
         if self.catalog is None:
             return
-        if not self.catalog.guide_version:
+        if not self.catalog.guide_version:  # central has no guide (any more)
             self._set_guide(None)
             return
         resp = await self._get("guide", "/v1/edge/guide")
