@@ -79,6 +79,7 @@ class CatalogCache:
         self._by_secret: dict[str, EdgePlayer] = {}
         self._channels: dict[str, CatalogChannel] = {}
         self._etags: dict[str, str] = {}
+        self._refused: dict[str, int] = {}
         self.confirmed_at = 0.0  # monotonic time central last confirmed the catalog copy
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -187,8 +188,11 @@ class CatalogCache:
             return True
         if resp.status_code != 200:
             self.metrics.catalog_fetches.labels(what, "refused").inc()
-            log.warning("catalog_poll_refused", what=what, status=resp.status_code)
+            if self._refused.get(what) != resp.status_code:  # once per change, not every poll
+                log.warning("catalog_poll_refused", what=what, status=resp.status_code)
+            self._refused[what] = resp.status_code
             return False
+        self._refused.pop(what, None)
         self.metrics.catalog_fetches.labels(what, "ok").inc()
         if "etag" in resp.headers:
             self._etags[what] = resp.headers["etag"]
