@@ -38,10 +38,10 @@ CHANNELS = [
 def video_proxy(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:  # noqa: F811
     """A real proxy that requires stream tokens, in front of the simulator playing real clips."""
     sim_port, proxy_port = procs.free_port(), procs.free_port()
+    media = ["--media", "clips", "--clip-dir", str(clip_dir)]
     sim = procs.start(
         "acefleet-engine-sim",
-        ["--http-port", str(sim_port), "--timing", "fast", "--media", "clips"]
-        + ["--clip-dir", str(clip_dir)],
+        ["--http-port", str(sim_port), "--timing", "fast", *media],
         port=sim_port,
         ready_path="/webui/api/service?method=get_version",
         log_dir=log_dir,
