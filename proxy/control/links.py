@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 
 import httpx
 from pydantic import SecretStr
 
 from acefleet import logs
+from acefleet.tokens import TokenKeys
+from proxy.access import edge_token
 from proxy.control.event_queue import BatchedEventSink
 from proxy.control.peer import ControlPeer, PeerName
 from proxy.control.snapshot import SnapshotLoop
@@ -58,10 +61,18 @@ class ControlLinks:
         self.central: CentralPlacer | None = None
         self.agent: AgentPlacer | None = None
         if self.central_peer is not None:
+            keys = TokenKeys.parse(s.token_keys)
+
+            def relay_token(content_key: str) -> str:
+                assert keys is not None
+                return edge_token(keys, content_key, time.time())
+
             self.central = CentralPlacer(
                 self.central_peer,
                 Breaker(s.breaker_failures, s.breaker_open_s),
                 relay_avoid_s=s.failed_relay_avoid_s,
+                # the serving edge may be in token mode: a relay carries an edge token
+                relay_token=relay_token if keys else None,
             )
             steps.append(("central", self.central))
         if self.agent_peer is not None:

@@ -62,7 +62,9 @@ class Placement:
 
     @property
     def where(self) -> str:
-        return self.engine or self.url or ""
+        """The engine or relay URL, for logs and /ace/status: never with a relay's edge token
+        (a bearer credential for the channel)."""
+        return self.engine or (self.url or "").split("&token=", 1)[0]
 
 
 class Placer(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -32,8 +33,16 @@ _NOT_DECIDING = frozenset({"warming_up", "no_hosts"})
 
 
 class CentralPlacer(ClaimClient):
-    def __init__(self, peer: ControlPeer, breaker: Breaker, *, relay_avoid_s: float) -> None:
+    def __init__(
+        self,
+        peer: ControlPeer,
+        breaker: Breaker,
+        *,
+        relay_avoid_s: float,
+        relay_token: Callable[[str], str] | None = None,
+    ) -> None:
         super().__init__(peer, breaker)
+        self.relay_token = relay_token  # content key → the edge token a relay carries
         # A failed relay source is avoided for its content this long (a failover's few quick
         # retries): setting failed_relay_avoid_s.
         self.relay_avoid_s = relay_avoid_s
@@ -70,7 +79,11 @@ class CentralPlacer(ClaimClient):
             self.relay_from[grant.claim_id] = grant.relay.host
             return Placement(
                 source="relay",
-                url=relay_url(grant.relay.proxy_url, content_key),
+                url=relay_url(
+                    grant.relay.proxy_url,
+                    content_key,
+                    self.relay_token(content_key) if self.relay_token else None,
+                ),
                 claim_id=grant.claim_id,
             )
         if grant.engine is None:

@@ -33,7 +33,9 @@ def selector_of(content_key: str) -> tuple[str, str]:
     return kind, value
 
 
-def relay_url(proxy_url: str, content_key: str) -> str:
-    """The MPEG-TS URL of ``content_key`` on the edge proxy at ``proxy_url``."""
+def relay_url(proxy_url: str, content_key: str, token: str | None = None) -> str:
+    """The MPEG-TS URL of ``content_key`` on the edge proxy at ``proxy_url``; ``token`` (an
+    edge token, proxy/access.py) lets it through an edge in token mode."""
     kind, value = selector_of(content_key)
-    return f"{proxy_url.rstrip('/')}/ace/getstream?{urlencode({kind: value})}"
+    query = {kind: value, **({"token": token} if token else {})}
+    return f"{proxy_url.rstrip('/')}/ace/getstream?{urlencode(query)}"

@@ -23,7 +23,7 @@ import httpx
 from acefleet.catalog_wire import PlayerUsage
 from tests.central.conftest import StartCentral, start_central  # noqa: F401  (the fixture)
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
-from tests.proxy.client import metric, request, sim_sessions
+from tests.proxy.client import get_json, metric, request, sim_sessions
 from tests.proxy.conftest import StartProxy, endpoint
 from tests.support import procs
 
@@ -264,3 +264,57 @@ async def test_open_mode_counts_a_players_streams_but_never_limits_them(
     await until(counted, what="central counting the player's two streams")
     for s in (*streams, plain):
         s.close()
+
+
+def get_json_key(url: str) -> dict[str, dict[str, dict[str, int]]]:
+    data: dict[str, dict[str, dict[str, int]]] = httpx.get(
+        url, headers={"X-API-Key": SERVICE_KEY}, timeout=5
+    ).json()
+    return data
+
+
+async def test_a_relay_between_token_mode_edges_carries_an_edge_token(
+    sim: procs.Service,
+    start_proxy: StartProxy,
+    start_central: StartCentral,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """B relays a channel live on A (central's relay grant): A is in token mode too, so the
+    relay request carries B's edge token (player 0) and plays, counted for nobody on A."""
+    central = start_central(
+        catalog_seed_path=seed(tmp_path), player_url=VIP, token_keys=KEY, tokens_required="true"
+    )
+    made = (
+        await asyncio.to_thread(
+            httpx.post,
+            f"{central.url}/v1/players",
+            json={"name": "tv"},
+            headers={"X-API-Key": OPERATOR_KEY},
+        )
+    ).json()
+    urls = stream_urls(get(f"{central.url}/p/{made['secret']}/playlist.m3u").text)
+    engines = endpoint(sim) + "@4"
+    token_env = {"tokens_required": "true", "token_keys": KEY}
+    a = start_proxy(engines, **fast_proxy_env(central.url, "edgeA", **token_env))
+    b = start_proxy(engines, **fast_proxy_env(central.url, "edgeB", **token_env))
+    for proxy in (a, b):
+        await until(partial(serves, f"{proxy.url}/p/{made['secret']}/playlist.m3u"))
+    first = await request(a.url, urls[CONTENT], within=20)
+    assert first.status == 200
+    await first.read_until(188 * 10, within=20)
+    player_id = str(made["player"]["id"])
+
+    def counted_on_a() -> bool:
+        usage = get_json_key(f"{central.url}/v1/players/usage")
+        return bool(usage["by_host"].get("edgeA", {}).get(player_id))
+
+    await until(counted_on_a, what="central knowing the stream is live on A")
+    second = await request(b.url, urls[CONTENT], within=30)
+    assert second.status == 200, bytes(second.body)
+    await second.read_until(188 * 100, within=20)
+    (channel,) = get_json(f"{b.url}/ace/status")["channels"]
+    assert channel["source"] == "relay"
+    assert "token=" not in channel["upstream"]  # the edge token is a credential: never shown
+    assert get_json(f"{a.url}/ace/status")["channels"][0]["viewers"] == 2
+    first.close()
+    second.close()
