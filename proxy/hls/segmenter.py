@@ -17,8 +17,10 @@ Rules, in the order they apply:
 4. A segment's duration (known when the next one starts) is the media time between their first
    video PES, capped at ``max_s`` so an EXTINF never exceeds EXT-X-TARGETDURATION.
 5. ``discontinuity()`` (upstream replaced) keeps the partial segment if it starts at a keyframe
-   and holds >= 0.5 s, drops it otherwise, and waits for rule 1 again; the next segment is
-   flagged ``discontinuity``.
+   and holds >= 0.5 s before its last video PES, drops it otherwise, and waits for rule 1
+   again; the next segment is flagged ``discontinuity``. A kept partial ends before its last
+   video PES: an upstream that died mid-frame left that frame cut off (ffmpeg reported
+   "error while decoding MB" at such splices).
 6. Retained: the newest ``window`` segments plus up to 3 older ones, oldest evicted first while
    over ``max_bytes``, never fewer than one. A partial segment that outgrows ``max_bytes`` (at
    least ``PARTIAL_LIMIT_MIN``: the video stopped while other streams flow) is dropped like one at
@@ -64,7 +66,16 @@ class Segment:
 class _Partial:
     """The segment being filled: its parts (joined once at the end) and its start."""
 
-    __slots__ = ("disc", "entered_at", "keyframe", "parts", "program_time", "size", "t0")
+    __slots__ = (
+        "disc",
+        "entered_at",
+        "keyframe",
+        "last_frame",
+        "parts",
+        "program_time",
+        "size",
+        "t0",
+    )
 
     def __init__(
         self, t0: int | None, entered_at: float, program_time: datetime, keyframe: bool, disc: bool
@@ -76,6 +87,9 @@ class _Partial:
         self.program_time = program_time
         self.keyframe = keyframe
         self.disc = disc
+        # (bytes held, media time) where the latest video PES began: an upstream that dies
+        # mid-frame leaves that frame cut off, so a kept partial segment ends before it
+        self.last_frame: tuple[int, int | None] | None = None
 
 
 class Segmenter:
@@ -159,10 +173,11 @@ class Segmenter:
         """
         done: list[Segment] = []
         cur = self._cur
-        if cur is not None and cur.keyframe:
-            media_s = self._media_s(cur, self._last_t, self._frame_s)
+        if cur is not None and cur.keyframe and cur.last_frame is not None:
+            size, t = cur.last_frame  # drop the last frame: it may be cut off
+            media_s = self._media_s(cur, t, 0.0)
             if media_s >= MIN_KEPT_PARTIAL_S:
-                self._complete(cur, media_s, done)
+                self._complete(cur, media_s, done, size)
         self._reset_upstream()
         self._disc_pending = True
         self._rest = b""
@@ -308,6 +323,8 @@ class Segmenter:
             ):
                 self._complete(cur, elapsed, done)
                 self._start(t, key=key)
+            else:
+                cur.last_frame = (cur.size + PACKET_SIZE * len(self._pending), t)
         self._last_t = t
 
     def _seed_clock(self, t: int | None, p: int) -> None:
@@ -357,8 +374,12 @@ class Segmenter:
         self._anchor = None if t is None else (self._wall, t)
         return self._wall
 
-    def _complete(self, cur: _Partial, media_s: float, done: list[Segment]) -> None:
+    def _complete(
+        self, cur: _Partial, media_s: float, done: list[Segment], size: int | None = None
+    ) -> None:
         data = b"".join(cur.parts)
+        if size is not None:
+            data = data[:size]
         cur.parts.clear()
         duration = min(max(media_s, 0.001), self.max_s)
         seg = Segment(

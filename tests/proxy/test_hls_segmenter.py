@@ -20,6 +20,7 @@ from tests.video import tsparse
 from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, reused)
 
 GOP_S = 1.28
+FRAME_S = 0.04
 LOOP_S = 10.24
 
 
@@ -204,6 +205,28 @@ def test_streams_without_random_access_flags_cut_on_idr_pictures(plan: LoopPlan)
         assert_starts_with_tables_then_key(s, plan, rai=False)
 
 
+def test_a_partial_kept_at_a_discontinuity_ends_before_its_cut_off_frame(plan: LoopPlan) -> None:
+    """An upstream that dies mid-frame: the kept partial segment stops where that frame's PES
+    began, so no player decodes half a picture at the splice."""
+    stream = live(plan, range(2))
+    keys = keyframe_offsets(plan, stream)
+    video = plan.program.video_pid
+    frames = [
+        i
+        for i in range(0, len(stream), PACKET_SIZE)
+        if pid_of(stream[i : i + 4]) == video and payload_unit_start(stream[i : i + 4])
+    ]
+    cut = keys[7] - 5 * PACKET_SIZE  # five packets before the next GOP: inside its last frame
+    seg = segmenter()
+    out = feed_split(seg, stream[:cut])
+    assert len(out) == 1
+    kept = seg.discontinuity()
+    assert len(kept) == 1
+    last_frame = max(f for f in frames if f < cut)
+    assert without_tables(kept[0].data, plan) == without_tables(stream[keys[4] : last_frame], plan)
+    assert kept[0].duration_s == pytest.approx(3 * GOP_S - FRAME_S, abs=1e-6)
+
+
 def test_discontinuity_flags_the_next_segment_and_counts(
     plan: LoopPlan, other_plan: LoopPlan
 ) -> None:
@@ -214,7 +237,8 @@ def test_discontinuity_flags_the_next_segment_and_counts(
     assert len(out) == 1
     kept = seg.discontinuity()
     assert [s.seq for s in kept] == [out[0].seq + 1]
-    assert kept[0].duration_s == pytest.approx(3 * GOP_S, abs=1e-6)
+    # its last frame is dropped: the upstream may have died inside it
+    assert kept[0].duration_s == pytest.approx(3 * GOP_S - FRAME_S, abs=1e-6)
     assert not kept[0].discontinuity
 
     # The replacement upstream: another clip at another point of its loop.
