@@ -59,7 +59,15 @@ def test_defaults_are_prefixed_with_the_role_name(role: Path) -> None:
     assert not stray, f"{role.name}: knobs without the role prefix: {stray}"
 
 
-_TYPES = {"str": str, "int": int, "bool": bool, "list": list, "dict": dict, "path": str}
+_TYPES = {
+    "str": str,
+    "int": int,
+    "float": (int, float),  # YAML writes 30 for 30.0: both are a float option
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+    "path": str,
+}
 
 
 @pytest.mark.parametrize("role", ROLES, ids=_role_ids())
