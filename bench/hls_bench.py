@@ -356,6 +356,12 @@ def start_proxy(sim: procs.Service) -> procs.Service:
     )  # fmt: skip
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / procs.CLOCK_TICKS, int(fields[12]) / procs.CLOCK_TICKS
+
+
 def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
     """(cumulative (le, count) buckets, sum, count) of a Prometheus histogram in ``text``."""
     buckets = [
@@ -435,9 +441,10 @@ async def scenario(
             link.send((ramp, tuple(window)))
         await asyncio.sleep(max(0.0, t_start - time.monotonic()))
         metrics0 = await asyncio.to_thread(get_text, f"{proxy.url}/metrics")
-        cpu0, w0 = procs.cpu_seconds(proxy.proc.pid), time.monotonic()
+        (user0, sys0), w0 = cpu_split(proxy.proc.pid), time.monotonic()
         await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
-        cpu, wall = procs.cpu_seconds(proxy.proc.pid) - cpu0, time.monotonic() - w0
+        (user1, sys1), wall = cpu_split(proxy.proc.pid), time.monotonic() - w0
+        cpu, system = user1 - user0 + sys1 - sys0, sys1 - sys0
         metrics1 = await asyncio.to_thread(get_text, f"{proxy.url}/metrics")
         status = json.loads(await asyncio.to_thread(get_text, f"{proxy.url}/ace/status"))
         tallies: list[Tally] = [await asyncio.to_thread(link.recv) for link in links]
@@ -468,6 +475,7 @@ async def scenario(
         "served_MBps": round(served / wall / 1e6, 1),
         "proxy_cpu_s": round(cpu, 2),
         "proxy_cpu_pct": round(100 * cpu / wall, 1),
+        "proxy_cpu_system_share": round(system / cpu, 2) if cpu else float("nan"),
         "cpu_s_per_GB": round(cpu / (served / 1e9), 3) if served else float("nan"),
         "proxy_cpu_pct_before_players": round(idle_pct, 1),
         "playlists": len(playlist_ms),
