@@ -272,6 +272,11 @@ async def test_hls_players_play_on_after_the_engine_is_killed(healthy: Fleet) ->
             f"kill; segments {opened}; discontinuity at {tagged}; errors {ffmpeg.errors()}"
         )
         assert code == 0, "".join(ffmpeg.log[-30:])
+        # every frame decodes, the one cut off by the kill too (the kept partial segment ends
+        # before it); ffmpeg's muxer complaining about DTS at the splice is ffmpeg's own
+        # timestamp fix-up (its HLS reader ignores EXT-X-DISCONTINUITY), not a broken stream
+        broken = [e for e in ffmpeg.errors() if not e.startswith("[null @")]
+        assert not broken, broken
         # it read the segment after the discontinuity and went on past it
         assert tagged in opened, (tagged, opened)
         assert opened.index(tagged) < len(opened) - 1, (tagged, opened)
