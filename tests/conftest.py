@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,5 +33,30 @@ def sim(log_dir: Path) -> Iterator[procs.Service]:
         ready_path="/webui/api/service?method=get_version",
         log_dir=log_dir,
     )
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def clip_dir() -> Path:
+    """build/clips, made (or confirmed current) by the same script the engine image uses."""
+    tools.require("ffmpeg", "ffmpeg")
+    tools.require("ffprobe", "ffmpeg")
+    out = procs.REPO / "build" / "clips"
+    done = subprocess.run(
+        [str(procs.REPO / "scripts" / "make-clips.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, f"make-clips.sh failed:\n{done.stdout}\n{done.stderr}"
+    return out
+
+
+@pytest.fixture
+def clip_sim(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:
+    """The simulator playing real clips (H.264 + AAC, a keyframe every 1.28 s), faults on."""
+    svc = procs.start_clip_sim(clip_dir, log_dir, "--chaos")
     yield svc
     svc.stop()

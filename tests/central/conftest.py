@@ -21,7 +21,7 @@ import uvicorn
 from orchestrator.central.app import create_app
 from orchestrator.central.settings import CentralSettings
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
-from tests.support import procs
+from tests.support import procs, tools
 
 
 class Running(Protocol):
@@ -161,3 +161,24 @@ def viewer(central: Running) -> Iterator[httpx.Client]:
 def anonymous(central: Running) -> Iterator[httpx.Client]:
     with _client(central, None) as c:
         yield c
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium headless as root; the background-networking flags keep it from calling out
+# (this machine's closed network refuses those connections, many at a time).
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():  # a failure with the install hint, not a skip
+        pytest.fail(tools.missing(str(CHROMIUM), "chromium"), pytrace=False)
+    return CHROMIUM

@@ -9,27 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.central.conftest import StartCentral
+from tests.central.conftest import ARGS, StartCentral
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, Agent, engine, event, send_events
-from tests.support import tools
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():  # a failure with the install hint, not a skip
-        pytest.fail(tools.missing(str(CHROMIUM), "chromium"), pytrace=False)
-    return CHROMIUM
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 10) -> None:

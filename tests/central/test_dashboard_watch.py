@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,20 +19,10 @@ from pydantic import ValidationError
 
 from orchestrator.central.api import live
 from orchestrator.central.settings import CentralSettings
-from tests.central.conftest import StartCentral
+from tests.central.conftest import ARGS, StartCentral
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, Agent, event, send_events
-from tests.support import procs, tools
+from tests.support import procs
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CONTENT = "0123456789abcdef0123456789abcdef01234567"
 # Another channel (not CONTENT's infohash, which the proxy would merge with it).
 INFOHASH = hashlib.sha1(b"another channel").hexdigest()
@@ -41,13 +30,6 @@ PLAYED_S = 10.0  # media seconds the preview must play, its currentTime advancin
 HLS_IDLE_S = 5  # the proxy ends an HLS session this long after its last request
 CONFIG = re.compile(r'<script id="config" type="application/json">(.*?)</script>', re.S)
 VIDEO = "document.querySelector('#preview-video')"
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():  # a failure with the install hint, not a skip
-        pytest.fail(tools.missing(str(CHROMIUM), "chromium"), pytrace=False)
-    return CHROMIUM
 
 
 @pytest.fixture
@@ -63,40 +45,15 @@ def hls_js() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def clip_dir() -> Path:
-    """build/clips, made (or confirmed current) by the script the engine image uses: the
-    browser must decode real H.264, not the synthetic stream's filler."""
-    tools.require("ffmpeg", "ffmpeg")
-    out = procs.REPO / "build" / "clips"
-    done = subprocess.run(
-        [str(procs.REPO / "scripts" / "make-clips.sh"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, f"make-clips.sh failed:\n{done.stdout}\n{done.stderr}"
-    return out
-
-
 @pytest.fixture
 def player(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:
     """An acefleet-proxy with a static engine list: one simulator playing clips."""
-    sim_port = procs.free_port()
-    clips = ["--media", "clips", "--clip-dir", str(clip_dir)]
-    sim = procs.start(
-        "acefleet-engine-sim",
-        ["--http-port", str(sim_port), "--host", "127.0.0.1", "--timing", "fast", *clips],
-        port=sim_port,
-        ready_path="/webui/api/service?method=get_version",
-        log_dir=log_dir,
-    )
+    sim = procs.start_clip_sim(clip_dir, log_dir)
     port = procs.free_port()
     try:
         proxy = procs.start(
             "acefleet-proxy",
-            ["--host", "127.0.0.1", "--port", str(port), "--engines", f"127.0.0.1:{sim_port}@4"],
+            ["--host", "127.0.0.1", "--port", str(port), "--engines", f"127.0.0.1:{sim.port}@4"],
             port=port,
             ready_path="/readyz",
             log_dir=log_dir,

@@ -21,7 +21,6 @@ import pytest
 from tests.central.conftest import Running, StartCentral
 from tests.central.fleetsim import OPERATOR_KEY
 from tests.support import procs, tools
-from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, shared with tests/video)
 
 pytestmark = [pytest.mark.ffmpeg]
 
@@ -35,20 +34,13 @@ CHANNELS = [
 
 
 @pytest.fixture
-def video_proxy(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:  # noqa: F811
+def video_proxy(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:
     """A real proxy that requires stream tokens, in front of the simulator playing real clips."""
-    sim_port, proxy_port = procs.free_port(), procs.free_port()
-    media = ["--media", "clips", "--clip-dir", str(clip_dir)]
-    sim = procs.start(
-        "acefleet-engine-sim",
-        ["--http-port", str(sim_port), "--timing", "fast", *media],
-        port=sim_port,
-        ready_path="/webui/api/service?method=get_version",
-        log_dir=log_dir,
-    )
+    sim = procs.start_clip_sim(clip_dir, log_dir)
+    proxy_port = procs.free_port()
     proxy = procs.start(
         "acefleet-proxy",
-        ["--host", "127.0.0.1", "--port", str(proxy_port), "--engines", f"127.0.0.1:{sim_port}"],
+        ["--host", "127.0.0.1", "--port", str(proxy_port), "--engines", f"127.0.0.1:{sim.port}"],
         port=proxy_port,
         ready_path="/readyz",
         log_dir=log_dir,

@@ -13,7 +13,7 @@ import contextlib
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -28,7 +28,6 @@ from proxy.catalog_cache import CATALOG_FILE
 from tests.proxy.client import metric, request, sim_sessions
 from tests.proxy.conftest import StartProxy, endpoint
 from tests.support import procs
-from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, shared with tests/video)
 
 CONTENT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "89abcdef0123456789abcdef0123456789abcdef"
@@ -302,28 +301,13 @@ async def test_catalog_unavailable_when_central_was_never_reached(
 # --- HLS ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def video_sim(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:  # noqa: F811
-    port = procs.free_port()
-    media = ["--media", "clips", "--clip-dir", str(clip_dir)]
-    svc = procs.start(
-        "acefleet-engine-sim",
-        ["--http-port", str(port), "--timing", "fast", *media],
-        port=port,
-        ready_path="/webui/api/service?method=get_version",
-        log_dir=log_dir,
-    )
-    yield svc
-    svc.stop()
-
-
 @pytest.mark.ffmpeg
 async def test_hls_session_carries_its_token(
-    video_sim: procs.Service, start_proxy: StartProxy, tmp_path: Path
+    clip_sim: procs.Service, start_proxy: StartProxy, tmp_path: Path
 ) -> None:
     cache = seed_catalog(tmp_path / "cache", [player(1, max_streams=1)])
     proxy = start_proxy(
-        endpoint(video_sim), cache_dir=str(cache), hls_session_idle_s="5", **TOKEN_ENV
+        endpoint(clip_sim), cache_dir=str(cache), hls_session_idle_s="5", **TOKEN_ENV
     )
     tok = token(1)
     async with httpx.AsyncClient(base_url=proxy.url, timeout=90, trust_env=False) as c:

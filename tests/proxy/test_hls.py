@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
@@ -22,28 +20,11 @@ from tests.proxy.client import fault, get_json, metric, request, sim_sessions, w
 from tests.proxy.conftest import StartProxy, endpoint
 from tests.support import procs
 from tests.video import player
-from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, shared with tests/video)
 
 pytestmark = [pytest.mark.ffmpeg]
 
 CONTENT = "feedface00000000000000000000000000000001"
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-
-
-@pytest.fixture
-def video_sim(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:  # noqa: F811
-    """The simulator playing real clips (H.264 + AAC, a keyframe every 1.28 s), faults on."""
-    port = procs.free_port()
-    media = ["--media", "clips", "--clip-dir", str(clip_dir)]
-    svc = procs.start(
-        "acefleet-engine-sim",
-        ["--http-port", str(port), "--timing", "fast", "--chaos", *media],
-        port=port,
-        ready_path="/webui/api/service?method=get_version",
-        log_dir=log_dir,
-    )
-    yield svc
-    svc.stop()
 
 
 def client(proxy: procs.Service) -> httpx.AsyncClient:
@@ -69,9 +50,9 @@ async def open_player(c: httpx.AsyncClient, query: str) -> tuple[str, m3u8.M3U8]
 
 
 async def test_playlists_and_segments_are_valid_hls(
-    video_sim: procs.Service, start_proxy: StartProxy
+    clip_sim: procs.Service, start_proxy: StartProxy
 ) -> None:
-    proxy = start_proxy(endpoint(video_sim), hls_window="3")
+    proxy = start_proxy(endpoint(clip_sim), hls_window="3")
     async with client(proxy) as c:
         # a cold channel: the first playlist waits for a segment instead of listing none
         url, media = await open_player(c, f"id={CONTENT}")
@@ -122,11 +103,11 @@ async def test_playlists_and_segments_are_valid_hls(
 
 @pytest.mark.slow
 def test_ffmpeg_plays_a_minute_of_hls_through_the_proxy(
-    video_sim: procs.Service, start_proxy: StartProxy
+    clip_sim: procs.Service, start_proxy: StartProxy
 ) -> None:
     """ffmpeg's own HLS client decodes 60 s with no error and monotonic timestamps; a capture of
     the same kind, judged packet by packet, shows every segment starting at a keyframe."""
-    proxy = start_proxy(f"{endpoint(video_sim)}@4")
+    proxy = start_proxy(f"{endpoint(clip_sim)}@4")
     live = player.ffmpeg_view(f"{proxy.url}/ace/manifest.m3u8?id={CONTENT}", 60, "proxy-hls")
     print(live.summary())
     assert live.clean, live.summary()
@@ -143,9 +124,9 @@ def test_ffmpeg_plays_a_minute_of_hls_through_the_proxy(
 
 
 async def test_ts_and_hls_viewers_share_one_engine_session(
-    video_sim: procs.Service, start_proxy: StartProxy
+    clip_sim: procs.Service, start_proxy: StartProxy
 ) -> None:
-    proxy = start_proxy(endpoint(video_sim))
+    proxy = start_proxy(endpoint(clip_sim))
     ts = await request(proxy.url, f"/ace/getstream?id={CONTENT}")
     await ts.read_until(100_000)
     async with client(proxy) as c:
@@ -155,7 +136,7 @@ async def test_ts_and_hls_viewers_share_one_engine_session(
         assert status["upstreams"] == 1
         assert status["viewers"] == 2
         assert status["hls_viewers"] == 1
-        sessions = sim_sessions(video_sim.url)
+        sessions = sim_sessions(clip_sim.url)
         assert sessions["sessions_started_total"] == 1
         assert metric(proxy.url, "acefleet_proxy_hls_sessions") == 1
         assert metric(proxy.url, "acefleet_proxy_viewers") == 2
@@ -163,9 +144,9 @@ async def test_ts_and_hls_viewers_share_one_engine_session(
 
 
 async def test_an_hls_player_is_a_viewer_while_it_fetches(
-    video_sim: procs.Service, start_proxy: StartProxy
+    clip_sim: procs.Service, start_proxy: StartProxy
 ) -> None:
-    proxy = start_proxy(endpoint(video_sim), hls_session_idle_s="5", grace_s="1")
+    proxy = start_proxy(endpoint(clip_sim), hls_session_idle_s="5", grace_s="1")
     async with client(proxy) as c:
         url, _ = await open_player(c, f"id={CONTENT}")
         # it keeps fetching for longer than idle + grace: the channel stays up
@@ -175,7 +156,7 @@ async def test_an_hls_player_is_a_viewer_while_it_fetches(
             assert get_json(f"{proxy.url}/ace/status")["hls_viewers"] == 1
         # then it stops: after the idle window and the grace, the channel and session end
         await wait_for(lambda: get_json(f"{proxy.url}/ace/status")["upstreams"] == 0, within=15)
-        await wait_for(lambda: sim_sessions(video_sim.url)["sessions"] == [], within=5)
+        await wait_for(lambda: sim_sessions(clip_sim.url)["sessions"] == [], within=5)
         assert metric(proxy.url, "acefleet_proxy_hls_sessions") == 0
         # the same player URL later starts the channel again (a new session under its id)
         back = await c.get(url)
@@ -185,13 +166,13 @@ async def test_an_hls_player_is_a_viewer_while_it_fetches(
 
 
 async def test_failover_continues_the_playlist_after_a_discontinuity(
-    video_sim: procs.Service, start_proxy: StartProxy
+    clip_sim: procs.Service, start_proxy: StartProxy
 ) -> None:
-    proxy = start_proxy(endpoint(video_sim))
+    proxy = start_proxy(endpoint(clip_sim))
     async with client(proxy) as c:
         url, media = await open_player(c, f"id={CONTENT}")
         sequences = [media.media_sequence]
-        fault(video_sim.url, action="cut")  # the engine drops the stream: the proxy reopens it
+        fault(clip_sim.url, action="cut")  # the engine drops the stream: the proxy reopens it
         deadline = time.monotonic() + 30
         tagged = None
         while tagged is None and time.monotonic() < deadline:
@@ -205,13 +186,13 @@ async def test_failover_continues_the_playlist_after_a_discontinuity(
         assert r.status_code == 200
         assert mpegts.random_access(r.content[376:564])
     assert metric(proxy.url, "acefleet_proxy_failovers_total") == 1
-    assert sim_sessions(video_sim.url)["sessions_started_total"] == 2
+    assert sim_sessions(clip_sim.url)["sessions_started_total"] == 2
 
 
 async def test_hls_errors_are_the_proxys_json_errors(
-    video_sim: procs.Service, start_proxy: StartProxy
+    clip_sim: procs.Service, start_proxy: StartProxy
 ) -> None:
-    proxy = start_proxy(endpoint(video_sim))
+    proxy = start_proxy(endpoint(clip_sim))
     dead = start_proxy(f"127.0.0.1:{procs.free_port()}")  # its only engine does not listen
     async with client(proxy) as c:
         url, media = await open_player(c, f"id={CONTENT}")

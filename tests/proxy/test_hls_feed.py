@@ -14,11 +14,10 @@ from proxy.hls.feed import HlsFeed, first_sequence
 from proxy.hls.sessions import HlsSession, new_sid, valid_sid
 from proxy.metrics import Metrics
 from proxy.settings import ProxySettings
-from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, shared with tests/video)
 
 
 @pytest.fixture(scope="module")
-def stream(clip_dir: Path) -> bytes:  # noqa: F811
+def stream(clip_dir: Path) -> bytes:
     """Six loops (61 s) of channel 1 as an engine sends it."""
     plan = LoopPlan.from_bytes((clip_dir / "ch01.ts").read_bytes())
     return b"".join(plan.render(i, n) for n in range(LOOPS) for i in range(len(plan.chunks)))

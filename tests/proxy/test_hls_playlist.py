@@ -15,7 +15,6 @@ import pytest
 from enginesim.tsmux_loop import LoopPlan
 from proxy.hls.playlist import DEFAULT_BANDWIDTH, master_playlist, media_playlist
 from proxy.hls.segmenter import Segment, Segmenter
-from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, reused)
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -106,7 +105,7 @@ def test_empty_playlist_is_a_caller_error() -> None:
         media_playlist([], target_duration=6, media_sequence=0, discontinuity_sequence=0, uri=uri)
 
 
-def test_playlist_of_real_segments_keeps_extinf_within_target(clip_dir: Path) -> None:  # noqa: F811
+def test_playlist_of_real_segments_keeps_extinf_within_target(clip_dir: Path) -> None:
     plan = LoopPlan.from_bytes((clip_dir / "ch03.ts").read_bytes())
     # Target 2 s, max 2.5 s with 1.28 s GOPs: cuts at 2.56 s would overshoot, so some are forced.
     seg = Segmenter(target_s=2.0, max_s=2.5, window=5, max_bytes=64 << 20, first_seq=7)

@@ -17,7 +17,6 @@ from enginesim.tsmux_loop import LoopPlan
 from proxy.hls.segmenter import PARTIAL_LIMIT_MIN, Segment, Segmenter
 from tests.support import tools
 from tests.video import tsparse
-from tests.video.conftest import clip_dir  # noqa: F401  (the fixture, reused)
 
 GOP_S = 1.28
 FRAME_S = 0.04
@@ -25,12 +24,12 @@ LOOP_S = 10.24
 
 
 @pytest.fixture(scope="module")
-def plan(clip_dir: Path) -> LoopPlan:  # noqa: F811
+def plan(clip_dir: Path) -> LoopPlan:
     return LoopPlan.from_bytes((clip_dir / "ch01.ts").read_bytes())
 
 
 @pytest.fixture(scope="module")
-def other_plan(clip_dir: Path) -> LoopPlan:  # noqa: F811
+def other_plan(clip_dir: Path) -> LoopPlan:
     return LoopPlan.from_bytes((clip_dir / "ch02.ts").read_bytes())
 
 

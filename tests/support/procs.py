@@ -114,3 +114,16 @@ def start(
         time.sleep(0.05)
     svc.stop()
     raise RuntimeError(f"{name} not ready on {ready_path} after {timeout}s ({last}):\n{svc.log()}")
+
+
+def start_clip_sim(clip_dir: Path, log_dir: Path, *extra: str) -> Service:
+    """A simulator on a free loopback port playing the real clips in ``clip_dir`` (fast timing)."""
+    port = free_port()
+    media = ["--media", "clips", "--clip-dir", str(clip_dir)]
+    return start(
+        "acefleet-engine-sim",
+        ["--http-port", str(port), "--host", "127.0.0.1", "--timing", "fast", *media, *extra],
+        port=port,
+        ready_path="/webui/api/service?method=get_version",
+        log_dir=log_dir,
+    )
