@@ -87,7 +87,8 @@ class Metrics:
         self.hls_live_edge = Histogram(
             "acefleet_proxy_hls_live_edge_seconds",
             "A segment's first keyframe byte entering the proxy to the segment being listed",
-            buckets=(0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30),
+            # half-second steps around common target durations, so quantiles mean something
+            buckets=(0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6, 7, 8, 10, 15, 30),
             registry=r,
         )
 

@@ -44,15 +44,28 @@ def response(
     head: bool = False,
 ) -> bytes:
     """A complete response with a ``Content-Length`` body (only the head for ``HEAD``)."""
+    out = response_head(status, len(body), content_type, headers, keep_alive=keep_alive)
+    return out if head else out + body
+
+
+def response_head(
+    status: int,
+    length: int,
+    content_type: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    keep_alive: bool,
+) -> bytes:
+    """Status line and headers of a response whose body of ``length`` bytes is written apart
+    (a 2 MB HLS segment is not copied into a new bytes object for every player)."""
     lines = [
         f"HTTP/1.1 {status} {reason(status)}",
         f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
+        f"Content-Length: {length}",
         "Connection: " + ("keep-alive" if keep_alive else "close"),
     ]
     lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
-    out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return out if head else out + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def error_response(

@@ -411,7 +411,11 @@ class App:
                     head=True,
                 )
             elif endpoint == "hls_segment":
-                data = self.hls.segment(sid, name[:-3], key, keep_alive, head)
+                start, body = self.hls.segment(sid, name[:-3], key, keep_alive, head)
+                self.metrics.requests.labels(endpoint, "200").inc()
+                conn.send(start, keep_alive=True)
+                conn.send(body, keep_alive=keep_alive)
+                return
             elif endpoint == "hls_playlist":
                 conn.defer(
                     self._answer(

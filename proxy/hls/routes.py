@@ -32,7 +32,7 @@ from proxy.hls.feed import HlsFeed
 from proxy.hls.playlist import master_playlist
 from proxy.hls.sessions import HlsSession, new_sid, valid_sid
 from proxy.metrics import Metrics
-from proxy.responses import response
+from proxy.responses import response, response_head
 from proxy.settings import ProxySettings
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -93,7 +93,10 @@ class HlsRoutes:
         )
 
     # --- segments (never wait) ------------------------------------------------------------------
-    def segment(self, sid: str, name: str, key: str, keep_alive: bool, head: bool) -> bytes:
+    def segment(
+        self, sid: str, name: str, key: str, keep_alive: bool, head: bool
+    ) -> tuple[bytes, bytes]:
+        """The response head and the segment's own bytes (sent as they are, never copied)."""
         session = self._session(sid, key)
         if session is not None:
             session.touch()
@@ -104,9 +107,9 @@ class HlsRoutes:
         segment = feed.segment(name) if feed is not None else None
         if segment is None:
             raise NotFound("segment_not_found", f"no such segment (expired or unknown): {name}")
-        return response(
-            200, segment.data, "video/mp2t", _SEGMENT_HEADERS, keep_alive=keep_alive, head=head
-        )
+        data = segment.data
+        start = response_head(200, len(data), "video/mp2t", _SEGMENT_HEADERS, keep_alive=keep_alive)
+        return start, b"" if head else data
 
     # --- sessions -------------------------------------------------------------------------------
     def _session(self, sid: str, key: str) -> HlsSession | None:

@@ -5,8 +5,10 @@ Rules, in the order they apply:
    stream is the one we cut on) and a video keyframe: a PES start with random_access_indicator
    set, or, for a stream that has never set it, one whose first bytes hold an H.264 IDR/SPS,
    HEVC IRAP/VPS or MPEG-2 sequence header.
-2. A segment is cut before a keyframe once it holds >= ``target_s`` of media. If no keyframe
-   comes, it is cut before the video PES that would take it past ``max_s`` (``keyframe=False``).
+2. A segment is cut before the keyframe nearest ``target_s`` of media: before a keyframe once
+   the segment plus half a GOP (the last keyframe interval seen) reaches ``target_s``, or when
+   waiting a GOP more would pass ``max_s``. If no keyframe comes, it is cut before the video
+   PES that would take it past ``max_s`` (``keyframe=False``).
    Media time is the video PES's DTS (its PTS when it has none): decode order is monotonic even
    with B-frames, and between two keyframes the DTS and PTS differences agree. Without
    timestamps the wall clock between packets stands in.
@@ -44,6 +46,7 @@ from acefleet.mpegts import PACKET_SIZE, SYNC_BYTE, find_sync, packet_floor
 from proxy.hls import ts_scan
 from proxy.hls.ts_scan import PAT_PID, PTS_HZ, PTS_WRAP
 
+MAX_GOP_TICKS = 60 * PTS_HZ  # a longer gap between keyframes is a jump, not a GOP
 KEEP_OLDER = 3  # segments kept past the window, for players a little behind the playlist
 MIN_KEPT_PARTIAL_S = 0.5  # a partial segment shorter than this is dropped at a discontinuity
 DEFAULT_FRAME_S = 0.04
@@ -136,6 +139,8 @@ class Segmenter:
         self._cur: _Partial | None = None
         self._last_t: int | None = None
         self._frame_s = DEFAULT_FRAME_S
+        self._key_t: int | None = None  # media time of the latest keyframe
+        self._gop_s = 0.0  # media time between the latest two keyframes (0: not seen yet)
         self._anchor = None
 
     # --- public -------------------------------------------------------------------------
@@ -312,15 +317,26 @@ class Segmenter:
                 self._frame_s = step / PTS_HZ
         if self._seed is not None:
             self._seed_clock(t, p)
+        if key and t is not None:
+            if self._key_t is not None:
+                gap = (t - self._key_t) % PTS_WRAP
+                if 0 < gap < MAX_GOP_TICKS:
+                    self._gop_s = gap / PTS_HZ
+            self._key_t = t
         cur = self._cur
         if cur is None:
             if key and self._pat is not None and self._pmt is not None:
                 self._start(t, key=True)
         else:
             elapsed = self._media_s(cur, t, 0.0)
-            if (key and elapsed >= self.target_s - 1e-6) or (
-                elapsed > 0 and elapsed + self._frame_s > self.max_s + 1e-6
-            ):
+            # the keyframe nearest the target: here, unless the next one (a GOP later) is nearer
+            # and still within max_s
+            gop = self._gop_s
+            if (
+                key
+                and elapsed > 0
+                and (elapsed + gop / 2 >= self.target_s - 1e-6 or elapsed + gop > self.max_s)
+            ) or (elapsed > 0 and elapsed + self._frame_s > self.max_s + 1e-6):
                 self._complete(cur, elapsed, done)
                 self._start(t, key=key)
             else:

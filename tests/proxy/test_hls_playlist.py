@@ -107,8 +107,8 @@ def test_empty_playlist_is_a_caller_error() -> None:
 
 def test_playlist_of_real_segments_keeps_extinf_within_target(clip_dir: Path) -> None:
     plan = LoopPlan.from_bytes((clip_dir / "ch03.ts").read_bytes())
-    # Target 2 s, max 2.5 s with 1.28 s GOPs: cuts at 2.56 s would overshoot, so some are forced.
-    seg = Segmenter(target_s=2.0, max_s=2.5, window=5, max_bytes=64 << 20, first_seq=7)
+    # Target 0.8 s, max 1.0 s with 1.28 s GOPs: no GOP fits, so some cuts are forced.
+    seg = Segmenter(target_s=0.8, max_s=1.0, window=5, max_bytes=64 << 20, first_seq=7)
     # Seeded as if received over the last 20.48 s, so program times follow the media clock.
     stream = b"".join(plan.render(i, n) for n in range(2) for i in range(len(plan.chunks)))
     seg.seed(stream, age_s=2 * plan.loop_s)
@@ -122,7 +122,7 @@ def test_playlist_of_real_segments_keeps_extinf_within_target(clip_dir: Path) ->
         uri=uri,
     )
     pl = parse(body)
-    assert pl.target_duration == seg.target_duration == math.ceil(2.5)
+    assert pl.target_duration == seg.target_duration == math.ceil(1.0)
     assert pl.media_sequence == window[0].seq
     assert [s.uri for s in pl.segments] == [f"{s.seq}.ts?id=abc" for s in window]
     assert any(not s.keyframe for s in window)

@@ -69,7 +69,8 @@ def without_tables(data: bytes, plan: LoopPlan) -> bytes:
 
 
 def segmenter(**kw: float) -> Segmenter:
-    args: dict[str, float] = {"target_s": 4.0, "max_s": 6.0, "window": 6}
+    # 4.5 s: the keyframe nearest it is the 4th of the clip's 1.28 s GOPs (5.12 s segments)
+    args: dict[str, float] = {"target_s": 4.5, "max_s": 6.0, "window": 6}
     args.update(kw)
     return Segmenter(
         target_s=args["target_s"],
@@ -185,7 +186,7 @@ def test_no_keyframe_within_max_forces_cuts_at_frames(plan: LoopPlan) -> None:
     for s in forced:
         assert_starts_with_tables_then_key(s, plan, rai=False)
     # A forced cut keeps the most media that fits: 25 frames = 1.0 s.
-    assert forced[0].duration_s == pytest.approx(1.0, abs=1e-6)
+    assert max(s.duration_s for s in out) == pytest.approx(1.0, abs=1e-6)
     assert any(s.keyframe for s in out[1:])  # cuts snap back to keyframes when they come
 
 
@@ -348,3 +349,19 @@ def test_chunks_off_packet_boundaries_are_realigned(plan: LoopPlan) -> None:
     got = without_tables(b"".join(s.data for s in out), plan)
     assert got == without_tables(stream[keyframe_offsets(plan, stream)[1] :], plan)[: len(got)]
     assert_starts_with_tables_then_key(out[0], plan)
+
+
+@pytest.mark.parametrize(
+    ("target_s", "gops"), [(4.0, 3), (4.4, 3), (4.6, 4), (2.0, 2), (1.0, 1), (6.0, 4)]
+)
+def test_cuts_at_the_keyframe_nearest_the_target(
+    plan: LoopPlan, target_s: float, gops: int
+) -> None:
+    """With a keyframe every 1.28 s: 4.0 and 4.4 s → 3.84 s (nearer than 5.12), 4.6 → 5.12,
+    2.0 → 2.56, 1.0 → 1.28; 6.0 would be 6.4 s, past max_s, so 5.12."""
+    seg = segmenter(target_s=target_s)
+    out = feed_split(seg, live(plan, range(3)))
+    assert len(out) >= 3
+    for s in out[1:]:  # the first is cut before the GOP length is known
+        assert s.duration_s == pytest.approx(gops * GOP_S, abs=1e-6)
+        assert s.keyframe
