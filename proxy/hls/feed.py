@@ -29,6 +29,7 @@ from proxy.metrics import Metrics
 from proxy.settings import ProxySettings
 
 _last_first_seq = 0
+_RENDERED_MAX = 256
 
 
 def first_sequence() -> int:
@@ -50,6 +51,8 @@ class HlsFeed:
         )
         self.tag = secrets.token_hex(4)
         self.sessions: dict[str, HlsSession] = {}
+        self._rendered: dict[tuple[int, int, int | None, str], bytes] = {}
+        self._rendered_for = (-1, -1)  # the window (first, last seq) they were rendered for
 
     # --- stream in ------------------------------------------------------------------------------
     def publish(self, chunk: bytes) -> None:
@@ -107,14 +110,24 @@ class HlsFeed:
         passed = 1 if forced is not None and forced < first else 0
         disc_seq = self.segmenter.discontinuity_sequence(first) + session.disc_offset + passed
         query = session.selector_query
-        body = media_playlist(
-            window,
-            target_duration=self.segmenter.target_duration,
-            media_sequence=first + session.seq_offset,
-            discontinuity_sequence=disc_seq,
-            uri=lambda segment: f"{self.tag}_{segment.seq}.ts?{query}",
-            forced_discontinuity_seq=session.forced_disc_seq,
-        )
+        # Players of a channel mostly see the same text (same window, no offsets, same query):
+        # render it once per window, not once per poll.
+        if self._rendered_for != (first, window[-1].seq):
+            self._rendered.clear()
+            self._rendered_for = (first, window[-1].seq)
+        key = (session.seq_offset, disc_seq, session.forced_disc_seq, query)
+        body = self._rendered.get(key)
+        if body is None:
+            body = media_playlist(
+                window,
+                target_duration=self.segmenter.target_duration,
+                media_sequence=first + session.seq_offset,
+                discontinuity_sequence=disc_seq,
+                uri=lambda segment: f"{self.tag}_{segment.seq}.ts?{query}",
+                forced_discontinuity_seq=session.forced_disc_seq,
+            )
+            if len(self._rendered) < _RENDERED_MAX:  # per-player tokens make many variants
+                self._rendered[key] = body
         tags = sum(1 for s in window if s.discontinuity or s.seq == session.forced_disc_seq)
         session.last_seq = window[-1].seq + session.seq_offset
         session.last_disc = disc_seq + tags
