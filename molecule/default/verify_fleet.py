@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -36,8 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread
 
 ALL_CHECKS = (
-    "stream", "sharing", "hls", "edges", "drain", "reload", "hls_failover", "failover"
+    "stream", "sharing", "hls", "playlist", "playlist_central_down", "edges", "drain", "reload",
+    "hls_failover", "failover",
 )  # fmt: skip
+# Seconds VLC plays the playlist's first channel (recorded, then decoded by ffprobe: >= 3 s).
+VLC_SECONDS = 8
+# Debian's XMLTV DTD (libxmltv-perl, scripts/bootstrap.sh installs it).
+XMLTV_DTD = Path("/usr/share/sgml/xmltv/dtd/0.5/xmltv.dtd")
+HDHOMERUN_FIELDS = {
+    "FriendlyName", "Manufacturer", "ModelNumber", "FirmwareName", "FirmwareVersion",
+    "DeviceID", "DeviceAuth", "BaseURL", "LineupURL", "TunerCount",
+}  # fmt: skip
 # Media seconds ffmpeg plays across the engine kill: it starts with the ~3 segments a live
 # playlist lists (~12 s), plays ~8 s before the kill, and needs the rest after the failover.
 HLS_FAILOVER_SECONDS = 40.0
@@ -66,6 +76,9 @@ class Fleet:
         self.failures: list[str] = []
         self.players = ViewerThread()
         self.hls_seconds = float(args.hls_seconds)
+        self.playlist_path = args.playlist_path
+        self.control = f"{args.prefix}control1"
+        self.central_server = f"{args.server_prefix}control1"
 
     def watch(self, channel: str, reconnect: bool = False) -> Viewer:
         """A player on the VIP; with ``reconnect`` it connects again after a close or 3 s of
@@ -371,6 +384,83 @@ class Fleet:
             f"{watch.problems[:3]}; the channel's engine now: {where}"
         )
 
+    def check_playlist(self) -> tuple[bool, str]:
+        """What players read, through the VIP (HAProxy sends it to central): the M3U parsed by
+        ipytv, the XMLTV guide (well-formed, valid against the XMLTV DTD, only the playlist's
+        tvg-ids), the HDHomeRun files; then VLC opens the playlist URL and plays its first
+        channel through the VIP, and ffprobe decodes the recording."""
+        base = f"http://{self.vip}{self.playlist_path.rsplit('/', 1)[0]}"
+        url = f"http://{self.vip}{self.playlist_path}"
+        problems: list[str] = []
+        status, headers, body = fetch(url, 30)
+        served_by = headers.get("x-acefleet-served-by", "?")
+        if status != 200:
+            return False, f"{url}: HTTP {status} via {served_by}: {body[:200]!r}"
+        channels, tvg_ids = read_playlist(body.decode(), f"{base}/epg.xml", self.vip, problems)
+        programmes = read_guide(f"{base}/epg.xml", tvg_ids, problems)
+        tuners = read_hdhomerun(base, channels, problems)
+        with tempfile.TemporaryDirectory(prefix="verify-vlc-") as tmp:
+            rc, recorded, log = vlc_record(url, Path(tmp))
+        played = recorded >= 3
+        if not played:
+            problems.append(f"VLC: rc {rc}, {recorded:.1f} s decoded: {log[-300:]!r}")
+        ok = not problems and played
+        return ok, (
+            f"{url} via {served_by}: {len(channels)} channels (ipytv), guide {programmes} "
+            f"programmes of {len(tvg_ids)} tvg-ids (XMLTV DTD), HDHomeRun {tuners} tuners, "
+            f"{len(channels)} lineup entries; VLC played it {VLC_SECONDS} s: {recorded:.1f} s "
+            f"recorded and decoded (ffprobe); problems {problems[:4]}"
+        )
+
+    def player_files_servers(self) -> dict[str, str]:
+        """HAProxy's view of the player files' servers on the VIP holder: name → state (2 up)."""
+        lines = self.haproxy(self.vip_holder() or self.lbs[0], "show servers state player_files")
+        rows = [ln.split() for ln in lines.splitlines() if ln and not ln.startswith("#")]
+        return {r[3]: r[5] for r in rows if len(r) > 5}
+
+    def wait_central(self, state: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            servers = self.player_files_servers()
+            if servers.get(self.central_server) == state:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def check_playlist_central_down(self) -> tuple[bool, str]:
+        """Central stopped on control1: the playlist and the guide still answer through the VIP,
+        from an edge's copy of the catalog, the same bytes central served; then central again."""
+        url = f"http://{self.vip}{self.playlist_path}"
+        guide = f"{url.rsplit('/', 1)[0]}/epg.xml"
+        before = [fetch(u, 30) for u in (url, guide)]
+        if any(status != 200 for status, _, _ in before):
+            return False, f"before: HTTP {[status for status, _, _ in before]}"
+        dexec(self.control, "systemctl stop acefleet-central", 60)
+        try:
+            down = self.wait_central("0")
+            during = [fetch(u, 30) for u in (url, guide)]
+        finally:
+            dexec(self.control, "systemctl start acefleet-central", 60)
+        back = self.wait_central("2")
+        after = fetch(url, 30)
+        by = [headers.get("x-acefleet-served-by", "?") for _, headers, _ in during]
+        same = [d[2] == b[2] for d, b in zip(during, before, strict=True)]
+        from_edge = all(name in self.servers for name in by)
+        ok = (
+            down
+            and all(status == 200 for status, _, _ in during)
+            and from_edge
+            and all(same)
+            and back
+            and after[1].get("x-acefleet-served-by") == before[0][1].get("x-acefleet-served-by")
+        )
+        return ok, (
+            f"central stopped on {self.control} (HAProxy saw it down: {down}): playlist and guide "
+            f"HTTP {[status for status, _, _ in during]} served by {by}, the bytes central served: "
+            f"{same}; central back: {back}, serving again: "
+            f"{after[1].get('x-acefleet-served-by', '?')}"
+        )
+
     def _wait_lb_back(self, lb: str) -> bool:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -583,6 +673,141 @@ def video_packets(path: Path) -> tuple[float, int, int]:
     return len(dts) / fps, len(dts), backwards
 
 
+# --- what players read: the playlist, the guide, the HDHomeRun files; VLC --------------------
+
+
+def read_playlist(
+    text: str, guide_url: str, vip: str, problems: list[str]
+) -> tuple[list[Any], set[str]]:
+    """The playlist's channels (parsed by ipytv, a parser nobody here wrote) and their tvg-ids;
+    every entry must carry what media servers read and a stream URL on the VIP."""
+    try:
+        from ipytv import playlist as ipytv_playlist  # dev extra, like m3u8
+    except ImportError as exc:
+        raise RuntimeError(
+            "the ipytv package is missing: run this with the checkout's .venv python"
+        ) from exc
+    parsed = ipytv_playlist.loads(text)
+    header = parsed.get_attributes()
+    if header.get("url-tvg") != guide_url or header.get("x-tvg-url") != guide_url:
+        problems.append(f"#EXTM3U names the guide {header}, not {guide_url}")
+    channels = [parsed.get_channel(i) for i in range(parsed.length())]
+    if not channels:
+        problems.append("a playlist without channels")
+    for ch in channels:
+        attrs = ch.attributes
+        missing = {"tvg-id", "tvg-name", "tvg-logo", "group-title", "tvg-chno"} - set(attrs)
+        if missing:
+            problems.append(f"{ch.name}: no {sorted(missing)}")
+        if not attrs.get("tvg-logo", "").startswith(("http://", "https://")):
+            problems.append(f"{ch.name}: logo {attrs.get('tvg-logo')!r}")
+        if not ch.url.startswith(f"http://{vip}/ace/getstream?"):
+            problems.append(f"{ch.name}: stream URL {ch.url!r} is not on the VIP")
+    return channels, {ch.attributes.get("tvg-id", "") for ch in channels} - {""}
+
+
+def read_guide(url: str, tvg_ids: set[str], problems: list[str]) -> int:
+    """The guide's programmes: well-formed, valid against the XMLTV DTD, and only for the
+    playlist's channels (central filters it), with a programme on air now."""
+    from lxml import etree  # a main dependency of acefleet
+
+    status, _, body = fetch(url, 30)
+    if status != 200:
+        problems.append(f"{url}: HTTP {status}")
+        return 0
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    try:
+        tv = etree.fromstring(body, parser)
+    except etree.XMLSyntaxError as exc:
+        problems.append(f"the guide is not well-formed: {exc}")
+        return 0
+    if XMLTV_DTD.is_file():
+        dtd = etree.DTD(str(XMLTV_DTD))
+        if not dtd.validate(tv):
+            problems.append(f"XMLTV DTD: {dtd.error_log.filter_from_errors()[:2]}")
+    else:
+        problems.append(f"{XMLTV_DTD} is missing: run scripts/bootstrap.sh (libxmltv-perl)")
+    listed = {c.get("id") for c in tv.iter("channel")}
+    programmes = list(tv.iter("programme"))
+    foreign = (listed | {p.get("channel") for p in programmes}) - tvg_ids
+    if foreign:
+        problems.append(f"the guide lists channels the playlist does not: {sorted(foreign)[:3]}")
+    now = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    on_air = [p for p in programmes if p.get("start", "")[:14] <= now < p.get("stop", "")[:14]]
+    if not programmes or not on_air:
+        problems.append(f"{len(programmes)} programmes, {len(on_air)} on air now")
+    return len(programmes)
+
+
+def read_hdhomerun(base: str, channels: list[Any], problems: list[str]) -> int:
+    """discover.json, lineup.json and lineup_status.json with the fields media servers read;
+    the lineup is the playlist. Returns the announced TunerCount."""
+    found: dict[str, bytes] = {}
+    for name in ("discover.json", "lineup.json", "lineup_status.json", "device.xml"):
+        status, _, body = fetch(f"{base}/{name}", 30)
+        if status != 200:
+            problems.append(f"{name}: HTTP {status}")
+            return 0
+        found[name] = body
+    discover: dict[str, Any] = json.loads(found["discover.json"])
+    lineup: list[dict[str, Any]] = json.loads(found["lineup.json"])
+    lineup_status: dict[str, Any] = json.loads(found["lineup_status.json"])
+    if set(discover) < HDHOMERUN_FIELDS:
+        problems.append(f"discover.json lacks {sorted(HDHOMERUN_FIELDS - set(discover))}")
+    if discover.get("BaseURL") != base or discover.get("LineupURL") != f"{base}/lineup.json":
+        problems.append(f"discover.json URLs {discover.get('BaseURL')} {discover.get('LineupURL')}")
+    if not re.fullmatch(r"[0-9A-F]{8}", str(discover.get("DeviceID", "")), re.I):
+        problems.append(f"DeviceID {discover.get('DeviceID')!r}")
+    numbers = sorted(str(e.get("GuideNumber")) for e in lineup)
+    if numbers != sorted(ch.attributes.get("tvg-chno", "") for ch in channels):
+        problems.append(f"lineup numbers {numbers} are not the playlist's")
+    if not all({"GuideNumber", "GuideName", "URL"} <= set(e) for e in lineup):
+        problems.append("a lineup entry without GuideNumber, GuideName or URL")
+    if lineup_status.get("ScanPossible") != 1 or lineup_status.get("Source") != "Cable":
+        problems.append(f"lineup_status.json {lineup_status}")
+    if b"<URLBase>" not in found["device.xml"]:
+        problems.append("device.xml has no URLBase")
+    tuners = int(discover.get("TunerCount", 0))
+    if tuners < 1:
+        problems.append(f"TunerCount {tuners}")
+    return tuners
+
+
+def vlc_record(url: str, work: Path) -> tuple[int, float, str]:
+    """VLC (cvlc, headless) opens ``url`` and records what it plays for VLC_SECONDS (the first
+    entry only: --play-and-stop, or it would go on through the playlist, rewriting the recording
+    for each entry); VLC refuses
+    to run as root, so it runs as nobody in a world-writable ``work`` (its HOME, the recording).
+    (rc, seconds ffprobe decodes from the recording, VLC's log tail)."""
+    os.chmod(work, 0o777)
+    out = work / "out.ts"
+    argv = [
+        tool("cvlc"), "-I", "dummy", "--no-stats", "--play-and-stop", "--play-and-exit",
+        f"--run-time={VLC_SECONDS}", "--sout", f"#std{{access=file,mux=ts,dst={out}}}", url,
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
+    env = {"HOME": str(work), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=VLC_SECONDS + 90, env=env, check=False
+        )
+        rc, log = done.returncode, done.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, log = -1, f"timed out: {exc.stderr!r}"
+    if not out.is_file() or out.stat().st_size == 0:
+        return rc, 0.0, log
+    probe = run(
+        [tool("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of", "json",
+         str(out)], 60,
+    )  # fmt: skip
+    try:
+        seconds = float(json.loads(probe)["format"]["duration"])
+    except (ValueError, KeyError):
+        seconds = 0.0
+    return rc, seconds, log
+
+
 def _first(lines: list[str]) -> str:
     """The first few distinct messages of ffmpeg's error lines (without the context address)."""
     distinct = list(dict.fromkeys(re.sub(r" @ 0x[0-9a-f]+", "", ln)[:160] for ln in lines))
@@ -604,6 +829,11 @@ def main() -> int:
     parser.add_argument("--checks", default=",".join(ALL_CHECKS))
     parser.add_argument(
         "--hls-seconds", type=float, default=20.0, help="media seconds the hls check plays"
+    )
+    parser.add_argument(
+        "--playlist-path",
+        default="/playlist.m3u",
+        help="the playlist the playlist check reads (token mode: /p/<secret>/playlist.m3u)",
     )
     parser.add_argument("--report", help="write the results as JSON here")
     args = parser.parse_args()
