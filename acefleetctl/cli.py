@@ -10,18 +10,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from acefleetctl import inventory, views
+from acefleetctl import catalog, inventory, players, views
 from acefleetctl.client import Central
+from acefleetctl.command import Handler
+from acefleetctl.command import path as _path
 from acefleetctl.config import CONFIG_ENV, KEY_ENV, URL_ENV, resolve
 from acefleetctl.errors import CliError, Exit
 from acefleetctl.watch import watch
 
-Handler = Callable[[argparse.Namespace, Central], Any]
 EPILOG = f"""\
 central's URL and API key come from --url/--api-key, else {URL_ENV}/{KEY_ENV}, else the config
 file (--config, {CONFIG_ENV}, or ~/.config/acefleet/cli.toml with url = "..." and
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-edge", type=int, help="free engines to keep ready per edge")
     s.add_argument("--fleet-max", type=int, help="fleet-wide engine maximum (0: none)")
     s.add_argument("--host", dest="on_host", help="apply --per-edge to this edge only")
+    catalog.register(add, common)
+    players.register(add, common)
     p = add("watch", None, "follow the fleet live (central's WebSocket feed) until Ctrl-C")
     p.add_argument("--count", type=int, help="stop after this many snapshot/delta frames")
     p.add_argument(
@@ -120,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except CliError as exc:
-        print(f"acefleet: {exc.message}", file=sys.stderr)
+        if exc.data is not None and getattr(args, "json", False):
+            print(json.dumps(exc.data, indent=2))  # e.g. an import report listing its bad lines
+        for line in (*exc.details, exc.message):
+            print(f"acefleet: {line}", file=sys.stderr)
         return int(exc.code)
     except KeyboardInterrupt:
         return 130
@@ -149,10 +154,6 @@ def _run(args: argparse.Namespace) -> int:
         data, text = args.handler(args, central)
     print(json.dumps(data, indent=2) if args.json else text)
     return Exit.ok
-
-
-def _path(*parts: str) -> str:
-    return "/v1/" + "/".join(quote(p, safe="") for p in parts)
 
 
 # Each handler returns (central's JSON, the text a person reads).

@@ -35,25 +35,53 @@ class Central:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         return self._call("GET", path, params=clean)
 
-    def post(self, path: str) -> Any:
-        return self._call("POST", path)
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._call("POST", path, json=body)
 
     def put(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("PUT", path, json=body)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def delete(self, path: str) -> None:
+        self._call("DELETE", path)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        content: bytes,
+        content_type: str,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """A file's bytes as the body, and central's answer whatever its status (the caller
+        reads an error body that is more than the usual error, e.g. an import's bad lines)."""
+        return self.request(
+            method, path, content=content, headers={"Content-Type": content_type}, params=params
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; only a transport failure is an error here."""
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise unreachable(self.target.url, exc) from None
-        if response.is_error:
-            raise refused(response)
-        try:
-            return response.json()
-        except ValueError:
-            raise CliError(
-                Exit.other, f"central answered {method} {path} with a body that is not JSON"
-            ) from None
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return answer(response, method, path)
+
+
+def answer(response: httpx.Response, method: str, path: str) -> Any:
+    """Central's JSON body of a success (None for 204), or the CliError of its refusal."""
+    if response.is_error:
+        raise refused(response)
+    if response.status_code == 204:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise CliError(
+            Exit.other, f"central answered {method} {path} with a body that is not JSON"
+        ) from None
 
 
 def unreachable(url: str, exc: Exception) -> CliError:
