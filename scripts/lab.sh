@@ -125,15 +125,22 @@ print(made["playlist_url"], made["guide_url"], made["hdhomerun_url"])
 PYEOF
 }
 
-show_stream() {  # a few seconds of one channel through the VIP as MPEG-TS, then ~10 s over HLS
-  local playlist_path=${1:-/playlist.m3u}
+show_stream() {  # a stream through the VIP (TS, then ~10 s over HLS), then VLC plays the playlist
+  local playlist_path=${1:-/playlist.m3u} code
   vip_routes_here || return 1
-  step "streaming a channel through the VIP (a new channel takes seconds to its first byte)"
-  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
-    --agent-key unused --checks stream
-  step "the same over HLS: ffmpeg plays 10 s next to a TS viewer (scripts/lab.sh hls for longer)"
-  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
-    --agent-key unused --checks hls --hls-seconds 10
+  if [[ -f $TOKENS_VARS ]]; then
+    step "token mode: a stream URL without a token is refused by the edge (401 token_required)"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "http://$VIP/ace/getstream?id=$CHANNEL")
+    [[ $code == 401 ]] || die "http://$VIP/ace/getstream?id=$CHANNEL answered $code, not 401"
+    echo "    http://$VIP/ace/getstream?id=$CHANNEL → HTTP $code"
+  else
+    step "streaming a channel through the VIP (a new channel takes seconds to its first byte)"
+    "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+      --agent-key unused --checks stream
+    step "the same over HLS: ffmpeg plays 10 s next to a TS viewer (scripts/lab.sh hls for longer)"
+    "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+      --agent-key unused --checks hls --hls-seconds 10
+  fi
   step "VLC plays the playlist through the VIP ($playlist_path): guide, HDHomeRun files, 8 s recorded"
   "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
     --agent-key unused --checks playlist --playlist-path "$playlist_path"
@@ -165,8 +172,12 @@ up() {
   playbook site.yml
   echo
   step "the lab is up in $((SECONDS - t0)) s"
-  echo "    stream:    http://$VIP/ace/getstream?id=$CHANNEL"
-  echo "    HLS:       http://$VIP/ace/manifest.m3u8?id=$CHANNEL  (VLC, ffplay, Safari; docs/lab.md)"
+  if [[ -f $TOKENS_VARS ]]; then
+    echo "    stream:    from the player's playlist below (token mode: bare stream URLs answer 401)"
+  else
+    echo "    stream:    http://$VIP/ace/getstream?id=$CHANNEL"
+    echo "    HLS:       http://$VIP/ace/manifest.m3u8?id=$CHANNEL  (VLC, ffplay, Safari; docs/lab.md)"
+  fi
   echo "    dashboard: http://$VIP:8000/  (acefleet-central on control1, through the VIP)"
   local playlist_path=/playlist.m3u urls playlist guide hdhomerun
   if [[ -f $TOKENS_VARS ]]; then
