@@ -7,9 +7,10 @@ Traffic goes only to the VIP (after checking it routes to a local bridge) and, t
 
     verify_fleet.py --vip 172.30.78.250 --prefix acefleet-m- --agent-key KEY [--checks a,b]
 
-The HLS checks play with ffmpeg and read playlists with the ``m3u8`` package (the project's dev
-extra): run them with the checkout's .venv python (Molecule's verify.yml uses the python that runs
-Ansible, scripts/lab.sh uses .venv/bin/python).
+The HLS checks play with ffmpeg and read playlists with the ``m3u8`` package, the playlist
+checks read the M3U with ``ipytv`` (both the project's dev extra) and the guide with ``lxml``, and
+play with VLC (``cvlc``): run them with the checkout's .venv python (Molecule's verify.yml uses the
+python that runs Ansible, scripts/lab.sh uses .venv/bin/python).
 """
 
 from __future__ import annotations
