@@ -43,6 +43,12 @@ def token(player: int, content: str = CONTENT, ttl_s: int = 3600, keys: TokenKey
     return sign(keys, player, f"id:{content}", int(time.time()) + ttl_s)
 
 
+def flipped(sig: str) -> str:
+    """``sig`` with its first character changed (never the same string, unlike a fixed suffix:
+    1 signature in 256 ends with "AA")."""
+    return ("B" if sig[0] == "A" else "A") + sig[1:]
+
+
 def stream_url(content: str, tok: str | None = None) -> str:
     query = {"id": content, **({"token": tok} if tok is not None else {})}
     return f"/ace/getstream?{urllib.parse.urlencode(query)}"
@@ -188,7 +194,7 @@ async def test_bad_tokens_are_refused_before_any_engine(
         ("not-a-token", 403, "token_invalid", "malformed"),
         (f"k9.{pid}.{expires}.{sig}", 403, "token_invalid", "unknown_key"),
         (token(7, keys=other_keys), 403, "token_invalid", "bad_signature"),  # forged
-        (f"{kid}.{pid}.{expires}.{sig[:-2]}AA", 403, "token_invalid", "bad_signature"),
+        (f"{kid}.{pid}.{expires}.{flipped(sig)}", 403, "token_invalid", "bad_signature"),
         (f"{kid}.8.{expires}.{sig}", 403, "token_invalid", "bad_signature"),  # other player's
         (f"{kid}.{pid}.{int(expires) + 3600}.{sig}", 403, "token_invalid", "bad_signature"),
         (token(7, OTHER), 403, "token_invalid", "bad_signature"),  # another channel's
