@@ -304,7 +304,10 @@ async def test_hls_player_on_a_relaying_edge(healthy: Fleet) -> None:
         def relayed() -> dict[str, object] | None:
             channels = {ch["key"]: ch for ch in fleet.proxy_status(1)["channels"]}
             channel = channels.get("id:hlsrelay1")
-            return channel if channel and channel["hls_viewers"] == 1 else None
+            # placed, not only attached: a "starting" channel has no source yet (CI lost
+            # that race once)
+            placed = channel and channel["hls_viewers"] == 1 and channel["source"]
+            return channel if placed else None
 
         channel = await until("the relaying edge counts its HLS player", relayed, within=30)
         assert channel["source"] == "relay", channel
