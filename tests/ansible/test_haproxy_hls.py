@@ -23,22 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ansible, procs, tools
+from tests.ansible.haproxy_render import render_haproxy
+from tests.support import procs, tools
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGES = ("edge1", "edge2", "edge3")
 SID = "AbCdEfGhIjKlMnOpQrStUv"  # a player's HLS session id (22 chars, urlsafe base64)
-
-RENDER_PLAYBOOK = """
-- hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - ansible.builtin.template:
-        src: "{{ lookup('env', 'ROLE_TEMPLATES') }}/haproxy.cfg.j2"
-        dest: "{{ lookup('env', 'OUT') }}"
-        mode: "0644"
-"""
 
 
 class _EdgeHandler(BaseHTTPRequestHandler):
@@ -92,35 +82,8 @@ def _render(tmp_path: Path, edges: list[_Edge], port: int, front: int, sock: Pat
     """The role's template with its defaults and an inventory of the fake edges: each on its own
     loopback address, all on the one proxy port (acefleet_proxy_port), as edges are deployed."""
     hosts = "".join(f"        {e.name}:\n          acefleet_address: {e.address}\n" for e in edges)
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(f"all:\n  children:\n    edges:\n      hosts:\n{hosts}")
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_PLAYBOOK)
-    out = tmp_path / "haproxy.cfg"
-    shared = ROOT / "roles" / "acefleet" / "defaults" / "main.yml"
-    defaults = ROOT / "roles" / "haproxy" / "defaults" / "main.yml"
-    overrides = {
-        "acefleet_proxy_port": port,
-        "haproxy_frontend_port": front,
-        "haproxy_control_port": 0,
-        "haproxy_check_interval": "200ms",
-        "haproxy_check_rise": 1,
-        "haproxy_maxconn": 1000,  # the role's 20000 needs more open files than a test process
-        "acefleet_haproxy_socket": str(sock),
-        "acefleet_haproxy_health_port": procs.free_port(),
-        "acefleet_haproxy_metrics_port": procs.free_port(),
-        # nothing listens there: an agent-check that cannot connect leaves the server as it is
-        "acefleet_agent_check_port": procs.free_port(),
-    }
-    extra = ["-e", f"@{shared}", "-e", f"@{defaults}"]
-    for name, value in overrides.items():
-        extra += ["-e", f"{name}={value}"]
-    env = {"ROLE_TEMPLATES": str(ROOT / "roles" / "haproxy" / "templates"), "OUT": str(out)}
-    ansible.playbook(playbook, str(inventory), *extra, env=env)
-    # The role binds every address (the VIP among them); here only loopback.
-    config = out.read_text().replace("    bind :", "    bind 127.0.0.1:")
-    out.write_text(config)
-    return out
+    inventory = f"all:\n  children:\n    edges:\n      hosts:\n{hosts}"
+    return render_haproxy(tmp_path, inventory, front, sock, acefleet_proxy_port=port)
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ansible, procs, tools
+from tests.ansible.haproxy_render import render_haproxy
+from tests.support import procs, tools
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGES = ("edge1", "edge2")
@@ -42,17 +43,6 @@ PLAYER_FILES = [
     "/playlist.m3u?id=some-channel",
 ]
 STREAMS = ["/ace/getstream?id=one", "/ace/manifest.m3u8?infohash=" + "ab" * 20]
-
-RENDER_PLAYBOOK = """
-- hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - ansible.builtin.template:
-        src: "{{ lookup('env', 'ROLE_TEMPLATES') }}/haproxy.cfg.j2"
-        dest: "{{ lookup('env', 'OUT') }}"
-        mode: "0644"
-"""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -139,37 +129,18 @@ def _render(tmp_path: Path, proxy_port: int, central_port: int, front: int, sock
         f"        {name}:\n          acefleet_address: 127.0.0.{31 + n}\n"
         for n, name in enumerate(EDGES)
     )
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
+    inventory = (
         "all:\n  children:\n    edges:\n      hosts:\n" + edges + "    control:\n      hosts:\n"
         f"        {CENTRAL}:\n          acefleet_address: 127.0.0.30\n"
     )
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_PLAYBOOK)
-    out = tmp_path / "haproxy.cfg"
-    shared = ROOT / "roles" / "acefleet" / "defaults" / "main.yml"
-    defaults = ROOT / "roles" / "haproxy" / "defaults" / "main.yml"
-    overrides = {
-        "acefleet_proxy_port": proxy_port,
-        "acefleet_central_port": central_port,
-        "haproxy_frontend_port": front,
-        "haproxy_control_port": 0,
-        "haproxy_check_interval": "200ms",
-        "haproxy_check_rise": 1,
-        "haproxy_maxconn": 1000,
-        "acefleet_haproxy_socket": str(sock),
-        "acefleet_haproxy_health_port": procs.free_port(),
-        "acefleet_haproxy_metrics_port": procs.free_port(),
-        "acefleet_agent_check_port": procs.free_port(),  # nothing there: weights stay as they are
-    }
-    extra = ["-e", f"@{shared}", "-e", f"@{defaults}"]
-    for name, value in overrides.items():
-        extra += ["-e", f"{name}={value}"]
-    env = {"ROLE_TEMPLATES": str(ROOT / "roles" / "haproxy" / "templates"), "OUT": str(out)}
-    ansible.playbook(playbook, str(inventory), *extra, env=env)
-    config = out.read_text().replace("    bind :", "    bind 127.0.0.1:")
-    out.write_text(config)
-    return out
+    return render_haproxy(
+        tmp_path,
+        inventory,
+        front,
+        sock,
+        acefleet_proxy_port=proxy_port,
+        acefleet_central_port=central_port,
+    )
 
 
 @pytest.fixture
