@@ -26,7 +26,6 @@ import pytest
 from tests.ansible.haproxy_render import render_haproxy
 from tests.support import procs, tools
 
-ROOT = Path(__file__).resolve().parents[2]
 EDGES = ("edge1", "edge2", "edge3")
 SID = "AbCdEfGhIjKlMnOpQrStUv"  # a player's HLS session id (22 chars, urlsafe base64)
 

@@ -23,7 +23,6 @@ import pytest
 from tests.ansible.haproxy_render import render_haproxy
 from tests.support import procs, tools
 
-ROOT = Path(__file__).resolve().parents[2]
 EDGES = ("edge1", "edge2")
 CENTRAL = "control1"
 SECRET = "x" * 43  # a player's secret (43 urlsafe characters)
