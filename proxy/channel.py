@@ -62,12 +62,26 @@ class ChannelContext:
     viewer_left: Callable[[], None]
     # an HLS player's session ended (idle, or its channel closed): forget its id
     hls_gone: Callable[[HlsSession], None]
+    # the catalog (or an operator) flags this content key for a warm standby, whatever its
+    # audience (``standby_min_viewers`` covers the rest)
+    standby_wanted: Callable[[str], bool] = lambda key: False
+    # the control plane wants sessions off this placement's engine (operator drain, agent
+    # recycling, degraded stats): the channel moves make-before-break
+    degraded: Callable[[Placement], bool] = lambda placement: False
 
 
 class Channel:
     def __init__(
-        self, ctx: ChannelContext, key: str, selector: tuple[str, str], params: dict[str, str]
+        self,
+        ctx: ChannelContext,
+        key: str,
+        selector: tuple[str, str],
+        params: dict[str, str],
+        *,
+        start: bool = True,
     ) -> None:
+        """``start=False``: no upstream is opened (a handover adopts one, see
+        :meth:`adopt_upstream`)."""
         self.ctx = ctx
         self.settings = ctx.settings
         self.metrics = ctx.metrics
@@ -98,7 +112,9 @@ class Channel:
         self.skips = 0
         self.reported_viewers = -1
         self.log = log.bind(channel=key)
-        self.task: asyncio.Task[None] | None = self.loop.create_task(self._run_upstream())
+        self.task: asyncio.Task[None] | None = (
+            self.loop.create_task(self._run_upstream()) if start else None
+        )
         self.tick_handle = self.loop.call_later(_TICK_S, self._tick)
 
     # --- viewers ----------------------------------------------------------------------------
@@ -447,6 +463,39 @@ class Channel:
         if self.record is not None and self.viewer_count != self.reported_viewers:
             self.reported_viewers = self.record.viewers = self.viewer_count
             self.ctx.sink.viewers_changed(self.record)
+
+    # --- handover (proxy/handover): a new process takes this channel over ---------------------
+    def adopt_upstream(
+        self,
+        placement: Placement,
+        session: EngineSession | None,
+        playback: Playback,
+        record: StreamRecord,
+        live_at: float,
+    ) -> None:
+        """Continue the live upstream session a previous process ran: no placement, no engine
+        call, no stream event (central already knows the session by its ``stream_id``).
+        ``live_at``: when the channel went live, on this process's ``time.monotonic()``."""
+        self.generation += 1
+        generation = self.generation
+        self.placement, self.session, self.record = placement, session, record
+        self.playback = playback
+        playback.on_data = lambda data: self._ingest(generation, data)
+        playback.on_end = lambda reason: self._upstream_died(generation, reason)
+        self.state = "live"
+        self.live_at = live_at
+        self.reported_viewers = record.viewers
+        self.failover.upstream_live()
+        self.metrics.upstream_sessions.inc()
+        self.log = log.bind(channel=self.key, stream=record.stream_id)
+
+    def adopt_viewer(self, viewer: Viewer) -> None:
+        """A viewer a previous process served: its cursor is already set (the next stream byte
+        it needs); it gets those bytes, and no headers."""
+        viewer.channel = self
+        self.viewers.append(viewer)
+        self._joined()
+        self.catch_up(viewer)
 
     def status(self) -> dict[str, Any]:
         placement = self.placement

@@ -126,6 +126,51 @@ class ProxySettings(BaseSettings):
         2, ge=0, le=10, description="Re-placements of an upstream that dies while watched"
     )
 
+    # --- zero-drop failover (see docs/failover.md) -------------------------------------------
+    standby_min_viewers: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Channels with at least this many viewers keep a warm standby session on "
+        "another engine, promoted at a keyframe when the primary dies or stalls (0 = only "
+        "channels the catalog flags)",
+    )
+    standby_buffer_bytes: int = Field(
+        3 * 1024 * 1024,
+        ge=256 * 1024,
+        le=256 * 1024 * 1024,
+        description="Recent bytes a standby session keeps (must hold a whole keyframe interval)",
+    )
+    standby_promote_after_s: float = Field(
+        0.8,
+        gt=0,
+        le=60,
+        description="A primary that sends nothing this long while its standby flows is replaced "
+        "by the standby (without a standby, stall_timeout_s applies)",
+    )
+    gap_fill_after_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="While a channel has no upstream bytes this long (failover without standby), "
+        "viewers get MPEG-TS null packets every this many seconds, so players with read "
+        "timeouts keep the connection",
+    )
+
+    # --- hitless restart (fd handover; see docs/reload.md) --------------------------------------
+    handover_socket: str = Field(
+        "/run/acefleet-proxy/control.sock",
+        description="Unix socket `acefleet-proxy reload` asks for a hitless takeover on (empty: "
+        "no reload; a missing directory disables it with a warning)",
+    )
+    handover_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="How long a new process may take to start and take over before the old one "
+        "gives up the reload and keeps serving",
+    )
+
     # --- fan-out -----------------------------------------------------------------------------
     buffer_bytes: int = Field(
         4 * 1024 * 1024,

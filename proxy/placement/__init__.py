@@ -72,6 +72,12 @@ class Placer(Protocol):
         """Reserve a source for ``content_key``; raise :class:`PlacementError` if none."""
         ...
 
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement:
+        """Reserve a second source for ``content_key`` (a warm standby), on none of the engine
+        ids in ``avoid`` (the primary's); raise :class:`PlacementError` if none. Released and
+        confirmed like any placement."""
+        ...
+
     def confirm(self, placement: Placement, stat_url: str | None) -> None:
         """The upstream session on ``placement`` is live: a claim that expires unless confirmed
         (the agent's) is confirmed now, and the session's ``stat_url`` (None for a relay) goes
