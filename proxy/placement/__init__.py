@@ -102,6 +102,9 @@ class StreamRecord:
     infohash: str | None = None
     viewers: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # a warm standby session (kept ready to replace the channel's primary): announced as such;
+    # flipped to False, and announced again, when it is promoted
+    standby: bool = False
 
 
 class EventSink(Protocol):
