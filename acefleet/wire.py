@@ -139,6 +139,12 @@ class ClaimRequest(Wire):
         description="Engine ids not to place on (their session just failed: failover elsewhere); "
         "edge:<host> for an edge whose proxy could not be relayed from",
     )
+    standby: bool = Field(
+        default=False,
+        description="A warm standby for content the asking proxy already plays: a separate "
+        "engine claim on the asking host, never a relay, never on an engine in avoid nor on "
+        "the engine of the content's primary session; 503 no_standby_capacity when none",
+    )
 
 
 class EngineRef(Wire):

@@ -49,9 +49,16 @@ class AgentPlacer(ClaimClient):
         self.reported: dict[int, tuple[Placement, str, dict[str, Any]]] = {}
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
+        return await self._place(content_key, avoid, standby=False)
+
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement:
+        """A warm standby's engine: another of the agent's engines, none in ``avoid``."""
+        return await self._place(content_key, avoid, standby=True)
+
+    async def _place(self, content_key: str, avoid: frozenset[str], *, standby: bool) -> Placement:
         if not self.breaker.allow():
             raise Unavailable("agent_breaker_open", "the local agent failed recently; not asked")
-        resp = await self._claim(content_key, avoid)
+        resp = await self._claim(content_key, avoid, standby=standby)
         if resp.status_code in (200, 201):
             self.breaker.success()
             grant = self._grant(resp)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import httpx
 
@@ -64,6 +65,11 @@ class CentralPlacer(ClaimClient):
         if resp.status_code == 200:
             self.breaker.success()
             return self._placement(content_key, self._grant(resp))
+        return self._refused(resp)
+
+    def _refused(self, resp: httpx.Response) -> NoReturn:
+        """Raise what a refused claim means: the fleet is full (the chain ends) or central
+        cannot decide now (the next step is asked)."""
         code, message, retry = self._error_of(resp)
         if resp.status_code == 503 and code not in _NOT_DECIDING:
             self.breaker.success()  # central is fine; the fleet is full
@@ -72,6 +78,24 @@ class CentralPlacer(ClaimClient):
             self.breaker.failure()
         log.warning("central_claim_refused", status=resp.status_code, code=code, error=message)
         raise Unavailable(code, f"central: {message}", retry_after_s=retry)
+
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement:
+        """A warm standby's engine: a separate engine claim on this edge's host, never a relay
+        and never on an engine in ``avoid``. Central answering ``no_standby_capacity`` (or any
+        other "full" 503) ends the chain like a full fleet does for ``place``."""
+        if not self.breaker.allow():
+            raise Unavailable("central_breaker_open", "central failed recently; not asked")
+        resp = await self._claim(content_key, avoid, standby=True)
+        if resp.status_code == 200:
+            self.breaker.success()
+            grant = self._grant(resp)
+            if grant.kind != "engine":
+                # the claim (if any) expires unconfirmed; a relay standby would loop
+                raise Unavailable(
+                    "central_bad_answer", "central granted a standby that is no engine"
+                )
+            return self._placement(content_key, grant)
+        return self._refused(resp)
 
     def _placement(self, content_key: str, grant: ClaimGrant) -> Placement:
         self.content_of[grant.claim_id] = content_key

@@ -8,10 +8,11 @@ rule. Which step placed each upstream is counted in ``acefleet_proxy_placements_
 
 A failover avoids what just failed: an engine released as ``engine_failed`` is named in every
 claim's avoid list for ``failed_engine_avoid_s``, so central and the agent place elsewhere.
-Releases and confirms go back to the step that placed (a relay belongs to central). A session on
-an engine that the agent did not place (central's claim, the static list) is also reported to
+Releases and confirms go back to the step that placed (a relay belongs to central). A session
+on an engine that the agent did not place (central's claim, the static list) is also reported to
 the local agent when it goes live and when it ends, so the agent polls its stats whatever placed
-it (``SessionReporter``).
+it (``SessionReporter``). A warm standby (``place_standby``) is asked down the same chain,
+avoiding the primary's engine as well.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Step(Protocol):
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement: ...
 
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement: ...
+
     async def release(self, placement: Placement, reason: str) -> None: ...
 
     def confirm(self, placement: Placement, stat_url: str | None) -> None: ...
@@ -58,6 +61,9 @@ class PlainStep:
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
         return await self.placer.place(content_key)
+
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement:
+        return await self.placer.place_standby(content_key, avoid)
 
     async def release(self, placement: Placement, reason: str) -> None:
         await self.placer.release(placement, reason)
@@ -101,11 +107,21 @@ class PlacementChain:
         return frozenset(self.failed)
 
     async def place(self, content_key: str) -> Placement:
-        avoid = self.avoid()
+        return await self._ask(content_key, self.avoid(), standby=False)
+
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement:
+        """A warm standby's source: asked down the chain like ``place``, on none of the engines
+        in ``avoid`` (the primary's) nor of those that just failed."""
+        return await self._ask(content_key, avoid | self.avoid(), standby=True)
+
+    async def _ask(self, content_key: str, avoid: frozenset[str], *, standby: bool) -> Placement:
         last: PlacementError | None = None
         for name, step in self.steps:
             try:
-                placement = await step.place(content_key, avoid)
+                if standby:
+                    placement = await step.place_standby(content_key, avoid)
+                else:
+                    placement = await step.place(content_key, avoid)
             except Unavailable as exc:
                 self.misses.labels(name).inc()
                 log.info("placement_step_unavailable", step=name, code=exc.code, key=content_key)
@@ -118,6 +134,7 @@ class PlacementChain:
                 source=placement.source,
                 where=placement.where,
                 claim_id=placement.claim_id,
+                standby=standby,
             )
             return placement
         if last is None:

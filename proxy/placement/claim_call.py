@@ -20,13 +20,17 @@ class ClaimClient:
         self.peer = peer
         self.breaker = breaker
 
-    async def _claim(self, content_key: str, avoid: frozenset[str]) -> httpx.Response:
-        """The claim call; a peer that cannot be reached counts against the breaker."""
+    async def _claim(
+        self, content_key: str, avoid: frozenset[str], *, standby: bool = False
+    ) -> httpx.Response:
+        """The claim call (``standby``: a warm standby's second engine); a peer that cannot be
+        reached counts against the breaker."""
         req = ClaimRequest(
             content_key=content_key,
             proxy_id=self.peer.proxy_id,
             host=self.peer.host,
             avoid=sorted(avoid)[:100],
+            standby=standby,
         )
         try:
             return await self.peer.http.post(

@@ -4,7 +4,8 @@ This placer needs nothing but the engines themselves, so it keeps serving when c
 agent are down (and is the whole of placement in standalone mode). It picks rested engines
 first, then the least loaded. An engine whose session failed is picked last for
 ``failed_static_avoid_s``, but still used when it is the only one left (one flaky engine beats
-none).
+none). A warm standby (``place_standby``) goes on another engine than the ones named, or
+nowhere.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ class StaticPlacer:
     async def place(self, content_key: str) -> Placement:
         if not self.engines:
             raise PlacementError("no_engines", "no engines are configured", retry_after_s=30)
-        now = time.monotonic()
         free = [e for e in self.engines if e.healthy and e.active < e.cap]
         if not free:
             healthy = any(e.healthy for e in self.engines)
@@ -68,7 +68,26 @@ class StaticPlacer:
                 if healthy
                 else "no engine answers its health probe",
             )
+        return self._take(free)
+
+    async def place_standby(self, content_key: str, avoid: frozenset[str]) -> Placement:
+        """A second engine for a warm standby: another listed engine with room, none in
+        ``avoid`` (the primary's; a static engine's id is its endpoint). A standby on the
+        primary's own engine would die with it, so there is no fallback to it."""
+        free = [
+            e for e in self.engines if e.healthy and e.active < e.cap and e.endpoint not in avoid
+        ]
+        if not free:
+            raise PlacementError(
+                "no_standby_capacity",
+                "no other healthy engine with room for a standby session",
+                retry_after_s=10,
+            )
+        return self._take(free)
+
+    def _take(self, free: list[StaticEngine]) -> Placement:
         # rested engines first, then the least loaded; rotate among equals
+        now = time.monotonic()
         self._turn += 1
         order = {
             id(e): (e.penalised_until > now, e.active, (i - self._turn) % len(free))
