@@ -68,6 +68,12 @@ class EngineReport(Wire):
     profile: str
     health: EngineHealth
     draining: bool = False
+    drain_reason: Literal["agent", "recycle"] | None = Field(
+        default=None,
+        description="Why the agent drains it: its host drains (agent), or it is being recycled "
+        "(older than engine_max_age_s or its cache past engine_max_cache_bytes): it takes no "
+        "new claims and is replaced once it carries no session",
+    )
     stream_cap: int = Field(ge=1, description="Max concurrent sessions this engine may carry")
     streams: int = Field(ge=0, description="Sessions the agent knows are live on it")
     vpn_forwarded: bool = False
@@ -207,6 +213,12 @@ class StreamEvent(Wire):
     host: str | None = None
     viewers: int | None = Field(default=None, ge=0)
     reason: str | None = None  # stream_ended
+    standby: bool = Field(
+        default=False,
+        description="stream_started: a warm standby session (kept ready to replace the "
+        "channel's primary); a stream_started for a known stream id updates it, so a promoted "
+        "standby is announced again with standby false",
+    )
 
 
 class EventBatch(Wire):
@@ -240,6 +252,9 @@ class LiveStream(Wire):
         default_factory=dict,
         description="Player id → viewers of this stream that came with that player's token "
         "(central sums them into PlayerUsage for the per-player stream limits)",
+    )
+    standby: bool = Field(
+        default=False, description="A warm standby session of the channel, not its primary"
     )
 
 

@@ -190,7 +190,7 @@ def streams(items: list[dict[str, Any]]) -> str:
             s["host"],
             short(s["content_key"]),
             s.get("engine_id"),
-            s.get("source"),
+            f"{s.get('source')} (standby)" if s.get("standby") else s.get("source"),
             s["viewers"],
             s.get("peers"),
             s.get("speed_down_kbps"),

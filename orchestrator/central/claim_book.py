@@ -6,7 +6,9 @@ never be handed the same slot. Nothing on this path touches the database.
 
 One content is served by at most one engine session in the whole fleet (an engine allows one
 session per content, and a second upstream of the same channel would be waste): every other edge
-asking for it is told to relay from the edge that has it.
+asking for it is told to relay from the edge that has it. The one exception is a warm standby:
+a ``standby`` engine claim holds a slot on another engine (counted in its load) but is not the
+content's claim (``for_content`` never answers it) until ``promote`` makes it so.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Claim:
     relay_from: str | None = None  # relay claims: the edge that serves the content
     stream_id: str | None = None
     keys: set[str] = field(default_factory=set)  # content key plus aliases (infohash)
+    standby: bool = False  # a warm standby's engine, not (yet) the content's claim
 
     @property
     def confirmed(self) -> bool:
@@ -89,6 +92,7 @@ class ClaimBook:
         relay_from: str | None = None,
         confirmed: bool = False,
         claim_id: str | None = None,
+        standby: bool = False,
     ) -> Claim:
         claim = Claim(
             id=claim_id or uuid.uuid4().hex,
@@ -102,6 +106,7 @@ class ClaimBook:
             expires=None if confirmed else now + self.ttl,
             engine_id=engine_id,
             relay_from=relay_from,
+            standby=standby,
         )
         self.claims[claim.id] = claim
         if kind == "engine" and engine_id is not None:
@@ -114,7 +119,23 @@ class ClaimBook:
         if claim.kind != "engine":
             return
         claim.keys.add(key)
-        self.by_content.setdefault(key, claim.id)
+        if not claim.standby:
+            self.by_content.setdefault(key, claim.id)
+
+    def promote(self, claim: Claim) -> None:
+        """A standby became its content's primary session: it is the content's claim now (the
+        old primary's claim, if still held, is released by its own stream_ended)."""
+        claim.standby = False
+        for key in claim.keys:
+            self.by_content[key] = claim.id
+
+    def engines_of(self, key: str) -> set[str]:
+        """Engines holding an engine claim (primary or standby) of the content ``key``."""
+        return {
+            c.engine_id
+            for c in self.claims.values()
+            if c.kind == "engine" and c.engine_id is not None and key in c.keys
+        }
 
     def confirm(self, claim: Claim, stream_id: str) -> None:
         claim.expires = None

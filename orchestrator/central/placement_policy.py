@@ -17,6 +17,12 @@ In order:
 
 Rule 1 is :func:`placeable_host` and :func:`placeable_engine`; the operator API's ``placeable``
 flags and free-slot counts (``views.py``) use the same two.
+
+A warm standby (:func:`choose_standby`) follows rules 1, 3, 4 and 5 on the asking host only:
+engines listen only on their own host, and a standby relayed from another edge would pull
+through that edge's proxy (which relays its own primary), so it could loop back and would die
+with it. It never lands on an engine in ``avoid`` (the primary's, those that just failed, any
+engine already carrying the content).
 """
 
 from __future__ import annotations
@@ -102,6 +108,28 @@ def choose(
     if live_hosts == 0:
         raise NoPlacement("no_hosts", "no edge host is heartbeating and undrained")
     raise NoPlacement("no_capacity", "every healthy, undrained engine is at its stream cap")
+
+
+def choose_standby(
+    fleet: Fleet,
+    book: ClaimBook,
+    asking_host: str,
+    now: float,
+    rng: random.Random,
+    avoid: frozenset[str],
+) -> tuple[Host, Engine]:
+    """The engine for a warm standby on ``asking_host``, or :class:`NoPlacement`
+    (``no_standby_capacity``, or ``no_hosts`` when that host is not placeable)."""
+    own = fleet.hosts.get(asking_host)
+    if own is None or not placeable_host(fleet, own, now):
+        raise NoPlacement("no_hosts", f"host {asking_host} is not heartbeating and undrained")
+    fits, _ = _host_candidates(own, book, avoid)
+    if not fits:
+        raise NoPlacement(
+            "no_standby_capacity",
+            f"no other healthy, undrained engine with room on {asking_host} for a standby",
+        )
+    return own, _best([(f, 0.0) for f in fits], rng)
 
 
 def _best(pool: list[tuple[tuple[float, bool, Engine], float]], rng: random.Random) -> Engine:

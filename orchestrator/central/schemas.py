@@ -66,6 +66,10 @@ class _Stream(Model):
 
 
 class StreamView(_Stream):
+    standby: bool = Field(
+        description="A warm standby session of the channel (ready to replace its primary); "
+        "not a second session of the channel"
+    )
     viewers: int
     peak_viewers: int
     started_at: datetime
@@ -89,6 +93,7 @@ class ClaimView(Model):
     confirmed: bool
     stream_id: str | None
     created_at: datetime
+    standby: bool = Field(description="A warm standby's engine, not the content's claim")
 
 
 class SessionRecord(_Stream):
@@ -127,7 +132,8 @@ class FleetSummary(Model):
     slots_free: int
     claims_pending: int
     claims_confirmed: int
-    streams: int
+    streams: int = Field(description="Live channel sessions (warm standbys not counted)")
+    standby_streams: int = Field(description="Warm standby sessions kept ready")
     viewers: int
     warm_buffer_per_edge: int
     fleet_max_engines: int
@@ -185,6 +191,12 @@ class SnapshotResult(Model):
     streams: int
     added: int
     ended: int
+    move_off: list[str] = Field(
+        default_factory=list,
+        description="Engine ids (as the proxy reported them) of this proxy's primary streams "
+        "whose engine should be left make-before-break: draining (operator, agent, recycling) "
+        "or degraded by its stats (no_peers, download_stalled)",
+    )
 
 
 class DrainResult(Model):

@@ -31,7 +31,7 @@ from orchestrator.central.engine_stats import StatsWatch
 from orchestrator.central.history import History
 from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 from orchestrator.central.metrics import CentralMetrics
-from orchestrator.central.placement_policy import NoPlacement, choose
+from orchestrator.central.placement_policy import NoPlacement, choose, choose_standby
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.streams import StreamRegistry
 from orchestrator.central.tracking import SnapshotOutcome, StreamTracker
@@ -166,6 +166,8 @@ class Central:
     def _claim(self, req: ClaimRequest) -> ClaimGrant | ErrorDetail:
         now = self.clock()
         ttl = self.settings.claim_ttl_s
+        if req.standby:
+            return self._standby(req, now, ttl)
         live = self.book.for_content(req.content_key, now)
         avoid = frozenset(req.avoid)
         if live is not None and live.engine_id in avoid and live.host == req.host:
@@ -228,6 +230,35 @@ class Central:
         # Engines listen only on their own host: the other edge's proxy will claim this content,
         # find this reservation and serve it; the asking edge relays from that proxy.
         return self._relay(req, host.name, now, ttl)
+
+    def _standby(self, req: ClaimRequest, now: float, ttl: float) -> ClaimGrant | ErrorDetail:
+        """A warm standby: a separate engine claim on the asking host, on no engine in
+        ``avoid`` and none already carrying the content (its primary, another standby)."""
+        avoid = frozenset(req.avoid) | self.book.engines_of(req.content_key)
+        try:
+            host, engine = choose_standby(self.fleet, self.book, req.host, now, self.rng, avoid)
+        except NoPlacement as exc:
+            code, message = exc.code, exc.message
+            if self.warming_up():
+                code, message = "warming_up", f"central is rebuilding its fleet view ({message})"
+            self.metrics.claims_total.labels("rejected").inc()
+            return ErrorDetail(
+                code=code, message=message, retry_after_s=self.settings.claim_retry_after_s
+            )
+        claim = self.book.reserve(
+            kind="engine",
+            content_key=req.content_key,
+            host=host.name,
+            asked_by=req.host,
+            proxy_id=req.proxy_id,
+            now=now,
+            engine_id=engine.id,
+            standby=True,
+        )
+        self.changed()
+        self.metrics.claims_total.labels("standby").inc()
+        log.info("standby_claimed", content_key=req.content_key, engine=engine.id)
+        return self._engine_grant(claim, engine, ttl)
 
     @staticmethod
     def _engine_grant(claim: Claim, engine: Engine, ttl: float) -> ClaimGrant:

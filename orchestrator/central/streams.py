@@ -21,6 +21,7 @@ class Stream:
     claim_id: str | None = None
     engine_id: str | None = None
     players: dict[str, int] = field(default_factory=dict)  # player id → its viewers (snapshots)
+    standby: bool = False  # a warm standby session of the channel (not a second primary)
 
     def set_viewers(self, viewers: int) -> None:
         self.viewers = viewers
@@ -60,6 +61,10 @@ class StreamRegistry:
 
     def viewers(self) -> int:
         return sum(s.viewers for s in self.streams.values())
+
+    def primaries(self) -> int:
+        """Live streams that are their channel's session (warm standbys not counted)."""
+        return sum(not s.standby for s in self.streams.values())
 
     def of_proxy(self, proxy_id: str) -> list[Stream]:
         return [s for s in self.streams.values() if s.proxy_id == proxy_id]

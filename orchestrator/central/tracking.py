@@ -1,9 +1,12 @@
 """Streams as the proxies report them: event batches and snapshots, linked to claims.
 
 Events are applied one by one, idempotent by event id; an event about an unknown stream is that
-event's error and never touches another stream. Snapshots are the anti-entropy: the full list of
-one proxy's live streams. Both adopt claims central does not hold (after a restart of central,
-or for placements the agent made while central was away), so the live view is rebuilt from them.
+event's error and never touches another stream. A ``stream_started`` for a known stream id
+updates it: a warm standby announced again without ``standby`` was promoted, and its claim
+becomes the content's claim (the same holds for a snapshot listing it so). Snapshots are the
+anti-entropy: the full list of one proxy's live streams. Both adopt claims central does not
+hold (after a restart of central, or for placements the agent made while central was away), so
+the live view is rebuilt from them.
 """
 
 from __future__ import annotations
@@ -111,13 +114,17 @@ class StreamTracker:
                     source="adopted",
                     viewers=ev.viewers or 0,
                     infohash=ev.infohash,
+                    standby=ev.standby,
                 )
                 self.registry.streams[ev.stream_id] = stream
                 self._attach(stream, ev.claim_id, ev.engine_id)
                 self.history.session_started(self._session_row(stream))
-            elif ev.infohash and not stream.infohash:
-                stream.infohash = ev.infohash
-                self._attach(stream, stream.claim_id, stream.engine_id)
+            else:
+                if stream.standby and not ev.standby:
+                    self._promote(stream)
+                if ev.infohash and not stream.infohash:
+                    stream.infohash = ev.infohash
+                    self._attach(stream, stream.claim_id, stream.engine_id)
             return None
         if stream is None:
             # Never guess: an unknown stream id is this event's error and touches nothing else.
@@ -138,7 +145,7 @@ class StreamTracker:
         claim = self.book.claims.get(claim_id) if claim_id else None
         if claim is None and engine_id:
             existing = self.book.for_content(stream.content_key, now)
-            if existing is not None and existing.engine_id == engine_id:
+            if existing is not None and existing.engine_id == engine_id and not stream.standby:
                 claim = existing
             else:
                 engine_host = self.fleet.engine_host.get(engine_id, stream.host)
@@ -152,6 +159,7 @@ class StreamTracker:
                     engine_id=engine_id,
                     confirmed=True,
                     claim_id=claim_id,
+                    standby=stream.standby,
                 )
         if claim is None:
             stream.source = "relay" if engine_id is None else stream.source
@@ -163,6 +171,14 @@ class StreamTracker:
         stream.engine_id = claim.engine_id
         if stream.source == "adopted" and claim_id == claim.id:
             stream.source = "central" if claim.kind == "engine" else "relay"
+
+    def _promote(self, stream: Stream) -> None:
+        """A standby became its channel's primary: its claim is now the content's claim."""
+        stream.standby = False
+        claim = self.book.claims.get(stream.claim_id) if stream.claim_id else None
+        if claim is not None and claim.stream_id in (None, stream.stream_id):
+            self.book.promote(claim)
+        log.info("standby_promoted", stream_id=stream.stream_id, content_key=stream.content_key)
 
     def _end(self, stream: Stream, reason: str, at: datetime) -> None:
         self.registry.streams.pop(stream.stream_id, None)
@@ -216,6 +232,7 @@ class StreamTracker:
                     viewers=ls.viewers,
                     peak_viewers=ls.viewers,
                     infohash=ls.infohash,
+                    standby=ls.standby,
                 )
                 stream.players = dict(ls.players)
                 self.registry.streams[ls.stream_id] = stream
@@ -226,6 +243,8 @@ class StreamTracker:
             else:
                 known.set_viewers(ls.viewers)
                 known.players = dict(ls.players)
+                if known.standby and not ls.standby:
+                    self._promote(known)  # the promotion's event was lost
                 if known.claim_id is None and (ls.claim_id or ls.engine_id):
                     self._attach(known, ls.claim_id, ls.engine_id)
                 # The proxy knows which step placed it; a stream first known from a queued

@@ -130,6 +130,7 @@ def stream_view(c: Central, stream: Stream, now: float) -> StreamView:
         claim_id=stream.claim_id,
         engine_id=stream.engine_id,
         source=stream.source,
+        standby=stream.standby,
         viewers=stream.viewers,
         peak_viewers=stream.peak_viewers,
         started_at=stream.started_at,
@@ -139,6 +140,22 @@ def stream_view(c: Central, stream: Stream, now: float) -> StreamView:
         degraded=reason is not None,
         degraded_reason=reason,
     )
+
+
+def move_off(c: Central, proxy_id: str) -> list[str]:
+    """Engines the proxy ``proxy_id`` should move its primary streams off (make-before-break):
+    draining (the operator's drain, the agent's, recycling) or degraded by their stats."""
+    now = c.clock()
+    out: set[str] = set()
+    for stream in c.registry.of_proxy(proxy_id):
+        if stream.standby or stream.engine_id is None:
+            continue
+        engine = stream_engine(c, stream)
+        if engine is None:
+            continue
+        if engine.draining or degraded_reason(c, engine, now) is not None:
+            out.add(stream.engine_id)
+    return sorted(out)
 
 
 def claims(c: Central) -> list[ClaimView]:
@@ -154,6 +171,7 @@ def claims(c: Central) -> list[ClaimView]:
             confirmed=cl.confirmed,
             stream_id=cl.stream_id,
             created_at=cl.created_at,
+            standby=cl.standby,
         )
         for cl in c.book.claims.values()
     ]
@@ -207,7 +225,8 @@ def summary(c: Central) -> FleetSummary:
         slots_free=free,
         claims_pending=pending,
         claims_confirmed=len(c.book.claims) - pending,
-        streams=len(c.registry.streams),
+        streams=c.registry.primaries(),
+        standby_streams=len(c.registry.streams) - c.registry.primaries(),
         viewers=c.registry.viewers(),
         warm_buffer_per_edge=c.per_edge,
         fleet_max_engines=c.fleet_max,

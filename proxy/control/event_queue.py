@@ -86,6 +86,7 @@ class BatchedEventSink:
             engine_id=placement.engine_id,
             host=self.central.host,
             viewers=stream.viewers,
+            standby=stream.standby,
         )
 
     def stream_ended(self, stream: StreamRecord, reason: str) -> None:
@@ -132,7 +133,10 @@ class BatchedEventSink:
 
     async def send_batch(self) -> bool:
         batch = [self.queue[i] for i in range(min(self.batch_max, len(self.queue)))]
-        body = EventBatch(proxy_id=self.central.proxy_id, events=batch).model_dump(mode="json")
+        # without defaults: a central that predates a field (standby) still takes the batch
+        body = EventBatch(proxy_id=self.central.proxy_id, events=batch).model_dump(
+            mode="json", exclude_defaults=True
+        )
         try:
             resp = await self.central.http.post(
                 self.url, json=body, headers=self.central.headers, timeout=self.central.timeout_s

@@ -3,6 +3,9 @@ wires the placement chain, the event queue and the snapshot on them.
 
 Built only when central and/or the agent are configured; a proxy with just a static engine list
 runs without any of it (standalone mode).
+
+``degraded(placement)`` is the move-off signal the channels poll (``ChannelContext.degraded``):
+true while central's latest snapshot answer names the placement's engine in ``move_off``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from proxy.control.peer import ControlPeer, PeerName
 from proxy.control.snapshot import SnapshotLoop
 from proxy.edge import Edge
 from proxy.metrics import Metrics
-from proxy.placement import EventSink, NullEventSink, Placer
+from proxy.placement import EventSink, NullEventSink, Placement, Placer
 from proxy.placement.agent import AgentPlacer
 from proxy.placement.central import CentralPlacer
 from proxy.placement.chain import PlacementChain, PlainStep, Step
@@ -110,6 +113,14 @@ class ControlLinks:
             host=self.host,
             timeout_s=timeout_s,
         )
+
+    def degraded(self, placement: Placement) -> bool:
+        """Central wants the session on ``placement`` moved off its engine (draining, recycling,
+        degraded stats): the channel opens a replacement first, then switches. Never for a
+        relay, and never without central (standalone, or its answer went stale)."""
+        if self.snapshots is None or placement.engine_id is None:
+            return False
+        return placement.engine_id in self.snapshots.moving_off()
 
     def start(self, edge: Edge) -> None:
         if self.central_peer is not None:

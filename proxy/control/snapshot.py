@@ -3,13 +3,20 @@
 Events can be lost (queue overflow) and central can restart with an empty view; the snapshot is
 the full truth of this proxy, so central adds what it missed and ends what is gone (releasing
 their claims). Sent at start (a restarted proxy ends its previous incarnation's streams), every
-``interval_s``, and right after central answers again following an outage.
+``interval_s``, and right after central answers again following an outage. A channel's warm
+standby session is listed too, marked ``standby`` (no viewers: they watch the primary).
+
+Central's answer carries ``move_off``: the engines this proxy's streams should leave
+make-before-break (draining, recycling, degraded by stats). The latest list is kept here
+(``moving_off``) and forgotten when central has not answered for three periods, so a stale
+verdict never moves sessions on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 
@@ -17,8 +24,27 @@ from acefleet import logs
 from acefleet.wire import LiveStream, ProxySnapshot
 from proxy.control.peer import ControlPeer
 from proxy.edge import Edge
+from proxy.placement import StreamRecord
 
 log = logs.get(__name__)
+
+_STALE_PERIODS = 3  # a move_off list older than this many snapshot periods is forgotten
+
+
+def _live(record: StreamRecord, viewers: int, players: dict[str, int]) -> LiveStream:
+    placement = record.placement
+    return LiveStream(
+        stream_id=record.stream_id,
+        content_key=record.content_key,
+        infohash=record.infohash,
+        claim_id=placement.claim_id,
+        engine_id=placement.engine_id,
+        source=placement.source,
+        viewers=viewers,
+        started_at=record.started_at,
+        players=players,
+        standby=record.standby,
+    )
 
 
 def snapshot_of(edge: Edge, host: str, url: str) -> ProxySnapshot:
@@ -27,20 +53,11 @@ def snapshot_of(edge: Edge, host: str, url: str) -> ProxySnapshot:
         record = channel.record
         if record is None or channel.state == "closed":
             continue
-        placement = record.placement
-        streams.append(
-            LiveStream(
-                stream_id=record.stream_id,
-                content_key=record.content_key,
-                infohash=record.infohash,
-                claim_id=placement.claim_id,
-                engine_id=placement.engine_id,
-                source=placement.source,
-                viewers=channel.viewer_count,
-                started_at=record.started_at,
-                players=edge.players.on(channel),
-            )
-        )
+        streams.append(_live(record, channel.viewer_count, edge.players.on(channel)))
+        standby = getattr(channel, "standby", None)  # the channel's warm standby, when it has one
+        spare: StreamRecord | None = getattr(standby, "record", None)
+        if spare is not None and spare.stream_id != record.stream_id:
+            streams.append(_live(spare, 0, {}))
     return ProxySnapshot(host=host, url=url, streams=streams)
 
 
@@ -61,6 +78,14 @@ class SnapshotLoop:
         self.now = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.sent = 0
+        self.move_off: frozenset[str] = frozenset()  # central's latest list of engines to leave
+        self.move_off_at = 0.0  # monotonic time of that answer
+
+    def moving_off(self) -> frozenset[str]:
+        """Engines central wants this proxy's sessions off now (empty once the answer is old)."""
+        if time.monotonic() - self.move_off_at > _STALE_PERIODS * self.interval_s:
+            return frozenset()
+        return self.move_off
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run())
@@ -97,7 +122,21 @@ class SnapshotLoop:
             log.warning("snapshot_refused", status=resp.status_code, body=resp.text[:200])
             return False
         self.sent += 1
+        self._take_move_off(resp)
         return True
+
+    def _take_move_off(self, resp: httpx.Response) -> None:
+        try:
+            listed = resp.json().get("move_off") or []
+        except (ValueError, AttributeError):
+            listed = []  # a central that predates move_off answers without it
+        if not isinstance(listed, list):
+            listed = []
+        fresh = frozenset(e for e in listed if isinstance(e, str))
+        if fresh != self.move_off:
+            log.info("move_off", engines=sorted(fresh))
+        self.move_off = fresh
+        self.move_off_at = time.monotonic()
 
     async def aclose(self) -> None:
         if self.task is not None:

@@ -59,7 +59,12 @@ def test_events_are_idempotent_and_confirm_then_release(service: httpx.Client) -
         viewers=7,
         started_at=started.at,
     )
-    assert snapshot(service, "edge0", [listed]) == {"streams": 1, "added": 0, "ended": 0}
+    assert snapshot(service, "edge0", [listed]) == {
+        "streams": 1,
+        "added": 0,
+        "ended": 0,
+        "move_off": [],
+    }
     relay = service.post("/v1/claims", json=claim_body("infohash:abcdef", "edge1")).json()
     assert relay["kind"] == "relay"
     assert relay["relay"]["host"] == "edge0"
@@ -117,7 +122,7 @@ def test_snapshot_ends_missing_streams_and_adopts_unknown_ones(service: httpx.Cl
         started_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
     )
     out = snapshot(service, "edge0", [adopted])
-    assert out == {"streams": 1, "added": 1, "ended": 1}
+    assert out == {"streams": 1, "added": 1, "ended": 1, "move_off": []}
     live = _live(service)
     assert set(live) == {"s-fallback"}
     assert live["s-fallback"]["engine_id"] == "edge0-eng2"

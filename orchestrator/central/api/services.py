@@ -17,6 +17,7 @@ from acefleet.wire import (
     HeartbeatReply,
     ProxySnapshot,
 )
+from orchestrator.central import views
 from orchestrator.central.api.deps import central
 from orchestrator.central.http import (
     ERROR_RESPONSES,
@@ -78,6 +79,12 @@ async def events(body: EventBatch, c: State) -> EventBatchResult:
 async def snapshot(
     proxy_id: Annotated[str, Path(min_length=1, max_length=100)], body: ProxySnapshot, c: State
 ) -> SnapshotResult:
-    """The full list of a proxy's live streams (anti-entropy): streams missing from it end."""
+    """The full list of a proxy's live streams (anti-entropy): streams missing from it end.
+    The answer names the engines its primary streams should move off (``move_off``)."""
     outcome = c.snapshot(proxy_id, body)
-    return SnapshotResult(streams=outcome.streams, added=outcome.added, ended=outcome.ended)
+    return SnapshotResult(
+        streams=outcome.streams,
+        added=outcome.added,
+        ended=outcome.ended,
+        move_off=views.move_off(c, proxy_id),
+    )
