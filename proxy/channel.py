@@ -489,13 +489,18 @@ class Channel:
         self.metrics.upstream_sessions.inc()
         self.log = log.bind(channel=self.key, stream=record.stream_id)
 
-    def adopt_viewer(self, viewer: Viewer) -> None:
+    def adopt_viewer(self, viewer: Viewer, lead: bytes = b"") -> None:
         """A viewer a previous process served: its cursor is already set (the next stream byte
-        it needs); it gets those bytes, and no headers."""
+        it needs); it gets ``lead`` (the tail of its headers or PAT/PMT prefix the previous
+        process had not yet handed to the kernel), then those bytes, and no headers."""
         viewer.channel = self
         self.viewers.append(viewer)
         self._joined()
+        if lead:
+            viewer.transport.write(lead)
+        cursor, sent = viewer.cursor, viewer.bytes_sent
         self.catch_up(viewer)
+        viewer.note_jump(cursor, sent)  # fell out of the buffer meanwhile: skipped
 
     def status(self) -> dict[str, Any]:
         placement = self.placement

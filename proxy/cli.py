@@ -2,7 +2,9 @@
 
 Holds :func:`start` (wire metrics, engine client, placer, edge and server together and listen;
 tests and other embedders call it), :func:`serve`, :func:`drain` and the console entry
-:func:`main`.
+:func:`main`. ``acefleet-proxy reload`` asks the running proxy for a hitless takeover
+(proxy/handover); a process started with ``ACEFLEET_HANDOVER_FD`` is that takeover's new
+process: it takes the sockets over instead of listening.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,8 +27,13 @@ from proxy.catalog_cache import CatalogCache, PlayerFiles
 from proxy.control.links import ControlLinks, identity
 from proxy.edge import Edge
 from proxy.engine_api import EngineClient
+from proxy.handover import HANDOVER_FD_ENV
+from proxy.handover.command import reload
+from proxy.handover.giver import Giver
+from proxy.handover.notify import sd_notify
+from proxy.handover.taker import Refused, take_over
 from proxy.metrics import Metrics
-from proxy.placement import EventSink, Placer
+from proxy.placement import EventSink, Placement, Placer
 from proxy.placement.static import StaticPlacer
 from proxy.server import App, ClientProtocol
 from proxy.settings import ProxySettings
@@ -39,10 +48,26 @@ DESCRIPTION = (
 @dataclass
 class Running:
     app: App
-    server: asyncio.Server
+    server: asyncio.Server | None  # None until a takeover's new process has taken over
     probes: asyncio.Task[None]
     catalog: CatalogCache
     links: ControlLinks | None = None
+    static: StaticPlacer | None = None
+
+    def go_live(self, server: asyncio.Server | None) -> None:
+        """Serving now (listening, or the listening socket taken over): start what talks to
+        the outside, the snapshot to central above all (it must list the adopted streams)."""
+        self.server = server
+        if self.links is not None:
+            self.links.start(self.app.edge)
+        self.catalog.start()
+
+    def adopted(self, placement: Placement) -> None:
+        """A handed-over upstream runs on ``placement``: a static engine counts it as taken."""
+        if self.static is not None and placement.source == "static":
+            for engine in self.static.engines:
+                if engine.endpoint == placement.engine:
+                    engine.active += 1
 
     async def stop(self, grace_s: float) -> None:
         await drain(self.app, self.server, grace_s)
@@ -56,10 +81,15 @@ class Running:
 
 
 async def start(
-    settings: ProxySettings, sink: EventSink | None = None, placer: Placer | None = None
+    settings: ProxySettings,
+    sink: EventSink | None = None,
+    placer: Placer | None = None,
+    *,
+    listen: bool = True,
 ) -> Running:
     """Build the proxy and listen; ``sink`` hears upstream sessions; ``placer`` (tests, other
-    embedders) replaces the configured placement."""
+    embedders) replaces the configured placement. ``listen=False``: build only (a takeover
+    brings the sockets, then calls :meth:`Running.go_live`)."""
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     engine = EngineClient(
@@ -93,6 +123,9 @@ async def start(
     files = PlayerFiles(catalog, access.failures, own_url)
     app = App(settings, metrics, edge, access, files)
     probes = loop.create_task(static.run_probes())
+    running = Running(app, None, probes, catalog, links, static)
+    if not listen:
+        return running
     server = await loop.create_server(
         lambda: ClientProtocol(app),
         settings.host,
@@ -103,29 +136,46 @@ async def start(
     for sock in server.sockets:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
-    if links is not None:
-        links.start(edge)
-    catalog.start()
-    return Running(app, server, probes, catalog, links)
+    running.go_live(server)
+    return running
 
 
-async def serve(settings: ProxySettings) -> None:
-    running = await start(settings)
+async def serve(settings: ProxySettings) -> int:
+    handover_fd = os.environ.pop(HANDOVER_FD_ENV, "")
+    if handover_fd:
+        running = await start(settings, listen=False)
+        try:
+            counts = await take_over(running, int(handover_fd))
+        except Refused as exc:
+            log.error("handover_refused", error=str(exc))
+            return 1
+        except Exception as exc:  # the old process keeps serving unless we committed
+            log.error("handover_failed", error=repr(exc))
+            return 1
+        log.info("handover_taken", **counts)
+    else:
+        running = await start(settings)
+        sd_notify("READY=1")
+    giver = Giver(running)
+    await giver.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await giver.aclose()
     await running.stop(settings.drain_timeout_s)
     log.info("stopped")
+    return 0
 
 
-async def drain(app: App, server: asyncio.Server, grace_s: float) -> None:
+async def drain(app: App, server: asyncio.Server | None, grace_s: float) -> None:
     """readyz → 503 and no new streams, stop accepting, let viewers watch up to ``grace_s``,
     then stop every upstream (engine stop calls included)."""
     edge = app.edge
     edge.draining = True
-    server.close()
+    if server is not None:
+        server.close()
     log.info("draining", viewers=edge.viewer_count(), grace_s=grace_s)
     if edge.viewer_count():
         with contextlib.suppress(TimeoutError):
@@ -137,8 +187,14 @@ async def drain(app: App, server: asyncio.Server, grace_s: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = config.load(ProxySettings, argv, prog="acefleet-proxy", description=DESCRIPTION)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["reload"]:  # acefleet-proxy reload [--config F]: systemd's ExecReload
+        settings = config.load(
+            ProxySettings, args[1:], prog="acefleet-proxy reload", description=DESCRIPTION
+        )
+        sys.exit(reload(settings))
+    settings = config.load(ProxySettings, args, prog="acefleet-proxy", description=DESCRIPTION)
     logs.configure(settings.log_level, settings.log_format, service="acefleet-proxy")
     # one line per engine call is noise; engine call failures are logged by proxy.engine_api
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvloop.run(serve(settings))
+    sys.exit(uvloop.run(serve(settings)))

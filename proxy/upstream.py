@@ -3,6 +3,7 @@
 The engine holds the response headers until prebuffering ends (5-30 s), and may redirect
 (``/ace/r/...`` → ``/content/...``), so opening waits up to the first-byte timeout and follows
 a few redirects. Body bytes go straight to ``on_data``; nothing here ever waits for a viewer.
+A playback handed over by a previous proxy process (``adopted``) is all body.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ _MAX_HOPS = 4
 
 
 class Playback(asyncio.Protocol):
-    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+    def __init__(self, on_data: Callable[[bytes], None], *, adopted: bool = False) -> None:
+        """``adopted``: a connection another proxy process opened and handed over (see
+        proxy/handover): its headers are long past, every byte is body (the engine's and a
+        relay's bodies are close-delimited, so there is no framing state to carry)."""
         loop = asyncio.get_running_loop()
         self.on_data = on_data
         self.on_end: Callable[[str], None] | None = None
@@ -34,6 +38,11 @@ class Playback(asyncio.Protocol):
         self.forwarding = False
         self.closed = False
         self.last_data = time.monotonic()
+        self.adopted = adopted
+        if adopted:
+            self.forwarding = True
+            self.headers.set_result(200)
+            self.first_byte.set_result(None)
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -41,6 +50,9 @@ class Playback(asyncio.Protocol):
         self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.adopted:
+            self.on_body(data)
+            return
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError):

@@ -39,6 +39,7 @@ class Viewer:
         "paused",
         "paused_since",
         "requested_at",
+        "run_start",
         "transport",
     )
 
@@ -50,6 +51,10 @@ class Viewer:
         self.paused = False
         self.paused_since = 0.0
         self.bytes_sent = 0
+        # where the current contiguous run of stream bytes began, when a skip ended the first
+        # (-1: the first run, which began at ``cursor - bytes_sent``); a handover resends
+        # exactly what the socket had not yet taken from it (proxy/handover/giver.py)
+        self.run_start = -1
         self.channel: Feed | None = None
         self.closed = False
 
@@ -65,7 +70,16 @@ class Viewer:
     def resume(self) -> None:
         self.paused = False
         if self.channel is not None and self.started and not self.closed:
+            cursor, sent = self.cursor, self.bytes_sent
             self.channel.catch_up(self)
+            self.note_jump(cursor, sent)
+
+    def note_jump(self, cursor: int, sent: int) -> None:
+        """After a catch-up from ``cursor`` with ``sent`` bytes sent: if the cursor moved by more
+        than the bytes sent, the viewer skipped ahead (PAT/PMT written, then a new run)."""
+        moved = self.bytes_sent - sent
+        if self.cursor - cursor != moved:
+            self.run_start = self.cursor - moved
 
     def fail(self, error: ServiceError) -> None:
         """Answer a viewer whose stream never started; after a 200 only a cut is possible."""
