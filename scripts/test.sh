@@ -24,7 +24,8 @@ need chromium chromium
 need cvlc vlc-bin; need npm npm
 [[ -f /usr/share/sgml/xmltv/dtd/0.5/xmltv.dtd ]] ||
   die "the XMLTV DTD is missing: run scripts/bootstrap.sh (or apt-get install -y libxmltv-perl)"
-pytest -ra -p no:cacheprovider "$@"
+# the slowest tests, printed at the end: where CI time goes
+pytest -ra -p no:cacheprovider --durations=30 "$@"
 
 if [[ -x scripts/molecule.sh && -z ${ACEFLEET_SKIP_MOLECULE:-} ]]; then
   step "molecule"
