@@ -34,6 +34,11 @@ class ChannelFields(Wire):
     tvg_id: str = Field("", max_length=200, description="Guide id (XMLTV channel id)")
     number: int | None = Field(None, ge=1, le=99_999, description="tvg-chno / GuideNumber")
     enabled: bool = Field(True, description="Listed to players")
+    standby: bool = Field(
+        False,
+        description="Edges keep a warm standby session of this channel while it plays, whatever "
+        "its viewer count (a second engine, ready to take over at once)",
+    )
 
     @field_validator("content_value")
     @classmethod

@@ -29,7 +29,9 @@ _JSON_START = (b"[", b"{")
 
 
 def register(add: Add, common: argparse.ArgumentParser) -> None:
-    p = add("channels", _list, "the channel catalog: list it, or import, export, enable, rm")
+    p = add(
+        "channels", _list, "the channel catalog: list it, or import, export, enable, standby, rm"
+    )
     sub = p.add_subparsers(dest="channels_command", metavar="SUBCOMMAND")
 
     def child(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -52,6 +54,15 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
         c = child(verb, _enable, what)
         c.add_argument("id", type=int, help="the channel's id (acefleet channels)")
         c.set_defaults(enabled=on)
+    for verb, on in (("standby", True), ("no-standby", False)):
+        what = (
+            "keep a warm standby session of a channel while it plays (a second engine)"
+            if on
+            else "keep a standby of a channel only when its viewer count asks for one"
+        )
+        c = child(verb, _standby, what)
+        c.add_argument("id", type=int, help="the channel's id (acefleet channels)")
+        c.set_defaults(standby=on)
     c = child("rm", _remove, "delete a channel from the catalog")
     c.add_argument("id", type=int, help="the channel's id (acefleet channels)")
 
@@ -145,6 +156,18 @@ def _enable(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
     fields = {k: v for k, v in one.items() if k != "id"}
     data = c.put(path("channels", args.id), {**fields, "enabled": args.enabled})
     state = "enabled: listed to players" if data["enabled"] else "disabled: not listed to players"
+    return data, f"channel {data['id']} {data['name']}: {state}"
+
+
+def _standby(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
+    one = c.get(path("channels", args.id))
+    fields = {k: v for k, v in one.items() if k != "id"}
+    data = c.put(path("channels", args.id), {**fields, "standby": args.standby})
+    state = (
+        "standby: edges keep a warm standby session while it plays"
+        if data.get("standby")
+        else "no standby unless its viewers ask for one"
+    )
     return data, f"channel {data['id']} {data['name']}: {state}"
 
 

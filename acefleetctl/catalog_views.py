@@ -24,10 +24,11 @@ def channels(items: list[dict[str, Any]]) -> str:
             short(content(c), 20),
             c.get("tvg_id"),
             c["enabled"],
+            c.get("standby", False),
         ]
         for c in items
     ]
-    headers = ["ID", "NUMBER", "NAME", "GROUP", "CONTENT", "TVG-ID", "ENABLED"]
+    headers = ["ID", "NUMBER", "NAME", "GROUP", "CONTENT", "TVG-ID", "ENABLED", "STANDBY"]
     return table(headers, rows, empty="(no channels: acefleet channels import FILE)")
 
 

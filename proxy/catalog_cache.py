@@ -97,6 +97,12 @@ class CatalogCache:
     def channel(self, content_key: str) -> CatalogChannel | None:
         return self._channels.get(content_key)
 
+    def standby_wanted(self, key: str) -> bool:
+        """The catalog asks for a warm standby of the channel ``key`` (its ``standby`` flag),
+        from this edge's copy (so it holds while central is away); unknown channels: no."""
+        channel = self._channels.get(key)
+        return channel is not None and channel.standby
+
     def usage(self, max_age_s: float) -> PlayerUsage | None:
         """Central's per-player counts, if fetched within ``max_age_s``."""
         if self._usage is None or time.monotonic() - self._usage_at > max_age_s:

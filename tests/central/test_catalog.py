@@ -56,6 +56,7 @@ def test_channel_crud_with_roles_and_conflicts(
         "group": "",
         "tvg_id": "",
         "number": None,
+        "standby": False,
     }
     assert viewer.get(f"/v1/channels/{created['id']}").json() == replaced.json()
 

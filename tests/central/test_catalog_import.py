@@ -38,6 +38,7 @@ EXPECTED = [
         "tvg_id": "sport.two",
         "number": 7,
         "enabled": True,
+        "standby": False,
     },
     {
         "name": "News One",
@@ -48,6 +49,7 @@ EXPECTED = [
         "tvg_id": "news.one",
         "number": 101,
         "enabled": True,
+        "standby": False,
     },
     {
         "name": "Infohash Three",
@@ -58,6 +60,7 @@ EXPECTED = [
         "tvg_id": "",
         "number": None,
         "enabled": True,
+        "standby": False,
     },
 ]
 

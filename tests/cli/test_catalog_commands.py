@@ -16,8 +16,12 @@ import pytest
 import structlog
 
 from acefleet.wire import LiveStream
+from proxy.catalog_cache import CatalogCache
+from proxy.control.peer import ControlPeer
+from proxy.metrics import Metrics
+from proxy.settings import ProxySettings
 from tests.central.conftest import Running, StartCentral
-from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, snapshot
+from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY, snapshot
 from tests.cli.conftest import Cli, service_client
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -101,7 +105,16 @@ def test_import_dry_run_then_import_then_list(cli: Cli, central: Running, tmp_pa
     listed = cli(*viewer(central), "channels")
     assert listed.code == 0
     header, *rows = listed.out.splitlines()
-    assert header.split() == ["ID", "NUMBER", "NAME", "GROUP", "CONTENT", "TVG-ID", "ENABLED"]
+    assert header.split() == [
+        "ID",
+        "NUMBER",
+        "NAME",
+        "GROUP",
+        "CONTENT",
+        "TVG-ID",
+        "ENABLED",
+        "STANDBY",
+    ]
     assert len(rows) == 3
     by_id = {str(c["id"]): c for c in _channels(central)}
     news = next(k for k, c in by_id.items() if c["name"] == "News One")
@@ -112,9 +125,18 @@ def test_import_dry_run_then_import_then_list(cli: Cli, central: Running, tmp_pa
         f"id:{A[:16]}…",  # cut to 20 columns
         "news.one",
         "yes",
+        "no",
     ]
     kids = next(k for k, c in by_id.items() if c["name"] == "Kids")
-    assert _row(listed.out, kids)[1:] == ["-", "Kids", "-", f"infohash:{C[:10]}…", "kids.tv", "yes"]
+    assert _row(listed.out, kids)[1:] == [
+        "-",
+        "Kids",
+        "-",
+        f"infohash:{C[:10]}…",
+        "kids.tv",
+        "yes",
+        "no",
+    ]
     assert cli(*viewer(central), "channels", "list").out == listed.out
     as_json = cli(*viewer(central), "--json", "channels")
     assert json.loads(as_json.out) == {"items": _channels(central)}
@@ -196,7 +218,7 @@ def test_enable_disable_and_rm_a_channel(cli: Cli, central: Running, tmp_path: P
     cid = str(kids["id"])
     r = cli(*op(central), "channels", "disable", cid)
     assert (r.code, r.out) == (0, f"channel {cid} Kids: disabled: not listed to players\n")
-    assert _row(cli(*viewer(central), "channels").out, cid)[-1] == "no"
+    assert _row(cli(*viewer(central), "channels").out, cid)[-2] == "no"
     # every other field went back unchanged
     assert next(c for c in _channels(central) if c["id"] == kids["id"]) == {
         **kids,
@@ -204,7 +226,7 @@ def test_enable_disable_and_rm_a_channel(cli: Cli, central: Running, tmp_path: P
     }
     r = cli(*op(central), "channels", "enable", cid)
     assert r.out == f"channel {cid} Kids: enabled: listed to players\n"
-    assert _row(cli(*viewer(central), "channels").out, cid)[-1] == "yes"
+    assert _row(cli(*viewer(central), "channels").out, cid)[-2] == "yes"
     r = cli(*op(central), "channels", "rm", cid)
     assert (r.code, r.out) == (0, f"channel {cid} deleted\n")
     assert "Kids" not in [c["name"] for c in _channels(central)]
@@ -351,3 +373,41 @@ def test_usage_counts_streams_per_player(cli: Cli, central: Running) -> None:
     with httpx.Client(base_url=central.url, headers={"X-API-Key": VIEWER_KEY}) as client:
         expected = client.get("/v1/players/usage").json()
     assert json.loads(cli(*viewer(central), "--json", "players", "usage").out) == expected
+
+
+async def test_standby_flag_round_trip_to_an_edge(
+    cli: Cli, central: Running, tmp_path: Path
+) -> None:
+    """``channels standby`` sets the catalog flag; a re-import of the M3U keeps it (the playlist
+    has no such notion); the edge's catalog copy answers ``standby_wanted`` from it."""
+    _import(cli, central, tmp_path)
+    news = next(c for c in _channels(central) if c["name"] == "News One")
+    cid = str(news["id"])
+    r = cli(*op(central), "channels", "standby", cid)
+    assert (r.code, r.err) == (0, "")
+    assert (
+        r.out
+        == f"channel {cid} News One: standby: edges keep a warm standby session while it plays\n"
+    )
+    assert _row(cli(*viewer(central), "channels").out, cid)[-1] == "yes"
+    assert next(c for c in _channels(central) if c["id"] == news["id"]) == {
+        **news,
+        "standby": True,
+    }
+    _import(cli, central, tmp_path)
+    assert next(c for c in _channels(central) if c["id"] == news["id"])["standby"] is True
+
+    settings = ProxySettings(central_url=central.url, central_api_key=SERVICE_KEY)
+    async with httpx.AsyncClient() as http:
+        peer = ControlPeer(
+            "central", http, central.url, SERVICE_KEY, proxy_id="p", host="edge0", timeout_s=5
+        )
+        cache = CatalogCache(settings, Metrics(), peer)
+        await cache.refresh_catalog()
+        assert cache.standby_wanted(f"id:{A}")
+        assert not cache.standby_wanted(f"id:{B}")
+        assert not cache.standby_wanted("id:not-in-the-catalog")
+        r = cli(*op(central), "channels", "no-standby", cid)
+        assert r.out == f"channel {cid} News One: no standby unless its viewers ask for one\n"
+        await cache.refresh_catalog()
+        assert not cache.standby_wanted(f"id:{A}")

@@ -5,7 +5,10 @@ then reloaded from what was committed, so readers (the operator API, the player 
 never see a state the database does not hold. Channels are unique by content (kind and value):
 that is what makes re-importing a playlist idempotent. ``version`` is a digest of the channel
 list, so it changes exactly when the list does and survives a restart unchanged (edges' ETags).
-Statements are SQLAlchemy Core only, the same on SQLite and PostgreSQL.
+Statements are SQLAlchemy Core only, the same on SQLite and PostgreSQL. A column added since a
+database was created (``standby``) is added at start, with its default, before the first read.
+An import that does not name ``standby`` (an M3U playlist has no such notion) keeps each known
+channel's flag.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     Integer,
     LargeBinary,
@@ -30,8 +34,11 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     delete,
+    false,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -58,6 +65,7 @@ channels = Table(
     Column("tvg_id", String(200), nullable=False),
     Column("number", Integer),
     Column("enabled", Boolean, nullable=False),
+    Column("standby", Boolean, nullable=False, server_default=false()),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("content_kind", "content_value", name="uq_channels_content"),
@@ -110,7 +118,16 @@ def _row(fields: ChannelFields) -> dict[str, Any]:
         "tvg_id": fields.tvg_id,
         "number": fields.number,
         "enabled": fields.enabled,
+        "standby": fields.standby,
     }
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Columns added since the database was created (``create_all`` makes only new tables)."""
+    have = {c["name"] for c in inspect(conn).get_columns("channels")}
+    if "standby" not in have:
+        conn.execute(text("ALTER TABLE channels ADD COLUMN standby BOOLEAN NOT NULL DEFAULT FALSE"))
+        log.info("catalog_column_added", column="standby")
 
 
 def _channels_of(rows: Sequence[Any]) -> tuple[list[CatalogChannel], str]:
@@ -128,6 +145,7 @@ def _channels_of(rows: Sequence[Any]) -> tuple[list[CatalogChannel], str]:
                 "tvg_id": r.tvg_id,
                 "number": r.number,
                 "enabled": r.enabled,
+                "standby": r.standby,
             }
             for r in rows
         ]
@@ -177,6 +195,8 @@ class CatalogStore:
         return self._engine_of()
 
     async def start(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.run_sync(_add_missing_columns)
         await self._reload()
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(guide).where(guide.c.id == GUIDE_ROW))).first()
@@ -298,6 +318,8 @@ class CatalogStore:
                 for fields in incoming:
                     row = _row(fields)
                     old = existing.get((fields.content_kind, fields.content_value))
+                    if old is not None and "standby" not in fields.model_fields_set:
+                        del row["standby"]  # not named (an M3U line): the channel keeps its flag
                     if old is None:
                         created += 1
                         new_rows.append({**row, "created_at": now, "updated_at": now})
