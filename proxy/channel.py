@@ -1,12 +1,14 @@
 """One channel: a content's upstream session and the viewers it fans out to.
 
 Holds :class:`Channel` (batching upstream bytes into packet-aligned chunks, fan-out, late
-joiners, grace, the failover loop) and :class:`ChannelContext`, the few collaborators every
-channel of an edge shares. The upstream can be replaced (engine died, stalled) without touching
-the viewers: the buffer's offsets keep growing across upstreams and every chunk starts on a
-packet boundary.
+joiners, grace, the failover loop, the warm standby) and :class:`ChannelContext`, the few
+collaborators every channel of an edge shares. The upstream can be replaced (engine died,
+stalled, moved) without touching the viewers: the buffer's offsets keep growing across upstreams
+and every chunk starts on a packet boundary.
 What happens to a viewer that cannot keep up is decided in ``backpressure.py``; whether a
-failed upstream is replaced, in ``failover.py``.
+failed upstream is replaced, in ``failover.py``; when a standby is kept, promoted or retired,
+and when a gap is filled, in the "standby and gaps" section below (the session itself is
+``standby.py``, how a new source is joined on, ``splice.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from proxy.placement import EventSink, Placement, PlacementError, Placer, Stream
 from proxy.placement.relay import relay_headers
 from proxy.responses import STREAM_HEADERS
 from proxy.settings import ProxySettings
+from proxy.splice import LateMarks, null_packets, pids_of, splice
+from proxy.standby import Standby
 from proxy.stream_buffer import StreamBuffer, aligned
 from proxy.upstream import Playback, open_playback
 from proxy.viewer import Viewer
@@ -39,6 +43,14 @@ from proxy.viewer import Viewer
 log = logs.get(__name__)
 
 _TICK_S = 1.0
+# a standby no longer wanted (audience fell, flag cleared) is kept this long in case it comes back
+_STANDBY_LINGER_S = 30.0
+# after a standby could not be placed or opened, wait this long before asking again
+_STANDBY_RETRY_S = 10.0
+# null packets per gap fill: ~1.5 KiB, enough for a player's read to return
+_FILL_PACKETS = 8
+# the old source's PIDs are learnt from this much of its latest bytes when a new one is spliced on
+_PID_SCAN = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,17 @@ class Channel:
         self.bytes_out = 0
         self.skips = 0
         self.reported_viewers = -1
+        # standby and gaps (see that section)
+        self.standby: Standby | None = None
+        self.standby_retry_at = 0.0
+        self.standby_unwanted_since: float | None = None
+        self.standby_task: asyncio.Task[None] | None = None
+        self.watch_handle: asyncio.TimerHandle | None = None
+        self.last_in = self.loop.time()  # the latest upstream bytes arrived (loop clock)
+        self.last_fill = 0.0
+        self.mark_next = False  # the next published bytes come from a new source: splice them
+        self.late_marks: LateMarks | None = None  # PIDs of the old source still owed a mark
+        self.gap_since: float | None = None  # the old source's last byte (monotonic)
         self.log = log.bind(channel=key)
         self.task: asyncio.Task[None] | None = (
             self.loop.create_task(self._run_upstream()) if start else None
@@ -214,7 +237,7 @@ class Channel:
         if generation != self.generation or self.state == "closed":
             return
         self.metrics.bytes_in.inc(len(data))
-        now = self.loop.time()
+        now = self.last_in = self.loop.time()
         if not self.pending and now - self.last_flush >= self.batch_s and aligned(data):
             self.last_flush = now
             self._publish(data)  # the common fast path: no copy at all
@@ -251,6 +274,29 @@ class Channel:
             del self.pending[:at]
 
     def _publish(self, chunk: bytes) -> None:
+        if self.mark_next:  # the first bytes of a replacement upstream (no standby)
+            self.mark_next = False
+            chunk = self._spliced(splice(b"", chunk))
+            if self.gap_since is not None:
+                self.metrics.failover_gap.observe(time.monotonic() - self.gap_since)
+                self.gap_since = None
+            if not chunk:
+                return
+        elif self.late_marks is not None:  # only for a few seconds after a splice
+            chunk = self.late_marks.apply(chunk)
+            if self.late_marks.done:
+                self.late_marks = None
+        self._fan_out(chunk)
+
+    def _spliced(self, data: bytes) -> bytes:
+        """Spliced bytes of a new source about to be published: the old source's PIDs they do
+        not show yet are marked when they appear (splice.py, rule 5)."""
+        buf = self.buffer
+        old = pids_of(b"".join(buf.since(max(buf.tail, buf.head - packet_floor(_PID_SCAN)))))
+        self.late_marks = LateMarks(old - pids_of(data))
+        return data
+
+    def _fan_out(self, chunk: bytes, *, hls: bool = True) -> None:
         buf = self.buffer
         start = buf.head
         buf.append(chunk)
@@ -258,7 +304,7 @@ class Channel:
         if self.state == "starting":
             self.state = "live"
             self.live_at = time.monotonic()
-        if self.hls is not None:
+        if hls and self.hls is not None:
             self.hls.publish(chunk)
         size = len(chunk)
         fanned = 0
@@ -300,6 +346,7 @@ class Channel:
         placement = await self.ctx.placer.place(self.key)
         self.generation += 1
         generation = self.generation
+        self.mark_next = self.buffer.head > 0  # viewers had another source before: splice
         self.placement = placement
         session: EngineSession | None = None
         pid = uuid.uuid4().hex
@@ -377,6 +424,10 @@ class Channel:
             return
         self.log.warning("upstream_died", reason=reason)
         self.metrics.upstream_failures.labels(reason).inc()
+        if self._promote("stalled" if reason == "stall" else "died", reason):
+            return
+        if self.playback is not None:
+            self.gap_since = self.playback.last_data
         self._retire_upstream(reason, "engine_failed")
         # a dead or stalled upstream is always the source's fault
         if self.failover.take(engine_fault=True, watched=bool(self.viewer_count)):
@@ -427,7 +478,8 @@ class Channel:
         self.ctx.ended(self)
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
-        for handle in (self.flush_handle, self.grace_handle, self.tick_handle):
+        self.retire_standby(reason)
+        for handle in (self.flush_handle, self.grace_handle, self.tick_handle, self.watch_handle):
             if handle is not None:
                 handle.cancel()
         closed = ServiceError(
@@ -450,6 +502,8 @@ class Channel:
         pb = self.playback
         if pb is not None and now - pb.last_data > self.settings.stall_timeout_s:
             self._upstream_died(self.generation, "stall")
+        self._keep_standby(now)
+        self._fill_gap()
         for viewer in tuple(self.viewers):
             reason = self.slow_viewers.overdue(viewer, self.buffer, now)
             if reason is not None:
@@ -463,6 +517,144 @@ class Channel:
         if self.record is not None and self.viewer_count != self.reported_viewers:
             self.reported_viewers = self.record.viewers = self.viewer_count
             self.ctx.sink.viewers_changed(self.record)
+
+    # --- standby and gaps ------------------------------------------------------------------------
+    # 1. A live channel wants a warm standby when ``viewer_count >= standby_min_viewers > 0``,
+    #    when the catalog flags one of its keys, or when its primary's engine is degraded
+    #    (make-before-break). Only an engine primary gets one: a relay's source edge keeps its own.
+    # 2. The standby is promoted (spliced in at its latest keyframe) when the primary dies, sends
+    #    nothing for ``standby_promote_after_s`` while the standby flows, or is degraded; a new
+    #    standby is prepared on the next tick.
+    # 3. One no longer wanted is retired after ``_STANDBY_LINGER_S`` (an audience hovering at the
+    #    threshold does not open and close sessions); a failed one is asked again after
+    #    ``_STANDBY_RETRY_S``.
+    # 4. While a watched channel gets no upstream bytes for ``gap_fill_after_s``, its TS viewers
+    #    get a few null packets that often, so players with read timeouts keep the connection.
+    def _standby_wanted(self) -> bool:
+        wanted = self.settings.standby_min_viewers
+        if wanted and self.viewer_count >= wanted:
+            return True
+        return any(self.ctx.standby_wanted(key) for key in self.keys)
+
+    def _keep_standby(self, now: float) -> None:
+        sb = self.standby
+        if sb is not None and sb.state == "closed":  # it died: ask again later
+            self.standby = sb = None
+            self.standby_retry_at = now + _STANDBY_RETRY_S
+        placement = self.placement
+        if self.state != "live" or placement is None or self.playback is None:
+            return
+        degraded = self.ctx.degraded(placement)
+        if degraded and sb is not None and sb.live and self._promote("moved", "moved"):
+            return
+        if degraded or self._standby_wanted():
+            self.standby_unwanted_since = None
+            if sb is None and placement.engine is not None and now >= self.standby_retry_at:
+                self._open_standby(placement)
+        elif sb is not None:
+            if self.standby_unwanted_since is None:
+                self.standby_unwanted_since = now
+            elif now - self.standby_unwanted_since >= _STANDBY_LINGER_S:
+                self.retire_standby("unwanted")
+
+    def _open_standby(self, primary: Placement) -> None:
+        sb = self.standby = Standby(self.ctx, self.key, self.selector, self.params)
+        avoid = frozenset({primary.engine_id or primary.engine or ""})
+        self.standby_task = self.loop.create_task(self._run_standby(sb, avoid))
+
+    async def _run_standby(self, sb: Standby, avoid: frozenset[str]) -> None:
+        try:
+            await sb.open(avoid, self.viewer_count)
+        except (PlacementError, UpstreamError) as exc:
+            self.metrics.standby_failures.labels(exc.code).inc()
+            self.log.info("standby_failed", code=exc.code, error=exc.message)
+            if self.standby is sb:
+                self.standby = None
+                self.standby_retry_at = time.monotonic() + _STANDBY_RETRY_S
+            return
+        if sb.live and self.watch_handle is None:
+            self._watch_primary()
+
+    def _watch_primary(self) -> None:
+        """While a standby is live, check the primary often enough to promote within
+        ``standby_promote_after_s`` of its last byte (the 1-s tick is too coarse)."""
+        self.watch_handle = None
+        sb, pb = self.standby, self.playback
+        if sb is None or not sb.live or self.state == "closed":
+            return
+        limit = self.settings.standby_promote_after_s
+        if (
+            pb is not None
+            and time.monotonic() - pb.last_data > limit
+            and sb.flowing_for < limit
+            and self._promote("stalled", "stall")
+        ):
+            return
+        self.watch_handle = self.loop.call_later(limit / 4, self._watch_primary)
+
+    def _promote(self, reason: str, detail: str) -> bool:
+        """Replace the primary by the live standby at the standby's latest keyframe; False (and
+        nothing changed) when there is none ready. ``reason``: died, stalled or moved."""
+        sb = self.standby
+        if sb is None or not sb.live or self.state == "closed":
+            return False
+        data = sb.splice_bytes()
+        if data is None:
+            return False
+        last = self.playback.last_data if self.playback is not None else time.monotonic()
+        self.standby = None
+        self._retire_upstream(detail, "moved" if reason == "moved" else "engine_failed")
+        placement, session, playback, record, rest = sb.hand_over()
+        self.generation += 1
+        generation = self.generation
+        self.placement, self.session, self.playback, self.record = (
+            placement,
+            session,
+            playback,
+            record,
+        )
+        playback.on_data = lambda data: self._ingest(generation, data)
+        playback.on_end = lambda why: self._upstream_died(generation, why)
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        self.pending = bytearray(rest)  # the old source's partial packet is dropped
+        self.mark_next = False
+        self.gap_since = None
+        record.viewers = self.reported_viewers = self.viewer_count
+        self.failover.upstream_live()
+        self.metrics.upstream_sessions.inc()
+        if reason != "moved":
+            self.metrics.failovers.inc()
+        self.metrics.promotions.labels(reason).inc()
+        gap = time.monotonic() - last
+        self.metrics.failover_gap.observe(gap)
+        self.ctx.sink.stream_started(record)  # a known stream id: central updates it
+        if self.hls is not None:
+            self.hls.discontinuity()
+        self.last_in = self.last_flush = self.loop.time()
+        self._fan_out(self._spliced(data))
+        self.log = log.bind(channel=self.key, stream=record.stream_id)
+        self.log.info("standby_promoted", reason=reason, gap_s=round(gap, 3), where=placement.where)
+        return True
+
+    def retire_standby(self, reason: str) -> None:
+        """End the standby session, if any (the channel closes, or it is no longer wanted)."""
+        if self.standby is not None:
+            self.standby.close(reason)
+            self.standby = None
+        self.standby_unwanted_since = None
+
+    def _fill_gap(self) -> None:
+        if self.state != "live" or not self.viewers or self.pending:
+            return  # (a stalled upstream's partial packet is waiting: never cut into it)
+        now = self.loop.time()
+        every = self.settings.gap_fill_after_s
+        if now - self.last_in < every or now - self.last_fill < every:
+            return
+        self.last_fill = now
+        self.metrics.gap_fill_packets.inc(_FILL_PACKETS)
+        self._fan_out(null_packets(_FILL_PACKETS), hls=False)
 
     # --- handover (proxy/handover): a new process takes this channel over ---------------------
     def adopt_upstream(
@@ -513,6 +705,7 @@ class Channel:
             "upstream": placement.where if placement else None,
             "source": placement.source if placement else None,
             "stream_id": self.record.stream_id if self.record else None,
+            "standby": self.standby.status() if self.standby is not None else None,
             "infohash": self.session.infohash if self.session else None,
             "bytes_in": self.buffer.head,
             "bytes_out": self.bytes_out,

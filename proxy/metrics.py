@@ -67,6 +67,34 @@ class Metrics:
         self.failovers = Counter(
             "acefleet_proxy_failovers", "Upstreams replaced while watched", registry=r
         )
+        self.standby_sessions = Gauge(
+            "acefleet_proxy_standby_sessions",
+            "Warm standby engine sessions live (a second session of a watched channel)",
+            registry=r,
+        )
+        self.standby_failures = Counter(
+            "acefleet_proxy_standby_failures",
+            "Standby sessions that could not be placed or opened (retried later)",
+            ["reason"],
+            registry=r,
+        )
+        self.promotions = Counter(
+            "acefleet_proxy_standby_promotions",
+            "Standbys promoted to primary, by why (died, stalled, moved)",
+            ["reason"],
+            registry=r,
+        )
+        self.failover_gap = Histogram(
+            "acefleet_proxy_failover_gap_seconds",
+            "The old upstream's last byte to the new upstream's first byte published",
+            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 12, 20, 30, 60),
+            registry=r,
+        )
+        self.gap_fill_packets = Counter(
+            "acefleet_proxy_gap_fill_packets",
+            "MPEG-TS null packets sent to keep viewers' connections alive during a gap",
+            registry=r,
+        )
         self.resyncs = Counter(
             "acefleet_proxy_upstream_resyncs", "Times upstream bytes lost packet sync", registry=r
         )

@@ -1,0 +1,104 @@
+"""Warm standby with real processes: three simulators playing real clips, a proxy keeping a
+standby for a channel with two viewers, the primary engine killed (SIGKILL) under them.
+
+What viewers must see: the same connection throughout, the new source joined at a keyframe
+(PAT and PMT first, discontinuity marked, continuity counters consistent), ffmpeg decoding across
+the join with nothing to say beyond the old source's cut-off last frame; and the proxy preparing
+a new standby on the third engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from acefleet.mpegts import PACKET_SIZE
+from tests.proxy.client import get_json, metric, request, wait_for
+from tests.proxy.conftest import StartProxy, endpoint
+from tests.proxy.test_splice import VIDEO_PID, decode_problems, frames, ts_report
+from tests.support import procs
+
+CONTENT = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+
+
+def _channel(proxy_url: str) -> dict[str, Any]:
+    channels: list[dict[str, Any]] = get_json(f"{proxy_url}/ace/status")["channels"]
+    return channels[0] if channels else {}
+
+
+def _standby_live(proxy_url: str) -> bool:
+    standby = _channel(proxy_url).get("standby")
+    return bool(standby and standby["state"] == "live" and standby["bytes_in"] > 0)
+
+
+def _last_frame_start(data: bytes) -> int:
+    at = len(data) - len(data) % PACKET_SIZE - PACKET_SIZE
+    while not (data[at + 1] & 0x40 and ((data[at + 1] & 0x1F) << 8 | data[at + 2]) == VIDEO_PID):
+        at -= PACKET_SIZE
+    return at
+
+
+async def test_primary_killed_standby_takes_over_at_a_keyframe(
+    clip_dir: Path, log_dir: Path, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    sims = [procs.start_clip_sim(clip_dir, log_dir, "--idle-timeout", "30") for _ in range(3)]
+    try:
+        by_endpoint = {endpoint(s): s for s in sims}
+        proxy = start_proxy(*by_endpoint, STANDBY_MIN_VIEWERS="2")
+        url = f"/ace/getstream?infohash={CONTENT}"
+        first, second = await request(proxy.url, url), await request(proxy.url, url)
+        assert first.status == second.status == 200
+        await first.read_until(200_000)
+        await wait_for(lambda: _standby_live(proxy.url), within=15)
+        channel = _channel(proxy.url)
+        primary, standby = channel["upstream"], channel["standby"]["upstream"]
+        assert primary != standby
+        assert metric(proxy.url, "acefleet_proxy_standby_sessions") == 1
+
+        await first.read_for(0.5)
+        before = len(first.body)
+        by_endpoint[primary].kill()
+        await wait_for(
+            lambda: metric(proxy.url, "acefleet_proxy_standby_promotions_total", 'reason="died"'),
+            within=10,
+        )
+        assert await first.read_for(2.0) > 100_000  # the same connection carries on
+        assert await second.read_for(0.5) > 0
+        assert _channel(proxy.url)["upstream"] == standby
+        # a new standby, on the third engine (the dead one refuses)
+        await wait_for(lambda: _standby_live(proxy.url), within=30)
+        third = _channel(proxy.url)["standby"]["upstream"]
+        assert third not in (primary, standby)
+        assert metric(proxy.url, "acefleet_proxy_failover_gap_seconds_count") == 1
+
+        data = bytes(first.body)
+        data = data[: _last_frame_start(data)]  # the capture ends wherever: end on a whole frame
+        report = ts_report(data)
+        assert report.misaligned == 0
+        assert report.cc_errors == 0
+        assert report.marks, "the join is marked as a discontinuity"
+        join = report.marks[0]  # the first packet after the splice's run of marks
+        while join in report.marks:
+            join += 1
+        assert join * PACKET_SIZE > before - 2_000_000
+        after = data[join * PACKET_SIZE :]
+        assert after[1:3] == b"\x40\x00", "the PAT comes first"
+        video = next(
+            at
+            for at in range(0, len(after), PACKET_SIZE)
+            if ((after[at + 1] & 0x1F) << 8 | after[at + 2]) == VIDEO_PID
+        )
+        assert after[video + 3] & 0x20, "the video starts at a keyframe"
+        assert after[video + 5] & 0x40, "the video starts at a keyframe"
+        # The killed engine's last frames are cut off wherever it died (at most one per stream:
+        # what a dying source costs). The new part, marks and all, decodes without a word, and
+        # ffmpeg decodes across the join: every frame of both parts.
+        old, new = data[: report.marks[0] * PACKET_SIZE], data[report.marks[0] * PACKET_SIZE :]
+        assert decode_problems(new, tmp_path) == []
+        joined = decode_problems(data, tmp_path)
+        assert sum("Packet corrupt" in line for line in joined) <= 2, joined
+        assert frames(data, tmp_path) >= frames(old, tmp_path) + frames(new, tmp_path) - 1
+        first.close()
+        second.close()
+    finally:
+        for sim in sims:
+            sim.stop()
