@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from acefleet import logs
@@ -23,7 +23,7 @@ from proxy.channel import Channel, ChannelContext
 from proxy.engine_api import EngineClient
 from proxy.hls.sessions import HlsSession, SessionTable
 from proxy.metrics import Metrics
-from proxy.placement import EventSink, NullEventSink, Placer
+from proxy.placement import EventSink, NullEventSink, Placement, Placer
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer
 
@@ -64,6 +64,10 @@ class RateLimiter:
         return wait
 
 
+def _never(_: object) -> bool:
+    return False
+
+
 class Edge:
     def __init__(
         self,
@@ -72,7 +76,12 @@ class Edge:
         placer: Placer,
         engine: EngineClient,
         sink: EventSink | None = None,
+        *,
+        standby_wanted: Callable[[str], bool] | None = None,
+        degraded: Callable[[Placement], bool] | None = None,
     ) -> None:
+        """``standby_wanted``: the catalog's per-channel standby flag; ``degraded``: the
+        control plane's move-off signal (see ``ChannelContext``); both off when None."""
         self.settings = settings
         self.metrics = metrics
         self.placer = placer
@@ -100,6 +109,8 @@ class Edge:
             ended=self.forget,
             viewer_left=self.viewer_left,
             hls_gone=self.hls_sessions.remove,
+            standby_wanted=standby_wanted or _never,
+            degraded=degraded or _never,
         )
 
     # --- channels ------------------------------------------------------------------------------

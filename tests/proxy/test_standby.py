@@ -4,16 +4,25 @@ standby for a channel with two viewers, the primary engine killed (SIGKILL) unde
 What viewers must see: the same connection throughout, the new source joined at a keyframe
 (PAT and PMT first, discontinuity marked, continuity counters consistent), ffmpeg decoding across
 the join with nothing to say beyond the old source's cut-off last frame; and the proxy preparing
-a new standby on the third engine."""
+a new standby on the third engine. In-process (the control plane's move-off signal set by the
+test): a degraded primary moved make-before-break, a stalled one replaced by its standby."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from acefleet.mpegts import PACKET_SIZE
-from tests.proxy.client import get_json, metric, request, wait_for
-from tests.proxy.conftest import StartProxy, endpoint
+from proxy.cli import Running, start
+from proxy.placement import StreamRecord
+from proxy.settings import ProxySettings
+from tests.proxy.client import fault, get_json, metric, request, sim_sessions, wait_for
+from tests.proxy.conftest import StartProxy, StartSim, endpoint
 from tests.proxy.test_splice import VIDEO_PID, decode_problems, frames, ts_report
 from tests.support import procs
 
@@ -102,3 +111,97 @@ async def test_primary_killed_standby_takes_over_at_a_keyframe(
     finally:
         for sim in sims:
             sim.stop()
+
+
+# --- in-process: the moves the channel decides on its own ---------------------------------------
+
+
+class Events:
+    """An event sink that notes what central would hear: (kind, stream id, standby?, reason)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, bool, str | None]] = []
+
+    def stream_started(self, stream: StreamRecord) -> None:
+        self.seen.append(("started", stream.stream_id, stream.standby, None))
+
+    def stream_ended(self, stream: StreamRecord, reason: str) -> None:
+        self.seen.append(("ended", stream.stream_id, stream.standby, reason))
+
+    def viewers_changed(self, stream: StreamRecord) -> None:
+        return None
+
+
+@pytest.fixture
+async def in_process() -> AsyncIterator[Callable[..., Awaitable[tuple[Running, Events, str]]]]:
+    running: list[Running] = []
+
+    async def go(engines: list[str], **overrides: object) -> tuple[Running, Events, str]:
+        port = procs.free_port()
+        settings = ProxySettings.model_validate(
+            {"host": "127.0.0.1", "port": port, "engines": engines, "client_burst": 1000}
+            | overrides
+        )
+        events = Events()
+        r = await start(settings, events)
+        running.append(r)
+        return r, events, f"http://127.0.0.1:{port}"
+
+    yield go
+    for r in running:
+        await r.stop(0)
+
+
+async def test_degraded_primary_moves_make_before_break(
+    start_sim: StartSim, in_process: Callable[..., Awaitable[tuple[Running, Events, str]]]
+) -> None:
+    sims = {endpoint(s): s for s in (start_sim(), start_sim())}
+    running, events, url = await in_process(list(sims))
+    moving: set[str] = set()  # what central's move_off would name
+    edge = running.app.edge
+    edge.channel_context = replace(edge.channel_context, degraded=lambda p: p.engine in moving)
+    viewer = await request(url, f"/ace/getstream?infohash={CONTENT}")
+    await viewer.read_until(100_000)
+    channel = next(iter(edge.channels.values()))
+    old = channel.placement
+    assert old is not None
+    assert channel.standby is None  # one viewer, no flag: no standby until the engine degrades
+    moving.add(str(old.engine))
+    await wait_for(lambda: metric(url, "acefleet_proxy_standby_promotions_total", 'reason="moved"'))
+    before = len(viewer.body)
+    assert await viewer.read_for(1.0) > 50_000
+    assert channel.placement is not None
+    assert channel.placement.engine != old.engine
+    # the old session ended (engine stop call, placement released as moved), not failed
+    await wait_for(lambda: not sim_sessions(sims[str(old.engine)].url)["sessions"], within=10)
+    started = [e for e in events.seen if e[0] == "started"]
+    assert [e[2] for e in started] == [False, True, False]  # primary, standby, promoted standby
+    assert started[1][1] == started[2][1]  # the same stream id: central updates it
+    assert ("ended", started[0][1], False, "moved") in events.seen
+    assert await asyncio.to_thread(metric, url, "acefleet_proxy_failovers_total") == 0
+    report = ts_report(bytes(viewer.body[before - before % PACKET_SIZE :]))
+    assert report.cc_errors == 0
+    assert report.misaligned == 0
+    viewer.close()
+
+
+async def test_stalled_primary_is_replaced_before_the_stall_timeout(
+    start_sim: StartSim, in_process: Callable[..., Awaitable[tuple[Running, Events, str]]]
+) -> None:
+    sims = {endpoint(s): s for s in (start_sim(), start_sim())}
+    _, events, url = await in_process(list(sims), standby_min_viewers=1, stall_timeout_s=30)
+    viewer = await request(url, f"/ace/getstream?infohash={CONTENT}")
+    await viewer.read_until(100_000)
+    await wait_for(lambda: metric(url, "acefleet_proxy_standby_sessions") == 1, within=10)
+    status = await asyncio.to_thread(get_json, f"{url}/ace/status")
+    primary = status["channels"][0]["upstream"]
+    await asyncio.to_thread(fault, sims[primary].url, action="stall", seconds=60)
+    await wait_for(
+        lambda: metric(url, "acefleet_proxy_standby_promotions_total", 'reason="stalled"'),
+        within=10,
+    )
+    assert await viewer.read_for(1.0) > 50_000
+    status = await asyncio.to_thread(get_json, f"{url}/ace/status")
+    assert status["channels"][0]["upstream"] != primary
+    assert [e[3] for e in events.seen if e[0] == "ended"] == ["stall"]
+    viewer.close()
