@@ -52,6 +52,7 @@ class Capture:
         self.fds: list[int] = []
         self.viewers = 0
         self.cut = 0
+        self.unsent = 0  # bytes the old transports still held: the new process resends them
 
     def blob(self, data: bytes) -> int:
         self.blobs.append(data)
@@ -85,6 +86,7 @@ def viewer_doc(cap: Capture, channel: Channel, viewer: Viewer, player: int | Non
     fd = cap.fd(transport)
     if fd is None:
         return None
+    cap.unsent += unsent
     return {
         "fd": fd,
         "address": viewer.address,
@@ -127,8 +129,9 @@ def channel_doc(cap: Capture, app: App, channel: Channel, players: dict[int, int
             continue
         viewers.append(doc)
     cap.viewers += len(viewers)
-    # the buffer from the oldest byte a viewer still needs, and at least the join window
-    lo = max(buf.head - app.settings.join_max_bytes, buf.tail)
+    # the buffer from the oldest byte a viewer still needs, and at least from where a new
+    # viewer would join (every byte sent here lengthens the pause)
+    lo = max(buf.join_point(app.settings.join_max_bytes), buf.tail)
     lo = min([lo, *(v["cursor"] for v in viewers if v["cursor"] >= buf.tail)])
     starts = list(buf.starts)
     i = max(bisect_right(starts, lo) - 1, 0)
@@ -302,6 +305,12 @@ class Giver:
                 os.close(fd)
             if hello.get("kind") != "hello":
                 raise ValueError(f"expected hello, got {hello.get('kind')!r}")
+            # what waits for its batch goes out now (one loop iteration writes it), so the
+            # silence viewers see is the pause, not the pause plus a batch interval
+            for channel in self.running.app.edge.live_channels():
+                if channel.pending and channel.state == "live":
+                    channel._flush()
+            await asyncio.sleep(0)
             # the pause: from here to the exit (or the failure) the event loop does not run
             ours.settimeout(max(deadline - time.monotonic(), 0.1))
             return self._hand_over(ours, int(hello["pid"]), client)
@@ -320,7 +329,9 @@ class Giver:
     ) -> dict[str, Any]:
         started = time.perf_counter()
         doc, cap = capture(self.running.app, self.running.server)
+        captured = time.perf_counter()
         send_message(ours, _encode(doc), cap.blobs, cap.fds)
+        sent = time.perf_counter()
         answer, _, _ = receive_message(ours)
         if answer.get("kind") != "taken":
             raise RuntimeError(str(answer.get("error") or f"new process answered {answer}"))
@@ -332,6 +343,10 @@ class Giver:
             viewers=cap.viewers,
             channels=len(doc["channels"]),
             cut=cap.cut,
+            resent_bytes=cap.unsent,
+            capture_ms=round((captured - started) * 1000, 1),
+            send_ms=round((sent - captured) * 1000, 1),
+            state_bytes=sum(map(len, cap.blobs)),
         )
         log.info("handover_done", **{k: v for k, v in result.items() if k != "error"})
         sock = client.get_extra_info("socket")

@@ -18,6 +18,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ async def take_over(running: Running, fd: int) -> dict[str, int]:
     try:
         send_message(sock, {"kind": "hello", "pid": os.getpid(), "formats": list(READABLE)})
         doc, blobs, fds = await loop.run_in_executor(None, receive_message, sock)
+        received = time.perf_counter()
         try:
             state = decode(doc)
         except UnknownFormat as exc:
@@ -69,6 +71,7 @@ async def take_over(running: Running, fd: int) -> dict[str, int]:
         sock.close()
     # committed: the old process is exiting; from here on these sockets are ours alone
     counts = await Rebuild(running, blobs, fds).run(state)
+    counts["rebuild_ms"] = round((time.perf_counter() - received) * 1000)
     sd_notify("READY=1")
     return counts
 
@@ -81,6 +84,7 @@ class Rebuild:
         self.blobs = blobs
         self.fds = fds
         self.used: set[int] = set()
+        self.conns: dict[int, ClientProtocol] = {}
         self.loop = asyncio.get_running_loop()
 
     def sock(self, index: int) -> socket.socket:
@@ -97,12 +101,17 @@ class Rebuild:
         counts = {"channels": 0, "viewers": 0, "connections": 0}
         for key, value in state["learned"]:
             self.edge.learned[key] = value
+        # every client socket at once: one loop iteration for all, not one each
+        clients = [v["fd"] for ch in state["channels"] for v in ch["viewers"]]
+        idle = [c["fd"] for c in state.get("connections", ())]
+        made = await asyncio.gather(*(self.connection(i) for i in clients + idle))
+        self.conns = dict(zip(clients + idle, made, strict=True))
+        playbacks: list[Awaitable[Any]] = []
         for ch in state["channels"]:
-            counts["viewers"] += await self.channel(ch)
+            counts["viewers"] += self.channel(ch, playbacks)
             counts["channels"] += 1
-        for c in state.get("connections", ()):
-            await self.connection(c["fd"])
-            counts["connections"] += 1
+        counts["connections"] = len(idle)
+        await asyncio.gather(*playbacks)
         servers = []
         for index in state["listen"]:
             servers.append(
@@ -117,12 +126,13 @@ class Rebuild:
         self.running.go_live(servers[0] if servers else None)
         return counts
 
-    async def channel(self, ch: dict[str, Any]) -> int:
+    def channel(self, ch: dict[str, Any], playbacks: list[Awaitable[Any]]) -> int:
+        """Rebuild one channel; its upstream socket's connection goes into ``playbacks``."""
         edge = self.edge
         selector = (ch["selector"][0], ch["selector"][1])
         if ch["state"] != "live":
             for v in ch["viewers"]:
-                conn = await self.connection(v["fd"])
+                conn = self.conns[v["fd"]]
                 if conn.closing or conn.transport is None:
                     continue
                 viewer = Viewer(conn.transport, v["address"])
@@ -155,11 +165,11 @@ class Rebuild:
             )
             self.running.adopted(placement)
             sock = self.sock(upstream["fd"])
-            await self.loop.connect_accepted_socket(lambda: playback, sock=sock)
+            playbacks.append(self.loop.connect_accepted_socket(lambda: playback, sock=sock))
         else:  # between two upstreams (a failover was under way): the channel places again
             channel.state, channel.live_at = "live", live_at
         for v in ch["viewers"]:
-            conn = await self.connection(v["fd"])
+            conn = self.conns[v["fd"]]
             if conn.closing or conn.transport is None:
                 continue
             viewer = Viewer(conn.transport, v["address"])

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -74,6 +75,39 @@ class TsViewer:
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
+class StalledViewer(TsViewer):
+    """A viewer that stops reading after its first bytes until ``go`` is set: the proxy holds
+    its backlog in user space (up to the high-water mark), and a handover must resend that."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(channel)
+        self.go = asyncio.Event()
+
+    async def run(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(
+            sock, f"GET /ace/getstream?id={self.channel} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        )
+        try:
+            while True:
+                if len(self.data) > 64 * 1024:
+                    await self.go.wait()
+                chunk = await loop.sock_recv(sock, 256 * 1024)
+                if not chunk:
+                    self.closed = True
+                    break
+                self.arrivals.append((time.monotonic(), len(chunk)))
+                self.data += chunk
+        except ConnectionError:
+            self.closed = True
+        finally:
+            sock.close()
+
+
 def check_continuity(body: bytes) -> None:
     """Every whole packet is aligned, and each PID's continuity counter goes up by exactly one
     per packet with payload (a lost or repeated packet breaks it)."""
@@ -129,6 +163,15 @@ def reload(socket_path: str, *extra: str) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(lines[-1])
 
 
+async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """One keep-alive ``GET /livez`` on an open connection: the response head."""
+    writer.write(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(HEAD_END), 10)
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    return head
+
+
 async def get_json(url: str) -> Any:
     return (await asyncio.to_thread(httpx.get, url, timeout=5)).json()
 
@@ -170,6 +213,13 @@ def successors() -> Iterator[list[int]]:
         stop_pid(pid)
 
 
+async def wait_until(predicate: Any, within: float = 20) -> None:
+    end = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 async def watch(port: int, channels: int, per_channel: int) -> list[TsViewer]:
     viewers = [TsViewer(f"{'ab' * 19}{c:02d}") for c in range(channels) for _ in range(per_channel)]
     for v in viewers:
@@ -199,8 +249,17 @@ async def test_reload_hands_50_viewers_on_5_channels_over_byte_exact(
     sim: procs.Service, start_proxy: StartProxy, control_dir: str, successors: list[int]
 ) -> None:
     sock = f"{control_dir}/control.sock"
-    proxy = start_proxy(f"127.0.0.1:{sim.port}@8", handover_socket=sock)
+    # small kernel send buffers: the proxy's transports hold bytes in user space at the
+    # handover, which the new process must resend exactly (cursor - unsent bytes)
+    proxy = start_proxy(f"127.0.0.1:{sim.port}@8", handover_socket=sock, viewer_sndbuf="8192")
     viewers = await watch(proxy.port, channels=5, per_channel=10)
+    stalled = StalledViewer(viewers[0].channel)
+    stalled.task = asyncio.create_task(stalled.run(proxy.port))
+    await wait_until(lambda: len(stalled.data) > 64 * 1024)
+    await asyncio.sleep(1.0)  # its backlog builds up in the proxy meanwhile
+    # an idle keep-alive client is handed over too, and answered by the new process
+    idle_r, idle_w = await asyncio.open_connection("127.0.0.1", proxy.port)
+    assert (await ask(idle_r, idle_w)).startswith(b"HTTP/1.1 200")
     before = await get_json(proxy.url + "/ace/status")
     ids = {c["key"]: c["stream_id"] for c in before["channels"]}
     sessions = len((await get_json(sim.url + "/_sim/sessions"))["sessions"])
@@ -211,11 +270,16 @@ async def test_reload_hands_50_viewers_on_5_channels_over_byte_exact(
         successors.append(result["new_pid"])
     assert code == 0, result
     assert result["ok"], result
-    assert (result["viewers"], result["channels"]) == (50, 5), result
+    assert (result["viewers"], result["channels"]) == (51, 5), result
     assert result["old_pid"] == proxy.proc.pid != result["new_pid"]
+    assert result["resent_bytes"] > 0, result  # the correction for unsent bytes was exercised
     assert proxy.proc.wait(timeout=10) == 0  # the old process exited, cleanly
 
+    stalled.go.set()
+    viewers.append(stalled)
     await keep_watching(viewers, at)
+    assert (await ask(idle_r, idle_w)).startswith(b"HTTP/1.1 200")
+    idle_w.close()
     after = await get_json(proxy.url + "/ace/status")
     sessions_after = len((await get_json(sim.url + "/_sim/sessions"))["sessions"])
     await stop_watching(viewers)
@@ -223,7 +287,7 @@ async def test_reload_hands_50_viewers_on_5_channels_over_byte_exact(
     # the same upstream sessions continue: same stream ids, no new engine session
     assert {c["key"]: c["stream_id"] for c in after["channels"]} == ids
     assert sessions_after == sessions
-    assert after["viewers"] == 50
+    assert after["viewers"] == 51
     # the new process serves new viewers too (the listening socket was handed over)
     late = await watch(proxy.port, channels=1, per_channel=1)
     await stop_watching(late)
