@@ -68,11 +68,12 @@ class EngineReport(Wire):
     profile: str
     health: EngineHealth
     draining: bool = False
-    drain_reason: Literal["agent", "recycle"] | None = Field(
+    drain_reason: Literal["removing", "recycle"] | None = Field(
         default=None,
-        description="Why the agent drains it: its host drains (agent), or it is being recycled "
-        "(older than engine_max_age_s or its cache past engine_max_cache_bytes): it takes no "
-        "new claims and is replaced once it carries no session",
+        description="Why the agent drains it: it is being removed, or recycled (older than "
+        "engine_max_age_s, or its cache past engine_max_cache_bytes): it takes no new claims, "
+        "proxies move its sessions off make-before-break, and it is replaced once it carries "
+        "no session",
     )
     stream_cap: int = Field(ge=1, description="Max concurrent sessions this engine may carry")
     streams: int = Field(ge=0, description="Sessions the agent knows are live on it")

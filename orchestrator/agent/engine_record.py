@@ -39,6 +39,12 @@ class Engine:
     health: EngineHealth = EngineHealth.starting
     probe_failures: int = 0
     removing: bool = False
+    # Drained to be replaced (too old, cache too big): no new claims; removed once idle.
+    recycling: bool = False
+    # Bytes downloaded in its life, from the growth of its stats' downloaded_bytes (cache size
+    # bound); the last sample's count, to measure the growth from.
+    downloaded_total: int = 0
+    downloaded_last: int | None = None
     adopted: bool = False
     started_mono: float = field(default_factory=time.monotonic)
     ready_mono: float | None = None
@@ -54,6 +60,17 @@ class Engine:
     @property
     def base_url(self) -> str:
         return f"http://{self.endpoint}"
+
+    def took_stats(self, stats: EngineStats) -> None:
+        """Keep a stats sample and count its download growth (a new session's count starts
+        over, lower: all of it is new)."""
+        self.stats.append(stats)
+        now = stats.downloaded_bytes
+        if now is None:
+            return
+        last = self.downloaded_last
+        self.downloaded_total += now - last if last is not None and now >= last else now
+        self.downloaded_last = now
 
     def labels(self) -> dict[str, str]:
         return {
@@ -95,7 +112,8 @@ class Engine:
             p2p_port=self.p2p_port,
             profile=self.profile,
             health=self.health,
-            draining=self.removing,
+            draining=self.removing or self.recycling,
+            drain_reason="removing" if self.removing else "recycle" if self.recycling else None,
             stream_cap=stream_cap,
             streams=streams,
             vpn_forwarded=self.vpn_forwarded,

@@ -30,6 +30,17 @@ class AgentMetrics:
         self.removed = Counter(
             "acefleet_agent_engines_removed_total", "Engines removed", ["reason"], registry=r
         )
+        self.recycled = Counter(
+            "acefleet_agent_engines_recycled_total",
+            "Engines marked for recycling (drained, replaced once idle)",
+            ["reason"],
+            registry=r,
+        )
+        self.recycling = Gauge(
+            "acefleet_agent_engines_recycling",
+            "Engines draining to be recycled (still carrying sessions)",
+            registry=r,
+        )
         self.replaced = Counter(
             "acefleet_agent_engines_replaced_total", "Unhealthy engines replaced", registry=r
         )

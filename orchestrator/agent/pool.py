@@ -8,6 +8,9 @@ their own module; this one starts them, removes engines and holds the sizing rul
    least one stream. Missing engines are provisioned (counting creations in flight).
 2. Free engines beyond the target are stopped once idle for ``idle_grace_s``, oldest idle
    first, never leaving fewer than ``free_target`` free engines.
+3. Engines being recycled (``upkeep`` rule 4) are outside the target: their replacements are
+   provisioned while they still drain (room allowing: ``max_engines`` counts every container),
+   so the proxies have a free engine to move to; each is removed once it carries no session.
 
 All state lives on the event loop; Docker calls run on threads (``dockerops``) and Docker's event
 stream is fed back onto the loop, so reconciliation only has to catch what events missed.
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -171,15 +175,23 @@ class Pool(PoolState):
         await self.adoption.resync()
         if self.docker_error is not None or not self.adopted:
             return
+        upkeep.recycle_due(self, datetime.now(UTC))
+        for engine in [e for e in self.live() if e.recycling and not self.streams(e.id)]:
+            with contextlib.suppress(DockerError):
+                await self.remove(engine, "recycle")
         live = self.live()
-        busy = sum(1 for e in live if self.streams(e.id))
+        serving = self.serving()
+        self.metrics.recycling.set(len(live) - len(serving))
+        busy = sum(1 for e in serving if self.streams(e.id))
         desired = min(self.s.max_engines, max(self.s.min_engines, busy + self.free_target()))
-        for _ in range(desired - len(live) - self.provisioner.in_flight):
+        in_flight = self.provisioner.in_flight
+        room = self.s.max_engines - len(live) - in_flight
+        for _ in range(min(desired - len(serving) - in_flight, room)):
             try:
                 self.start_provision()
             except ProvisionRefused:
                 break
-        await self._stop_idle(len(live) - desired)
+        await self._stop_idle(len(serving) - desired)
 
     async def _stop_idle(self, surplus: int) -> None:
         free = sorted(self.free(), key=lambda e: e.idle_since)

@@ -7,7 +7,8 @@ Rules held here:
    adopts local claims under the same id when it comes back) and the sessions the proxy reported
    on it (which also cover the static list's, which nobody claims), so the largest is the truth.
 2. An engine being removed is no longer live: it is not counted, claimed or reported as free.
-3. Free = healthy and without streams; claimable = healthy and under ``stream_cap``.
+3. Free = healthy and without streams; claimable = healthy and under ``stream_cap``; an engine
+   being recycled is neither (it only finishes what it carries).
 4. Free engines to keep = this host's ``free_engines``, raised to central's warm buffer for
    this edge while central asks for more.
 """
@@ -78,14 +79,18 @@ class PoolState:
             len(self.sessions.for_engine(engine_id)),
         )
 
+    def serving(self) -> list[Engine]:
+        """Live engines that take new work: not being recycled."""
+        return [e for e in self.live() if not e.recycling]
+
     def free(self) -> list[Engine]:
-        healthy = (e for e in self.live() if e.health == EngineHealth.healthy)
+        healthy = (e for e in self.serving() if e.health == EngineHealth.healthy)
         return [e for e in healthy if not self.streams(e.id)]
 
     def claimable(self) -> list[Engine]:
         return [
             e
-            for e in self.live()
+            for e in self.serving()
             if e.health == EngineHealth.healthy and self.streams(e.id) < self.s.stream_cap
         ]
 

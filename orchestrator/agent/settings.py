@@ -102,6 +102,19 @@ class AgentSettings(BaseSettings):
     reconcile_interval_s: float = Field(
         default=5, gt=0, description="How often the pool is compared with its targets"
     )
+    engine_max_age_s: float = Field(
+        default=0,
+        ge=0,
+        description="Engines older than this are recycled: drained (no new claims; proxies move "
+        "their sessions off make-before-break) and replaced once they carry no session; 0: never",
+    )
+    engine_max_cache_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Engines whose cache passes this many bytes are recycled the same way. "
+        "Measured as the bytes the engine downloaded in its life (the growth of downloaded_bytes "
+        "in its polled stats): all a cache can have taken in; 0: never",
+    )
 
     # --- readiness, health -----------------------------------------------------------------
     ready_timeout_s: float = Field(

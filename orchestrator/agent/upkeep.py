@@ -12,14 +12,22 @@ Rules:
    its network as a second opinion. While it is down ``provisioning`` refuses (``vpn_down``).
 3. When the forwarded port changes, the engine holding the old one is removed once it has no
    sessions, so the next engine takes the new port.
+4. Recycling: an engine older than ``engine_max_age_s``, or that downloaded more than
+   ``engine_max_cache_bytes`` in its life (all its cache can hold: the simulator keeps no cache
+   to measure, and a real engine's cache directory is inside its container), is marked
+   recycling: reported draining (``drain_reason`` ``recycle``), so central places nothing new
+   on it and tells the proxies to move its sessions off make-before-break; it takes no local
+   claim; the pool removes it once it carries no session and provisions its replacement.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from acefleet import logs
 from acefleet.wire import EngineHealth
+from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.pool_state import EngineLifecycle, PoolState
 from orchestrator.agent.probes import EngineProbe
 from orchestrator.agent.sessions import stat_path
@@ -61,7 +69,32 @@ async def stats_tick(state: PoolState, probe: EngineProbe) -> None:
     results = await asyncio.gather(*(probe.stats(e, path) for e, path in jobs))
     for (engine, _), stats in zip(jobs, results, strict=True):
         if stats is not None:
-            engine.stats.append(stats)
+            engine.took_stats(stats)
+
+
+def recycle_due(state: PoolState, now_wall: datetime) -> list[Engine]:
+    """Mark the engines that are due for recycling (rule 4); returns the newly marked ones."""
+    s = state.s
+    marked: list[Engine] = []
+    for engine in state.live():
+        if engine.recycling or engine.health != EngineHealth.healthy:
+            continue
+        age = (now_wall - engine.created_at).total_seconds()
+        too_old = s.engine_max_age_s > 0 and age >= s.engine_max_age_s
+        too_big = 0 < s.engine_max_cache_bytes <= engine.downloaded_total
+        if too_old or too_big:
+            engine.recycling = True
+            state.metrics.recycled.labels(reason="age" if too_old else "cache").inc()
+            log.info(
+                "engine_recycling",
+                engine=engine.id,
+                reason="age" if too_old else "cache",
+                age_s=round(age),
+                downloaded=engine.downloaded_total,
+                sessions=state.streams(engine.id),
+            )
+            marked.append(engine)
+    return marked
 
 
 async def vpn_tick(
