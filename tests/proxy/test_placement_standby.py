@@ -1,0 +1,176 @@
+"""The proxy's side of standby placement and the move-off signal, against real servers: central
+(in a thread, real HTTP), two simulator engines that a simulated agent heartbeats into central,
+and the proxy built in-process (``proxy.cli.start``) so its ``ControlLinks`` can be asked
+directly. A live channel's engine is drained by an operator: the snapshot answer names it and
+``ControlLinks.degraded`` says so; ``place_standby`` lands on the other engine, never the
+primary's; the static list places a standby on another listed engine or refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from acefleet.wire import EngineHealth, EngineReport, Heartbeat
+from proxy.cli import start as start_proxy
+from proxy.engine_api import EngineClient
+from proxy.metrics import Metrics
+from proxy.placement import PlacementError
+from proxy.placement.static import StaticPlacer
+from proxy.settings import ProxySettings
+from tests.central import conftest as central_fixtures
+from tests.central.conftest import StartCentral
+from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
+from tests.proxy.conftest import StartSim, endpoint
+from tests.support import procs
+
+start_central = central_fixtures.start_central
+
+
+def _report(host: str, n: int, sim: procs.Service) -> EngineReport:
+    return EngineReport(
+        id=f"{host}-eng{n}",
+        host=host,
+        endpoint=endpoint(sim),
+        http_port=sim.port,
+        profile="sim",
+        health=EngineHealth.healthy,
+        stream_cap=2,
+        streams=0,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+async def _beat(central_url: str, host: str, engines: list[EngineReport]) -> None:
+    """Heartbeat like an agent, until cancelled."""
+    async with httpx.AsyncClient(base_url=central_url, headers={"X-API-Key": SERVICE_KEY}) as c:
+        seq = 0
+        while True:
+            body = Heartbeat(
+                host=host, agent_url="http://127.0.0.1:9/", seq=seq, engines=engines, max_engines=2
+            )
+            r = await c.post(f"/v1/hosts/{host}/heartbeat", json=body.model_dump(mode="json"))
+            assert r.status_code == 200, r.text
+            seq += 1
+            await asyncio.sleep(0.3)
+
+
+async def _until(what: str, fn: Callable[[], Awaitable[Any] | Any], within: float = 20) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = fn()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+async def test_move_off_signal_and_standby_from_central(
+    start_central: StartCentral, start_sim: StartSim
+) -> None:
+    central = start_central()
+    sims = [start_sim(), start_sim()]
+    engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
+    beating = asyncio.create_task(_beat(central.url, "edge0", engines))
+    settings = ProxySettings(
+        host="127.0.0.1",
+        port=procs.free_port(),
+        central_url=central.url,
+        central_api_key=SERVICE_KEY,
+        edge_host="edge0",
+        proxy_id="proxy-edge0",
+        snapshot_interval_s=0.3,
+        event_flush_s=0.05,
+    )
+    running = await start_proxy(settings)
+    links = running.links
+    assert links is not None
+    ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
+    viewer = httpx.AsyncClient(timeout=30)
+    try:
+        await _until("the edge in central", lambda: _hosts(ops))
+        url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=movemeoff"
+        async with viewer.stream("GET", url) as resp:
+            assert resp.status_code == 200
+            await anext(resp.aiter_bytes())  # live
+            channel = running.app.edge.live_channels()[0]
+            primary = channel.placement
+            assert primary is not None
+            assert primary.source == "central"
+            on = primary.engine_id
+            assert on is not None
+            await _until("central sees the stream", lambda: _streams(ops))
+            assert not links.degraded(primary)
+
+            # A standby goes on the other engine, never the primary's.
+            spare = await links.placer.place_standby(channel.key, frozenset({on}))
+            assert spare.source == "central"
+            assert spare.engine_id not in (None, on)
+            assert spare.engine == next(e.endpoint for e in engines if e.id != on)
+            claims = (await ops.get("/v1/claims")).json()["items"]
+            assert {(c["engine_id"], c["standby"]) for c in claims} == {
+                (on, False),
+                (spare.engine_id, True),
+            }
+            # Both engines carry the content now: no third engine for another standby.
+            with pytest.raises(PlacementError) as refused:
+                await links.placer.place_standby(channel.key, frozenset({on}))
+            assert refused.value.code == "no_standby_capacity"
+            await links.placer.release(spare, "standby_retired")
+            claims = (await ops.get("/v1/claims")).json()["items"]
+            assert [c["engine_id"] for c in claims] == [on]
+
+            # An operator drains the primary's engine: the next snapshot answer names it (last:
+            # a channel that acts on it moves off, and the signal ends with the move).
+            assert (await ops.post(f"/v1/engines/{on}/drain")).status_code == 200
+            await _until("the move-off signal", lambda: links.degraded(primary))
+            assert (await ops.post(f"/v1/engines/{on}/undrain")).status_code == 200
+            await _until("the signal withdrawn", lambda: not links.degraded(primary))
+    finally:
+        await viewer.aclose()
+        await ops.aclose()
+        await running.stop(1)
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
+async def _hosts(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await ops.get("/v1/hosts")).json()["items"]
+    return items
+
+
+async def _streams(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await ops.get("/v1/streams")).json()["items"]
+    return items
+
+
+async def test_static_standby_goes_on_another_listed_engine() -> None:
+    engine = EngineClient(call_timeout=1, stop_timeout=1, metrics=Metrics())
+    static = StaticPlacer(
+        ["127.0.0.1:1", "127.0.0.1:2"],
+        default_cap=1,
+        engine=engine,
+        probe_interval_s=60,
+        probe_timeout_s=1,
+        probe_failures=3,
+    )
+    primary = await static.place("id:s")
+    spare = await static.place_standby("id:s", frozenset({primary.engine_id or ""}))
+    assert spare.engine != primary.engine
+    await static.release(spare, "standby_retired")
+    # The other engine is full, the primary's is avoided: no standby, whatever room it has.
+    other = await static.place("id:t")
+    assert other.engine == spare.engine
+    with pytest.raises(PlacementError) as refused:
+        await static.place_standby("id:s", frozenset({primary.engine_id or ""}))
+    assert refused.value.code == "no_standby_capacity"
+    await engine.aclose()
