@@ -129,6 +129,18 @@ def channel_doc(cap: Capture, app: App, channel: Channel, players: dict[int, int
             continue
         viewers.append(doc)
     cap.viewers += len(viewers)
+    # HLS players: their sessions (numbering included) continue; the segments are cut again
+    hls = [
+        {
+            "sid": session.sid,
+            "selector_query": session.selector_query,
+            "address": session.address,
+            "last_seq": session.last_seq,
+            "last_disc": session.last_disc,
+            "player": players.get(id(session)),
+        }
+        for session in (channel.hls.sessions.values() if channel.hls is not None else ())
+    ]
     # the buffer from the oldest byte a viewer still needs, and at least from where a new
     # viewer would join (every byte sent here lengthens the pause)
     lo = max(buf.join_point(app.settings.join_max_bytes), buf.tail)
@@ -168,6 +180,7 @@ def channel_doc(cap: Capture, app: App, channel: Channel, players: dict[int, int
         "pending": cap.blob(bytes(channel.pending)),
         "upstream": upstream,
         "viewers": viewers,
+        "hls": hls,
     }
 
 

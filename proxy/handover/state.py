@@ -5,9 +5,10 @@ partial packets, PAT/PMT copies, bytes to resend) by index, descriptors by index
 
 - Format 1: listening sockets, channels (buffer, upstream, viewers with the cursor they resume
   at), aliases.
-- Format 2 (current): adds ``connections`` (idle keep-alive clients) and per viewer ``lead`` (the
+- Format 2 (current): adds ``connections`` (idle keep-alive clients), per viewer ``lead`` (the
   tail of headers or PAT/PMT still unsent: resent before the stream) and ``run_start`` (where
-  its current contiguous run began, for a later reload).
+  its current contiguous run began, for a later reload), and per channel ``hls`` (the HLS
+  players' sessions with their numbering).
 
 :func:`decode` reads every format in :data:`READABLE` into the current shape and raises
 :class:`UnknownFormat` for any other: the new process refuses, the old keeps serving.
@@ -39,7 +40,7 @@ def encode_v1(doc: dict[str, Any]) -> dict[str, Any]:
             for v in ch["viewers"]
             if v.get("lead") is None
         ]
-        channels.append({**ch, "viewers": viewers})
+        channels.append({**{k: v for k, v in ch.items() if k != "hls"}, "viewers": viewers})
     out = {k: v for k, v in doc.items() if k != "connections"}
     return {**out, "format": 1, "channels": channels}
 
@@ -55,7 +56,11 @@ def decode(doc: dict[str, Any]) -> dict[str, Any]:
     if version == 1:
         doc = {**doc, "connections": []}
         doc["channels"] = [
-            {**ch, "viewers": [{**v, "lead": None, "run_start": -1} for v in ch["viewers"]]}
+            {
+                **ch,
+                "viewers": [{**v, "lead": None, "run_start": -1} for v in ch["viewers"]],
+                "hls": [],
+            }
             for ch in doc["channels"]
         ]
     return doc

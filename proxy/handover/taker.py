@@ -9,7 +9,8 @@ Rebuilt per channel: its keys, buffer (bytes with their absolute offsets, keyfra
 copies), pending partial packets, the upstream playback socket (all body, see upstream.py) with
 its placement, engine session and stream record (same ``stream_id``), and its viewers at their
 cursors (``lead`` first). A channel that was still starting is placed again, its viewers wait.
-HLS sessions are not carried (see docs/reload.md).
+HLS players keep their sessions and numbering; their segments are cut again from the carried
+buffer, so a player sees one discontinuity (as after a merge, see hls/feed.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from proxy.handover.state import (
     record_of,
     session_of,
 )
+from proxy.hls.sessions import HlsSession
 from proxy.server import ClientProtocol
 from proxy.upstream import Playback
 from proxy.viewer import Viewer
@@ -181,6 +183,13 @@ class Rebuild:
             channel.adopt_viewer(viewer, b"" if v["lead"] is None else self.blobs[v["lead"]])
             if v["player"] is not None:
                 edge.players.add(v["player"], viewer)
+        for h in ch.get("hls", ()):
+            session = HlsSession(h["sid"], ch["key"], h["selector_query"], h["address"])
+            session.last_seq, session.last_disc = h["last_seq"], h["last_disc"]
+            edge.hls_sessions.add(session)
+            channel.attach_hls(session)  # continues its numbers after a discontinuity
+            if h["player"] is not None:
+                edge.players.add(h["player"], session)
         if not channel.viewer_count:  # kept for its grace, as when its last viewer left
             channel.grace_handle = self.loop.call_later(
                 edge.settings.grace_s, channel.close, "idle"

@@ -172,6 +172,24 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> byt
     return head
 
 
+def fetch(url: str) -> str:
+    r = httpx.get(url, timeout=20)
+    r.raise_for_status()
+    return r.text
+
+
+def hls_player(base: str, channel: str) -> str:
+    """Start an HLS session the way a player does; the URL of its media playlist."""
+    master = fetch(f"{base}/ace/manifest.m3u8?id={channel}")
+    media = next(line for line in master.splitlines() if line and not line.startswith("#"))
+    return f"{base}/ace/{media}"
+
+
+def media_sequence(playlist: str) -> int:
+    line = next(x for x in playlist.splitlines() if x.startswith("#EXT-X-MEDIA-SEQUENCE:"))
+    return int(line.split(":")[1])
+
+
 async def get_json(url: str) -> Any:
     return (await asyncio.to_thread(httpx.get, url, timeout=5)).json()
 
@@ -251,8 +269,17 @@ async def test_reload_hands_50_viewers_on_5_channels_over_byte_exact(
     sock = f"{control_dir}/control.sock"
     # small kernel send buffers: the proxy's transports hold bytes in user space at the
     # handover, which the new process must resend exactly (cursor - unsent bytes)
-    proxy = start_proxy(f"127.0.0.1:{sim.port}@8", handover_socket=sock, viewer_sndbuf="8192")
+    proxy = start_proxy(
+        f"127.0.0.1:{sim.port}@8",
+        handover_socket=sock,
+        viewer_sndbuf="8192",
+        hls_target_s="1",
+        hls_max_segment_s="2",
+    )
     viewers = await watch(proxy.port, channels=5, per_channel=10)
+    # an HLS player keeps its session and numbering
+    playlist_url = await asyncio.to_thread(hls_player, proxy.url, viewers[-1].channel)
+    seq_before = media_sequence(await asyncio.to_thread(fetch, playlist_url))
     stalled = StalledViewer(viewers[0].channel)
     stalled.task = asyncio.create_task(stalled.run(proxy.port))
     await wait_until(lambda: len(stalled.data) > 64 * 1024)
@@ -287,7 +314,10 @@ async def test_reload_hands_50_viewers_on_5_channels_over_byte_exact(
     # the same upstream sessions continue: same stream ids, no new engine session
     assert {c["key"]: c["stream_id"] for c in after["channels"]} == ids
     assert sessions_after == sessions
-    assert after["viewers"] == 51
+    assert after["viewers"] == 51 + 1  # the HLS player counts, carried before any fetch
+    playlist = await asyncio.to_thread(fetch, playlist_url)
+    assert media_sequence(playlist) > seq_before, playlist
+    assert "#EXT-X-DISCONTINUITY\n" in playlist
     # the new process serves new viewers too (the listening socket was handed over)
     late = await watch(proxy.port, channels=1, per_channel=1)
     await stop_watching(late)
