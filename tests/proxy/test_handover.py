@@ -390,8 +390,14 @@ async def test_version_n_plus_1_takes_over_from_version_n(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ACEFLEET_HANDOVER_FORMAT", "1")  # the old process writes format 1
+    # systemd's notify socket, played by the test: READY at start, then MAINPID of the new one
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(f"{control_dir}/notify.sock")
+    notify.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", f"{control_dir}/notify.sock")
     sock = f"{control_dir}/control.sock"
     proxy = start_proxy(f"127.0.0.1:{sim.port}@8", handover_socket=sock)
+    assert notify.recv(1024) == b"READY=1"
     viewers = await watch(proxy.port, channels=2, per_channel=3)
     at = time.monotonic()
     code, result = await asyncio.to_thread(reload, sock)
@@ -400,6 +406,10 @@ async def test_version_n_plus_1_takes_over_from_version_n(
     assert code == 0, result
     assert result["viewers"] == 6, result
     assert proxy.proc.wait(timeout=10) == 0
+    new_pid = result["new_pid"]
+    assert notify.recv(1024) == f"MAINPID={new_pid}".encode()  # before the old one exited
+    assert notify.recv(1024) == b"READY=1"
+    notify.close()
     await keep_watching(viewers, at)
     await stop_watching(viewers)
     check_viewers(viewers)
