@@ -108,7 +108,9 @@ class SnapshotLoop:
             self.now.clear()
 
     async def send(self) -> bool:
-        body = snapshot_of(self.edge, self.central.host, self.url).model_dump(mode="json")
+        # without defaults: a central that predates a field (standby) still takes the snapshot
+        snap = snapshot_of(self.edge, self.central.host, self.url)
+        body = snap.model_dump(mode="json", exclude_defaults=True)
         try:
             resp = await self.central.http.put(
                 self.target,
