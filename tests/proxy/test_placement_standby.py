@@ -174,3 +174,74 @@ async def test_static_standby_goes_on_another_listed_engine() -> None:
         await static.place_standby("id:s", frozenset({primary.engine_id or ""}))
     assert refused.value.code == "no_standby_capacity"
     await engine.aclose()
+
+
+async def test_a_standby_is_listed_then_promoted_in_central(
+    start_central: StartCentral, start_sim: StartSim
+) -> None:
+    """A watched channel's warm standby (standby_min_viewers=1) is a standby claim and stream in
+    central, kept by every snapshot; when the primary's engine dies and the standby is promoted,
+    central's stream and claim become the channel's."""
+    central = start_central()
+    sims = [start_sim(), start_sim()]
+    engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
+    beating = asyncio.create_task(_beat(central.url, "edge0", engines))
+    settings = ProxySettings(
+        host="127.0.0.1",
+        port=procs.free_port(),
+        central_url=central.url,
+        central_api_key=SERVICE_KEY,
+        edge_host="edge0",
+        proxy_id="proxy-edge0",
+        snapshot_interval_s=0.3,
+        event_flush_s=0.05,
+        standby_min_viewers=1,
+    )
+    running = await start_proxy(settings)
+    ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
+    viewer = httpx.AsyncClient(timeout=30)
+    try:
+        await _until("the edge in central", lambda: _hosts(ops))
+        url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=keepwarm"
+        async with viewer.stream("GET", url) as resp:
+            assert resp.status_code == 200
+            body = resp.aiter_bytes()
+            await anext(body)
+            primary = running.app.edge.live_channels()[0].placement
+            assert primary is not None
+
+            async def both() -> dict[bool, dict[str, Any]] | None:
+                streams = {s["standby"]: s for s in await _streams(ops)}
+                return streams if len(streams) == 2 else None
+
+            streams = await _until("the standby stream in central", both)
+            assert streams[False]["engine_id"] == primary.engine_id
+            spare_engine = streams[True]["engine_id"]
+            assert spare_engine not in (None, primary.engine_id)
+            summary = (await ops.get("/v1/fleet")).json()
+            assert (summary["streams"], summary["standby_streams"]) == (1, 1)
+            # Snapshots keep listing it: several periods later it is still there.
+            await asyncio.sleep(1.5)
+            assert await both() == streams
+
+            # The primary's engine dies: the standby takes over, and central follows.
+            dead = next(s for s in sims if endpoint(s) == primary.engine)
+            dead.stop()
+
+            async def promoted() -> bool:
+                now = await _streams(ops)
+                return [(s["stream_id"], s["standby"]) for s in now] == [
+                    (streams[True]["stream_id"], False)
+                ]
+
+            await _until("the standby promoted in central", promoted)
+            claims = (await ops.get("/v1/claims")).json()["items"]
+            assert [(c["engine_id"], c["standby"]) for c in claims] == [(spare_engine, False)]
+            await anext(body)  # the same connection goes on
+    finally:
+        await viewer.aclose()
+        await ops.aclose()
+        await running.stop(1)
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
