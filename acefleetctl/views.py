@@ -26,7 +26,10 @@ def status(fleet: dict[str, Any], url: str) -> str:
             "claims",
             f"{fleet.get('claims_pending')} pending, {fleet.get('claims_confirmed')} confirmed",
         ),
-        ("streams", f"{fleet.get('streams')} with {fleet.get('viewers')} viewers"),
+        (
+            "streams",
+            f"{fleet.get('streams')} with {fleet.get('viewers')} viewers{_standbys(fleet)}",
+        ),
         (
             "buffer",
             f"{fleet.get('warm_buffer_per_edge')} free engines per edge, fleet max "
@@ -34,6 +37,12 @@ def status(fleet: dict[str, Any], url: str) -> str:
         ),
     ]
     return pairs(lines)
+
+
+def _standbys(fleet: dict[str, Any]) -> str:
+    """ ", N warm standbys" when there are any (a second session kept ready per channel)."""
+    n = fleet.get("standby_streams") or 0
+    return f", {n} warm standby" + ("s" if n != 1 else "") if n else ""
 
 
 def pairs(lines: list[tuple[str, Any]]) -> str:

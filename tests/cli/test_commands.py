@@ -15,7 +15,7 @@ import pytest
 
 from acefleet.wire import EngineStats
 from tests.central.conftest import StartCentral
-from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY
+from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, claim_body, event, send_events
 from tests.cli.conftest import Cli, Fleet, make_fleet, service_client
 from tests.support import procs
 
@@ -59,6 +59,27 @@ def test_hosts_engines_streams_claims_tables(cli: Cli, fleet: Fleet) -> None:
 
     claim = _row(cli(*fleet.as_viewer(), "claims").out, fleet.claim_id)
     assert claim[1:7] == ["engine", "id:chan", "edge0", fleet.busy, "confirmed", "s-1"]
+
+
+def test_a_warm_standby_is_shown_as_such(cli: Cli, fleet: Fleet) -> None:
+    """A standby session is listed marked, and not counted as a second session of its channel."""
+    body = {**claim_body("id:chan", "edge0"), "standby": True}
+    grant = fleet.service.post("/v1/claims", json=body).json()
+    assert grant["engine"]["id"] == fleet.free
+    spare = event(
+        "stream_started",
+        "s-2",
+        content_key="id:chan",
+        claim_id=grant["claim_id"],
+        engine_id=fleet.free,
+        standby=True,
+    )
+    send_events(fleet.service, "edge0", spare)
+    status = cli(*fleet.as_viewer(), "status")
+    lines = dict(line.split(None, 1) for line in status.out.splitlines())
+    assert lines["streams"] == "1 with 3 viewers, 1 warm standby"
+    row = _row(cli(*fleet.as_viewer(), "streams").out, "s-2")
+    assert row[1:7] == ["-", "id:chan", fleet.free, "central", "(standby)", "0"]
 
 
 def test_one_host_and_one_engine(cli: Cli, fleet: Fleet) -> None:
