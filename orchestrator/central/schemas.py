@@ -193,9 +193,9 @@ class SnapshotResult(Model):
     ended: int
     move_off: list[str] = Field(
         default_factory=list,
-        description="Engine ids (as the proxy reported them) of this proxy's primary streams "
-        "whose engine should be left make-before-break: draining (operator, agent, recycling) "
-        "or degraded by its stats (no_peers, download_stalled)",
+        description="Engine ids (as the proxy reported them) of this proxy's streams (primary "
+        "or standby) whose engine should be left make-before-break: draining (operator, agent, "
+        "recycling) or degraded by its stats (no_peers, download_stalled)",
     )
 
 

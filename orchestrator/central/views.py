@@ -143,12 +143,13 @@ def stream_view(c: Central, stream: Stream, now: float) -> StreamView:
 
 
 def move_off(c: Central, proxy_id: str) -> list[str]:
-    """Engines the proxy ``proxy_id`` should move its primary streams off (make-before-break):
-    draining (the operator's drain, the agent's, recycling) or degraded by their stats."""
+    """Engines the proxy ``proxy_id`` should move its streams off (make-before-break):
+    draining (the operator's drain, the agent's, recycling) or degraded by their stats. Standby
+    sessions count too: one left on a recycling engine would keep it from ever emptying."""
     now = c.clock()
     out: set[str] = set()
     for stream in c.registry.of_proxy(proxy_id):
-        if stream.standby or stream.engine_id is None:
+        if stream.engine_id is None:
             continue
         engine = stream_engine(c, stream)
         if engine is None:

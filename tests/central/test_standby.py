@@ -163,7 +163,7 @@ def test_snapshot_answer_names_engines_to_move_off(start_central: StartCentral) 
             viewers=1,
             started_at=now,
         ),
-        # a standby on a draining engine is no reason to move anything
+        # a standby on the third engine
         LiveStream(
             stream_id="sb",
             content_key="id:z",
@@ -178,10 +178,13 @@ def test_snapshot_answer_names_engines_to_move_off(start_central: StartCentral) 
 
     # An operator drains the primary's engine: the proxy is told to move off it.
     assert ops.post(f"/v1/engines/{eng_a.id}/drain").status_code == 200
-    assert ops.post(f"/v1/engines/{eng_c.id}/drain").status_code == 200
     assert snapshot(svc, "edge0", streams)["move_off"] == [eng_a.id]
     assert ops.post(f"/v1/engines/{eng_a.id}/undrain").status_code == 200
     assert snapshot(svc, "edge0", streams)["move_off"] == []
+    # A standby's engine too (a standby would keep a recycling engine from emptying).
+    assert ops.post(f"/v1/engines/{eng_c.id}/drain").status_code == 200
+    assert snapshot(svc, "edge0", streams)["move_off"] == [eng_c.id]
+    assert ops.post(f"/v1/engines/{eng_c.id}/undrain").status_code == 200
 
     # The agent recycles it (its own drain, with the reason on the engine's report).
     eng_a.draining, eng_a.drain_reason = True, "recycle"
