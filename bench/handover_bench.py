@@ -6,11 +6,13 @@ process takes every socket over.
 
 Starts the simulator (fast timing) and ``acefleet-proxy`` as real processes, opens raw-socket
 viewers, then runs ``acefleet-proxy reload`` (what systemd's ExecReload runs) ``--reloads``
-times. Per reload it prints: the pause the old process measured (state sent → "taken"), the
-wall time of the reload command (spawn + build of the new process included), and per viewer the
-longest silence (largest gap between two reads) in the 3 s around the reload, against the
-same figure in a 3 s window without a reload (the proxy forwards in ``batch_ms`` batches, so
-silences of ~100 ms are normal). After the last reload every viewer's bytes are checked
+times. Per reload it prints: the pause the old process measured (state captured → "taken"), the
+wall time of the reload command (spawn + build of the new process included), per viewer the
+silence spanning the handover (the gap between two reads that contains the moment the old
+process logged ``handover_done``) and the longest silence in the 3 s around the reload (this
+one also shows the new process's start-up competing for the CPU), against the longest silence
+in a 3 s window without a reload (the proxy forwards in ``batch_ms`` batches, so silences of
+~100 ms are normal). After the last reload every viewer's bytes are checked
 byte-exact (TS continuity per PID, viewers of a channel agree).
 """
 
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import uvloop
@@ -47,6 +51,27 @@ WINDOW_S = 3.0
 
 def gaps(viewers: list[TsViewer], start: float, end: float) -> list[float]:
     return sorted(v.longest_gap(start, end) * 1000 for v in viewers)
+
+
+def handover_done(log_path: Path, new_pid: int) -> float:
+    """When the old process logged ``handover_done`` (it had its "taken": neither process is
+    serving), on this process's ``time.monotonic()`` clock."""
+    for line in log_path.read_text().splitlines():
+        if '"handover_done"' in line and f'"new_pid": {new_pid},' in line:
+            at = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+            return time.monotonic() - (time.time() - at.timestamp())
+    raise SystemExit(f"no handover_done line for new pid {new_pid} in {log_path}")
+
+
+def spanning(viewers: list[TsViewer], t: float) -> list[float]:
+    """Per viewer, the silence that contains ``t`` (the old process had its "taken"): the
+    handover's own gap, from the last byte the old process sent to the first of the new one."""
+    out = []
+    for v in viewers:
+        times = [at for at, _ in v.arrivals]
+        after = next((i for i, at in enumerate(times) if at >= t), len(times) - 1)
+        out.append((times[after] - times[max(after - 1, 0)]) * 1000)
+    return sorted(out)
 
 
 def summary(label: str, ms: list[float]) -> str:
@@ -106,7 +131,9 @@ async def run(args: argparse.Namespace) -> None:
                 f"{took * 1000:.0f} ms, viewers {result['viewers']}, "
                 f"channels {result['channels']}"
             )
-            print(summary("  around it ", gaps(viewers, before, time.monotonic())))
+            done = handover_done(proxy.log_path, result["new_pid"])
+            print(summary("  spanning the handover", spanning(viewers, done)))
+            print(summary("  3 s window around it ", gaps(viewers, before, time.monotonic())))
         await stop_watching(viewers)
         check_viewers(viewers)
         print(f"byte-exact: {len(viewers)} viewers checked, load {os.getloadavg()}")

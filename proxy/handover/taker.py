@@ -58,17 +58,9 @@ async def take_over(running: Running, fd: int) -> dict[str, int]:
     sock.settimeout(running.app.settings.handover_timeout_s)
     try:
         send_message(sock, {"kind": "hello", "pid": os.getpid(), "formats": list(READABLE)})
-        doc, blobs, fds = await loop.run_in_executor(None, receive_message, sock)
-        received = time.perf_counter()
-        try:
-            state = decode(doc)
-        except UnknownFormat as exc:
-            send_message(sock, {"kind": "refused", "error": str(exc)})
-            for received in fds:
-                os.close(received)
-            raise Refused(str(exc)) from None
-        sd_notify(f"MAINPID={os.getpid()}")
-        send_message(sock, {"kind": "taken", "pid": os.getpid()})
+        # receive, decide and commit in one go in the thread: the old process is paused from
+        # the moment it sends, so no hop through this loop in between
+        state, blobs, fds, received = await loop.run_in_executor(None, _receive_and_commit, sock)
     finally:
         sock.close()
     # committed: the old process is exiting; from here on these sockets are ours alone
@@ -76,6 +68,23 @@ async def take_over(running: Running, fd: int) -> dict[str, int]:
     counts["rebuild_ms"] = round((time.perf_counter() - received) * 1000)
     sd_notify("READY=1")
     return counts
+
+
+def _receive_and_commit(
+    sock: socket.socket,
+) -> tuple[dict[str, Any], list[bytes], list[int], float]:
+    doc, blobs, fds = receive_message(sock)
+    received = time.perf_counter()
+    try:
+        state = decode(doc)
+    except UnknownFormat as exc:
+        send_message(sock, {"kind": "refused", "error": str(exc)})
+        for unused in fds:
+            os.close(unused)
+        raise Refused(str(exc)) from None
+    sd_notify(f"MAINPID={os.getpid()}")
+    send_message(sock, {"kind": "taken", "pid": os.getpid()})
+    return state, blobs, fds, received
 
 
 class Rebuild:
