@@ -10,6 +10,10 @@
 #   scripts/lab.sh alerts    kill an engine of edge1, wait for Prometheus (control1) to raise its alert
 #   scripts/lab.sh hls [S]   ffmpeg plays S seconds (default 60) of a channel over HLS through the VIP,
 #                            next to a TS viewer of it: errors, DTS, playlists (m3u8), engine sessions
+#   scripts/lab.sh reload-proxy EDGE   hitless reload of EDGE's proxy (systemctl reload): its new
+#                            process, the viewers it kept
+#   scripts/lab.sh zero-drop players through the VIP while rolling_update.yml runs (new wheel, a
+#                            changed proxy setting) and a watched channel's engine is killed
 # Environment: ACEFLEET_LAB_SUBNET (default 172.30.77.0/24; the VIP is .250 of it),
 #              ACEFLEET_LAB_SKIP_BOOTSTRAP=1 to skip scripts/bootstrap.sh,
 #              ACEFLEET_LAB_TOKENS=1 (up) for token mode: per-player secret playlist URLs, stream
@@ -157,6 +161,27 @@ hls() {  # hls [SECONDS]: the fleet's hls check, ffmpeg playing SECONDS (default
     --agent-key unused --checks hls --hls-seconds "$seconds"
 }
 
+reload_proxy() {  # reload_proxy EDGE: systemctl reload acefleet-proxy, with what it kept
+  local edge=${1:-} name before after status
+  [[ $edge == edge1 || $edge == edge2 ]] || die "reload-proxy: EDGE is edge1 or edge2, not '$edge'"
+  name=$PREFIX-$edge
+  status='curl -s --max-time 5 http://127.0.0.1:6880/ace/status | python3 -c "import json,sys; s=json.load(sys.stdin); print(s[\"viewers\"], \"viewers on\", s[\"upstreams\"], \"channels\")"'
+  before=$(docker exec "$name" systemctl show -p MainPID --value acefleet-proxy)
+  echo "    before: pid $before, $(docker exec "$name" sh -c "$status")"
+  step "systemctl reload acefleet-proxy on $edge (a new process takes over every connection)"
+  docker exec "$name" systemctl reload acefleet-proxy || die "the reload failed: the old process keeps serving (journalctl -u acefleet-proxy on $name)"
+  after=$(docker exec "$name" systemctl show -p MainPID --value acefleet-proxy)
+  echo "    after:  pid $after, $(docker exec "$name" sh -c "$status")"
+}
+
+zero_drop() {  # the fleet's zero_drop check against the lab (open mode: the playbook runs bare)
+  [[ -f $TOKENS_VARS ]] && die "zero-drop runs the rolling update without the token mode's vars: run it in open mode"
+  vip_routes_here || return 1
+  step "players through the VIP while rolling_update.yml runs and a watched channel's engine is killed"
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+    --agent-key unused --checks zero_drop --inventory inventories/lab/hosts.yml
+}
+
 up() {
   local t0=$SECONDS
   if [[ -z ${ACEFLEET_LAB_SKIP_BOOTSTRAP:-} ]]; then scripts/bootstrap.sh; fi
@@ -221,5 +246,7 @@ case ${1:-} in
   play) shift; export PATH="$PWD/.venv/bin:$PATH"; playbook "$@" ;;
   alerts) python3 molecule/default/verify_alerts.py --prefix "$PREFIX-" ;;
   hls) hls "${2:-60}" ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]" >&2; exit 2 ;;
+  reload-proxy) reload_proxy "${2:-}" ;;
+  zero-drop) export PATH="$PWD/.venv/bin:$PATH"; zero_drop ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|reload-proxy EDGE|zero-drop" >&2; exit 2 ;;
 esac

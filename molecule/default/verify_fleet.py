@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread
 
 ALL_CHECKS = (
-    "stream", "sharing", "hls", "playlist", "playlist_central_down", "edges", "drain", "reload",
-    "hls_failover", "failover",
+    "stream", "sharing", "zero_drop", "hls", "playlist", "playlist_central_down", "edges", "drain",
+    "reload", "hls_failover", "failover",
 )  # fmt: skip
 # Seconds VLC plays the playlist's first channel (recorded, then decoded by ffprobe: >= 3 s).
 VLC_SECONDS = 8
@@ -52,6 +53,10 @@ HDHOMERUN_FIELDS = {
 # Media seconds ffmpeg plays across the engine kill: it starts with the ~3 segments a live
 # playlist lists (~12 s), plays ~8 s before the kill, and needs the rest after the failover.
 HLS_FAILOVER_SECONDS = 40.0
+# zero_drop: how long the players play on after the engine kill (the failover, a new standby).
+ZERO_DROP_AFTER_KILL_S = 8.0
+# zero_drop's real change for the rolling update, next to the reinstalled wheel: a proxy setting.
+ZERO_DROP_CHANGE = "proxy_max_viewers=1999"
 
 
 def run(args: list[str], timeout: float = 30) -> str:
@@ -80,6 +85,7 @@ class Fleet:
         self.playlist_path = args.playlist_path
         self.control = f"{args.prefix}control1"
         self.central_server = f"{args.server_prefix}control1"
+        self.inventory = args.inventory
 
     def watch(self, channel: str, reconnect: bool = False) -> Viewer:
         """A player on the VIP; with ``reconnect`` it connects again after a close or 3 s of
@@ -130,6 +136,43 @@ class Fleet:
     def channel_sessions(self, channel: str) -> list[dict[str, object]]:
         return [s for s in self.engine_sessions() if s.get("content_id") == channel]
 
+    def proxy_channel(self, edge: str, channel: str) -> dict[str, Any]:
+        """The edge proxy's /ace/status entry of ``channel`` (empty when it has none)."""
+        try:
+            status = json.loads(
+                dexec(edge, "curl -s --max-time 5 http://127.0.0.1:6880/ace/status")
+            )
+        except ValueError:
+            return {}
+        for entry in status.get("channels", []):
+            if channel in str(entry.get("key", "")) or any(channel in k for k in entry["keys"]):
+                return dict(entry)
+        return {}
+
+    def primary_engine(self, channel: str, edge: str) -> str:
+        """The engine container feeding ``channel`` on ``edge``: the one its proxy names as the
+        upstream (host:port, the engine's published port label), else its oldest session (a
+        standby opens after the primary)."""
+        upstream = str(self.proxy_channel(edge, channel).get("upstream") or "")
+        port = upstream.rpartition(":")[2]
+        if port.isdigit():
+            fmt = '{{ .Names }} {{ .Label "acefleet.http-port" }}'
+            listed = run(
+                ["docker", "ps", "--filter", f"label=acefleet.host={edge}", "--format", fmt]
+            )
+            for line in listed.splitlines():
+                container, _, label = line.partition(" ")
+                if label == port:
+                    return container
+        sessions = sorted(self.channel_sessions(channel), key=lambda s: float(str(s["started_at"])))
+        return str(sessions[0]["container"]) if sessions else ""
+
+    def proxy_pids(self) -> dict[str, str]:
+        return {
+            edge: dexec(edge, "systemctl show -p MainPID --value acefleet-proxy").strip()
+            for edge in self.edges
+        }
+
     def haproxy(self, lb: str, command: str) -> str:
         return dexec(lb, f"echo '{command}' | socat - /run/haproxy/admin.sock", 30)
 
@@ -172,11 +215,11 @@ class Fleet:
             self.stop(v)
         playing = sum(1 for v in viewers if v.received > 0)
         edges = {v.edge for v in viewers}
-        ok = playing == 3 and len(sessions) == 1 and len(edges) == 1
+        ok = playing == 3 and one_source(sessions) and len(edges) == 1
         return (
             ok,
-            f"3 viewers playing={playing} on edges {sorted(edges)}, "
-            f"engine sessions of the channel={len(sessions)}",
+            f"3 viewers playing={playing} on edges {sorted(edges)}, engine sessions of the "
+            f"channel={len(sessions)} (a second one on another engine is its warm standby)",
         )
 
     def check_edges(self) -> tuple[bool, str]:
@@ -248,6 +291,101 @@ class Fleet:
             f"{live.connections == 1}, longest stall {stall:.2f} s"
         )
 
+    def check_zero_drop(self) -> tuple[bool, str]:
+        """Operations while people watch (issue 15): players on two channels through the VIP,
+        none of which reconnects: A has a TS viewer and an ffmpeg player (two viewers: the lab's
+        proxy_standby_min_viewers, so A keeps a warm standby), B one TS viewer (no standby).
+        playbooks/rolling_update.yml runs with a real change (the wheel reinstalled on every
+        host but the lb hosts, a proxy setting bumped: the proxies reload for the new code and
+        the new config, the agents and central restart); then the engine feeding A is killed.
+        Passes when every player still has its one connection (ffmpeg still running), the
+        rolling update succeeded and both proxies run as new processes; the longest silences
+        are recorded."""
+        if not self.inventory:
+            return False, "no --inventory: the rolling update needs the fleet's inventory"
+        a, b = "verify-zero-a", "verify-zero-b"
+        ts_a, ts_b = self.watch(a), self.watch(b)
+        for v in (ts_a, ts_b):
+            self.wait_playing(v)
+        with tempfile.TemporaryDirectory(prefix="verify-zero-") as tmp:
+            url = f"http://{self.vip}/ace/getstream?id={a}"
+            player = FfmpegTsPlayer(url, Path(tmp) / "a.ts")
+            standby = self.wait_sessions(a, 2, 30)
+            pids = self.proxy_pids()
+            updated_at = time.monotonic()
+            rc, log = self.rolling_update()
+            update_s = time.monotonic() - updated_at
+            new_pids = self.proxy_pids()
+            update_gaps = [v.longest_gap_since(updated_at) for v in (ts_a, ts_b)]
+            victim = self.primary_engine(a, ts_a.edge)
+            at_kill = [v.received for v in (ts_a, ts_b)]
+            killed_at = time.monotonic()
+            if victim:
+                run(["docker", "kill", victim], 60)
+            time.sleep(ZERO_DROP_AFTER_KILL_S)
+            after = self.channel_sessions(a)
+            kill_gaps = [v.longest_gap_since(killed_at) for v in (ts_a, ts_b)]
+            kept = [not v.closed and v.connections == 1 for v in (ts_a, ts_b)]
+            ffmpeg_kept = player.running()
+            grew = [v.received > n for v, n in zip((ts_a, ts_b), at_kill, strict=True)]
+            errors = player.stop()
+            recorded, _, _ = video_packets(player.record)
+        for v in (ts_a, ts_b):
+            self.stop(v)
+        reloaded = all(new_pids[e] not in ("", "0", pids[e]) for e in self.edges)
+        aligned = ts_a.misaligned == 0 and ts_b.misaligned == 0
+        ok = rc == 0 and all(kept) and ffmpeg_kept and bool(victim) and reloaded and all(grew)
+        ok = ok and aligned
+        failed = "" if rc == 0 else f" rolling update failed (rc {rc}): {log[-600:]!r};"
+        # the playbook's own account of each edge ("N viewers before, M after")
+        kept_by_edge = re.findall(r"(\S+: \d+ viewers before,\s+\d+ after)", log)
+        players = (
+            f"players: A ({a}: TS viewer + ffmpeg via {ts_a.edge or '?'}, warm standby before "
+            f"the update: {standby}), B ({b}: TS viewer via {ts_b.edge or '?'})"
+        )
+        update = (
+            f"rolling_update.yml (wheel reinstalled, {ZERO_DROP_CHANGE}) rc {rc} in "
+            f"{update_s:.0f} s;{failed} proxies reloaded into new processes: {reloaded} "
+            f"({pids} → {new_pids}), {kept_by_edge}; longest silence during the update "
+            f"A {update_gaps[0]:.2f} s, B {update_gaps[1]:.2f} s"
+        )
+        kill = (
+            f"killed A's engine {victim or 'none found'}: longest silence after "
+            f"A {kill_gaps[0]:.2f} s, B {kill_gaps[1]:.2f} s, A's sessions now {len(after)}"
+        )
+        kept_text = (
+            f"connections kept (no reconnects): TS A {kept[0]}, TS B {kept[1]}, ffmpeg "
+            f"{ffmpeg_kept} ({recorded:.1f} s of video recorded, {len(errors)} errors"
+            f"{_first(errors)}); TS sync kept: {aligned}"
+        )
+        return ok, f"{players}; {update}; {kill}; {kept_text}"
+
+    def wait_sessions(self, channel: str, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.channel_sessions(channel)) >= count:
+                return True
+            time.sleep(1)
+        return False
+
+    def rolling_update(self) -> tuple[int, str]:
+        """playbooks/rolling_update.yml against this fleet's inventory, with a real change: the
+        wheelhouse marker removed on the edges and control hosts (the venv role reinstalls the
+        wheel: new code) and a proxy setting changed."""
+        for host in [*self.edges, self.control]:
+            dexec(host, "rm -f /opt/acefleet/venv/.wheelhouse-*")
+        root = Path(__file__).resolve().parents[2]
+        playbook = shutil.which("ansible-playbook") or str(
+            Path(sys.executable).parent / "ansible-playbook"
+        )
+        argv = [playbook, "-i", self.inventory, "-e", ZERO_DROP_CHANGE]
+        argv.append(str(root / "playbooks" / "rolling_update.yml"))
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+        except subprocess.TimeoutExpired as exc:
+            return -1, f"timed out: {exc.stdout!r}"
+        return done.returncode, done.stdout + done.stderr
+
     def check_failover(self) -> tuple[bool, str]:
         holder = self.wait_vip()
         if not holder:
@@ -308,7 +446,7 @@ class Fleet:
         ts_bytes = ts.received - ts_before
         self.stop(ts)
         kinds = sorted({str(s.get("kind")) for s in sessions})
-        shared = together and len(sessions) == 1 and kinds == ["ts"] and ts.edge == watch.edge
+        shared = together and one_source(sessions) and kinds == ["ts"] and ts.edge == watch.edge
         played = rc == 0 and not errors and decoded >= 0.95 * self.hls_seconds
         # new segments were listed while it played (the media sequence itself moves only once
         # the window is full)
@@ -343,12 +481,12 @@ class Fleet:
             while watch.last_sequence < first + 2 and time.monotonic() < deadline:
                 time.sleep(0.5)
             sessions = self.channel_sessions(channel)
-            if len(sessions) != 1:
+            victim = self.primary_engine(channel, watch.edge)
+            if not one_source(sessions) or not victim:
                 player.proc.kill()
                 player.wait()
                 watch.stop()
                 return False, f"{len(sessions)} engine sessions of the channel before the kill"
-            victim = str(sessions[0]["container"])
             playing = player.running()
             size_at_kill = player.record.stat().st_size if player.record.is_file() else 0
             seq_at_kill = watch.last_sequence
@@ -361,7 +499,7 @@ class Fleet:
         after = self.channel_sessions(channel)
         cuts = [(at - killed_at, seq) for at, seq in watch.discontinuities if at >= killed_at]
         newer = sorted(seq for seq in watch.listed if seq > seq_at_kill)
-        moved = len(after) == 1 and after[0].get("container") != victim
+        moved = one_source(after) and victim not in {s.get("container") for s in after}
         # All the media ffmpeg could have had before the discontinuity; what it decoded beyond
         # that came from the segments after it.
         before_cut = (
@@ -658,6 +796,46 @@ class FfmpegPlayer:
         return self.proc.returncode, [ln for ln in err.splitlines() if ln.strip()]
 
 
+class FfmpegTsPlayer:
+    """ffmpeg as a TS player of the VIP, reconnects off (its default; said here): it records the
+    stream (``-c copy``) until stopped, and exits by itself when the connection ends or the
+    stream is silent for 20 s: still running means it kept its connection."""
+
+    def __init__(self, url: str, record: Path) -> None:
+        self.record = record
+        self.proc = subprocess.Popen(
+            [
+                tool("ffmpeg"), "-nostdin", "-hide_banner", "-v", "error",
+                "-reconnect", "0", "-rw_timeout", "20000000",
+                "-i", url, "-c", "copy", "-f", "mpegts", "-y", str(record),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> list[str]:
+        """Stop it (ffmpeg ends the recording on SIGINT); the lines it logged at level error."""
+        if self.running():
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return [ln for ln in err.splitlines() if ln.strip()]
+
+
+def one_source(sessions: list[dict[str, object]]) -> bool:
+    """A channel's engine sessions: one, or two on different engines (the second is its warm
+    standby, docs/failover.md)."""
+    engines = {s.get("container") for s in sessions}
+    return len(sessions) in (1, 2) and len(engines) == len(sessions)
+
+
 def video_packets(path: Path) -> tuple[float, int, int]:
     """(seconds of video, video packets, DTS steps that do not go forward) of a recording."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -835,6 +1013,9 @@ def main() -> int:
         "--playlist-path",
         default="/playlist.m3u",
         help="the playlist the playlist check reads (token mode: /p/<secret>/playlist.m3u)",
+    )
+    parser.add_argument(
+        "--inventory", default="", help="the fleet's inventory (zero_drop runs rolling_update.yml)"
     )
     parser.add_argument("--report", help="write the results as JSON here")
     args = parser.parse_args()
