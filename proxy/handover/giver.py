@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -324,9 +325,14 @@ class Giver:
                 if channel.pending and channel.state == "live":
                     channel._flush()
             await asyncio.sleep(0)
-            # the pause: from here to the exit (or the failure) the event loop does not run
+            # the pause: from here to the exit (or the failure) the event loop does not run,
+            # nor the cyclic collector
             ours.settimeout(max(deadline - time.monotonic(), 0.1))
-            return self._hand_over(ours, int(hello["pid"]), client)
+            gc.disable()
+            try:
+                return self._hand_over(ours, int(hello["pid"]), client)
+            finally:
+                gc.enable()
         except Exception as exc:  # the child died, timed out, refused, or spoke nonsense
             error = str(exc) or type(exc).__name__
             log.error("handover_failed", error=error, child=proc.pid)

@@ -16,6 +16,8 @@ buffer, so a player sees one discontinuity (as after a merge, see hls/feed.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import socket
 import time
@@ -53,18 +55,34 @@ class Refused(Exception):
 async def take_over(running: Running, fd: int) -> dict[str, int]:
     """Take over from the process at the other end of ``fd``; returns counts for the log.
     Raises :class:`Refused` (or anything else) when it did not commit."""
-    loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=fd)
     sock.settimeout(running.app.settings.handover_timeout_s)
+    # the first HTTP call of a process imports half of httpx's stack (~60 ms): let the engine
+    # probes' first round make it now, not in the first loop iteration after the pause
+    if running.static is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running.static.probe_once(), running.static.probe_timeout_s)
+    # no collector pass during the pause: collect now, keep everything built so far out of
+    # later passes, and hold the collector off until the rebuild is done
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     try:
         send_message(sock, {"kind": "hello", "pid": os.getpid(), "formats": list(READABLE)})
-        # receive, decide and commit in one go in the thread: the old process is paused from
-        # the moment it sends, so no hop through this loop in between
-        state, blobs, fds, received = await loop.run_in_executor(None, _receive_and_commit, sock)
+        # receive, decide and commit blocking this loop (it serves nothing yet; the old process
+        # sends right after our hello): the old process is paused from the moment it sends, and
+        # a hop through a thread and back costs that pause milliseconds on a loaded machine
+        state, blobs, fds, received = _receive_and_commit(sock)
+    except BaseException:
+        gc.enable()
+        raise
     finally:
         sock.close()
     # committed: the old process is exiting; from here on these sockets are ours alone
-    counts = await Rebuild(running, blobs, fds).run(state)
+    try:
+        counts = await Rebuild(running, blobs, fds).run(state)
+    finally:
+        gc.enable()
     counts["rebuild_ms"] = round((time.perf_counter() - received) * 1000)
     sd_notify("READY=1")
     return counts
@@ -115,14 +133,21 @@ class Rebuild:
         # every client socket at once: one loop iteration for all, not one each
         clients = [v["fd"] for ch in state["channels"] for v in ch["viewers"]]
         idle = [c["fd"] for c in state.get("connections", ())]
+        t0 = time.perf_counter()
         made = await asyncio.gather(*(self.connection(i) for i in clients + idle))
         self.conns = dict(zip(clients + idle, made, strict=True))
+        t1 = time.perf_counter()
         playbacks: list[Awaitable[Any]] = []
         for ch in state["channels"]:
             counts["viewers"] += self.channel(ch, playbacks)
             counts["channels"] += 1
         counts["connections"] = len(idle)
+        t2 = time.perf_counter()
         await asyncio.gather(*playbacks)
+        t3 = time.perf_counter()
+        counts["sockets_ms"] = round((t1 - t0) * 1000)
+        counts["channels_ms"] = round((t2 - t1) * 1000)
+        counts["upstreams_ms"] = round((t3 - t2) * 1000)
         servers = []
         for index in state["listen"]:
             servers.append(
