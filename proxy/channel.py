@@ -131,6 +131,7 @@ class Channel:
         self.watch_handle: asyncio.TimerHandle | None = None
         self.last_in = self.loop.time()  # the latest upstream bytes arrived (loop clock)
         self.last_fill = 0.0
+        self.fill_handle: asyncio.TimerHandle | None = None
         self.mark_next = False  # the next published bytes come from a new source: splice them
         self.late_marks: LateMarks | None = None  # PIDs of the old source still owed a mark
         self.gap_since: float | None = None  # the old source's last byte (monotonic)
@@ -429,6 +430,8 @@ class Channel:
         if self.playback is not None:
             self.gap_since = self.playback.last_data
         self._retire_upstream(reason, "engine_failed")
+        if self.fill_handle is None:  # a gap for sure: fill it from its first second on
+            self.fill_handle = self.loop.call_later(self.settings.gap_fill_after_s, self._fill_gap)
         # a dead or stalled upstream is always the source's fault
         if self.failover.take(engine_fault=True, watched=bool(self.viewer_count)):
             self.pending.clear()
@@ -479,7 +482,13 @@ class Channel:
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         self.retire_standby(reason)
-        for handle in (self.flush_handle, self.grace_handle, self.tick_handle, self.watch_handle):
+        for handle in (
+            self.flush_handle,
+            self.grace_handle,
+            self.tick_handle,
+            self.watch_handle,
+            self.fill_handle,
+        ):
             if handle is not None:
                 handle.cancel()
         closed = ServiceError(
@@ -564,7 +573,7 @@ class Channel:
 
     async def _run_standby(self, sb: Standby, avoid: frozenset[str]) -> None:
         try:
-            await sb.open(avoid, self.viewer_count)
+            await sb.open(avoid)
         except (PlacementError, UpstreamError) as exc:
             self.metrics.standby_failures.labels(exc.code).inc()
             self.log.info("standby_failed", code=exc.code, error=exc.message)
@@ -646,15 +655,24 @@ class Channel:
         self.standby_unwanted_since = None
 
     def _fill_gap(self) -> None:
+        """Called by the tick, and by its own timer while a gap lasts (so silences last about
+        ``gap_fill_after_s``, not up to a tick more)."""
+        if self.fill_handle is not None:
+            self.fill_handle.cancel()
+            self.fill_handle = None
         if self.state != "live" or not self.viewers or self.pending:
             return  # (a stalled upstream's partial packet is waiting: never cut into it)
         now = self.loop.time()
         every = self.settings.gap_fill_after_s
-        if now - self.last_in < every or now - self.last_fill < every:
-            return
-        self.last_fill = now
-        self.metrics.gap_fill_packets.inc(_FILL_PACKETS)
-        self._fan_out(null_packets(_FILL_PACKETS), hls=False)
+        if now - self.last_in < every:
+            if self.playback is None:  # a failover is on: the gap has begun, fill it on time
+                self.fill_handle = self.loop.call_at(self.last_in + every, self._fill_gap)
+            return  # (bytes flow again: the timer stops)
+        if now - self.last_fill >= every * 0.9:  # the tick and the timer may both come
+            self.last_fill = now
+            self.metrics.gap_fill_packets.inc(_FILL_PACKETS)
+            self._fan_out(null_packets(_FILL_PACKETS), hls=False)
+        self.fill_handle = self.loop.call_at(self.last_fill + every, self._fill_gap)
 
     # --- handover (proxy/handover): a new process takes this channel over ---------------------
     def adopt_upstream(

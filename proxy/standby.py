@@ -56,7 +56,7 @@ class Standby:
         self.opened_at = time.monotonic()
 
     # --- opening -----------------------------------------------------------------------------
-    async def open(self, avoid: frozenset[str], viewers: int) -> None:
+    async def open(self, avoid: frozenset[str]) -> None:
         """Place and start the session; raises PlacementError or UpstreamError (everything
         already taken is given back first)."""
         ctx = self.ctx
@@ -100,7 +100,7 @@ class Standby:
             placement=placement,
             started_at=datetime.now(UTC),
             infohash=self.session.infohash if self.session else None,
-            viewers=viewers,
+            viewers=0,  # viewers watch the primary; the count moves over on promotion
             standby=True,
         )
         ctx.metrics.standby_sessions.inc()
