@@ -273,6 +273,8 @@ async def test_reload_hands_50_viewers_on_5_channels_over_byte_exact(
         f"127.0.0.1:{sim.port}@8",
         handover_socket=sock,
         viewer_sndbuf="8192",
+        # the stalled viewer must not fall out of the buffer (a skip) however slow the reload
+        buffer_bytes=str(64 * 1024 * 1024),
         hls_target_s="1",
         hls_max_segment_s="2",
     )
