@@ -157,7 +157,7 @@ async def serve(settings: ProxySettings) -> int:
         running = await start(settings)
         sd_notify("READY=1")
     giver = Giver(running)
-    await giver.start()
+    await giver.start(successor=bool(handover_fd))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -230,6 +230,17 @@ def capture(app: App, server: asyncio.AbstractServer | None) -> tuple[dict[str, 
     return doc, cap
 
 
+def _answers(path: str) -> bool:
+    """Some process listens on the Unix socket ``path`` (not a stale file)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def _encode(doc: dict[str, Any]) -> dict[str, Any]:
     wanted = os.environ.get(FORMAT_OVERRIDE_ENV, "")
     if wanted == "1":
@@ -248,12 +259,18 @@ class Giver:
         self.server: asyncio.AbstractServer | None = None
         self.busy = False
 
-    async def start(self) -> None:
+    async def start(self, *, successor: bool = False) -> None:
+        """Listen on ``handover_socket``. ``successor``: this process took over from the one
+        listening there (which is exiting), so the path is ours; otherwise a path another live
+        proxy answers on is left alone (a second instance must not steal its reloads)."""
         path = self.settings.handover_socket
         if not path:
             return
         if not Path(path).parent.is_dir():
             log.warning("handover_socket_disabled", path=path, reason="no such directory")
+            return
+        if not successor and _answers(path):
+            log.warning("handover_socket_disabled", path=path, reason="another proxy uses it")
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a previous process's (it exited, or handed over to us)

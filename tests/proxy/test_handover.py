@@ -343,10 +343,13 @@ async def test_refused_format_leaves_the_old_process_serving(
     monkeypatch.setenv("ACEFLEET_HANDOVER_FORMAT", "99")  # an encoder from a future version
     sock = f"{control_dir}/control.sock"
     proxy = start_proxy(f"127.0.0.1:{sim.port}@8", handover_socket=sock)
+    # a second instance configured with the same socket leaves the first one's alone
+    start_proxy(f"127.0.0.1:{sim.port}@8", handover_socket=sock)
     viewers = await watch(proxy.port, channels=2, per_channel=3)
     at = time.monotonic()
     code, result = await asyncio.to_thread(reload, sock)
     assert code == 1, result
+    assert result["old_pid"] == proxy.proc.pid
     assert not result["ok"]
     assert "format 99 is unknown" in result["error"]
     assert proxy.alive()
