@@ -336,6 +336,7 @@ class Giver:
                 os.close(fd)
             if hello.get("kind") != "hello":
                 raise ValueError(f"expected hello, got {hello.get('kind')!r}")
+            await self._close_standbys()
             # what waits for its batch goes out now (one loop iteration writes it), so the
             # silence viewers see is the pause, not the pause plus a batch interval
             for channel in self.running.app.edge.live_channels():
@@ -393,6 +394,21 @@ class Giver:
         sys.stderr.flush()
         # no loop iteration may run again: it would read the upstreams the new process now owns
         os._exit(0)
+
+    async def _close_standbys(self) -> None:
+        """Warm standby sessions are not handed over: end them here (engine stop and placement
+        release included, which this process cannot do after "taken"); the new process
+        prepares new ones on its first ticks. Before the pause, so it costs viewers nothing."""
+        edge = self.running.app.edge
+        closed = 0
+        for channel in edge.live_channels():
+            retire = getattr(channel, "retire_standby", None)
+            if getattr(channel, "standby", None) is not None and callable(retire):
+                retire("handover")
+                closed += 1
+        if closed and edge.tasks:
+            await asyncio.wait(set(edge.tasks), timeout=self.settings.stop_timeout_s)
+            log.info("handover_standbys_closed", standbys=closed)
 
     async def _reap(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
