@@ -648,11 +648,14 @@ class Channel:
         return True
 
     def retire_standby(self, reason: str) -> None:
-        """End the standby session, if any (the channel closes, or it is no longer wanted)."""
+        """End the standby session, if any (the channel closes, it is no longer wanted, or a
+        handover is about to pause this process). A new one is not asked for within
+        ``_STANDBY_RETRY_S``: a process being handed over must not open another meanwhile."""
         if self.standby is not None:
             self.standby.close(reason)
             self.standby = None
         self.standby_unwanted_since = None
+        self.standby_retry_at = time.monotonic() + _STANDBY_RETRY_S
 
     def _fill_gap(self) -> None:
         """Called by the tick, and by its own timer while a gap lasts (so silences last about
