@@ -556,6 +556,11 @@ class Channel:
         degraded = self.ctx.degraded(placement)
         if degraded and sb is not None and sb.live and self._promote("moved", "moved"):
             return
+        if sb is not None and sb.placement is not None and self.ctx.degraded(sb.placement):
+            # the standby's own engine is being emptied (drain, recycling): a standby there
+            # would keep it from ever emptying; another is prepared after the retry delay
+            self.retire_standby("moved")
+            sb = None
         if degraded or self._standby_wanted():
             self.standby_unwanted_since = None
             if sb is None and placement.engine is not None and now >= self.standby_retry_at:

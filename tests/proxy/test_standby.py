@@ -205,3 +205,31 @@ async def test_stalled_primary_is_replaced_before_the_stall_timeout(
     assert status["channels"][0]["upstream"] != primary
     assert [e[3] for e in events.seen if e[0] == "ended"] == ["stall"]
     viewer.close()
+
+
+async def test_standby_on_a_degraded_engine_is_retired_not_promoted(
+    start_sim: StartSim, in_process: Callable[..., Awaitable[tuple[Running, Events, str]]]
+) -> None:
+    # A standby sitting on an engine the control plane is emptying (drain, recycling) would keep
+    # that engine busy for ever: it is ended, and the primary keeps playing.
+    sims = {endpoint(s): s for s in (start_sim(), start_sim())}
+    running, _, url = await in_process(list(sims), standby_min_viewers=1)
+    moving: set[str] = set()
+    edge = running.app.edge
+    edge.channel_context = replace(edge.channel_context, degraded=lambda p: p.engine in moving)
+    viewer = await request(url, f"/ace/getstream?infohash={CONTENT}")
+    await viewer.read_until(100_000)
+    channel = next(iter(edge.channels.values()))
+    await wait_for(lambda: metric(url, "acefleet_proxy_standby_sessions") == 1, within=10)
+    primary, standby = channel.placement, channel.standby
+    assert primary is not None
+    assert standby is not None
+    assert standby.placement is not None
+    standby_engine = str(standby.placement.engine)
+    moving.add(standby_engine)
+    await wait_for(lambda: metric(url, "acefleet_proxy_standby_sessions") == 0, within=10)
+    await wait_for(lambda: not sim_sessions(sims[standby_engine].url)["sessions"], within=10)
+    assert channel.placement == primary
+    assert await asyncio.to_thread(metric, url, "acefleet_proxy_standby_promotions_total") == 0
+    assert await viewer.read_for(1.0) > 50_000
+    viewer.close()
