@@ -108,16 +108,20 @@ async def start(
     )
     # Fleet mode: claims from central, then the local agent, then the static list (links.py).
     links = ControlLinks(settings, metrics, static) if settings.fleet_mode else None
+    # the catalog copy (player files, token checks, standby flags) is polled over the link to
+    # central
+    catalog = CatalogCache(settings, metrics, links.central_peer if links else None)
+    catalog.load()
     edge = Edge(
         settings,
         metrics,
         placer or (links.placer if links else static),
         engine,
         sink or (links.sink if links else None),
+        standby_wanted=catalog.standby_wanted,
+        # central's move_off list: sessions leave draining, recycling or degraded engines
+        degraded=links.degraded if links else None,
     )
-    # the catalog copy (player files, token checks) is polled over the link to central
-    catalog = CatalogCache(settings, metrics, links.central_peer if links else None)
-    catalog.load()
     _, host, own_url = identity(settings)
     access = Access(settings, metrics, catalog, edge.players, host=host)
     files = PlayerFiles(catalog, access.failures, own_url)

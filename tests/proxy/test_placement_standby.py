@@ -100,7 +100,8 @@ async def test_move_off_signal_and_standby_from_central(
         url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=movemeoff"
         async with viewer.stream("GET", url) as resp:
             assert resp.status_code == 200
-            await anext(resp.aiter_bytes())  # live
+            chunks = resp.aiter_bytes()
+            await anext(chunks)  # live
             channel = running.app.edge.live_channels()[0]
             primary = channel.placement
             assert primary is not None
@@ -128,10 +129,28 @@ async def test_move_off_signal_and_standby_from_central(
             claims = (await ops.get("/v1/claims")).json()["items"]
             assert [c["engine_id"] for c in claims] == [on]
 
-            # An operator drains the primary's engine: the next snapshot answer names it (last:
-            # a channel that acts on it moves off, and the signal ends with the move).
+            # An operator drains the primary's engine: the next snapshot answer names it, and
+            # the channel moves make-before-break (a standby on the other engine, promoted),
+            # on the same viewer connection.
             assert (await ops.post(f"/v1/engines/{on}/drain")).status_code == 200
             await _until("the move-off signal", lambda: links.degraded(primary))
+            await _until(
+                "the channel on the other engine",
+                lambda: channel.placement is not None and channel.placement.engine_id != on,
+            )
+            moved = 'acefleet_proxy_standby_promotions_total{reason="moved"} 1.0'
+            metrics = (await viewer.get(f"http://127.0.0.1:{settings.port}/metrics")).text
+            assert moved in metrics
+            got = 0
+            async for chunk in chunks:  # the same connection goes on
+                got += len(chunk)
+                if got > 200_000:
+                    break
+            # central hears the move: the promoted stream is the channel's, on the other engine
+            await _until(
+                "central's stream on the other engine",
+                lambda: _on_engine(ops, channel.placement.engine_id if channel.placement else ""),
+            )
             assert (await ops.post(f"/v1/engines/{on}/undrain")).status_code == 200
             await _until("the signal withdrawn", lambda: not links.degraded(primary))
     finally:
@@ -146,6 +165,11 @@ async def test_move_off_signal_and_standby_from_central(
 async def _hosts(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = (await ops.get("/v1/hosts")).json()["items"]
     return items
+
+
+async def _on_engine(ops: httpx.AsyncClient, engine_id: str | None) -> bool:
+    streams = await _streams(ops)
+    return [(s["engine_id"], s["standby"]) for s in streams] == [(engine_id, False)]
 
 
 async def _streams(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -238,6 +262,54 @@ async def test_a_standby_is_listed_then_promoted_in_central(
             claims = (await ops.get("/v1/claims")).json()["items"]
             assert [(c["engine_id"], c["standby"]) for c in claims] == [(spare_engine, False)]
             await anext(body)  # the same connection goes on
+    finally:
+        await viewer.aclose()
+        await ops.aclose()
+        await running.stop(1)
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
+async def test_a_catalog_flag_gives_a_single_viewer_a_standby(
+    start_central: StartCentral, start_sim: StartSim
+) -> None:
+    """An operator flags a channel for a standby in central's catalog: the edge's catalog copy
+    says so, and the channel keeps a standby with one viewer (standby_min_viewers is off)."""
+    central = start_central()
+    sims = [start_sim(), start_sim()]
+    engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
+    beating = asyncio.create_task(_beat(central.url, "edge0", engines))
+    ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
+    flagged = {"name": "Flagged", "content_kind": "id", "content_value": "flagged", "standby": True}
+    assert (await ops.post("/v1/channels", json=flagged)).status_code == 201
+    settings = ProxySettings(
+        host="127.0.0.1",
+        port=procs.free_port(),
+        central_url=central.url,
+        central_api_key=SERVICE_KEY,
+        edge_host="edge0",
+        proxy_id="proxy-edge0",
+        snapshot_interval_s=0.3,
+        catalog_refresh_s=0.3,
+    )
+    running = await start_proxy(settings)
+    viewer = httpx.AsyncClient(timeout=30)
+    try:
+        await _until("the edge in central", lambda: _hosts(ops))
+        await _until("the flag on the edge", lambda: running.catalog.standby_wanted("id:flagged"))
+        assert not running.catalog.standby_wanted("id:unflagged")
+        url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=flagged"
+        async with viewer.stream("GET", url) as resp:
+            assert resp.status_code == 200
+            chunks = resp.aiter_bytes()
+            await anext(chunks)
+            channel = running.app.edge.live_channels()[0]
+            await _until(
+                "a live standby", lambda: channel.standby is not None and channel.standby.live
+            )
+            claims = (await ops.get("/v1/claims")).json()["items"]
+            assert sorted(c["standby"] for c in claims) == [False, True]
     finally:
         await viewer.aclose()
         await ops.aclose()
