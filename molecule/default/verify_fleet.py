@@ -437,9 +437,10 @@ class Fleet:
         with tempfile.TemporaryDirectory(prefix="verify-hls-") as tmp:
             player = FfmpegPlayer(watch.master_url, self.hls_seconds, Path(tmp) / "hls.ts")
             time.sleep(3)
+            # both play now (a short run's ffmpeg may be done by the time the engines answered)
+            together = player.running() and ts.status == 200
             ts_before = ts.received
             sessions = self.channel_sessions(channel)
-            together = player.running() and ts.status == 200
             rc, errors = player.wait()
             decoded, packets, backwards = video_packets(player.record)
         watch.stop()
