@@ -245,11 +245,12 @@ class Channel:
             return
         self.pending += data
         if len(self.pending) >= self.settings.batch_bytes or now - self.last_flush >= self.batch_s:
-            self._flush()
+            self.flush()
         elif self.flush_handle is None:
-            self.flush_handle = self.loop.call_at(self.last_flush + self.batch_s, self._flush)
+            self.flush_handle = self.loop.call_at(self.last_flush + self.batch_s, self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Publish what waits for its batch now (its timer, or a handover before its pause)."""
         if self.flush_handle is not None:
             self.flush_handle.cancel()
             self.flush_handle = None

@@ -98,8 +98,8 @@ class StreamBuffer:
         self.tables: dict[int, bytes] = {}
         self.pat: bytes | None = None
         self.pmt: bytes | None = None
-        self._pmt_pid: int | None = None
-        self._video_pid: int | None = None
+        self.pmt_pid: int | None = None
+        self.video_pid: int | None = None
 
     @property
     def size(self) -> int:
@@ -160,23 +160,23 @@ class StreamBuffer:
             i = _last_set(pat_mask, packets) * PACKET_SIZE
             self.pat = chunk[i : i + PACKET_SIZE]
             pmt_pid = pmt_pid_of(self.pat)
-            if pmt_pid is not None and pmt_pid != self._pmt_pid:
-                self._pmt_pid, self._video_pid, self.pmt = pmt_pid, None, None
+            if pmt_pid is not None and pmt_pid != self.pmt_pid:
+                self.pmt_pid, self.video_pid, self.pmt = pmt_pid, None, None
                 prev_pmt = None  # the old PMT no longer describes the programme
-        if self._pmt_pid is not None:
-            pmt_mask = _pid_mask(chunk, self._pmt_pid) & _flags(b1, _PUSI)
+        if self.pmt_pid is not None:
+            pmt_mask = _pid_mask(chunk, self.pmt_pid) & _flags(b1, _PUSI)
             if pmt_mask:
                 i = _last_set(pmt_mask, packets) * PACKET_SIZE
                 self.pmt = chunk[i : i + PACKET_SIZE]
-                self._video_pid = video_pid_of(self.pmt)
+                self.video_pid = video_pid_of(self.pmt)
         rai = (
             _flags(chunk[3::PACKET_SIZE], _ADAPTATION)
             & _flags(chunk[4::PACKET_SIZE], _NONZERO)
             & _flags(chunk[5::PACKET_SIZE], _RAI)
             & _flags(b1, _PUSI)
         )
-        if rai and self._video_pid is not None:
-            rai &= _pid_mask(chunk, self._video_pid)
+        if rai and self.video_pid is not None:
+            rai &= _pid_mask(chunk, self.video_pid)
         if rai:
             k = _last_set(rai, packets)
             offset = self.head + k * PACKET_SIZE

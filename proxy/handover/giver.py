@@ -175,8 +175,8 @@ def channel_doc(cap: Capture, app: App, channel: Channel, players: dict[int, int
             "tables": {str(k): cap.blob(buf.tables[k]) for k in keyframes if k in buf.tables},
             "pat": None if buf.pat is None else cap.blob(buf.pat),
             "pmt": None if buf.pmt is None else cap.blob(buf.pmt),
-            "pmt_pid": buf._pmt_pid,
-            "video_pid": buf._video_pid,
+            "pmt_pid": buf.pmt_pid,
+            "video_pid": buf.video_pid,
         },
         "pending": cap.blob(bytes(channel.pending)),
         "upstream": upstream,
@@ -341,7 +341,7 @@ class Giver:
             # silence viewers see is the pause, not the pause plus a batch interval
             for channel in self.running.app.edge.live_channels():
                 if channel.pending and channel.state == "live":
-                    channel._flush()
+                    channel.flush()
             await asyncio.sleep(0)
             # the pause: from here to the exit (or the failure) the event loop does not run,
             # nor the cyclic collector
@@ -402,9 +402,8 @@ class Giver:
         edge = self.running.app.edge
         closed = 0
         for channel in edge.live_channels():
-            retire = getattr(channel, "retire_standby", None)
-            if getattr(channel, "standby", None) is not None and callable(retire):
-                retire("handover")
+            if channel.standby is not None:
+                channel.retire_standby("handover")
                 closed += 1
         if closed and edge.tasks:
             await asyncio.wait(set(edge.tasks), timeout=self.settings.stop_timeout_s)

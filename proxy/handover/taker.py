@@ -244,5 +244,5 @@ class Rebuild:
         buf.tables = {int(k): self.blobs[i] for k, i in b["tables"].items()}
         buf.pat = None if b["pat"] is None else self.blobs[b["pat"]]
         buf.pmt = None if b["pmt"] is None else self.blobs[b["pmt"]]
-        buf._pmt_pid = b["pmt_pid"]
-        buf._video_pid = b["video_pid"]
+        buf.pmt_pid = b["pmt_pid"]
+        buf.video_pid = b["video_pid"]
