@@ -153,6 +153,9 @@ class Fleet:
         """The engine container feeding ``channel`` on ``edge``: the one its proxy names as the
         upstream (host:port, the engine's published port label), else its oldest session (a
         standby opens after the primary)."""
+        # the proxies name their edge as the inventory does (the lab's are shorter than the
+        # container names)
+        edge = edge if edge.startswith(self.prefix) else f"{self.prefix}{edge}"
         upstream = str(self.proxy_channel(edge, channel).get("upstream") or "")
         port = upstream.rpartition(":")[2]
         if port.isdigit():
