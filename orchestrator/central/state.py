@@ -206,13 +206,7 @@ class Central:
                 avoid,
             )
         except NoPlacement as exc:
-            code, message = exc.code, exc.message
-            if self.warming_up():
-                code, message = "warming_up", f"central is rebuilding its fleet view ({message})"
-            self.metrics.claims_total.labels("rejected").inc()
-            return ErrorDetail(
-                code=code, message=message, retry_after_s=self.settings.claim_retry_after_s
-            )
+            return self._rejected(exc)
         same = host.name == req.host
         claim = self.book.reserve(
             kind="engine",
@@ -231,6 +225,16 @@ class Central:
         # find this reservation and serve it; the asking edge relays from that proxy.
         return self._relay(req, host.name, now, ttl)
 
+    def _rejected(self, exc: NoPlacement) -> ErrorDetail:
+        """No engine fits: say why (while central warms up, that its view is still partial)."""
+        code, message = exc.code, exc.message
+        if self.warming_up():
+            code, message = "warming_up", f"central is rebuilding its fleet view ({message})"
+        self.metrics.claims_total.labels("rejected").inc()
+        return ErrorDetail(
+            code=code, message=message, retry_after_s=self.settings.claim_retry_after_s
+        )
+
     def _standby(self, req: ClaimRequest, now: float, ttl: float) -> ClaimGrant | ErrorDetail:
         """A warm standby: a separate engine claim on the asking host, on no engine in
         ``avoid`` and none already carrying the content (its primary, another standby)."""
@@ -238,13 +242,7 @@ class Central:
         try:
             host, engine = choose_standby(self.fleet, self.book, req.host, now, self.rng, avoid)
         except NoPlacement as exc:
-            code, message = exc.code, exc.message
-            if self.warming_up():
-                code, message = "warming_up", f"central is rebuilding its fleet view ({message})"
-            self.metrics.claims_total.labels("rejected").inc()
-            return ErrorDetail(
-                code=code, message=message, retry_after_s=self.settings.claim_retry_after_s
-            )
+            return self._rejected(exc)
         claim = self.book.reserve(
             kind="engine",
             content_key=req.content_key,
