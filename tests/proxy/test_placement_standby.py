@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from acefleet.wire import EngineHealth, EngineReport, Heartbeat
+from proxy.cli import Running
 from proxy.cli import start as start_proxy
 from proxy.engine_api import EngineClient
 from proxy.metrics import Metrics
@@ -73,93 +75,123 @@ async def _until(what: str, fn: Callable[[], Awaitable[Any] | Any], within: floa
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-async def test_move_off_signal_and_standby_from_central(
+@dataclass
+class Edge0:
+    """Central, two simulator engines heartbeated as host edge0, its proxy (in-process)."""
+
+    sims: list[procs.Service]
+    engines: list[EngineReport]
+    running: Running
+    settings: ProxySettings
+    ops: httpx.AsyncClient  # central, as an operator
+    viewer: httpx.AsyncClient
+
+    def stream_url(self, content_id: str) -> str:
+        return f"http://127.0.0.1:{self.settings.port}/ace/getstream?id={content_id}"
+
+
+@pytest.fixture
+async def edge0(
     start_central: StartCentral, start_sim: StartSim
-) -> None:
-    central = start_central()
-    sims = [start_sim(), start_sim()]
-    engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
-    beating = asyncio.create_task(_beat(central.url, "edge0", engines))
-    settings = ProxySettings(
-        host="127.0.0.1",
-        port=procs.free_port(),
-        central_url=central.url,
-        central_api_key=SERVICE_KEY,
-        edge_host="edge0",
-        proxy_id="proxy-edge0",
-        snapshot_interval_s=0.3,
-        event_flush_s=0.05,
-    )
-    running = await start_proxy(settings)
-    links = running.links
-    assert links is not None
-    ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
-    viewer = httpx.AsyncClient(timeout=30)
-    try:
-        await _until("the edge in central", lambda: _hosts(ops))
-        url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=movemeoff"
-        async with viewer.stream("GET", url) as resp:
-            assert resp.status_code == 200
-            chunks = resp.aiter_bytes()
-            await anext(chunks)  # live
-            channel = running.app.edge.live_channels()[0]
-            primary = channel.placement
-            assert primary is not None
-            assert primary.source == "central"
-            on = primary.engine_id
-            assert on is not None
-            await _until("central sees the stream", lambda: _streams(ops))
-            assert not links.degraded(primary)
+) -> AsyncIterator[Callable[..., Awaitable[Edge0]]]:
+    made: list[tuple[Edge0, asyncio.Task[None]]] = []
 
-            # A standby goes on the other engine, never the primary's.
-            spare = await links.placer.place_standby(channel.key, frozenset({on}))
-            assert spare.source == "central"
-            assert spare.engine_id not in (None, on)
-            assert spare.engine == next(e.endpoint for e in engines if e.id != on)
-            claims = (await ops.get("/v1/claims")).json()["items"]
-            assert {(c["engine_id"], c["standby"]) for c in claims} == {
-                (on, False),
-                (spare.engine_id, True),
+    async def go(**overrides: Any) -> Edge0:
+        central = start_central()
+        sims = [start_sim(), start_sim()]
+        engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
+        beating = asyncio.create_task(_beat(central.url, "edge0", engines))
+        settings = ProxySettings.model_validate(
+            {
+                "host": "127.0.0.1",
+                "port": procs.free_port(),
+                "central_url": central.url,
+                "central_api_key": SERVICE_KEY,
+                "edge_host": "edge0",
+                "proxy_id": "proxy-edge0",
+                "snapshot_interval_s": 0.3,
+                "event_flush_s": 0.05,
             }
-            # Both engines carry the content now: no third engine for another standby.
-            with pytest.raises(PlacementError) as refused:
-                await links.placer.place_standby(channel.key, frozenset({on}))
-            assert refused.value.code == "no_standby_capacity"
-            await links.placer.release(spare, "standby_retired")
-            claims = (await ops.get("/v1/claims")).json()["items"]
-            assert [c["engine_id"] for c in claims] == [on]
+            | overrides
+        )
+        running = await start_proxy(settings)
+        ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
+        edge = Edge0(sims, engines, running, settings, ops, httpx.AsyncClient(timeout=30))
+        made.append((edge, beating))
+        await _until("the edge in central", lambda: _hosts(ops))
+        return edge
 
-            # An operator drains the primary's engine: the next snapshot answer names it, and
-            # the channel moves make-before-break (a standby on the other engine, promoted),
-            # on the same viewer connection.
-            assert (await ops.post(f"/v1/engines/{on}/drain")).status_code == 200
-            await _until("the move-off signal", lambda: links.degraded(primary))
-            await _until(
-                "the channel on the other engine",
-                lambda: channel.placement is not None and channel.placement.engine_id != on,
-            )
-            moved = 'acefleet_proxy_standby_promotions_total{reason="moved"} 1.0'
-            metrics = (await viewer.get(f"http://127.0.0.1:{settings.port}/metrics")).text
-            assert moved in metrics
-            got = 0
-            async for chunk in chunks:  # the same connection goes on
-                got += len(chunk)
-                if got > 200_000:
-                    break
-            # central hears the move: the promoted stream is the channel's, on the other engine
-            await _until(
-                "central's stream on the other engine",
-                lambda: _on_engine(ops, channel.placement.engine_id if channel.placement else ""),
-            )
-            assert (await ops.post(f"/v1/engines/{on}/undrain")).status_code == 200
-            await _until("the signal withdrawn", lambda: not links.degraded(primary))
-    finally:
-        await viewer.aclose()
-        await ops.aclose()
-        await running.stop(1)
+    yield go
+    for edge, beating in made:
+        await edge.viewer.aclose()
+        await edge.ops.aclose()
+        await edge.running.stop(1)
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beating
+
+
+async def test_move_off_signal_and_standby_from_central(
+    edge0: Callable[..., Awaitable[Edge0]],
+) -> None:
+    edge = await edge0()
+    links, ops, viewer = edge.running.links, edge.ops, edge.viewer
+    assert links is not None
+    async with viewer.stream("GET", edge.stream_url("movemeoff")) as resp:
+        assert resp.status_code == 200
+        chunks = resp.aiter_bytes()
+        await anext(chunks)  # live
+        channel = edge.running.app.edge.live_channels()[0]
+        primary = channel.placement
+        assert primary is not None
+        assert primary.source == "central"
+        on = primary.engine_id
+        assert on is not None
+        await _until("central sees the stream", lambda: _streams(ops))
+        assert not links.degraded(primary)
+
+        # A standby goes on the other engine, never the primary's.
+        spare = await links.placer.place_standby(channel.key, frozenset({on}))
+        assert spare.source == "central"
+        assert spare.engine_id not in (None, on)
+        assert spare.engine == next(e.endpoint for e in edge.engines if e.id != on)
+        claims = (await ops.get("/v1/claims")).json()["items"]
+        assert {(c["engine_id"], c["standby"]) for c in claims} == {
+            (on, False),
+            (spare.engine_id, True),
+        }
+        # Both engines carry the content now: no third engine for another standby.
+        with pytest.raises(PlacementError) as refused:
+            await links.placer.place_standby(channel.key, frozenset({on}))
+        assert refused.value.code == "no_standby_capacity"
+        await links.placer.release(spare, "standby_retired")
+        claims = (await ops.get("/v1/claims")).json()["items"]
+        assert [c["engine_id"] for c in claims] == [on]
+
+        # An operator drains the primary's engine: the next snapshot answer names it, and
+        # the channel moves make-before-break (a standby on the other engine, promoted),
+        # on the same viewer connection.
+        assert (await ops.post(f"/v1/engines/{on}/drain")).status_code == 200
+        await _until("the move-off signal", lambda: links.degraded(primary))
+        await _until(
+            "the channel on the other engine",
+            lambda: channel.placement is not None and channel.placement.engine_id != on,
+        )
+        moved = 'acefleet_proxy_standby_promotions_total{reason="moved"} 1.0'
+        metrics = (await viewer.get(f"http://127.0.0.1:{edge.settings.port}/metrics")).text
+        assert moved in metrics
+        got = 0
+        async for chunk in chunks:  # the same connection goes on
+            got += len(chunk)
+            if got > 200_000:
+                break
+        # central hears the move: the promoted stream is the channel's, on the other engine
+        await _until(
+            "central's stream on the other engine",
+            lambda: _on_engine(ops, channel.placement.engine_id if channel.placement else ""),
+        )
+        assert (await ops.post(f"/v1/engines/{on}/undrain")).status_code == 200
+        await _until("the signal withdrawn", lambda: not links.degraded(primary))
 
 
 async def _hosts(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -201,119 +233,66 @@ async def test_static_standby_goes_on_another_listed_engine() -> None:
 
 
 async def test_a_standby_is_listed_then_promoted_in_central(
-    start_central: StartCentral, start_sim: StartSim
+    edge0: Callable[..., Awaitable[Edge0]],
 ) -> None:
     """A watched channel's warm standby (standby_min_viewers=1) is a standby claim and stream in
     central, kept by every snapshot; when the primary's engine dies and the standby is promoted,
     central's stream and claim become the channel's."""
-    central = start_central()
-    sims = [start_sim(), start_sim()]
-    engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
-    beating = asyncio.create_task(_beat(central.url, "edge0", engines))
-    settings = ProxySettings(
-        host="127.0.0.1",
-        port=procs.free_port(),
-        central_url=central.url,
-        central_api_key=SERVICE_KEY,
-        edge_host="edge0",
-        proxy_id="proxy-edge0",
-        snapshot_interval_s=0.3,
-        event_flush_s=0.05,
-        standby_min_viewers=1,
-    )
-    running = await start_proxy(settings)
-    ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
-    viewer = httpx.AsyncClient(timeout=30)
-    try:
-        await _until("the edge in central", lambda: _hosts(ops))
-        url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=keepwarm"
-        async with viewer.stream("GET", url) as resp:
-            assert resp.status_code == 200
-            body = resp.aiter_bytes()
-            await anext(body)
-            primary = running.app.edge.live_channels()[0].placement
-            assert primary is not None
+    edge = await edge0(standby_min_viewers=1)
+    ops, viewer = edge.ops, edge.viewer
+    async with viewer.stream("GET", edge.stream_url("keepwarm")) as resp:
+        assert resp.status_code == 200
+        body = resp.aiter_bytes()
+        await anext(body)
+        primary = edge.running.app.edge.live_channels()[0].placement
+        assert primary is not None
 
-            async def both() -> dict[bool, dict[str, Any]] | None:
-                streams = {s["standby"]: s for s in await _streams(ops)}
-                return streams if len(streams) == 2 else None
+        async def both() -> dict[bool, dict[str, Any]] | None:
+            streams = {s["standby"]: s for s in await _streams(ops)}
+            return streams if len(streams) == 2 else None
 
-            streams = await _until("the standby stream in central", both)
-            assert streams[False]["engine_id"] == primary.engine_id
-            spare_engine = streams[True]["engine_id"]
-            assert spare_engine not in (None, primary.engine_id)
-            summary = (await ops.get("/v1/fleet")).json()
-            assert (summary["streams"], summary["standby_streams"]) == (1, 1)
-            # Snapshots keep listing it: several periods later it is still there.
-            await asyncio.sleep(1.5)
-            assert await both() == streams
+        streams = await _until("the standby stream in central", both)
+        assert streams[False]["engine_id"] == primary.engine_id
+        spare_engine = streams[True]["engine_id"]
+        assert spare_engine not in (None, primary.engine_id)
+        summary = (await ops.get("/v1/fleet")).json()
+        assert (summary["streams"], summary["standby_streams"]) == (1, 1)
+        # Snapshots keep listing it: several periods later it is still there.
+        await asyncio.sleep(1.5)
+        assert await both() == streams
 
-            # The primary's engine dies: the standby takes over, and central follows.
-            dead = next(s for s in sims if endpoint(s) == primary.engine)
-            dead.stop()
+        # The primary's engine dies: the standby takes over, and central follows.
+        dead = next(s for s in edge.sims if endpoint(s) == primary.engine)
+        dead.stop()
 
-            async def promoted() -> bool:
-                now = await _streams(ops)
-                return [(s["stream_id"], s["standby"]) for s in now] == [
-                    (streams[True]["stream_id"], False)
-                ]
+        async def promoted() -> bool:
+            now = await _streams(ops)
+            return [(s["stream_id"], s["standby"]) for s in now] == [
+                (streams[True]["stream_id"], False)
+            ]
 
-            await _until("the standby promoted in central", promoted)
-            claims = (await ops.get("/v1/claims")).json()["items"]
-            assert [(c["engine_id"], c["standby"]) for c in claims] == [(spare_engine, False)]
-            await anext(body)  # the same connection goes on
-    finally:
-        await viewer.aclose()
-        await ops.aclose()
-        await running.stop(1)
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+        await _until("the standby promoted in central", promoted)
+        claims = (await ops.get("/v1/claims")).json()["items"]
+        assert [(c["engine_id"], c["standby"]) for c in claims] == [(spare_engine, False)]
+        await anext(body)  # the same connection goes on
 
 
 async def test_a_catalog_flag_gives_a_single_viewer_a_standby(
-    start_central: StartCentral, start_sim: StartSim
+    edge0: Callable[..., Awaitable[Edge0]],
 ) -> None:
     """An operator flags a channel for a standby in central's catalog: the edge's catalog copy
     says so, and the channel keeps a standby with one viewer (standby_min_viewers is off)."""
-    central = start_central()
-    sims = [start_sim(), start_sim()]
-    engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
-    beating = asyncio.create_task(_beat(central.url, "edge0", engines))
-    ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
+    edge = await edge0(catalog_refresh_s=0.3)
+    ops, viewer = edge.ops, edge.viewer
     flagged = {"name": "Flagged", "content_kind": "id", "content_value": "flagged", "standby": True}
     assert (await ops.post("/v1/channels", json=flagged)).status_code == 201
-    settings = ProxySettings(
-        host="127.0.0.1",
-        port=procs.free_port(),
-        central_url=central.url,
-        central_api_key=SERVICE_KEY,
-        edge_host="edge0",
-        proxy_id="proxy-edge0",
-        snapshot_interval_s=0.3,
-        catalog_refresh_s=0.3,
-    )
-    running = await start_proxy(settings)
-    viewer = httpx.AsyncClient(timeout=30)
-    try:
-        await _until("the edge in central", lambda: _hosts(ops))
-        await _until("the flag on the edge", lambda: running.catalog.standby_wanted("id:flagged"))
-        assert not running.catalog.standby_wanted("id:unflagged")
-        url = f"http://127.0.0.1:{settings.port}/ace/getstream?id=flagged"
-        async with viewer.stream("GET", url) as resp:
-            assert resp.status_code == 200
-            chunks = resp.aiter_bytes()
-            await anext(chunks)
-            channel = running.app.edge.live_channels()[0]
-            await _until(
-                "a live standby", lambda: channel.standby is not None and channel.standby.live
-            )
-            claims = (await ops.get("/v1/claims")).json()["items"]
-            assert sorted(c["standby"] for c in claims) == [False, True]
-    finally:
-        await viewer.aclose()
-        await ops.aclose()
-        await running.stop(1)
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+    await _until("the flag on the edge", lambda: edge.running.catalog.standby_wanted("id:flagged"))
+    assert not edge.running.catalog.standby_wanted("id:unflagged")
+    async with viewer.stream("GET", edge.stream_url("flagged")) as resp:
+        assert resp.status_code == 200
+        chunks = resp.aiter_bytes()
+        await anext(chunks)
+        channel = edge.running.app.edge.live_channels()[0]
+        await _until("a live standby", lambda: channel.standby is not None and channel.standby.live)
+        claims = (await ops.get("/v1/claims")).json()["items"]
+        assert sorted(c["standby"] for c in claims) == [False, True]
