@@ -369,6 +369,20 @@ async def until(what: str, fn: Callable[[], Any], within: float = 20.0) -> Any:
     raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
+async def kill_under_viewers(container: str, viewers: list[Viewer], within: float) -> float:
+    """``docker kill`` an engine container while ``viewers`` watch; wait until every one of them
+    gets bytes again and return the longest silence any of them saw since the kill."""
+    before = [v.received for v in viewers]
+    killed_at = time.monotonic()
+    await asyncio.to_thread(docker, "kill", container)
+    await until(
+        "every viewer gets bytes again",
+        lambda: all(v.received > b + 64_000 for v, b in zip(viewers, before, strict=True)),
+        within=within,
+    )
+    return max(v.longest_gap_since(killed_at) for v in viewers)
+
+
 async def churn(
     proxies: list[str], *, joins: int, channels: list[str], span_s: float, seed: int = 6
 ) -> list[Viewer]:
