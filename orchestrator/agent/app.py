@@ -38,7 +38,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
             await check.start()
         beat = None
         if settings.central_url:
-            url = settings.agent_url or f"http://{settings.listen_host}:{settings.listen_port}"
+            scheme = "https" if settings.tls_cert_file else "http"
+            url = settings.agent_url or f"{scheme}://{settings.listen_host}:{settings.listen_port}"
             beat = asyncio.create_task(HeartbeatLoop(pool, url).run())
         try:
             yield

@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         timeout_graceful_shutdown=5,
+        # HTTPS when given a certificate (docs/tls.md)
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )
 
 

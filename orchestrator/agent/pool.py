@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from acefleet import logs
+from acefleet import logs, tls
 from acefleet.wire import ProvisioningState, VpnState
 from orchestrator.agent import profiles, upkeep
 from orchestrator.agent.adoption import Adoption
@@ -51,7 +51,10 @@ class Pool(PoolState):
         s = settings
         self.profile = profiles.resolve(s.engine_profile, s.engine_image)
         self.docker = DockerOps(s.docker_url, s.docker_timeout_s, s.host)
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        # an https central_url is verified against the fleet CA (docs/tls.md); engines are http
+        self.http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100), verify=tls.client_context(s.tls_ca_file)
+        )
         self.probe = EngineProbe(self.http, s.probe_timeout_s)
         self.vpn = (
             VpnMonitor(self.http, s.vpn_control_url, s.vpn_api_key.get_secret_value())

@@ -12,6 +12,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from acefleet import tls
 from acefleet.config import CommaList
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "apikey", "api_key"}
@@ -186,6 +187,23 @@ class AgentSettings(BaseSettings):
         default="", description="This agent's URL as central reaches it (default: from listen)"
     )
     heartbeat_interval_s: float = Field(default=2, gt=0, description="Heartbeat interval")
+
+    # --- TLS (see docs/tls.md) -------------------------------------------------------------
+    tls_cert_file: str = Field(
+        default="",
+        description="PEM certificate (chain first) the API is served over HTTPS with (empty: HTTP)",
+    )
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file")
+    tls_ca_file: str = Field(
+        default="",
+        description="CA file an https central_url is verified against (empty: the system's "
+        "trust store)",
+    )
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Self:

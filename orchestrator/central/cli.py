@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             access_log=False,
             # Open live-update streams never end by themselves; do not wait long for them.
             timeout_graceful_shutdown=2,
+            # HTTPS when given a certificate (docs/tls.md); uvicorn loads the pair itself
+            ssl_certfile=settings.tls_cert_file or None,
+            ssl_keyfile=settings.tls_key_file or None,
         )
     )
     server.run()

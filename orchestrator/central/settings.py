@@ -12,6 +12,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from acefleet import tls
 from acefleet.config import CommaList
 from acefleet.tokens import TokenKeys
 
@@ -27,6 +28,11 @@ class CentralSettings(BaseSettings):
 
     listen_host: str = Field("127.0.0.1", description="Address the HTTP API listens on")
     listen_port: int = Field(8000, ge=1, le=65535, description="Port the HTTP API listens on")
+    # --- TLS (see docs/tls.md): both files set, the API is served over HTTPS only ----------
+    tls_cert_file: str = Field(
+        "", description="PEM certificate (chain first) central serves HTTPS with (empty: HTTP)"
+    )
+    tls_key_file: str = Field("", description="PEM private key of tls_cert_file")
     database_url: str = Field(
         "sqlite+aiosqlite:///acefleet-central.db",
         description="SQLAlchemy async URL of the history database "
@@ -185,6 +191,11 @@ class CentralSettings(BaseSettings):
     def _check_token_keys(cls, keys: list[str]) -> list[str]:
         TokenKeys.parse(keys)  # ValueError with the reason
         return keys
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        tls.check_files(self.tls_cert_file, self.tls_key_file)
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Self:
