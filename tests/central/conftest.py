@@ -21,7 +21,7 @@ import uvicorn
 from orchestrator.central.app import create_app
 from orchestrator.central.settings import CentralSettings
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
-from tests.support import procs, tools
+from tests.support import postgres, procs, tools
 
 
 class Running(Protocol):
@@ -88,18 +88,49 @@ FAST = {
 }
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """One throwaway PostgreSQL server for the session (started by the first test asking)."""
+    try:
+        cluster = postgres.start()
+    except RuntimeError as exc:  # a missing package or a server that would not start: fail
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Central's database URL, once per backend: a file in tmp_path, or a fresh PostgreSQL
+    database (dropped afterwards). SQL tests take it and pass it on:
+    ``start_central(database_url=database_url)``."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"
+        return
+    cluster: postgres.Cluster = request.getfixturevalue("postgres_cluster")
+    name = cluster.new_database()
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)
+
+
 @pytest.fixture
 def start_central(tmp_path: Path, log_dir: Path) -> Iterator[StartCentral]:
+    """Starts central; ``database_url=`` (e.g. from the ``database_url`` fixture) replaces the
+    default SQLite file in tmp_path (kept across restarts within a test)."""
     started: list[Running] = []
 
     def start(port: int | None = None, subprocess: bool = False, **overrides: str) -> Running:
         port = port or procs.free_port()
+        overrides.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'central.db'}")
         if not subprocess:
             values = {k.removeprefix("ACEFLEET_CENTRAL_").lower(): v for k, v in FAST.items()}
             values.update(overrides)
             settings = CentralSettings(
                 listen_port=port,
-                database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
                 service_keys=[SERVICE_KEY],
                 operator_keys=[OPERATOR_KEY],
                 viewer_keys=[VIEWER_KEY],
@@ -111,7 +142,6 @@ def start_central(tmp_path: Path, log_dir: Path) -> Iterator[StartCentral]:
         env = {
             **FAST,
             "ACEFLEET_CENTRAL_LISTEN_PORT": str(port),
-            "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
             "ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY,
             "ACEFLEET_CENTRAL_OPERATOR_KEYS": OPERATOR_KEY,
             "ACEFLEET_CENTRAL_VIEWER_KEYS": VIEWER_KEY,

@@ -1,34 +1,68 @@
-"""History statements for PostgreSQL. No PostgreSQL server runs here (none is cheap to start
-without a registry), so this only proves the dialect-specific statements compile; SQLite is
-exercised for real by the other tests."""
+"""History's statements on both databases central supports: SQLite and a real PostgreSQL server.
+
+The idempotent inserts (events and sessions by id, drains by engine) use each dialect's own
+``ON CONFLICT DO NOTHING``; a row written twice must be there once, on either database.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import func, select
 
-from orchestrator.central.history import History, _Op, events
+from orchestrator.central.history import History, events
 
 
-def test_idempotent_inserts_compile_for_postgresql() -> None:
-    history = History("sqlite+aiosqlite://", 100, lambda: None)
-    row = {
-        "event_id": "e1",
-        "proxy_id": "p",
-        "type": "viewers",
-        "stream_id": "s",
-        "at": datetime.now(UTC),
-        "payload": {},
-    }
+async def test_history_writes_and_reads_back(database_url: str) -> None:
+    dropped: list[int] = []
+    history = History(database_url, 100, lambda: dropped.append(1))
+    await history.start()
+    try:
+        at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        event = {
+            "event_id": "e1",
+            "proxy_id": "edge1",
+            "type": "viewers",
+            "stream_id": "s1",
+            "at": at,
+            "payload": {"viewers": 3, "name": "Ünïcode"},
+        }
+        history.event(event)
+        history.event(event)  # a retried event: ignored, not a failed batch
+        session = {
+            "stream_id": "s1",
+            "proxy_id": "edge1",
+            "host": "edge1",
+            "content_key": "infohash:aa",
+            "infohash": "aa",
+            "claim_id": "c1",
+            "engine_id": "edge1/e0",
+            "source": "engine",
+            "started_at": at,
+            "peak_viewers": 1,
+        }
+        history.session_started(session)
+        history.session_started(session)
+        history.session_updated("s1", {"ended_at": at + timedelta(seconds=90), "end_reason": "x"})
+        history.provisioning(at, "edge1", "scale_up", 2, "warm buffer")
+        history.engine_drain("edge1/e0", True, at)
+        history.engine_drain("edge1/e0", True, at)
+        history.engine_drain("edge1/e1", True, at)
+        history.engine_drain("edge1/e1", False, at)
+        await history.flush()
 
-    class _Dialect:
-        name = "postgresql"
-
-    class _Engine:
-        dialect = _Dialect()
-
-    history._engine = _Engine()  # type: ignore[assignment]
-    stmt = history._statement(_Op("insert_ignore", events, row))
-    sql = str(stmt.compile(dialect=postgresql.dialect()))
-    assert "ON CONFLICT DO NOTHING" in sql
+        assert dropped == []
+        async with history.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(events))).scalar() == 1
+            payload = (await conn.execute(select(events.c.payload))).scalar()
+        assert payload == {"viewers": 3, "name": "Ünïcode"}
+        [row] = await history.sessions(10, None, None)
+        assert row["end_reason"] == "x"
+        assert row["ended_at"] - row["started_at"] == timedelta(seconds=90)
+        assert await history.sessions(10, "infohash:bb", None) == []
+        assert await history.drained_engines() == {"edge1/e0"}
+        [prov] = await history.provisioning_entries(10)
+        assert (prov["action"], prov["count"]) == ("scale_up", 2)
+        assert await history.ping()
+    finally:
+        await history.stop()
