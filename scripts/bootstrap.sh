@@ -16,6 +16,7 @@ declare -A NEED=(
   [nodejs]=node [npm]=npm  # scripts/vendor-web.sh: hls.js for the dashboard, from the npm registry
   [libxmltv-perl]=""  # its xmltv.dtd: tests validate the guide central and the proxies serve
   [vlc-bin]=cvlc [vlc-plugin-base]=""  # VLC plays the fleet's M3U playlist in tests and the lab
+  [postgresql]=""  # tests/support/postgres.py runs throwaway clusters with its initdb/postgres
 )
 missing=()
 for pkg in "${!NEED[@]}"; do
@@ -48,6 +49,8 @@ quiet_service() {
   fi
 }
 if [[ " ${missing[*]} " == *" haproxy "* ]]; then quiet_service haproxy; fi
+# Debian's postgresql creates and starts a "main" cluster on :5432; the tests start their own.
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then quiet_service postgresql; fi
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
   quiet_service prometheus
   quiet_service prometheus-node-exporter
