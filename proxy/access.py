@@ -18,7 +18,11 @@ refused here ever reaches an engine. In order:
 4. the player's streams fleet-wide at its ``max_streams`` → 429 ``player_stream_limit``.
 
 Token ``0.…`` (player 0) is an edge's own token: proxies sign one when they relay a channel
-from another edge, so relays pass without a player or a limit.
+from another edge, so relays pass without a player or a limit. It is also the relay credential
+(:meth:`Access.relay_pull`): a pull that carries a valid one is a fellow proxy, not a client,
+and the per-client rate limit of its address does not apply (a client on the same address
+without one still counts). Without token keys there is no credential, and a relay counts as a
+client of its address.
 
 Open mode accepts anyone: a token is never required nor refused, but one that verifies (player
 playlists carry them whenever keys are configured) counts the stream for its player in the
@@ -247,6 +251,15 @@ class Access:
                 retry_after_s=LIMIT_RETRY_S,
             )
         return player_id
+
+    def relay_pull(self, key: str, token: str | None) -> bool:
+        """True when ``token`` is an edge's relay token for ``key`` (a fellow proxy pulls)."""
+        if not token or self.keys is None:
+            return False
+        try:
+            return tokens.verify(self.keys, token, key, time.time()) == EDGE_PLAYER
+        except tokens.TokenError:
+            return False
 
     def _counted(self, key: str, token: str | None, now: float) -> int | None:
         """Open mode: a valid token only names whose stream it is (for usage), never refuses."""

@@ -130,11 +130,13 @@ class Edge:
             channel = self.channels.get(self.learned[key])
         return channel
 
-    def check(self, address: str, key: str) -> None:
-        """Raise :class:`Refused` when a new stream for ``key`` may not start now."""
+    def check(self, address: str, key: str, *, relay: bool = False) -> None:
+        """Raise :class:`Refused` when a new stream for ``key`` may not start now. ``relay``:
+        a fellow proxy pulls (its relay credential checked): not a client of its address, so
+        the per-client rate limit does not apply."""
         if self.draining:
             raise Refused(503, "draining", "this proxy is shutting down", 5)
-        wait = self.limiter.take(address)
+        wait = 0.0 if relay else self.limiter.take(address)
         if wait:
             self.metrics.rejections.labels("client_rate").inc()
             raise Refused(429, "too_many_streams", "too many new streams from this client", wait)

@@ -495,7 +495,7 @@ class App:
         viewer = Viewer(conn.transport, conn.address)
         try:
             player = self.access.admit(conn.address, key, token)
-            self.edge.check(conn.address, key)
+            self.edge.check(conn.address, key, relay=self.access.relay_pull(key, token))
         except ServiceError as exc:  # the token rule or a limit refused the stream
             self.metrics.requests.labels("/ace/getstream", str(exc.status)).inc()
             conn.send(service_error_response(exc), keep_alive=False)
