@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from acefleet import tls
 from acefleet.config import CommaList
 from acefleet.tokens import TokenKeys
+from orchestrator.central.auth import KEY_NAME, Role, parse_key
 
 # Keys that ship in examples and must never guard a real fleet.
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "example", "xxxxxxxxxxxxxxxx"}
@@ -134,9 +135,20 @@ class CentralSettings(BaseSettings):
         "for the per-client limits on the player files",
     )
     # Plain [] defaults (pydantic copies them) so --help prints "[]", not a factory.
-    service_keys: CommaList = Field([], description="API keys of services (agents, proxies)")
-    operator_keys: CommaList = Field([], description="API keys of operators (read, drain, scale)")
-    viewer_keys: CommaList = Field([], description="API keys that may only read")
+    service_keys: CommaList = Field(
+        [],
+        description="API keys of services (agents, proxies), each <name>:<key> (one name per "
+        "instance: it owns the instance's claims) or a bare key (named service-<sha256 prefix>); "
+        "a name may have several keys while one is rotated",
+    )
+    operator_keys: CommaList = Field(
+        [],
+        description="API keys of operators (read, drain, scale), <name>:<key> or bare; the name "
+        "is the actor in the audit log",
+    )
+    viewer_keys: CommaList = Field(
+        [], description="API keys that may only read, <name>:<key> or bare"
+    )
     rate_limit_rps: float = Field(
         20.0, gt=0, description="Requests per second allowed per operator or viewer key"
     )
@@ -203,17 +215,38 @@ class CentralSettings(BaseSettings):
             raise ValueError("tokens_required needs token_keys")
         if self.lost_after_s <= self.stale_after_s:
             raise ValueError("lost_after_s must be greater than stale_after_s")
-        keys = [*self.service_keys, *self.operator_keys, *self.viewer_keys]
-        if not keys:
-            raise ValueError("set at least one of service_keys, operator_keys, viewer_keys")
-        for key in keys:
-            if len(key) < MIN_KEY_LENGTH or key.lower() in _PLACEHOLDER_KEYS:
-                raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} random characters")
-        if len(set(keys)) != len(keys):
-            raise ValueError("an API key may belong to one role only")
+        self._check_keys()
         if self.proxy_url_template:
             try:
                 self.proxy_url_template.format(host="edge")
             except (KeyError, IndexError, ValueError):
                 raise ValueError("proxy_url_template may only use the {host} placeholder") from None
         return self
+
+    def _check_keys(self) -> None:
+        entries = [
+            (Role.service, self.service_keys),
+            (Role.operator, self.operator_keys),
+            (Role.viewer, self.viewer_keys),
+        ]
+        if not any(keys for _, keys in entries):
+            raise ValueError("set at least one of service_keys, operator_keys, viewer_keys")
+        keys: set[str] = set()
+        roles: dict[str, Role] = {}
+        for role, listed in entries:
+            for entry in listed:
+                prefix, sep, _ = entry.partition(":")
+                if sep and not KEY_NAME.match(prefix):
+                    raise ValueError(
+                        f"{role.value}_keys: a key name (before ':') must match {KEY_NAME.pattern}"
+                    )
+                name, key = parse_key(entry, role)
+                if len(key) < MIN_KEY_LENGTH or key.lower() in _PLACEHOLDER_KEYS:
+                    raise ValueError(
+                        f"API keys must be at least {MIN_KEY_LENGTH} random characters ({name})"
+                    )
+                if key in keys:
+                    raise ValueError(f"an API key may be listed once, in one role only ({name})")
+                keys.add(key)
+                if roles.setdefault(name, role) is not role:
+                    raise ValueError(f"the key name {name!r} is used by two roles")
