@@ -54,6 +54,12 @@ class CentralSettings(BaseSettings):
         description="A proxy whose last stream snapshot is this old is gone: its streams leave the "
         "live view and its claims are released (proxies snapshot every ~10 s)",
     )
+    forget_after_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A host lost this long (no heartbeat) is forgotten: it and its engines leave "
+        "the live view and the metrics; a new heartbeat brings it back",
+    )
     warmup_s: float = Field(
         6.0,
         ge=0,
@@ -215,6 +221,8 @@ class CentralSettings(BaseSettings):
             raise ValueError("tokens_required needs token_keys")
         if self.lost_after_s <= self.stale_after_s:
             raise ValueError("lost_after_s must be greater than stale_after_s")
+        if self.forget_after_s <= self.lost_after_s:
+            raise ValueError("forget_after_s must be greater than lost_after_s")
         self._check_keys()
         if self.proxy_url_template:
             try:
