@@ -377,6 +377,7 @@ class Channel:
                 connect_timeout=self.settings.engine_call_timeout_s,
                 first_byte_timeout=self.settings.first_byte_timeout_s,
                 headers=relay_headers(placement),
+                ca_file=self.settings.tls_ca_file,
             )
         except UpstreamError as exc:
             if session is not None and session.command_url:

@@ -37,6 +37,7 @@ from proxy.placement import EventSink, Placement, Placer
 from proxy.placement.static import StaticPlacer
 from proxy.server import App, ClientProtocol
 from proxy.settings import ProxySettings
+from proxy.tls_server import listen_tls
 
 log = logs.get(__name__)
 
@@ -53,6 +54,7 @@ class Running:
     catalog: CatalogCache
     links: ControlLinks | None = None
     static: StaticPlacer | None = None
+    tls_server: asyncio.Server | None = None  # the HTTPS listener on tls_port (tls_server.py)
 
     def go_live(self, server: asyncio.Server | None) -> None:
         """Serving now (listening, or the listening socket taken over): start what talks to
@@ -70,6 +72,8 @@ class Running:
                     engine.active += 1
 
     async def stop(self, grace_s: float) -> None:
+        if self.tls_server is not None:
+            self.tls_server.close()  # like the plain listener in drain(): no new connections
         await drain(self.app, self.server, grace_s)
         self.probes.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -140,6 +144,8 @@ async def start(
     for sock in server.sockets:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     log.info("listening", host=settings.host, port=settings.port, engines=settings.engines)
+    if settings.tls_port:
+        running.tls_server = await listen_tls(app)
     running.go_live(server)
     return running
 

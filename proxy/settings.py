@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from acefleet import tls
 from acefleet.config import CommaList
 from acefleet.tokens import TokenKeys
 
@@ -302,6 +303,24 @@ class ProxySettings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
 
+    # --- TLS (see docs/tls.md) -----------------------------------------------------------------
+    tls_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port the proxy also serves HTTPS on, the same routes as the plain port; "
+        "other edges relay from it (0: no HTTPS; needs tls_cert_file and tls_key_file)",
+    )
+    tls_cert_file: str = Field(
+        "", description="PEM certificate (chain first) served on tls_port (empty: no HTTPS)"
+    )
+    tls_key_file: str = Field("", description="PEM private key of tls_cert_file")
+    tls_ca_file: str = Field(
+        "",
+        description="CA file https peers are verified against: central, the agent and the edges "
+        "relayed from (empty: the system's trust store)",
+    )
+
     @field_validator("engines")
     @classmethod
     def _engines_valid(cls, value: list[str]) -> list[str]:
@@ -314,6 +333,15 @@ class ProxySettings(BaseSettings):
     def _token_keys_valid(cls, value: list[str]) -> list[str]:
         TokenKeys.parse(value)  # ValueError with the reason
         return value
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> ProxySettings:
+        tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if bool(self.tls_port) != bool(self.tls_cert_file):
+            raise ValueError("tls_port and tls_cert_file/tls_key_file go together")
+        if self.tls_port and self.tls_port == self.port:
+            raise ValueError("tls_port must differ from port")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:

@@ -84,6 +84,7 @@ class Standby:
                 connect_timeout=ctx.settings.engine_call_timeout_s,
                 first_byte_timeout=ctx.settings.first_byte_timeout_s,
                 headers=relay_headers(placement),
+                ca_file=ctx.settings.tls_ca_file,
             )
         except UpstreamError as exc:
             self.close("engine_failed" if exc.engine_fault else "content")

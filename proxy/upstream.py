@@ -9,6 +9,7 @@ A playback handed over by a previous proxy process (``adopted``) is all body.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import typing
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httptools
 
+from acefleet import tls
 from proxy.engine_api import UpstreamError
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -119,9 +121,12 @@ async def open_playback(
     connect_timeout: float,
     first_byte_timeout: float,
     headers: Mapping[str, str] | None = None,
+    ca_file: str = "",
 ) -> Playback:
     """Connect, follow redirects, and return once the first body byte has been delivered.
-    ``headers`` go on every request (a relay names its claim; see relay.py)."""
+    ``headers`` go on every request (a relay names its claim; see relay.py). An ``https`` URL
+    (a relay from an edge that serves TLS) is verified against ``ca_file`` (empty: the system's
+    trust store); the handshake counts against the connect timeout."""
     extra = "".join(
         f"{name}: {value}\r\n"
         for name, value in (headers or {}).items()
@@ -131,19 +136,32 @@ async def open_playback(
     deadline = loop.time() + first_byte_timeout
     for _ in range(_MAX_HOPS):
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamError(
                 502, "playback_bad_url", f"unsupported playback URL {url!r}", engine_fault=True
             )
-        port = parts.port or 80
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: Playback(on_data), parts.hostname, port),
+                loop.create_connection(
+                    lambda: Playback(on_data),
+                    parts.hostname,
+                    port,
+                    ssl=tls.client_context(ca_file) if secure else None,
+                ),
                 min(connect_timeout, max(deadline - loop.time(), 0.01)),
             )
+        except ssl.SSLError as exc:  # an https relay whose certificate does not verify
+            raise UpstreamError(
+                502,
+                "playback_tls_failed",
+                f"TLS with the playback URL failed: {exc.reason or type(exc).__name__}",
+                engine_fault=True,
+            ) from None
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(
                 502,

@@ -18,7 +18,7 @@ import time
 import httpx
 from pydantic import SecretStr
 
-from acefleet import logs
+from acefleet import logs, tls
 from acefleet.tokens import TokenKeys
 from proxy.access import edge_token
 from proxy.control.event_queue import BatchedEventSink
@@ -41,7 +41,12 @@ def identity(settings: ProxySettings) -> tuple[str, str, str]:
     host = settings.edge_host or socket.gethostname()
     proxy_id = settings.proxy_id or host
     listen = settings.host if settings.host not in ("0.0.0.0", "::", "") else host
-    url = settings.relay_url or f"http://{listen}:{settings.port}"
+    url = settings.relay_url or (
+        # other edges relay over HTTPS when this proxy serves it
+        f"https://{listen}:{settings.tls_port}"
+        if settings.tls_port
+        else f"http://{listen}:{settings.port}"
+    )
     return proxy_id, host, url
 
 
@@ -50,8 +55,11 @@ class ControlLinks:
         self.settings = s = settings
         self.proxy_id, self.host, self.url = identity(settings)
         # trust_env=False: central and the agent are ours; an HTTP(S)_PROXY must not intercept.
+        # https peers are verified against tls_ca_file (docs/tls.md).
         self.http = httpx.AsyncClient(
-            trust_env=False, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+            trust_env=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            verify=tls.client_context(s.tls_ca_file),
         )
         # Each peer is built once; its claim client, event queue and snapshot all take it.
         self.central_peer: ControlPeer | None = None

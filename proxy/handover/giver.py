@@ -34,6 +34,7 @@ from proxy.handover.framing import receive_message, send_message
 from proxy.handover.state import FORMAT, encode_v1, placement_doc, record_doc, session_doc
 from proxy.responses import STREAM_HEADERS
 from proxy.server import App
+from proxy.tls_server import is_tls
 from proxy.viewer import Viewer
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class Capture:
         return len(self.blobs) - 1
 
     def fd(self, transport: Any) -> int | None:
+        if is_tls(transport):  # its TLS state cannot follow the socket (proxy/tls_server.py)
+            return None
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is None:
             return None
@@ -185,7 +188,11 @@ def channel_doc(cap: Capture, app: App, channel: Channel, players: dict[int, int
     }
 
 
-def capture(app: App, server: asyncio.AbstractServer | None) -> tuple[dict[str, Any], Capture]:
+def capture(
+    app: App,
+    server: asyncio.AbstractServer | None,
+    tls_server: asyncio.AbstractServer | None = None,
+) -> tuple[dict[str, Any], Capture]:
     """Everything a successor needs, in the current format. Synchronous: nothing may change
     between this and the exit."""
     cap = Capture()
@@ -194,6 +201,11 @@ def capture(app: App, server: asyncio.AbstractServer | None) -> tuple[dict[str, 
     for sock in getattr(server, "sockets", None) or ():
         cap.fds.append(sock.fileno())
         listen.append(len(cap.fds) - 1)
+    # the HTTPS listener (tls_port) goes over too; the successor serves it with its own context
+    listen_tls = []
+    for sock in getattr(tls_server, "sockets", None) or ():
+        cap.fds.append(sock.fileno())
+        listen_tls.append(len(cap.fds) - 1)
     # who started each stream with a token (player limits continue in the new process)
     players = {
         id(item): player
@@ -223,6 +235,7 @@ def capture(app: App, server: asyncio.AbstractServer | None) -> tuple[dict[str, 
         "format": FORMAT,
         "pid": os.getpid(),
         "listen": listen,
+        "listen_tls": listen_tls,
         "learned": list(edge.learned.items()),
         "channels": channels,
         "connections": connections,
@@ -365,7 +378,7 @@ class Giver:
         self, ours: socket.socket, new_pid: int, client: asyncio.StreamWriter
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        doc, cap = capture(self.running.app, self.running.server)
+        doc, cap = capture(self.running.app, self.running.server, self.running.tls_server)
         captured = time.perf_counter()
         send_message(ours, _encode(doc), cap.blobs, cap.fds)
         sent = time.perf_counter()

@@ -39,6 +39,7 @@ from proxy.handover.state import (
 )
 from proxy.hls.sessions import HlsSession
 from proxy.server import ClientProtocol
+from proxy.tls_server import listen_tls
 from proxy.upstream import Playback
 from proxy.viewer import Viewer
 
@@ -155,6 +156,12 @@ class Rebuild:
                     lambda: ClientProtocol(self.app), sock=self.sock(index), backlog=1024
                 )
             )
+        settings = self.app.settings
+        for index in state.get("listen_tls", ()):
+            if settings.tls_port:  # with this process's certificate (a reload renews it)
+                self.running.tls_server = await listen_tls(self.app, sock=self.sock(index))
+        if settings.tls_port and self.running.tls_server is None:  # TLS newly switched on
+            self.running.tls_server = await listen_tls(self.app)
         for i, fd in enumerate(self.fds):
             if i not in self.used:  # a viewer the format could not carry: it is cut
                 os.close(fd)

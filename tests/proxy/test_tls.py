@@ -1,0 +1,284 @@
+"""TLS on the proxy (docs/tls.md, internal section), against real servers on loopback with a CA
+made in the test: the proxy serves the same routes over HTTPS on ``tls_port`` to clients that
+trust the fleet CA and is refused by clients that do not; a relay between two edges goes over
+HTTPS, with central reached over HTTPS too; a relay from an edge whose certificate does not
+verify is refused before a byte of the stream is read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from acefleet.wire import EngineHealth, EngineReport, Heartbeat
+from orchestrator.central.app import create_app
+from orchestrator.central.settings import CentralSettings
+from proxy.cli import Running
+from proxy.cli import start as start_proxy_in_process
+from proxy.engine_api import UpstreamError
+from proxy.settings import ProxySettings
+from proxy.tls_server import is_tls
+from proxy.upstream import open_playback
+from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
+from tests.proxy.conftest import StartProxy, StartSim, endpoint
+from tests.support import procs
+from tests.support.tls_ca import HostFiles, TestCA
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "fleet-ca")
+
+
+@pytest.fixture
+def other_ca(tmp_path: Path) -> TestCA:
+    """A CA nobody in the fleet uses: what a client with the wrong CA file trusts."""
+    return TestCA(tmp_path / "other-ca", name="some other CA")
+
+
+def trusting(ca: TestCA) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca.ca_file)
+
+
+def tls_flags(files: HostFiles, port: int) -> tuple[str, ...]:
+    return (
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        files.cert_file,
+        "--tls-key-file",
+        files.key_file,
+    )
+
+
+async def test_the_proxy_serves_its_routes_over_https_to_clients_of_the_fleet_ca(
+    sim: procs.Service, start_proxy: StartProxy, ca: TestCA, other_ca: TestCA
+) -> None:
+    tls_port = procs.free_port()
+    proxy = start_proxy(endpoint(sim), args=tls_flags(ca.issue("edge0"), tls_port))
+    base = f"https://127.0.0.1:{tls_port}"
+    async with httpx.AsyncClient(verify=trusting(ca), timeout=30) as client:
+        assert (await client.get(f"{base}/readyz")).status_code == 200
+        async with client.stream("GET", f"{base}/ace/getstream?id=tlsplay") as resp:
+            assert resp.status_code == 200
+            got = b""
+            async for chunk in resp.aiter_bytes():
+                got += chunk
+                if len(got) >= 188 * 100:
+                    break
+            assert got[0] == 0x47
+            assert got[188] == 0x47
+    # the same name checked against another CA: the handshake fails, nothing is served
+    async with httpx.AsyncClient(verify=trusting(other_ca), timeout=10) as stranger:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await stranger.get(f"{base}/readyz")
+    # the plain port stays for HAProxy and players that cannot do TLS
+    async with httpx.AsyncClient(timeout=10) as plain:
+        assert (await plain.get(f"{proxy.url}/readyz")).status_code == 200
+
+
+async def test_a_relay_from_an_edge_with_an_unknown_certificate_is_refused(
+    sim: procs.Service, start_proxy: StartProxy, ca: TestCA, other_ca: TestCA
+) -> None:
+    tls_port = procs.free_port()
+    start_proxy(endpoint(sim), args=tls_flags(ca.issue("edge0"), tls_port))
+    url = f"https://127.0.0.1:{tls_port}/ace/getstream?id=relayed"
+    with pytest.raises(UpstreamError) as refused:
+        await open_playback(
+            url,
+            lambda data: None,
+            connect_timeout=5,
+            first_byte_timeout=10,
+            ca_file=other_ca.ca_file,
+        )
+    assert refused.value.code == "playback_tls_failed"
+    # the same relay with the fleet CA gets the stream
+    got: list[bytes] = []
+    playback = await open_playback(
+        url, got.append, connect_timeout=5, first_byte_timeout=30, ca_file=ca.ca_file
+    )
+    playback.close()
+    assert got
+    assert got[0][0] == 0x47
+
+
+class TlsCentral:
+    """Central's app served over HTTPS by uvicorn in a thread (central's serve does the same
+    with its tls_cert_file/tls_key_file; tests/central/test_tls.py runs the real command)."""
+
+    def __init__(self, files: HostFiles) -> None:
+        self.port = procs.free_port()
+        settings = CentralSettings(
+            listen_port=self.port,
+            service_keys=[SERVICE_KEY],
+            operator_keys=[OPERATOR_KEY],
+            database_url="sqlite+aiosqlite://",
+            warmup_s=0,
+            heartbeat_interval_s=0.5,
+            warm_buffer_per_edge=0,
+            tls_cert_file=files.cert_file,
+            tls_key_file=files.key_file,
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=1,
+                ssl_certfile=settings.tls_cert_file,
+                ssl_keyfile=settings.tls_key_file,
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, name="central-tls", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("central did not start in its thread")
+            time.sleep(0.01)
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+async def _beat(central: TlsCentral, ca: TestCA, host: str, engine: EngineReport) -> None:
+    """Heartbeat like an agent (over HTTPS), until cancelled."""
+    async with httpx.AsyncClient(
+        base_url=central.url, headers={"X-API-Key": SERVICE_KEY}, verify=trusting(ca)
+    ) as client:
+        seq = 0
+        while True:
+            body = Heartbeat(
+                host=host,
+                agent_url="https://127.0.0.1:9/",
+                seq=seq,
+                engines=[engine],
+                max_engines=1,
+            )
+            r = await client.post(f"/v1/hosts/{host}/heartbeat", json=body.model_dump(mode="json"))
+            assert r.status_code == 200, r.text
+            seq += 1
+            await asyncio.sleep(0.3)
+
+
+async def _until(what: str, check: Any, within: float = 30) -> Any:
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+async def central_tls(ca: TestCA) -> AsyncIterator[TlsCentral]:
+    central = TlsCentral(ca.issue("control"))
+    yield central
+    central.stop()
+
+
+async def test_an_edge_relays_from_another_over_https_with_central_over_https(
+    start_sim: StartSim, ca: TestCA, central_tls: TlsCentral
+) -> None:
+    sim = start_sim()
+    engine = EngineReport(
+        id="edge0-eng0",
+        host="edge0",
+        endpoint=endpoint(sim),
+        http_port=sim.port,
+        profile="sim",
+        health=EngineHealth.healthy,
+        stream_cap=2,
+        streams=0,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    beating = asyncio.create_task(_beat(central_tls, ca, "edge0", engine))
+    proxies: list[Running] = []
+    try:
+
+        async def edge(name: str, **tls: Any) -> Running:
+            settings = ProxySettings.model_validate(
+                {
+                    "host": "127.0.0.1",
+                    "port": procs.free_port(),
+                    "central_url": central_tls.url,
+                    "central_api_key": SERVICE_KEY,
+                    "tls_ca_file": ca.ca_file,
+                    "edge_host": name,
+                    "proxy_id": f"proxy-{name}",
+                    "snapshot_interval_s": 0.3,
+                    "event_flush_s": 0.05,
+                    **tls,
+                }
+            )
+            running = await start_proxy_in_process(settings)
+            proxies.append(running)
+            return running
+
+        files = ca.issue("edge0")
+        source = await edge(
+            "edge0",
+            tls_port=procs.free_port(),
+            tls_cert_file=files.cert_file,
+            tls_key_file=files.key_file,
+        )
+        relaying = await edge("edge1")
+        ops = httpx.AsyncClient(
+            base_url=central_tls.url, headers={"X-API-Key": OPERATOR_KEY}, verify=trusting(ca)
+        )
+        async with ops:
+            # the source edge's snapshot reached central over HTTPS, naming its https relay URL
+            await _until("edge0's snapshot in central", lambda: _proxy_urls(ops))
+            assert await _proxy_urls(ops) == [f"https://127.0.0.1:{source.app.settings.tls_port}"]
+            url = f"http://127.0.0.1:{relaying.app.settings.port}/ace/getstream?id=relayme"
+            async with (
+                httpx.AsyncClient(timeout=30) as viewer,
+                viewer.stream("GET", url) as resp,
+            ):
+                assert resp.status_code == 200
+                got = 0
+                async for chunk in resp.aiter_bytes():
+                    got += len(chunk)
+                    if got > 100_000:
+                        break
+                channel = relaying.app.edge.live_channels()[0]
+                assert channel.placement is not None
+                assert channel.placement.source == "relay"
+                assert channel.placement.url is not None
+                assert channel.placement.url.startswith("https://127.0.0.1:")
+                # the source edge serves that relay on a TLS connection, from its engine
+                assert any(is_tls(c.transport) for c in source.app.connections if c.viewer)
+                served = source.app.edge.live_channels()[0]
+                assert served.placement is not None
+                assert served.placement.source == "central"
+    finally:
+        for running in proxies:
+            await running.stop(1)
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
+async def _proxy_urls(ops: httpx.AsyncClient) -> list[str]:
+    """The relay URLs central holds for the edges (from their snapshots)."""
+    r = await ops.get("/v1/hosts")
+    assert r.status_code == 200, r.text
+    return [h["proxy_url"] for h in r.json()["items"] if h["proxy_url"]]
