@@ -51,7 +51,12 @@ def unknown_claim(claim_id: str) -> ApiError:
     return ApiError(404, "unknown_claim", f"no live claim {claim_id!r}")
 
 
+# Every operation's errors. 400 is the framework's answer to a body it cannot even decode (not
+# UTF-8): only operations that take a body can give it, but it is listed with the others so that
+# the document names every status a client can get (a JSON that does not parse, or does not fit
+# the schema, is a 422).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Unreadable request body (not UTF-8 JSON)"},
     401: {"model": ErrorBody, "description": "No or unknown API key"},
     403: {"model": ErrorBody, "description": "The key's role may not do this"},
     422: {"model": ErrorBody, "description": "Malformed request"},
