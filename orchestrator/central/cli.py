@@ -1,18 +1,24 @@
-"""``acefleet-central``: run the central orchestrator."""
+"""``acefleet-central``: run the central orchestrator; ``acefleet-central db ...``: its database
+migrations (``orchestrator/central/migrations/db_command.py``)."""
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Sequence
 
 import uvicorn
 
 from acefleet import config, logs
 from orchestrator.central.app import create_app
+from orchestrator.central.migrations import db_command
 from orchestrator.central.settings import CentralSettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["db"]:
+        raise SystemExit(db_command.main(args[1:]))
     settings = config.load(
         CentralSettings,
         argv,

@@ -3,7 +3,8 @@
 Callers enqueue plain rows without awaiting; one writer task batches them into transactions.
 When the database is slow or down the queue fills and new rows are dropped (and counted): a
 claim must never wait for a disk. SQLite (aiosqlite) by default; PostgreSQL (asyncpg) works with
-the same statements.
+the same statements. The tables are made and changed by the Alembic revisions in
+``migrations/``: ``start()`` upgrades the database to the newest one before anything reads it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from acefleet import logs
+from orchestrator.central.migrations import schema
 
 log = logs.get(__name__)
 
@@ -114,7 +116,7 @@ class History:
     async def start(self) -> None:
         self._engine = create_async_engine(self.url)
         async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(schema.upgrade)
         self._writer = asyncio.create_task(self._write_loop(), name="history-writer")
 
     async def stop(self, flush_timeout: float = 5.0) -> None:

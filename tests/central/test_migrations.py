@@ -1,0 +1,208 @@
+"""Central's Alembic migrations on SQLite and a real PostgreSQL server.
+
+- the revisions make exactly what the models describe (alembic's compare, as ``alembic check``);
+- a database built the way central built it before migrations (create_all, no version table), with
+  rows, is adopted and upgraded: the rows stay and the newer tables work; also one from before
+  ``channels.standby``;
+- ``acefleet-central db upgrade|current|check`` does the same from a shell, as the roles run it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import MetaData, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from orchestrator.central.audit import audit_log
+from orchestrator.central.catalog.players import players
+from orchestrator.central.catalog.store import channels
+from orchestrator.central.history import History, engine_drains, sessions
+from orchestrator.central.migrations import schema
+from tests.support import procs
+
+AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+# The tables central made with create_all before migrations (revision 0001).
+BEFORE = (
+    "stream_sessions",
+    "stream_events",
+    "provisioning_log",
+    "engine_drains",
+    "channels",
+    "guide",
+    "players",
+)
+
+
+async def _revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(schema.current)
+
+
+async def _differences(engine: AsyncEngine) -> list[object]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(schema.differences)
+
+
+def _old_metadata() -> MetaData:
+    """The pre-migration schema as create_all made it: the models' tables of revision 0001."""
+    old = MetaData()
+    for table in schema.target_metadata().sorted_tables:
+        if table.name in BEFORE:
+            table.to_metadata(old)
+    return old
+
+
+async def test_migrations_make_what_the_models_describe(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            before = await conn.run_sync(schema.upgrade)
+        assert before is None
+        assert await _revision(engine) == schema.head()
+        assert await _differences(engine) == []
+        # Again: nothing to do, still in agreement.
+        async with engine.begin() as conn:
+            assert await conn.run_sync(schema.upgrade) == schema.head()
+        assert await _differences(engine) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_create_all_database_is_adopted_with_its_rows(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_old_metadata().create_all)
+            await conn.execute(
+                insert(sessions).values(
+                    stream_id="s1",
+                    proxy_id="edge1",
+                    host="edge1",
+                    content_key="infohash:aa",
+                    source="engine",
+                    started_at=AT,
+                    peak_viewers=4,
+                )
+            )
+            await conn.execute(
+                insert(channels).values(
+                    name="One",
+                    content_kind="infohash",
+                    content_value="a" * 40,
+                    group_title="News",
+                    logo="",
+                    tvg_id="one",
+                    number=1,
+                    enabled=True,
+                    standby=True,
+                    created_at=AT,
+                    updated_at=AT,
+                )
+            )
+            await conn.execute(insert(engine_drains).values(engine_id="edge1/e0", at=AT))
+        assert await _revision(engine) is None
+    finally:
+        await engine.dispose()
+
+    # Central's own start path: History.start() upgrades before anything reads.
+    history = History(database_url, 10, lambda: None)
+    await history.start()
+    try:
+        assert await _revision(history.engine) == schema.head()
+        assert await _differences(history.engine) == []
+        [row] = await history.sessions(10, None, None)
+        assert (row["stream_id"], row["peak_viewers"]) == ("s1", 4)
+        assert await history.drained_engines() == {"edge1/e0"}
+        async with history.engine.begin() as conn:
+            kept = (await conn.execute(select(channels.c.name, channels.c.standby))).all()
+            await conn.execute(
+                insert(audit_log).values(
+                    at=AT,
+                    actor="ops-alice",
+                    role="operator",
+                    action="engine.drain",
+                    target="edge1/e0",
+                    detail={"reason": "maintenance"},
+                    client="127.0.0.1",
+                )
+            )
+            audited = (await conn.execute(select(audit_log.c.actor, audit_log.c.detail))).all()
+        assert [tuple(r) for r in kept] == [("One", True)]
+        assert [tuple(r) for r in audited] == [("ops-alice", {"reason": "maintenance"})]
+    finally:
+        await history.stop()
+
+
+async def test_a_database_from_before_standby_gets_the_column(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_old_metadata().create_all)
+            # The column came after the table (SQLite 3.35+ drops columns too).
+            await conn.execute(text("ALTER TABLE channels DROP COLUMN standby"))
+            await conn.execute(
+                text(
+                    "INSERT INTO channels (name, content_kind, content_value, group_title, logo,"
+                    " tvg_id, enabled, created_at, updated_at) VALUES ('Two', 'infohash',"
+                    " :value, '', '', '', :on, :at, :at)"
+                ),
+                {"value": "b" * 40, "on": True, "at": AT},
+            )
+            await conn.execute(insert(engine_drains).values(engine_id="edge2/e0", at=AT))
+        async with engine.begin() as conn:
+            assert await conn.run_sync(schema.upgrade) is None
+        assert await _revision(engine) == schema.head()
+        assert await _differences(engine) == []
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(channels.c.name, channels.c.standby))).all()
+            count = (await conn.execute(select(func.count()).select_from(players))).scalar()
+        assert [tuple(r) for r in rows] == [("Two", False)]
+        assert count == 0
+    finally:
+        await engine.dispose()
+
+
+def _db(action: str, url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "central.toml"
+    config.write_text(f'database_url = "{url}"\nservice_keys = ["k-service-0123456789"]\n')
+    return subprocess.run(
+        [str(procs.BIN / "acefleet-central"), "db", action, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_db_command_upgrades_reports_and_checks(database_url: str, tmp_path: Path) -> None:
+    head = schema.head()
+    behind = _db("check", database_url, tmp_path)
+    assert behind.returncode == 1, behind
+    assert f"not at head {head}" in behind.stderr
+    assert "differs from the models" in behind.stderr
+
+    done = _db("upgrade", database_url, tmp_path)
+    assert done.returncode == 0, done
+    assert f"empty -> {head}" in done.stdout
+    # The password never appears in what the command prints.
+    assert ":***@" in done.stdout or database_url.startswith("sqlite")
+
+    now = _db("current", database_url, tmp_path)
+    assert now.returncode == 0, now
+    assert f"at {head}, head {head}" in now.stdout
+    checked = _db("check", database_url, tmp_path)
+    assert checked.returncode == 0, checked
+    assert "matches the models" in checked.stdout
+
+    bad = subprocess.run(
+        [str(procs.BIN / "acefleet-central"), "db", "downgrade"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "usage: acefleet-central db" in bad.stderr
