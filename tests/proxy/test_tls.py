@@ -2,13 +2,16 @@
 made in the test: the proxy serves the same routes over HTTPS on ``tls_port`` to clients that
 trust the fleet CA and is refused by clients that do not; a relay between two edges goes over
 HTTPS, with central reached over HTTPS too; a relay from an edge whose certificate does not
-verify is refused before a byte of the stream is read."""
+verify is refused before a byte of the stream is read; a hitless reload keeps serving HTTPS on
+the same port and cuts only the TLS connections (their session state cannot be handed over)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +34,15 @@ from proxy.tls_server import is_tls
 from proxy.upstream import open_playback
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
 from tests.proxy.conftest import StartProxy, StartSim, endpoint
+from tests.proxy.test_handover import (
+    TsViewer,
+    check_viewers,
+    keep_watching,
+    reload,
+    stop_pid,
+    stop_watching,
+    wait_until,
+)
 from tests.support import procs
 from tests.support.tls_ca import HostFiles, TestCA
 
@@ -282,3 +294,71 @@ async def _proxy_urls(ops: httpx.AsyncClient) -> list[str]:
     r = await ops.get("/v1/hosts")
     assert r.status_code == 200, r.text
     return [h["proxy_url"] for h in r.json()["items"] if h["proxy_url"]]
+
+
+async def test_a_reload_keeps_the_https_port_and_cuts_only_the_tls_connections(
+    sim: procs.Service, start_proxy: StartProxy, ca: TestCA
+) -> None:
+    control = tempfile.mkdtemp(prefix="hovtls", dir="/tmp")  # a Unix socket path is short
+    sock = f"{control}/control.sock"
+    tls_port = procs.free_port()
+    proxy = start_proxy(
+        f"{endpoint(sim)}@8", args=tls_flags(ca.issue("edge0"), tls_port), handover_socket=sock
+    )
+    channel = "ab" * 20
+    plain = TsViewer(channel)
+    plain.task = asyncio.create_task(plain.run(proxy.port))
+    secure = TlsViewer(channel, trusting(ca))
+    secure.task = asyncio.create_task(secure.run(tls_port))
+    await wait_until(lambda: len(plain.data) > 64 * 1024 and len(secure.data) > 64 * 1024)
+    new_pid = 0
+    try:
+        at = time.monotonic()
+        code, result = await asyncio.to_thread(reload, sock)
+        new_pid = result.get("new_pid") or 0
+        assert code == 0, result
+        # the plain viewer is handed over; the TLS one cannot be (its session state stays in
+        # the old process) and is cut: it reconnects, like a relaying edge's failover
+        assert result["viewers"] == 1, result
+        await keep_watching([plain], at)
+        await wait_until(lambda: secure.closed)
+        # the new process serves HTTPS on the same port (the listener was handed over)
+        async with httpx.AsyncClient(verify=trusting(ca), timeout=10) as client:
+            r = await client.get(f"https://127.0.0.1:{tls_port}/ace/status")
+            assert r.status_code == 200
+            assert r.json()["viewers"] == 1
+        again = TlsViewer(channel, trusting(ca))
+        again.task = asyncio.create_task(again.run(tls_port))
+        await wait_until(lambda: len(again.data) > 64 * 1024)
+        await stop_watching([plain, again])
+        check_viewers([plain])
+        assert again.body()[0] == 0x47
+    finally:
+        await stop_watching([plain, secure])
+        if new_pid:
+            stop_pid(new_pid)
+        shutil.rmtree(control, ignore_errors=True)
+
+
+class TlsViewer(TsViewer):
+    """A raw viewer over TLS (what a relaying edge's connection is)."""
+
+    def __init__(self, channel: str, context: ssl.SSLContext) -> None:
+        super().__init__(channel)
+        self.context = context
+
+    async def run(self, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=self.context)
+        writer.write(f"GET /ace/getstream?id={self.channel} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        try:
+            while True:
+                chunk = await reader.read(256 * 1024)
+                if not chunk:
+                    self.closed = True
+                    break
+                self.arrivals.append((time.monotonic(), len(chunk)))
+                self.data += chunk
+        except (ConnectionError, ssl.SSLError):
+            self.closed = True
+        finally:
+            writer.close()

@@ -1,0 +1,78 @@
+"""Central over HTTPS (docs/tls.md, internal section): the real ``acefleet-central`` command given
+``tls_cert_file``/``tls_key_file`` serves its API over HTTPS only, to clients that verify it
+against the fleet CA made in the test; a client with another CA is refused, a plain-HTTP client
+gets nothing, and a certificate without its key is a configuration error."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.central.conftest import FAST
+from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
+from tests.support import procs
+from tests.support.tls_ca import TestCA, start_https
+
+
+def central_env(cert_file: str, key_file: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **FAST,
+        "ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY,
+        "ACEFLEET_CENTRAL_OPERATOR_KEYS": OPERATOR_KEY,
+        "ACEFLEET_CENTRAL_VIEWER_KEYS": VIEWER_KEY,
+        "ACEFLEET_CENTRAL_LOG_FORMAT": "json",
+        "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
+        "ACEFLEET_CENTRAL_TLS_CERT_FILE": cert_file,
+        "ACEFLEET_CENTRAL_TLS_KEY_FILE": key_file,
+    }
+
+
+def test_central_serves_https_verified_against_the_fleet_ca(tmp_path: Path, log_dir: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    other = TestCA(tmp_path / "other", name="some other CA")
+    files = ca.issue("control")
+    port = procs.free_port()
+    central = start_https(
+        "acefleet-central",
+        ["--listen-port", str(port)],
+        port=port,
+        ca_file=ca.ca_file,
+        log_dir=log_dir,
+        env=central_env(files.cert_file, files.key_file, tmp_path),
+        ready_path="/readyz",
+    )
+    try:
+        base = f"https://127.0.0.1:{port}"
+        trusted = ssl.create_default_context(cafile=ca.ca_file)
+        with httpx.Client(verify=trusted, headers={"X-API-Key": OPERATOR_KEY}) as client:
+            r = client.get(f"{base}/v1/hosts")
+            assert r.status_code == 200, r.text
+            assert r.json()["items"] == []
+        stranger = ssl.create_default_context(cafile=other.ca_file)
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{base}/readyz", verify=stranger)
+        # no clear-text API on that port: a plain-HTTP request gets no answer
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    finally:
+        central.stop()
+
+
+def test_a_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    files = ca.issue("control")
+    env = central_env(files.cert_file, "", tmp_path)
+    done = subprocess.run(
+        [str(procs.BIN / "acefleet-central"), "--check-config"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "tls_cert_file and tls_key_file go together" in done.stderr
