@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import uvicorn
 
 from acefleet import config, logs
-from orchestrator.central.app import create_app
 from orchestrator.central.migrations import db_command
 from orchestrator.central.settings import CentralSettings
 
@@ -19,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["db"]:
         raise SystemExit(db_command.main(args[1:]))
+    # Imported here: `db` (run by the roles before every restart) does without the whole app.
+    from orchestrator.central.app import create_app
+
     settings = config.load(
         CentralSettings,
         argv,

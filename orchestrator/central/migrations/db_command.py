@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from acefleet import config
+from acefleet import config, logs
 from orchestrator.central.migrations import schema
 from orchestrator.central.settings import CentralSettings
 
@@ -80,4 +80,5 @@ def main(argv: Sequence[str]) -> int:
         prog=f"acefleet-central db {action}",
         description=ACTIONS[action],
     )
+    logs.configure(settings.log_level, settings.log_format, "acefleet-central")
     return asyncio.run(_run(action, settings.database_url))
