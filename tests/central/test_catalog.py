@@ -3,12 +3,14 @@ XMLTV guide (upload, checks, the copy cut to the catalog, a guide file re-read o
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from lxml import etree  # type: ignore[import-untyped]
 
 from tests.central.conftest import StartCentral
@@ -16,6 +18,13 @@ from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
 
 ID1 = "0123456789abcdef0123456789abcdef01234567"
 ID2 = "89abcdef0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def start_central(start_central: StartCentral, database_url: str) -> StartCentral:
+    """Every central here runs once on SQLite and once on PostgreSQL: channels and the guide
+    live in the database."""
+    return functools.partial(start_central, database_url=database_url)
 
 
 def channel(value: str = ID1, **fields: object) -> dict[str, object]:

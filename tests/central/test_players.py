@@ -4,12 +4,14 @@ snapshots."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from acefleet.catalog_wire import EdgeCatalog, PlayerUsage
 from acefleet.tokens import secret_sha256
@@ -18,6 +20,13 @@ from tests.central.conftest import StartCentral
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY, snapshot
 
 FIELDS = {"name": "kitchen", "groups": ["News", "Sport"], "max_streams": 2, "enabled": True}
+
+
+@pytest.fixture
+def start_central(start_central: StartCentral, database_url: str) -> StartCentral:
+    """Every central here runs once on SQLite and once on PostgreSQL: players live in the
+    database."""
+    return functools.partial(start_central, database_url=database_url)
 
 
 def client(url: str, key: str | None) -> httpx.Client:

@@ -81,8 +81,8 @@ def test_restart_rebuilds_live_state(start_central: StartCentral) -> None:
         assert [r["stream_id"] for r in history] == ["s-x"]
 
 
-def test_engine_drain_survives_a_restart(start_central: StartCentral) -> None:
-    first = start_central()
+def test_engine_drain_survives_a_restart(start_central: StartCentral, database_url: str) -> None:
+    first = start_central(database_url=database_url)
     with (
         httpx.Client(base_url=first.url, headers={"X-API-Key": SERVICE_KEY}) as service,
         httpx.Client(base_url=first.url, headers={"X-API-Key": OPERATOR_KEY}) as operator,
@@ -92,7 +92,7 @@ def test_engine_drain_survives_a_restart(start_central: StartCentral) -> None:
         assert operator.post("/v1/engines/edge0-eng0/drain").status_code == 200
         assert operator.post("/v1/engines/edge0-eng0/undrain").status_code == 200
     first.stop()
-    second = start_central(port=first.port)
+    second = start_central(port=first.port, database_url=database_url)
     with (
         httpx.Client(base_url=second.url, headers={"X-API-Key": SERVICE_KEY}) as service,
         httpx.Client(base_url=second.url, headers={"X-API-Key": OPERATOR_KEY}) as operator,
