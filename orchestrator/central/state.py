@@ -66,6 +66,8 @@ class Central:
         self.stats = StatsWatch(settings.degraded_after_s)
         self.per_edge = settings.warm_buffer_per_edge
         self.fleet_max = settings.fleet_max_engines
+        # Hosts whose proxy has snapshotted since this start: the book holds their sessions.
+        self.snapshotted: set[str] = set()
         self.version = 0  # bumped on every change; live updates push when it moved
         self.frame_cache: tuple[int, str] | None = None  # (version, live-update frame JSON)
 
@@ -73,6 +75,14 @@ class Central:
 
     def warming_up(self) -> bool:
         return self.clock() - self.started < self.settings.warmup_s
+
+    def rebuilding(self, host: str, now: float) -> bool:
+        """Whether the sessions on ``host``'s engines may still be missing from the claim book:
+        its proxy has not snapshotted since central started (which adopts them all), and a proxy
+        that silent would not be counted as alive yet either (``proxy_lost_after_s``)."""
+        if host in self.snapshotted:
+            return False
+        return now - self.started < max(self.settings.warmup_s, self.settings.proxy_lost_after_s)
 
     def changed(self) -> None:
         self.version += 1
@@ -116,6 +126,13 @@ class Central:
         directives.extend(self._provision(host, now))
         self.changed()
         claimed = {eid: n for eid in host.engines if (n := self.book.held(eid))}
+        if self.rebuilding(host.name, now):
+            # Central has not heard this host's proxy since it started, so its book lacks that
+            # proxy's sessions: an empty list would make the agent forget them (hand their
+            # engines out again, reap them as idle). Echo the agent's own counts until then.
+            for report in hb.engines:
+                if report.streams > claimed.get(report.id, 0):
+                    claimed[report.id] = report.streams
         return HeartbeatReply(
             interval_s=self.settings.heartbeat_interval_s,
             directives=directives,
@@ -307,6 +324,7 @@ class Central:
 
     def snapshot(self, proxy_id: str, snap: ProxySnapshot) -> SnapshotOutcome:
         outcome = self.tracker.snapshot(proxy_id, snap)
+        self.snapshotted.add(snap.host)
         self.changed()
         return outcome
 
