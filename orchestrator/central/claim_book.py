@@ -9,6 +9,9 @@ session per content, and a second upstream of the same channel would be waste): 
 asking for it is told to relay from the edge that has it. The one exception is a warm standby:
 a ``standby`` engine claim holds a slot on another engine (counted in its load) but is not the
 content's claim (``for_content`` never answers it) until ``promote`` makes it so.
+
+A claim's ``owner`` is the name of the service key it was handed to (see
+:mod:`orchestrator.central.claim_owner`); only that key, or an operator, may release it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Claim:
     stream_id: str | None = None
     keys: set[str] = field(default_factory=set)  # content key plus aliases (infohash)
     standby: bool = False  # a warm standby's engine, not (yet) the content's claim
+    owner: str = ""  # the key name it was handed to; "" until a service takes it
 
     @property
     def confirmed(self) -> bool:
@@ -136,6 +140,20 @@ class ClaimBook:
             for c in self.claims.values()
             if c.kind == "engine" and c.engine_id is not None and key in c.keys
         }
+
+    def own(self, claim_id: str, owner: str) -> None:
+        """The claim was handed to ``owner``; a claim already owned keeps its owner (another
+        service naming the same host and content gets the grant, never the claim)."""
+        claim = self.claims.get(claim_id)
+        if claim is not None and not claim.owner:
+            claim.owner = owner
+
+    def adopt(self, proxy_id: str, owner: str) -> None:
+        """Claims rebuilt from a proxy's snapshot or events (after a restart of central) belong
+        to the key that sent them."""
+        for claim in self.claims.values():
+            if not claim.owner and claim.proxy_id == proxy_id:
+                claim.owner = owner
 
     def confirm(self, claim: Claim, stream_id: str) -> None:
         claim.expires = None

@@ -4,8 +4,11 @@
 channel starts; through FastAPI (routing, dependency solving, response validation) each cost
 about ten times what the claim itself costs. This ASGI middleware answers the well-formed,
 authorised ones directly with the same bodies, headers and status codes. Anything else — no key,
-another role, an unreadable or invalid body — is handed on, body included, to the FastAPI routes,
-which stay the documented (OpenAPI) definition and produce the precise error.
+another role, a query string, an unreadable or invalid body — is handed on, body included, to
+the FastAPI routes, which stay the documented (OpenAPI) definition and produce the precise error.
+A body over 16 KiB is answered 413 here (the route documents it): handing on a truncated body
+would be judged as the wrong request. The claim owner rule of :mod:`.claim_owner` holds here
+as on the route.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acefleet.errors import ServiceError, error_json
 from acefleet.wire import ClaimRequest, ErrorDetail
-from orchestrator.central.auth import KeyRing, Role, Verdict
+from orchestrator.central.auth import KeyRing, Principal, Role, Verdict
+from orchestrator.central.claim_owner import may_release, not_claim_owner
 from orchestrator.central.http import (
+    ApiError,
     bearer_token,
     claim_refused,
     rate_limited,
@@ -48,19 +53,23 @@ class ClaimFastPath:
             await self.app(scope, receive, send)
             return
         key = _key(scope)
-        if key is None or self.keyring.role_of(key) is not Role.service:
-            await self.app(scope, receive, send)  # 401/403 with the full explanation
+        who = self.keyring.identify(key) if key is not None else None
+        if key is None or who is None or who.role is not Role.service or scope["query_string"]:
+            # 401/403 with the full explanation; an operator's release; a key in the URL (400)
+            await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive)
         if not complete:
-            await self.app(scope, _replay(body, receive), send)
-            return
+            if len(body) > _MAX_BODY:
+                verdict = self.keyring.check(key)
+                await _send_error(send, body_too_large(), verdict)
+            return  # else the client went away: nobody to answer
         if release is not None:
             verdict = self.keyring.check(key)
             if not verdict.allowed:
                 await _send_error(send, rate_limited(verdict), verdict)
                 return
-            await self._release(send, release.group(1), verdict)
+            await self._release(send, release.group(1), verdict, who)
             return
         try:
             req = ClaimRequest.model_validate_json(body)
@@ -76,13 +85,23 @@ class ClaimFastPath:
             refusal = claim_refused(answer, self.central.settings.claim_retry_after_s)
             await _send_error(send, refusal, verdict)
             return
+        self.central.book.own(answer.claim_id, who.name)
         await _respond(send, 200, answer.model_dump_json().encode(), verdict)
 
-    async def _release(self, send: Send, claim_id: str, verdict: Verdict) -> None:
-        if self.central.release(claim_id) is None:
+    async def _release(self, send: Send, claim_id: str, verdict: Verdict, who: Principal) -> None:
+        held = self.central.book.claims.get(claim_id)
+        if held is None:
             await _send_error(send, unknown_claim(claim_id), verdict)
             return
+        if not may_release(held, who):
+            await _send_error(send, not_claim_owner(claim_id), verdict)
+            return
+        self.central.release(claim_id)
         await _respond(send, 204, b"", verdict)
+
+
+def body_too_large() -> ApiError:
+    return ApiError(413, "body_too_large", f"a claim body is at most {_MAX_BODY} bytes")
 
 
 def _key(scope: Scope) -> str | None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from acefleet.wire import EngineHealth
-from tests.central.conftest import Running, StartCentral
+from orchestrator.central.settings import CentralSettings
+from tests.central.conftest import Running, StartCentral, ThreadCentral
 from tests.central.fleetsim import (
+    OPERATOR_KEY,
     SERVICE_KEY,
+    VIEWER_KEY,
     Agent,
     claim_body,
     engine,
@@ -20,6 +27,7 @@ from tests.central.fleetsim import (
     send_events,
     snapshot,
 )
+from tests.support import procs
 
 
 def _fleet(service: httpx.Client, hosts: int, engines: int, cap: int = 1) -> list[Agent]:
@@ -30,8 +38,9 @@ def _fleet(service: httpx.Client, hosts: int, engines: int, cap: int = 1) -> lis
     return agents
 
 
-def _engine_claims(client: httpx.Client, content: str | None = None) -> list[dict[str, object]]:
-    items = client.get("/v1/claims").json()["items"]
+def _engine_claims(operator: httpx.Client, content: str | None = None) -> list[dict[str, object]]:
+    """Engine claims as an operator sees them (a service sees only the ones handed to it)."""
+    items = operator.get("/v1/claims").json()["items"]
     return [
         c
         for c in items
@@ -52,7 +61,7 @@ async def _heartbeat_loop(url: str, agents: list[Agent], stop: asyncio.Event) ->
 
 
 async def test_concurrent_claims_for_different_content_never_share_a_slot(
-    central: Running, service: httpx.Client
+    central: Running, service: httpx.Client, operator: httpx.Client
 ) -> None:
     agents = _fleet(service, hosts=10, engines=5)  # 50 slots of cap 1
     stop = asyncio.Event()
@@ -76,14 +85,14 @@ async def test_concurrent_claims_for_different_content_never_share_a_slot(
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "no_capacity"
             assert int(r.headers["retry-after"]) >= 1
-    engine_claims = _engine_claims(service)
+    engine_claims = _engine_claims(operator)
     assert len(engine_claims) == 50
     assert len({c["engine_id"] for c in engine_claims}) == 50  # one claim per slot, none shared
     assert all(e["load"] <= 1 for e in engines)
 
 
 async def test_concurrent_claims_for_one_content_book_one_engine(
-    central: Running, service: httpx.Client
+    central: Running, service: httpx.Client, operator: httpx.Client
 ) -> None:
     _fleet(service, hosts=6, engines=3)
     async with httpx.AsyncClient(
@@ -97,7 +106,7 @@ async def test_concurrent_claims_for_one_content_book_one_engine(
         )
     grants = [r.json() for r in replies]
     assert all(r.status_code == 200 for r in replies)
-    engine_claims = _engine_claims(service, "id:same")
+    engine_claims = _engine_claims(operator, "id:same")
     assert len(engine_claims) == 1
     owner = engine_claims[0]["host"]
     for g in grants:
@@ -109,7 +118,9 @@ async def test_concurrent_claims_for_one_content_book_one_engine(
     assert sum(g["kind"] == "relay" for g in grants) == 25  # five edges other than the owner
 
 
-def test_relay_when_content_is_live_on_another_edge(service: httpx.Client) -> None:
+def test_relay_when_content_is_live_on_another_edge(
+    service: httpx.Client, operator: httpx.Client
+) -> None:
     _fleet(service, hosts=2, engines=2)
     first = service.post("/v1/claims", json=claim_body("infohash:abc", "edge0")).json()
     assert first["kind"] == "engine"
@@ -132,10 +143,12 @@ def test_relay_when_content_is_live_on_another_edge(service: httpx.Client) -> No
     assert second["claim_id"] != first["claim_id"]
     # The relaying edge letting go of its relay never releases the origin's engine.
     assert service.delete(f"/v1/claims/{second['claim_id']}").status_code == 204
-    assert [c["claim_id"] for c in _engine_claims(service)] == [first["claim_id"]]
+    assert [c["claim_id"] for c in _engine_claims(operator)] == [first["claim_id"]]
 
 
-def test_placement_on_another_edge_is_a_relay_that_edge_redeems(service: httpx.Client) -> None:
+def test_placement_on_another_edge_is_a_relay_that_edge_redeems(
+    service: httpx.Client, operator: httpx.Client
+) -> None:
     full, free = Agent("edge-full", 1), Agent("edge-free", 2)
     for a in (full, free):
         a.beat(service)
@@ -145,7 +158,7 @@ def test_placement_on_another_edge_is_a_relay_that_edge_redeems(service: httpx.C
     grant = service.post("/v1/claims", json=claim_body("id:new", "edge-full")).json()
     assert grant["kind"] == "relay"
     assert grant["relay"]["host"] == "edge-free"
-    reserved = _engine_claims(service, "id:new")
+    reserved = _engine_claims(operator, "id:new")
     assert len(reserved) == 1
     assert reserved[0]["host"] == "edge-free"
     # The relay target's proxy claims the same content and finds the engine reserved for it.
@@ -153,7 +166,7 @@ def test_placement_on_another_edge_is_a_relay_that_edge_redeems(service: httpx.C
     assert redeemed["kind"] == "engine"
     assert redeemed["claim_id"] == reserved[0]["claim_id"]
     assert redeemed["engine"]["id"] == reserved[0]["engine_id"]
-    assert len(_engine_claims(service, "id:new")) == 1
+    assert len(_engine_claims(operator, "id:new")) == 1
 
 
 def test_no_fit_is_503_with_retry_after_and_reason(service: httpx.Client) -> None:
@@ -227,7 +240,9 @@ def test_delete_releases_the_slot(service: httpx.Client) -> None:
     assert service.post("/v1/claims", json=claim_body("id:b", "edge0")).json()["kind"] == "engine"
 
 
-def test_failover_avoids_the_engine_that_failed(service: httpx.Client) -> None:
+def test_failover_avoids_the_engine_that_failed(
+    service: httpx.Client, operator: httpx.Client
+) -> None:
     Agent("edge0", 2).beat(service)
     first = service.post("/v1/claims", json=claim_body("id:f", "edge0")).json()
     failed = first["engine"]["id"]
@@ -237,10 +252,12 @@ def test_failover_avoids_the_engine_that_failed(service: httpx.Client) -> None:
     assert again["engine"]["id"] != failed
     assert again["claim_id"] != first["claim_id"]
     # The failed claim is gone, so its engine is not counted as busy with this content.
-    assert [c["claim_id"] for c in _engine_claims(service)] == [again["claim_id"]]
+    assert [c["claim_id"] for c in _engine_claims(operator)] == [again["claim_id"]]
 
 
-def test_claim_on_a_vanished_engine_is_placed_afresh(service: httpx.Client) -> None:
+def test_claim_on_a_vanished_engine_is_placed_afresh(
+    service: httpx.Client, operator: httpx.Client
+) -> None:
     agent = Agent("edge0", 2)
     agent.beat(service)
     first = service.post("/v1/claims", json=claim_body("id:v", "edge0")).json()
@@ -248,7 +265,109 @@ def test_claim_on_a_vanished_engine_is_placed_afresh(service: httpx.Client) -> N
     send_events(service, "edge0", started)
     agent.engines = [e for e in agent.engines if e.id != first["engine"]["id"]]
     agent.beat(service)  # its engine is gone; the confirmed claim stays until asked about
-    assert len(_engine_claims(service)) == 1
+    assert len(_engine_claims(operator)) == 1
     again = service.post("/v1/claims", json=claim_body("id:v", "edge0")).json()
     assert again["engine"]["id"] == agent.engines[0].id
-    assert [c["claim_id"] for c in _engine_claims(service)] == [again["claim_id"]]
+    assert [c["claim_id"] for c in _engine_claims(operator)] == [again["claim_id"]]
+
+
+# --- owners: a claim belongs to the service key it was handed to ------------------------------
+
+EDGE_A_KEY = "edge-a-service-key-000000001"
+EDGE_B_KEY = "edge-b-service-key-000000001"
+
+
+@pytest.fixture
+def two_services(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client, httpx.Client]]:
+    """Central with one key per proxy instance (edge-a, edge-b) and clients for both and for
+    an operator."""
+    settings = CentralSettings(
+        listen_port=procs.free_port(),
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
+        service_keys=[f"edge-a:{EDGE_A_KEY}", f"edge-b:{EDGE_B_KEY}"],
+        operator_keys=[f"alice:{OPERATOR_KEY}"],
+        viewer_keys=[VIEWER_KEY],
+        warmup_s=0,
+        warm_buffer_per_edge=0,
+    )
+    svc = ThreadCentral(settings)
+    clients = [
+        httpx.Client(base_url=svc.url, headers={"X-API-Key": key}, timeout=10)
+        for key in (EDGE_A_KEY, EDGE_B_KEY, OPERATOR_KEY)
+    ]
+    try:
+        yield clients[0], clients[1], clients[2]
+    finally:
+        for client in clients:
+            client.close()
+        svc.stop()
+
+
+# Through the fast path, and through the FastAPI route (a query string hands the request on).
+@pytest.mark.parametrize("query", ["", "?via=route"])
+def test_only_the_owner_or_an_operator_releases_a_claim(
+    two_services: tuple[httpx.Client, httpx.Client, httpx.Client], query: str
+) -> None:
+    edge_a, edge_b, operator = two_services
+    Agent("edge0", 2).beat(edge_a)
+    mine = edge_a.post("/v1/claims", json=claim_body("id:a", "edge0")).json()
+    other = edge_a.post("/v1/claims", json=claim_body("id:b", "edge0")).json()
+    r = edge_b.delete(f"/v1/claims/{mine['claim_id']}{query}")
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "not_claim_owner"
+    ids = {c["claim_id"] for c in operator.get("/v1/claims").json()["items"]}
+    assert mine["claim_id"] in ids  # still held
+    assert edge_a.delete(f"/v1/claims/{mine['claim_id']}{query}").status_code == 204
+    # An operator may release anyone's claim, and that is in the audit log.
+    assert operator.delete(f"/v1/claims/{other['claim_id']}{query}").status_code == 204
+    assert operator.get("/v1/claims").json()["items"] == []
+    entries = _wait_audit(operator, "claim.release")
+    assert entries[0]["actor"] == "alice"
+    assert entries[0]["target"] == other["claim_id"]
+    assert entries[0]["detail"]["owner"] == "edge-a"
+
+
+def _wait_audit(operator: httpx.Client, action: str) -> list[dict[str, Any]]:
+    """Audit rows are written behind the request: poll briefly."""
+    for _ in range(50):
+        items: list[dict[str, Any]] = operator.get("/v1/audit", params={"action": action}).json()[
+            "items"
+        ]
+        if items:
+            return items
+        time.sleep(0.1)
+    raise AssertionError(f"no {action} row in the audit log")
+
+
+def test_claim_ids_are_shown_only_to_their_owner_and_operators(
+    two_services: tuple[httpx.Client, httpx.Client, httpx.Client],
+) -> None:
+    edge_a, edge_b, operator = two_services
+    Agent("edge0", 1).beat(edge_a)
+    snapshot(edge_a, "edge0")
+    grant = edge_a.post("/v1/claims", json=claim_body("id:a", "edge0")).json()
+    send_events(
+        edge_a,
+        "edge0",
+        event("stream_started", "s-a", content_key="id:a", claim_id=grant["claim_id"]),
+    )
+    with httpx.Client(base_url=str(operator.base_url), headers={"X-API-Key": VIEWER_KEY}) as viewer:
+        assert viewer.get("/v1/claims").json()["items"] == []
+        assert [s["claim_id"] for s in viewer.get("/v1/streams").json()["items"]] == [None]
+    assert edge_b.get("/v1/claims").json()["items"] == []
+    assert [s["claim_id"] for s in edge_b.get("/v1/streams").json()["items"]] == [None]
+    assert [c["claim_id"] for c in edge_a.get("/v1/claims").json()["items"]] == [grant["claim_id"]]
+    assert [s["claim_id"] for s in edge_a.get("/v1/streams").json()["items"]] == [grant["claim_id"]]
+    assert [c["claim_id"] for c in operator.get("/v1/claims").json()["items"]] == [
+        grant["claim_id"]
+    ]
+
+
+def test_a_claim_body_over_16_kib_is_413(service: httpx.Client) -> None:
+    Agent("edge0", 1).beat(service)
+    body = claim_body("id:big", "edge0")
+    body["avoid"] = ["e" * 190] * 100  # ~19 KiB of otherwise valid JSON
+    r = service.post("/v1/claims", json=body)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "body_too_large"
+    assert service.post("/v1/claims", json=claim_body("id:big", "edge0")).status_code == 200

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from acefleet import logs
 from orchestrator.central import views
-from orchestrator.central.api.deps import central
+from orchestrator.central.api.deps import central, key_in_query, no_key_in_url
 from orchestrator.central.auth import READERS, KeyRing
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, bearer_token
 from orchestrator.central.live_feed import LiveFeed, Subscriber
@@ -70,14 +70,16 @@ def fleet_frame(c: Central) -> dict[str, Any]:
             }
             for e in views.engines(c)
         ],
-        "streams": [s.model_dump(mode="json") for s in views.streams(c)],
+        # One frame for every reader, viewers included: no claim ids (a claim id lets its
+        # holder end the stream; operators read them from /v1/claims).
+        "streams": [s.model_dump(mode="json", exclude={"claim_id"}) for s in views.streams(c)],
     }
 
 
 @router.get(
     "/v1/live",
     tags=["operators"],
-    dependencies=[Depends(any_reader)],
+    dependencies=[Depends(no_key_in_url), Depends(any_reader)],
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE: event fleet"}},
 )
@@ -148,7 +150,14 @@ async def _message(ws: WebSocket) -> dict[str, Any] | None:
 
 async def _authenticate(ws: WebSocket, keyring: KeyRing, feed: LiveFeed, wait_s: float) -> str:
     """The key of an admitted connection (a header, else the first message), counted against
-    its per-key limit; raises Refused otherwise."""
+    its per-key limit; raises Refused otherwise (also for a key in the URL, once the client
+    had its chance to speak: it learns why)."""
+    param = key_in_query(ws)
+    if param is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_message(ws), wait_s)
+        reason = f"no API key in the URL ({param!r}): send an auth message or the X-API-Key header"
+        raise Refused(4401, reason[:120])  # a close reason is at most 123 bytes
     key = ws.headers.get("x-api-key") or bearer_token(ws.headers.get("authorization", ""))
     if not key:
         try:
@@ -262,7 +271,7 @@ def page_config(c: Central) -> dict[str, Any]:
     }
 
 
-@router.get("/dashboard", include_in_schema=False)
+@router.get("/dashboard", include_in_schema=False, dependencies=[Depends(no_key_in_url)])
 async def dashboard(c: State) -> HTMLResponse:
     # "<" escaped: nothing in the JSON can close the <script> element it sits in.
     config = json.dumps(page_config(c)).replace("<", "\\u003c")
