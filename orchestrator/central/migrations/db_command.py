@@ -1,22 +1,28 @@
 """``acefleet-central db upgrade|current|check``: the migrations from a shell (and the roles).
 
-Takes the same options as the service (``--config`` with the role's TOML, ``--database-url``,
-the environment), so a deploy runs ``db upgrade`` against exactly the database central will use
-before it restarts central. Exit codes: 0 done / at head and in agreement with the models, 1
-``check`` found the database behind or different, 2 bad usage or configuration.
+Reads only the database options, from the same places as the service and in the same order:
+``--database-url`` over ``ACEFLEET_CENTRAL_DATABASE_URL`` over the TOML file (``--config`` or
+``ACEFLEET_CENTRAL_CONFIG``, the role's file) over the default. Nothing else needs to be set (no
+API keys): the roles run ``db upgrade`` before central's configuration is (re)written.
+Exit codes: 0 done / at head and in agreement with the models, 1 ``check`` found the database
+behind or different, 2 bad usage. ``upgrade`` prints ``<before> -> <after>`` only when it
+changed something (the roles' changed_when).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import sys
+import tomllib
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from acefleet import config, logs
+from acefleet import logs
 from orchestrator.central.migrations import schema
 from orchestrator.central.settings import CentralSettings
 
@@ -25,7 +31,7 @@ ACTIONS = {
     "current": "print the revision the database is at and the newest one",
     "check": "exit 1 unless the database is at the newest revision and matches the models",
 }
-USAGE = "usage: acefleet-central db {" + ",".join(ACTIONS) + "} [service options, e.g. --config]"
+PREFIX = "ACEFLEET_CENTRAL_"
 
 
 def _shown(url: str) -> str:
@@ -48,7 +54,10 @@ async def _run(action: str, url: str) -> int:
         if action == "upgrade":
             async with engine.begin() as conn:
                 before, after = await conn.run_sync(_upgrade)
-            print(f"{_shown(url)}: {before or 'empty'} -> {after} (head {head})")
+            if before == after:
+                print(f"{_shown(url)}: at {after}, nothing to do (head {head})")
+            else:
+                print(f"{_shown(url)}: {before or 'empty'} -> {after} (head {head})")
             return 0
         async with engine.connect() as conn:
             if action == "current":
@@ -67,18 +76,40 @@ async def _run(action: str, url: str) -> int:
     return 1 if problems else 0
 
 
+def _database_url(flag: str | None, config_path: str | None) -> str:
+    if flag:
+        return flag
+    env = os.environ.get(f"{PREFIX}DATABASE_URL")
+    if env:
+        return env
+    path = config_path or os.environ.get(f"{PREFIX}CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                value = tomllib.load(fh).get("database_url")
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"acefleet-central db: cannot read {path}: {exc}") from None
+        if value:
+            return str(value)
+    return str(CentralSettings.model_fields["database_url"].default)
+
+
 def main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] not in ACTIONS:
-        print(USAGE, file=sys.stderr)
-        for name, what in ACTIONS.items():
-            print(f"  {name:8} {what}", file=sys.stderr)
-        return 2
-    action = argv[0]
-    settings = config.load(
-        CentralSettings,
-        argv[1:],
-        prog=f"acefleet-central db {action}",
-        description=ACTIONS[action],
+    parser = argparse.ArgumentParser(
+        prog="acefleet-central db", description="central's database migrations (Alembic)"
     )
-    logs.configure(settings.log_level, settings.log_format, "acefleet-central")
-    return asyncio.run(_run(action, settings.database_url))
+    parser.add_argument(
+        "action",
+        choices=list(ACTIONS),
+        help="; ".join(f"{name}: {what}" for name, what in ACTIONS.items()),
+    )
+    parser.add_argument("--database-url", help=f"[env {PREFIX}DATABASE_URL]")
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"central's TOML file [env {PREFIX}CONFIG]"
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    logs.configure("info", "auto", "acefleet-central")
+    return asyncio.run(_run(args.action, _database_url(args.database_url, args.config)))
