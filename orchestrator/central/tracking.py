@@ -6,7 +6,9 @@ updates it: a warm standby announced again without ``standby`` was promoted, and
 becomes the content's claim (the same holds for a snapshot listing it so). Snapshots are the
 anti-entropy: the full list of one proxy's live streams. Both adopt claims central does not
 hold (after a restart of central, or for placements the agent made while central was away), so
-the live view is rebuilt from them.
+the live view is rebuilt from them. A proxy is alive while it snapshots: one silent for
+``proxy_lost_after_s`` (counted from its first event when it never snapshotted) is lost, and its
+streams end with it (reason ``proxy_lost``), releasing their claims.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class StreamTracker:
         self.clock = clock
 
     def apply_events(self, batch: EventBatch) -> EventBatchResult:
+        self._heard_of(batch)
         results: list[EventResult] = []
         memory = self.registry.events
         for ev in batch.events:
@@ -89,6 +92,16 @@ class StreamTracker:
                 results.append(EventResult(event_id=ev.event_id, status="error", error=error))
                 self.metrics.events_total.labels("error").inc()
         return EventBatchResult(results=results)
+
+    def _heard_of(self, batch: EventBatch) -> None:
+        """A proxy first heard of through events (central restarted, or its snapshots fail) is
+        registered as if it had snapshotted now, without a relay URL: if no snapshot follows
+        within ``proxy_lost_after_s`` it is lost like any other, and the streams its events
+        started end instead of pinning their engines forever. Only snapshots keep it alive."""
+        if batch.proxy_id in self.registry.proxies:
+            return
+        host = next((ev.host for ev in batch.events if ev.host), "")
+        self.registry.proxies[batch.proxy_id] = Proxy(batch.proxy_id, host, "", self.clock())
 
     def _proxy_host(self, proxy_id: str, fallback: str | None) -> str:
         if fallback:
@@ -261,7 +274,7 @@ class StreamTracker:
         for proxy in gone:
             log.warning("proxy_lost", proxy_id=proxy.proxy_id, host=proxy.host)
             del self.registry.proxies[proxy.proxy_id]
-            if self.registry.proxy_url_by_host.get(proxy.host) == proxy.url:
+            if proxy.url and self.registry.proxy_url_by_host.get(proxy.host) == proxy.url:
                 del self.registry.proxy_url_by_host[proxy.host]
             for stream in self.registry.of_proxy(proxy.proxy_id):
                 self._end(stream, "proxy_lost", datetime.now(UTC))
