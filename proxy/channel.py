@@ -345,7 +345,16 @@ class Channel:
                 return
 
     async def _open_upstream(self) -> None:
-        placement = await self.ctx.placer.place(self.key)
+        # The claim call and the engine's start call run as their own tasks, shielded: when
+        # the channel closes meanwhile (its last viewer left during placement or prebuffer, and
+        # the grace ran out), this task is cancelled, but what they reserve arrives anyway and
+        # is given back as soon as it does (see _give_back), not left to a TTL.
+        placing = self.loop.create_task(self.ctx.placer.place(self.key))
+        try:
+            placement = await asyncio.shield(placing)
+        except asyncio.CancelledError:
+            self.ctx.background(self._give_back(placing, None))
+            raise
         self.generation += 1
         generation = self.generation
         self.mark_next = self.buffer.head > 0  # viewers had another source before: splice
@@ -355,9 +364,17 @@ class Channel:
         self.log.info("upstream_opening", where=placement.where, source=placement.source)
         try:
             if placement.engine is not None:
-                session = await self.ctx.engine.start(
-                    placement.engine, self.selector, self.params, pid
+                starting = self.loop.create_task(
+                    self.ctx.engine.start(placement.engine, self.selector, self.params, pid)
                 )
+                try:
+                    session = await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    # close() released the placement already unless someone else cancelled
+                    held = placement if self.placement is placement else None
+                    self.placement = None
+                    self.ctx.background(self._give_back(held, starting))
+                    raise
                 self.session = session
                 other = (
                     self.ctx.alias(self, f"infohash:{session.infohash}")
@@ -407,6 +424,25 @@ class Channel:
         self.ctx.sink.stream_started(self.record)
         self.log = log.bind(channel=self.key, stream=pid)  # every later line names the session
         self.log.info("upstream_live", where=placement.where, source=placement.source)
+
+    async def _give_back(
+        self,
+        placing: asyncio.Task[Placement] | Placement | None,
+        starting: asyncio.Task[EngineSession] | None,
+    ) -> None:
+        """What a cancelled opening reserved: the engine session it started is stopped, then
+        its placement (a claim) is released, each once it has arrived."""
+        placement: Placement | None = None
+        try:
+            placement = await placing if isinstance(placing, asyncio.Task) else placing
+            session = await starting if starting is not None else None
+        except (PlacementError, UpstreamError):
+            session = None  # nothing reserved, or the start failed (the claim still goes back)
+        if session is not None and session.command_url:
+            await self.ctx.engine.stop(session.command_url)
+        if placement is not None:
+            self.log.info("placement_given_back", where=placement.where, claim=placement.claim_id)
+            await self.ctx.placer.release(placement, "cancelled")
 
     def _merge_into(self, other: Channel) -> None:
         """Our content is already live as ``other`` (it was asked for by infohash, we by id):
