@@ -39,8 +39,8 @@ def _until(what: str, fn: Any, keep_alive: list[Agent], client: httpx.Client) ->
 def _history(client: httpx.Client, content_key: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for _ in range(50):  # history is written behind: give it a moment
-        rows = client.get("/v1/streams/history", params={"content_key": content_key}).json()
-        rows = rows["items"]
+        page = client.get("/v1/streams/history", params={"content_key": content_key}).json()
+        rows = page["items"]
         if rows and all(r["ended_at"] for r in rows):
             break
         time.sleep(0.2)
