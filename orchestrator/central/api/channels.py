@@ -16,13 +16,19 @@ from fastapi.responses import JSONResponse
 
 from acefleet.catalog_wire import CatalogChannel, ChannelList, ImportReport
 from acefleet.wire import ErrorBody
+from orchestrator.central.api.deps import Audit, no_key_in_url
 from orchestrator.central.catalog import m3u_import
 from orchestrator.central.catalog.guide import GuideError, GuideStatus
 from orchestrator.central.catalog.m3u_import import ChannelInput
 from orchestrator.central.catalog.store import CatalogStore, DuplicateContent, UnknownChannel
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, etagged, operator_only
 
-router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES, tags=["catalog"])
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(no_key_in_url)],
+    responses=ERROR_RESPONSES,
+    tags=["catalog"],
+)
 Reader = [Depends(any_reader)]
 Operator = [Depends(operator_only)]
 ChannelId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The channel's id")]
@@ -88,12 +94,19 @@ async def list_channels(request: Request, catalog: Catalog) -> Response:
 
 
 @router.post("/channels", dependencies=Operator, status_code=201, responses={**CONFLICT})
-async def create_channel(body: ChannelInput, catalog: Catalog) -> CatalogChannel:
+async def create_channel(body: ChannelInput, catalog: Catalog, audit: Audit) -> CatalogChannel:
     """A new channel; 409 when a channel already has this content id or infohash."""
     try:
-        return await catalog.create(body)
+        created = await catalog.create(body)
     except DuplicateContent as exc:
         raise _duplicate(exc) from None
+    audit("channel.create", created.id, **_channel_detail(body))
+    return created
+
+
+def _channel_detail(body: ChannelInput) -> dict[str, Any]:
+    """What the audit log keeps of a channel edit: the channel as sent (it holds no secret)."""
+    return body.model_dump(mode="json")
 
 
 IMPORT_BODY: dict[str, Any] = {
@@ -133,6 +146,7 @@ IMPORT_BODY: dict[str, Any] = {
 async def import_channels(
     request: Request,
     catalog: Catalog,
+    audit: Audit,
     dry_run: Annotated[bool, Query(description="Check and count, write nothing")] = False,
 ) -> Response:
     """Merge channels from an M3U playlist or JSON into the catalog, matched by content:
@@ -157,6 +171,15 @@ async def import_channels(
         )
         return JSONResponse(report.model_dump(), status_code=422)
     report = await catalog.import_channels([c for _, c in parsed.channels], dry_run)
+    if not dry_run:
+        audit(
+            "channel.import",
+            "catalog",
+            created=report.created,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            bytes=len(data),
+        )
     return JSONResponse(report.model_dump())
 
 
@@ -180,25 +203,28 @@ async def get_channel(channel_id: ChannelId, catalog: Catalog) -> CatalogChannel
 
 @router.put("/channels/{channel_id}", dependencies=Operator, responses={**NOT_FOUND, **CONFLICT})
 async def replace_channel(
-    channel_id: ChannelId, body: ChannelInput, catalog: Catalog
+    channel_id: ChannelId, body: ChannelInput, catalog: Catalog, audit: Audit
 ) -> CatalogChannel:
     """Every field of the channel replaced (its id stays)."""
     try:
-        return await catalog.replace(channel_id, body)
+        replaced = await catalog.replace(channel_id, body)
     except UnknownChannel as exc:
         raise _unknown(exc) from None
     except DuplicateContent as exc:
         raise _duplicate(exc) from None
+    audit("channel.update", channel_id, **_channel_detail(body))
+    return replaced
 
 
 @router.delete(
     "/channels/{channel_id}", dependencies=Operator, status_code=204, responses={**NOT_FOUND}
 )
-async def delete_channel(channel_id: ChannelId, catalog: Catalog) -> Response:
+async def delete_channel(channel_id: ChannelId, catalog: Catalog, audit: Audit) -> Response:
     try:
         await catalog.delete(channel_id)
     except UnknownChannel as exc:
         raise _unknown(exc) from None
+    audit("channel.delete", channel_id)
     return Response(status_code=204)
 
 
@@ -247,7 +273,7 @@ async def guide_status(catalog: Catalog) -> GuideStatus:
         422: {"model": ErrorBody, "description": "Not well-formed XML, or not XMLTV"},
     },
 )
-async def upload_guide(request: Request, catalog: Catalog) -> GuideStatus:
+async def upload_guide(request: Request, catalog: Catalog, audit: Audit) -> GuideStatus:
     """Replace the guide with an XMLTV upload (refused while central reads it from a file)."""
     if catalog.files.guide_path:
         raise ApiError(
@@ -265,4 +291,5 @@ async def upload_guide(request: Request, catalog: Catalog) -> GuideStatus:
         await catalog.set_guide(data, "upload")
     except GuideError as exc:
         raise ApiError(422, "invalid_guide", str(exc)) from None
+    audit("guide.upload", "guide", bytes=len(data))
     return _guide_status(catalog)

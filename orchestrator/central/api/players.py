@@ -15,14 +15,19 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from acefleet.catalog_wire import Player, PlayerFields, PlayerList, PlayerSecret, PlayerUsage
 from acefleet.player_feeds import GUIDE, PLAYLIST
 from acefleet.wire import ErrorBody
-from orchestrator.central.api.deps import central
+from orchestrator.central.api.deps import Audit, central, no_key_in_url
 from orchestrator.central.api.edge_catalog import player_store
 from orchestrator.central.catalog import players as store
 from orchestrator.central.catalog.players import PlayerStore, UnknownPlayer
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, etagged, operator_only
 from orchestrator.central.state import Central
 
-router = APIRouter(prefix="/v1/players", responses=ERROR_RESPONSES, tags=["players"])
+router = APIRouter(
+    prefix="/v1/players",
+    dependencies=[Depends(no_key_in_url)],
+    responses=ERROR_RESPONSES,
+    tags=["players"],
+)
 Players = Annotated[PlayerStore, Depends(player_store)]
 State = Annotated[Central, Depends(central)]
 PlayerId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -61,10 +66,11 @@ async def list_players(request: Request, players: Players) -> Response:
 
 @router.post("", dependencies=Operator, status_code=201)
 async def create_player(
-    request: Request, body: PlayerFields, players: Players, c: State
+    request: Request, body: PlayerFields, players: Players, c: State, audit: Audit
 ) -> PlayerSecret:
     """A new player and its secret URLs: shown this once, keep them secret."""
     player, secret = await players.create(body)
+    audit("player.create", player.id, **body.model_dump(mode="json"))  # the secret is not in it
     return secret_answer(request, c, player, secret)
 
 
@@ -83,31 +89,37 @@ async def get_player(player_id: PlayerId, players: Players) -> Player:
 
 
 @router.put("/{player_id}", dependencies=Operator, responses=NOT_FOUND)
-async def replace_player(player_id: PlayerId, body: PlayerFields, players: Players) -> Player:
+async def replace_player(
+    player_id: PlayerId, body: PlayerFields, players: Players, audit: Audit
+) -> Player:
     """Replace name, groups, limit, enabled (the secret stays)."""
     try:
-        return await players.replace(player_id, body)
+        replaced = await players.replace(player_id, body)
     except UnknownPlayer as exc:
         raise _unknown(exc) from None
+    audit("player.update", player_id, **body.model_dump(mode="json"))
+    return replaced
 
 
 @router.delete("/{player_id}", dependencies=Operator, status_code=204, responses=NOT_FOUND)
-async def delete_player(player_id: PlayerId, players: Players) -> Response:
+async def delete_player(player_id: PlayerId, players: Players, audit: Audit) -> Response:
     """Its URLs stop at once; streams it started run on, new ones need another player's token."""
     try:
         await players.delete(player_id)
     except UnknownPlayer as exc:
         raise _unknown(exc) from None
+    audit("player.delete", player_id)
     return Response(status_code=204)
 
 
 @router.post("/{player_id}/secret", dependencies=Operator, responses=NOT_FOUND)
 async def rotate_secret(
-    request: Request, player_id: PlayerId, players: Players, c: State
+    request: Request, player_id: PlayerId, players: Players, c: State, audit: Audit
 ) -> PlayerSecret:
     """A new secret: the old URLs answer 404 from now on (edges: within their poll interval)."""
     try:
         player, secret = await players.rotate_secret(player_id)
     except UnknownPlayer as exc:
         raise _unknown(exc) from None
+    audit("player.secret_rotate", player_id, name=player.name)  # never the secret itself
     return secret_answer(request, c, player, secret)
