@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 
+import httpx
 import pytest
 from pydantic import ValidationError
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from orchestrator.central.auth import KeyRing, Principal, Role, parse_key
 from orchestrator.central.settings import CentralSettings
+from tests.central.conftest import StartCentral
+from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY, Agent, claim_body
 
 EDGE1_OLD = "edge1-old-key-0123456789abcdef"
 EDGE1_NEW = "edge1-new-key-0123456789abcdef"
@@ -69,3 +74,53 @@ def test_both_keys_of_a_rotating_name_spend_one_rate_limit() -> None:
 def test_settings_refuse_bad_key_entries(keys: dict[str, list[str]], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         _settings(**keys)
+
+
+# --- never a key in a URL ------------------------------------------------------------------------
+
+
+def test_a_key_in_the_query_string_is_refused_even_with_a_good_header(
+    start_central: StartCentral,
+) -> None:
+    svc = start_central()
+    with httpx.Client(base_url=svc.url, headers={"X-API-Key": OPERATOR_KEY}) as operator:
+        assert operator.get("/v1/hosts").status_code == 200
+        for path in (
+            f"/v1/hosts?api_key={OPERATOR_KEY}",
+            f"/v1/fleet?key={VIEWER_KEY}",
+            f"/v1/claims?x={SERVICE_KEY}",  # a live key under any parameter name
+            f"/v1/channels?access_token={VIEWER_KEY}",
+            f"/v1/players?apikey={VIEWER_KEY}",
+            f"/v1/live?api_key={OPERATOR_KEY}",
+            f"/v1/audit?api_key={OPERATOR_KEY}",
+            f"/dashboard?api_key={OPERATOR_KEY}",
+        ):
+            r = operator.get(path)
+            assert r.status_code == 401, path
+            error = r.json()["error"]
+            assert error["code"] == "key_in_url", path
+            assert "X-API-Key header" in error["message"]
+    # The claim fast path hands such a request to the route, which refuses it the same way.
+    with httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service:
+        Agent("edge0", 1).beat(service)
+        r = service.post(f"/v1/claims?api_key={SERVICE_KEY}", json=claim_body("id:a", "edge0"))
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "key_in_url"
+        r = service.delete(f"/v1/claims/whatever?api_key={SERVICE_KEY}")
+        assert r.json()["error"]["code"] == "key_in_url"
+        assert service.post("/v1/claims", json=claim_body("id:a", "edge0")).status_code == 200
+
+
+def test_the_live_websocket_says_why_a_key_in_its_url_is_refused(
+    start_central: StartCentral,
+) -> None:
+    svc = start_central()
+    url = f"ws://127.0.0.1:{svc.port}/v1/live/ws?api_key={VIEWER_KEY}"
+    with (
+        connect(url, additional_headers={"X-API-Key": VIEWER_KEY}) as ws,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+    assert "no API key in the URL" in closed.value.rcvd.reason

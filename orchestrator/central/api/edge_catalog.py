@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from acefleet.catalog_wire import EdgeCatalog
 from orchestrator.central import views
+from orchestrator.central.api.deps import no_key_in_url
 from orchestrator.central.catalog.players import PlayerStore
 from orchestrator.central.catalog.store import CatalogStore
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, service_only
@@ -24,7 +25,7 @@ from orchestrator.central.state import Central
 
 router = APIRouter(
     prefix="/v1/edge",
-    dependencies=[Depends(service_only)],
+    dependencies=[Depends(no_key_in_url), Depends(service_only)],
     responses=ERROR_RESPONSES,
     tags=["services"],
 )

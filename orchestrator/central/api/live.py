@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from acefleet import logs
 from orchestrator.central import views
-from orchestrator.central.api.deps import central, key_in_query, no_key_in_url
+from orchestrator.central.api.deps import central, key_in_query, no_key_in_url, request_key
 from orchestrator.central.auth import READERS, KeyRing
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, bearer_token
 from orchestrator.central.live_feed import LiveFeed, Subscriber
@@ -154,8 +154,9 @@ async def _authenticate(ws: WebSocket, keyring: KeyRing, feed: LiveFeed, wait_s:
     had its chance to speak: it learns why)."""
     param = key_in_query(ws)
     if param is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_message(ws), wait_s)
+        if not request_key(ws):  # a client that sends an auth message: let it send it first
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_message(ws), wait_s)
         reason = f"no API key in the URL ({param!r}): send an auth message or the X-API-Key header"
         raise Refused(4401, reason[:120])  # a close reason is at most 123 bytes
     key = ws.headers.get("x-api-key") or bearer_token(ws.headers.get("authorization", ""))
