@@ -1,5 +1,7 @@
 """The central FastAPI application: routers, the shared error handlers, lifespan (history,
-the stores kept in its database, sweeper)."""
+the stores kept in its database, sweeper) and the standby gate (``activity.py``): live state and
+stores are opened when this central starts serving — at start, or on taking the control VIP over —
+and dropped when it stands by."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import orchestrator.central as package
 from acefleet import logs
 from acefleet.api_errors import install_error_handlers
-from orchestrator.central import views
+from orchestrator.central import activity, views
 from orchestrator.central.api import (
     channels,
     edge_catalog,
@@ -61,28 +63,47 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     # created the tables, stopped in reverse before it closes.
     player_store = PlayerStore(lambda: history.engine)
     stores: list[Store] = [catalog, player_store]
+    started: list[Store] = []
+
+    async def serve() -> None:
+        """Live state as after a start; drains and the stores read from the database (which the
+        other central may have changed while this one stood by)."""
+        activity.fresh_live_state(state)
+        # Engine drains are the one operator decision no edge reports back: reload them.
+        state.fleet.drained = await history.drained_engines()
+        for store in stores:
+            await store.start()
+            started.append(store)
+
+    async def stand_by() -> None:
+        activity.fresh_live_state(state)
+        while started:
+            await started.pop().stop()
+
+    role = activity.Activity(
+        activity.vip_probe(settings.standby_state_file, settings.standby_control_vip),
+        serve,
+        stand_by,
+        settings.standby_check_interval_s,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await history.start()
-        # Engine drains are the one operator decision no edge reports back: reload them.
-        state.fleet.drained = await history.drained_engines()
-        started: list[Store] = []
         sweeper: asyncio.Task[None] | None = None
         try:
-            for store in stores:
-                await store.start()
-                started.append(store)
+            await role.start()
             sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
-            log.info("central_started", database=_redact(settings.database_url))
+            log.info("central_started", database=_redact(settings.database_url), role=role.role)
             yield
         finally:
+            await role.stop()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-            for store in reversed(started):
-                await store.stop()
+            while started:
+                await started.pop().stop()
             await history.stop()
 
     app = FastAPI(
@@ -96,10 +117,15 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     app.state.catalog = catalog
     app.state.players = player_store
     app.state.keyring = keyring
+    app.state.activity = role
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     # Outermost: well-formed claims skip FastAPI entirely (see fastpath.py).
     app.add_middleware(ClaimFastPath, central=state, keyring=keyring)
+    # Outermost of all: a standby answers nothing but health and metrics (see activity.py).
+    app.add_middleware(
+        activity.StandbyGate, activity=role, retry_after_s=settings.standby_retry_after_s
+    )
     app.include_router(services.router)
     app.include_router(operators.router)
     app.include_router(live.router)
@@ -117,6 +143,10 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         """Ready when the history database answers; ``warming_up`` says whether live state is
         still being rebuilt from heartbeats and snapshots (claims are answered meanwhile)."""
         db = await history.ping()
+        # A standby central (the control VIP is elsewhere) is not ready: 503 status "standby".
+        if not role.active:
+            standby = {"status": "standby", "warming_up": False, "database": db}
+            return JSONResponse(standby, status_code=503)
         body = Health(
             status="ok" if db else "unavailable", warming_up=state.warming_up(), database=db
         )

@@ -6,6 +6,7 @@ options freely, never rename one.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Self
 
@@ -196,6 +197,23 @@ class CentralSettings(BaseSettings):
     )
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: str = Field("auto", description="json, console or auto (json when not a tty)")
+    # --- standby central (docs/standby-central.md): only the control VIP's holder serves -----
+    standby_state_file: str = Field(
+        "",
+        description="File keepalived's notify script writes its VRRP state to (MASTER, BACKUP, "
+        "FAULT); set, central serves only while it reads MASTER (empty: not consulted)",
+    )
+    standby_control_vip: str = Field(
+        "",
+        description="The control VIP; set, central serves only while this address is on one of "
+        "its host's interfaces (empty: not consulted; neither set: always serves)",
+    )
+    standby_check_interval_s: float = Field(
+        0.5, gt=0, le=10, description="Interval at which the state file and the VIP are looked at"
+    )
+    standby_retry_after_s: float = Field(
+        2.0, gt=0, description="Retry-After sent with the 503 standby_central of a standby"
+    )
 
     @field_validator("player_url")
     @classmethod
@@ -209,6 +227,13 @@ class CentralSettings(BaseSettings):
     def _check_token_keys(cls, keys: list[str]) -> list[str]:
         TokenKeys.parse(keys)  # ValueError with the reason
         return keys
+
+    @field_validator("standby_control_vip")
+    @classmethod
+    def _check_control_vip(cls, vip: str) -> str:
+        if vip:
+            ipaddress.ip_address(vip)  # ValueError: not an IP address
+        return vip
 
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
