@@ -2,7 +2,9 @@
 
 Live state is soft: it is rebuilt from heartbeats after a restart. A host that stops
 heartbeating becomes *stale* (no new work is placed on it) and later *lost*; central never stops
-anything because a host went quiet, since the engines may well be serving viewers.
+anything because a host went quiet, since the engines may well be serving viewers. A host lost
+for ``forget_after`` is forgotten, engines and all (the fleet view and the metrics would
+otherwise keep every host that ever existed); a heartbeat brings it back as a new host.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ class UnknownTarget(LookupError):
 class Fleet:
     """Hosts by name, plus an index from engine id to host."""
 
-    def __init__(self, stale_after: float, lost_after: float) -> None:
+    def __init__(self, stale_after: float, lost_after: float, forget_after: float) -> None:
         self.stale_after = stale_after
         self.lost_after = lost_after
+        self.forget_after = forget_after
         self.hosts: dict[str, Host] = {}
         self.engine_host: dict[str, str] = {}
         # Engines an operator drained; kept by id so the decision applies whenever they report.
@@ -129,6 +132,16 @@ class Fleet:
                 del self.engine_host[eid]
         host.engines = fresh
         return host, gap, gone
+
+    def forget_silent(self, now: float) -> list[Host]:
+        """Remove the hosts silent for ``forget_after`` (and their engines' index entries)."""
+        gone = [h for h in self.hosts.values() if now - h.last_seen >= self.forget_after]
+        for host in gone:
+            del self.hosts[host.name]
+            for eid in host.engines:
+                if self.engine_host.get(eid) == host.name:
+                    del self.engine_host[eid]
+        return gone
 
     def by_name(self) -> list[Host]:
         """The hosts sorted by name, the order every listing shows."""

@@ -59,7 +59,7 @@ class Central:
         self.rng = rng or random.Random()
         self.started = clock()
         self.started_at = datetime.now(UTC)
-        self.fleet = Fleet(settings.stale_after_s, settings.lost_after_s)
+        self.fleet = Fleet(settings.stale_after_s, settings.lost_after_s, settings.forget_after_s)
         self.book = ClaimBook(settings.claim_ttl_s)
         self.registry = StreamRegistry(settings.event_id_memory)
         self.tracker = StreamTracker(self.fleet, self.book, self.registry, history, metrics, clock)
@@ -338,6 +338,9 @@ class Central:
         for claim in expired:
             log.info("claim_expired", claim_id=claim.id, content_key=claim.content_key)
         moved = self.tracker.forget_lost_proxies(now, self.settings.proxy_lost_after_s) or moved
+        for host in self.fleet.forget_silent(now):
+            self._forgotten(host)
+            moved = True
         for host in self.fleet.hosts.values():
             status = self.fleet.status(host, now)
             if status is not host.status_seen:
@@ -349,6 +352,16 @@ class Central:
                 moved = True
         if moved:
             self.changed()
+
+    def _forgotten(self, host: Host) -> None:
+        """A host lost for ``forget_after_s`` left the fleet view: its engines' stats go with it,
+        and what was reserved on them but never started can no longer be served."""
+        log.warning("host_forgotten", host=host.name, engines=len(host.engines))
+        self.history.provisioning(datetime.now(UTC), host.name, "host_forgotten", None, None)
+        for engine_id in host.engines:
+            self.stats.forget(engine_id)
+            for claim in self.book.pending_on_engine(engine_id):
+                self.book.release(claim.id)
 
     # --- operators ---------------------------------------------------------------------------
 

@@ -80,3 +80,44 @@ def test_streams_of_a_proxy_known_only_from_events_end(start_central: StartCentr
         assert again.json()["engine"]["id"] == grant["engine"]["id"]
         rows = _history(operator, "id:orphan")
         assert [(r["stream_id"], r["end_reason"]) for r in rows] == [("s-orphan", "proxy_lost")]
+
+
+def _metric(client: httpx.Client, series: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no series {series}")
+
+
+def test_a_host_lost_for_long_is_forgotten_until_it_heartbeats(
+    start_central: StartCentral,
+) -> None:
+    svc = start_central(forget_after_s="8")  # lost after 3 s (FAST), forgotten 5 s later
+    service = httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}, timeout=10)
+    operator = httpx.Client(base_url=svc.url, headers={"X-API-Key": OPERATOR_KEY}, timeout=10)
+    with service, operator:
+        gone, stays = Agent("edge0", 2), Agent("edge1", 1)
+        gone.beat(service)
+        stays.beat(service)
+        pending = service.post("/v1/claims", json=claim_body("id:left", "edge0")).json()
+        assert pending["kind"] == "engine"
+
+        def hosts() -> dict[str, str]:
+            return {h["name"]: h["status"] for h in operator.get("/v1/hosts").json()["items"]}
+
+        _until("edge0 lost", lambda: hosts().get("edge0") == "lost", [stays], service)
+        assert _metric(operator, 'acefleet_central_hosts{status="lost"}') == 1
+        _until("edge0 forgotten", lambda: "edge0" not in hosts(), [stays], service)
+        assert hosts() == {"edge1": "live"}
+        engines = [e["id"] for e in operator.get("/v1/engines").json()["items"]]
+        assert engines == ["edge1-eng0"]
+        assert _metric(operator, 'acefleet_central_hosts{status="lost"}') == 0
+        assert _metric(operator, 'acefleet_central_engines{health="healthy"}') == 1
+        # What was reserved on its engines but never started went with them.
+        assert operator.get("/v1/claims").json()["items"] == []
+        assert operator.get("/v1/engines/edge0-eng0").status_code == 404
+
+        gone.beat(service)  # back: a new heartbeat is a host joining
+        assert hosts() == {"edge0": "live", "edge1": "live"}
+        engines = [e["id"] for e in operator.get("/v1/engines").json()["items"]]
+        assert engines == ["edge0-eng0", "edge0-eng1", "edge1-eng0"]
