@@ -71,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("engine", nargs="?", help="show only this engine (by id)")
     p.add_argument("--host", dest="on_host", help="only the engines of this host")
     add("streams", _streams, "live streams with viewers, peers and degradation")
-    add("claims", _claims, "claims central holds (pending and confirmed)")
+    add("claims", _claims, "claims central holds (pending and confirmed; operators see all)")
+    p = add("release", _release, "release a claim (an operator may release any; it is audited)")
+    p.add_argument("claim", help="the claim id (from `acefleet claims`)")
+    p = add("audit", _audit, "the audit log of operator changes, newest first (operators)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (1-1000, default 50)")
+    p.add_argument("--since", help="only entries at or after this ISO time (UTC if no offset)")
+    p.add_argument("--actor", help="only this key name")
+    p.add_argument("--action", help="only this action (engine.drain) or family (engine.)")
     p = add("history", _history, "past and present sessions, newest first")
     p.add_argument("--limit", type=int, default=50, help="at most this many (1-1000, default 50)")
     p.add_argument("--content-key", help="only sessions of this content key")
@@ -188,6 +195,22 @@ def _streams(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
 def _claims(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
     data = c.get("/v1/claims")
     return data, _warming(data) + views.claims(data["items"])
+
+
+def _release(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
+    c.delete(_path("claims", args.claim))
+    return {"released": args.claim}, f"claim {args.claim}: released"
+
+
+def _audit(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
+    params = {
+        "limit": args.limit,
+        "since": args.since,
+        "actor": args.actor,
+        "action": args.action,
+    }
+    data = c.get("/v1/audit", params)
+    return data, views.audit(data["items"])
 
 
 def _history(args: argparse.Namespace, c: Central) -> tuple[Any, str]:

@@ -238,7 +238,28 @@ def claims(items: list[dict[str, Any]]) -> str:
         for c in items
     ]
     headers = ["CLAIM", "KIND", "CONTENT", "HOST", "ENGINE/RELAY", "STATE", "STREAM", "AGE"]
-    return table(headers, rows, empty="(no claims)")
+    # Central lists only the claims a key may release: all for operators, none for viewers.
+    return table(headers, rows, empty="(no claims this key may see: operators see all)")
+
+
+def audit(items: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            when(e.get("at")),
+            e["actor"],
+            e["action"],
+            short(e["target"], 34),
+            short(_detail(e.get("detail") or {}), 60),
+            e.get("client"),
+        ]
+        for e in items
+    ]
+    headers = ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL", "CLIENT"]
+    return table(headers, rows, empty="(no audit entries)")
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in detail.items()) or "-"
 
 
 def history(items: list[dict[str, Any]]) -> str:

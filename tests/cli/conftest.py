@@ -26,7 +26,13 @@ from tests.central.fleetsim import (
 
 # Central on a loopback port with a service, an operator and a viewer key (tests/central's).
 start_central = central_fixtures.start_central
-central = central_fixtures.central
+
+
+@pytest.fixture
+def central(start_central: central_fixtures.StartCentral) -> Running:
+    """Hosts stay live for the whole test: tests/central's 1.5 s staleness would let a host go
+    stale on a busy machine, and central's log line about it land in the captured output."""
+    return start_central(stale_after_s="60", lost_after_s="120")
 
 
 @dataclass

@@ -14,8 +14,16 @@ import httpx
 import pytest
 
 from acefleet.wire import EngineStats
+from orchestrator.central.auth import Role, parse_key
 from tests.central.conftest import StartCentral
-from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, claim_body, event, send_events
+from tests.central.fleetsim import (
+    OPERATOR_KEY,
+    SERVICE_KEY,
+    VIEWER_KEY,
+    claim_body,
+    event,
+    send_events,
+)
 from tests.cli.conftest import Cli, Fleet, make_fleet, service_client
 from tests.support import procs
 
@@ -57,8 +65,12 @@ def test_hosts_engines_streams_claims_tables(cli: Cli, fleet: Fleet) -> None:
     # the host is the proxy snapshot's; with events alone central does not know it yet
     assert streams[1:6] == ["-", "id:chan", fleet.busy, "central", "3"]
 
-    claim = _row(cli(*fleet.as_viewer(), "claims").out, fleet.claim_id)
+    claim = _row(cli(*fleet.as_operator(), "claims").out, fleet.claim_id)
     assert claim[1:7] == ["engine", "id:chan", "edge0", fleet.busy, "confirmed", "s-1"]
+    # A claim id lets its holder end the stream: a viewer sees none of them.
+    seen = cli(*fleet.as_viewer(), "claims").out
+    assert fleet.claim_id not in seen
+    assert seen.endswith("(no claims this key may see: operators see all)\n")
 
 
 def test_a_warm_standby_is_shown_as_such(cli: Cli, fleet: Fleet) -> None:
@@ -185,6 +197,32 @@ def test_buffer_set_and_show(cli: Cli, fleet: Fleet) -> None:
     r = cli(*fleet.as_operator(), "buffer", "set")
     assert r.code == 2
     assert r.err == "acefleet: buffer set: give --per-edge N and/or --fleet-max N\n"
+
+
+def test_audit_shows_who_drained_and_released(cli: Cli, fleet: Fleet) -> None:
+    assert cli(*fleet.as_operator(), "drain", "engine", fleet.free).code == 0
+    r = cli(*fleet.as_operator(), "release", fleet.claim_id)
+    assert (r.code, r.out) == (0, f"claim {fleet.claim_id}: released\n")
+    assert fleet.claim_id not in cli(*fleet.as_operator(), "claims").out
+    deadline = time.monotonic() + 10
+    while True:  # the audit log is written behind the request
+        r = cli(*fleet.as_operator(), "audit")
+        if "claim.release" in r.out or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert r.out.splitlines()[0].split() == ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL", "CLIENT"]
+    actor = parse_key(OPERATOR_KEY, Role.operator)[0]
+    released = next(line.split() for line in r.out.splitlines() if "claim.release" in line)
+    assert released[2:5] == [actor, "claim.release", fleet.claim_id]  # AT is date and time
+    assert released[5] == "owner=" + parse_key(SERVICE_KEY, Role.service)[0]
+    drained = cli(*fleet.as_operator(), "--json", "audit", "--action", "engine.")
+    assert [(e["action"], e["target"]) for e in json.loads(drained.out)["items"]] == [
+        ("engine.drain", fleet.free)
+    ]
+    assert cli(*fleet.as_operator(), "audit", "--actor", "nobody").out.endswith(
+        "(no audit entries)\n"
+    )
+    assert cli(*fleet.as_viewer(), "audit").code == 4  # operators only
 
 
 def test_history_lists_sessions(cli: Cli, fleet: Fleet) -> None:

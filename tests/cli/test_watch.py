@@ -118,7 +118,8 @@ def test_watch_follows_changes_until_ctrl_c(
 def test_watch_reconnects_when_central_restarts(
     start_central: StartCentral, spawn_watch: Callable[[str], Watching]
 ) -> None:
-    first = start_central()
+    live = {"stale_after_s": "60", "lost_after_s": "120"}  # live while the watcher starts
+    first = start_central(**live)
     with service_client(first) as service:
         Agent("edge0", 1).beat(service)
     w = spawn_watch(first.url)
@@ -128,7 +129,7 @@ def test_watch_reconnects_when_central_restarts(
     first.stop()
     lost = w.err.until("; reconnecting")[-1]
     assert lost.startswith("acefleet: central closed the live feed (")
-    again = start_central(port=first.port)
+    again = start_central(port=first.port, **live)
     # The restarted central's versions are new: the resume gets a snapshot, of an empty fleet.
     assert w.out.until("snapshot v")[-1].endswith(
         ": 0 hosts (0 live), 0 engines (0 placeable), 0 streams, 0 viewers"
