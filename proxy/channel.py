@@ -70,6 +70,8 @@ class ChannelContext:
     alias: Callable[[Channel, str], Channel | None]
     # the channel closed: forget its keys
     ended: Callable[[Channel], None]
+    # this edge's host name (relay chains: proxy/placement/relay.py)
+    edge_host: str
     # a viewer detached from a channel
     viewer_left: Callable[[], None]
     # an HLS player's session ended (idle, or its channel closed): forget its id
@@ -91,9 +93,11 @@ class Channel:
         params: dict[str, str],
         *,
         start: bool = True,
+        chain: tuple[str, ...] = (),
     ) -> None:
         """``start=False``: no upstream is opened (a handover adopts one, see
-        :meth:`adopt_upstream`)."""
+        :meth:`adopt_upstream`). ``chain``: the edges the relay request that opens the channel
+        came through; the channel never relays from them (the loop guard, relay.py)."""
         self.ctx = ctx
         self.settings = ctx.settings
         self.metrics = ctx.metrics
@@ -101,6 +105,7 @@ class Channel:
         self.loop = asyncio.get_running_loop()
         self.key = key
         self.keys = {key}
+        self.relay_chain = (*chain, ctx.edge_host)
         self.selector = selector
         self.params = params
         self.buffer = StreamBuffer(self.settings.buffer_bytes)
@@ -355,6 +360,16 @@ class Channel:
         except asyncio.CancelledError:
             self.ctx.background(self._give_back(placing, None))
             raise
+        if placement.source == "relay" and placement.edge in self.relay_chain:
+            # central (after a state loss) names an edge this channel's own relay viewer comes
+            # through: relaying from it would close a loop. The requester places elsewhere.
+            self.ctx.background(self.ctx.placer.release(placement, "relay_loop"))
+            raise PlacementError(
+                "relay_loop",
+                f"central named {placement.edge}, in this channel's relay chain",
+                status=508,
+                retry_after_s=None,
+            )
         self.generation += 1
         generation = self.generation
         self.mark_next = self.buffer.head > 0  # viewers had another source before: splice
@@ -393,7 +408,7 @@ class Channel:
                 lambda data: self._ingest(generation, data),
                 connect_timeout=self.settings.engine_call_timeout_s,
                 first_byte_timeout=self.settings.first_byte_timeout_s,
-                headers=relay_headers(placement),
+                headers=relay_headers(placement, self.relay_chain),
                 ca_file=self.settings.tls_ca_file,
             )
         except UpstreamError as exc:

@@ -24,6 +24,7 @@ from proxy.engine_api import EngineClient
 from proxy.hls.sessions import HlsSession, SessionTable
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, NullEventSink, Placement, Placer
+from proxy.placement.relay import RelayLoop, own_edge
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer
 
@@ -95,6 +96,7 @@ class Edge:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.no_viewers = asyncio.Event()  # set whenever the last viewer of all has left
+        self.host = own_edge(settings)  # this edge's name in relay chains
         self.hls_sessions = SessionTable()
         self.players = PlayerStreams()  # streams started with a player's token (token mode)
         self.channel_context = ChannelContext(
@@ -109,6 +111,7 @@ class Edge:
             ended=self.forget,
             viewer_left=self.viewer_left,
             hls_gone=self.hls_sessions.remove,
+            edge_host=self.host,
             standby_wanted=standby_wanted or _never,
             degraded=degraded or _never,
         )
@@ -147,6 +150,21 @@ class Edge:
             self.metrics.rejections.labels("max_upstreams").inc()
             raise Refused(503, "max_upstreams", "this proxy runs its maximum of upstreams", 5)
 
+    def check_loop(self, key: str, chain: tuple[str, ...]) -> None:
+        """Raise :class:`RelayLoop` when a relay request that came through ``chain`` would
+        loop: this edge is in the chain, or the live channel of ``key`` relays from an edge in
+        it (proxy/placement/relay.py)."""
+        if not chain:
+            return
+        if self.host in chain:
+            self.metrics.rejections.labels("relay_loop").inc()
+            raise RelayLoop(f"edge {self.host} is already in this relay chain")
+        channel = self.find(key)
+        placement = channel.placement if channel is not None else None
+        if placement is not None and placement.edge in chain:
+            self.metrics.rejections.labels("relay_loop").inc()
+            raise RelayLoop(f"this channel relays from {placement.edge}, in this relay chain")
+
     def attach(
         self,
         viewer: Viewer,
@@ -154,12 +172,15 @@ class Edge:
         selector: tuple[str, str],
         params: dict[str, str],
         player: int | None = None,
+        *,
+        chain: tuple[str, ...] = (),
     ) -> Channel:
         """Attach ``viewer`` to the channel of ``key``, creating it (after :meth:`check`);
-        ``player``: whose token it came with (counted towards that player's limit)."""
+        ``player``: whose token it came with (counted towards that player's limit); ``chain``:
+        the edges a relay request comes through (a channel it creates never relays from them)."""
         channel = self.find(key)
         if channel is None:
-            channel = Channel(self.channel_context, key, selector, params)
+            channel = Channel(self.channel_context, key, selector, params, chain=chain)
             self.channels[key] = channel
             self.metrics.upstreams.set(len(self.live_channels()))
         channel.attach(viewer)

@@ -30,7 +30,7 @@ from proxy.catalog_cache import PlayerFiles
 from proxy.edge import Edge
 from proxy.hls.routes import CORS, HlsRoutes
 from proxy.metrics import Metrics
-from proxy.placement.relay import RELAY_CLAIM_HEADER
+from proxy.placement.relay import RELAY_CHAIN_HEADER, RELAY_CLAIM_HEADER, parse_chain
 from proxy.responses import error_response, response, service_error_response
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer
@@ -53,6 +53,7 @@ _VALUE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_PARAMS = 32
 _MAX_BODY = 0
 RELAY_CLAIM = RELAY_CLAIM_HEADER.lower().encode()
+RELAY_CHAIN = RELAY_CHAIN_HEADER.lower().encode()
 _ENDPOINTS = frozenset(
     {"/ace/getstream", "/ace/manifest.m3u8", "/ace/status", "/livez", "/readyz", "/metrics"}
 )
@@ -116,6 +117,7 @@ class ClientProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.viewer: Viewer | None = None
         self.relay_claim: str | None = None  # set when another edge's proxy relays from us
+        self.relay_chain = ""  # the edges that relay request comes through (the loop guard)
         self.closing = False
         # a response being prepared (an HLS playlist waiting for a first segment): reading
         # pauses, and requests already parsed behind it wait their turn in ``queued``
@@ -183,6 +185,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url.clear()
         self.relay_claim = None
+        self.relay_chain = ""
         self.address = self.peer
         self.in_headers = True
         self._arm(self.settings.header_timeout_s)
@@ -193,6 +196,8 @@ class ClientProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == RELAY_CLAIM and 0 < len(value) <= 100:
             self.relay_claim = value.decode("latin-1")  # another edge relays from us
+        elif name.lower() == RELAY_CHAIN and len(value) <= 4096:
+            self.relay_chain = value.decode("latin-1")
         if name.lower() == b"x-forwarded-for" and self.peer in self.settings.trusted_proxies:
             # the closest hop is the one our trusted balancer added
             last = value.decode("latin-1").rsplit(",", 1)[-1].strip()
@@ -494,6 +499,8 @@ class App:
             return
         viewer = Viewer(conn.transport, conn.address)
         try:
+            chain = parse_chain(conn.relay_chain) if conn.relay_chain else ()
+            self.edge.check_loop(key, chain)
             player = self.access.admit(conn.address, key, token)
             self.edge.check(conn.address, key, relay=self.access.relay_pull(key, token))
         except ServiceError as exc:  # the token rule or a limit refused the stream
@@ -505,4 +512,4 @@ class App:
         conn._disarm()
         if conn.relay_claim:
             log.info("relay_viewer", key=key, relay_claim=conn.relay_claim, peer=conn.peer)
-        self.edge.attach(viewer, key, selector, params, player)
+        self.edge.attach(viewer, key, selector, params, player, chain=chain)

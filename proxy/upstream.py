@@ -180,6 +180,10 @@ async def open_playback(
                 proto.close()
                 url = urljoin(url, proto.location)
                 continue
+            if status == 508:  # the relay source refused: it would loop (placement/relay.py)
+                raise UpstreamError(
+                    502, "relay_loop", "relay source answered 508 Loop Detected", engine_fault=True
+                )
             if status != 200:
                 raise UpstreamError(
                     502, "playback_refused", f"playback answered HTTP {status}", engine_fault=True

@@ -109,6 +109,7 @@ class CentralPlacer(ClaimClient):
                     self.relay_token(content_key) if self.relay_token else None,
                 ),
                 claim_id=grant.claim_id,
+                edge=grant.relay.host,
             )
         if grant.engine is None:
             raise Unavailable("central_bad_answer", "central granted an engine claim without one")
