@@ -19,7 +19,7 @@ from acefleet.wire import LiveStream
 from tests.agent.conftest import agent_factory, engine_image  # noqa: F401 (fixtures)
 from tests.agent.helpers import BOOT, AgentFactory, wait_for
 from tests.central.conftest import StartCentral
-from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, snapshot
+from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, Agent, snapshot
 from tests.support import procs
 
 
@@ -82,3 +82,17 @@ def test_a_fast_restart_of_central_keeps_the_agents_busy_engines(
         # frees its engine (the agent's own count is not echoed back any more).
         snapshot(service, agent.host, _streams(engine["id"], live=False))
     wait_for("free again", lambda: not agent.engines() or agent.engines()[0]["streams"] == 0)
+
+
+def test_the_echo_of_busy_counts_is_bounded(start_central: StartCentral) -> None:
+    """Without any snapshot (an edge whose proxy is gone) the echo ends after
+    ``proxy_lost_after_s``: from then on central's own book is the truth."""
+    svc = start_central(warmup_s="0", proxy_lost_after_s="1")
+    with httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service:
+        edge = Agent("edge0", 2)
+        edge.engines[0].streams = 1
+        assert edge.beat(service).claimed == {"edge0-eng0": 1}
+        wait_for("echo ended", lambda: edge.beat(service).claimed == {})
+        other = Agent("edge1", 1)
+        other.engines[0].streams = 1
+        assert other.beat(service).claimed == {}  # started long enough ago: no echo
