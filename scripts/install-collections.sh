@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Ansible collections without Galaxy (unreachable here): take community.docker, community.general
-# and ansible.posix out of the PyPI `ansible` wheel into the project-local collections/ dir that
-# ansible.cfg points at. The wheel is cached in .cache/, the extraction is skipped when the
-# collections of that wheel version are already there, so a second run takes well under a second.
+# Ansible collections without Galaxy (unreachable here): take community.docker, community.general,
+# community.crypto (the pki role) and ansible.posix out of the PyPI `ansible` wheel into the
+# project-local collections/ dir that ansible.cfg points at. The wheel is cached in .cache/, the
+# extraction is skipped when the collections of that wheel version are already there, so a second
+# run takes well under a second.
 # Operators with Galaxy can use `ansible-galaxy collection install -r requirements.yml` instead.
 # It also links this checkout into that path as the collection acefleet.fleet (galaxy.yml at the
 # root), so the playbooks' acefleet.fleet.<role> names resolve from the checkout as they do from an
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ANSIBLE_SPEC=${ACEFLEET_ANSIBLE_WHEEL_SPEC:-ansible>=12,<13}
-COLLECTIONS=(community/docker community/general ansible/posix)
+COLLECTIONS=(community/docker community/general community/crypto ansible/posix)
 dest=collections/ansible_collections
 stamp=$dest/.acefleet-extracted
 cache=.cache/ansible-wheel
