@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from orchestrator.central.catalog.players import players
 from orchestrator.central.catalog.store import channels
 from orchestrator.central.history import History, engine_drains, sessions
 from orchestrator.central.migrations import schema
-from tests.support import procs
+from tests.support import ansible, procs
 
 AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 # The tables central made with create_all before migrations (revision 0001).
@@ -210,3 +212,50 @@ def test_db_command_upgrades_reports_and_checks(database_url: str, tmp_path: Pat
     bad = _db("downgrade")
     assert bad.returncode == 2
     assert "invalid choice" in bad.stderr
+
+
+ROLE_PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ lookup('env', 'PY') }}"
+    acefleet_user: "{{ lookup('env', 'RUN_AS') }}"
+    acefleet_venv: "{{ lookup('env', 'VENV') }}"
+    acefleet_central_database: "{{ lookup('env', 'DB_KIND') }}"
+    central_database_url: "{{ lookup('env', 'DB_URL') }}"
+  tasks:
+    - name: The central role's database tasks
+      ansible.builtin.import_tasks: "{{ lookup('env', 'TASKS') }}"
+"""
+
+
+def test_the_central_roles_database_tasks_migrate_once(database_url: str, tmp_path: Path) -> None:
+    """roles/central/tasks/database.yml as the role runs it (as the service user: here the user
+    running the tests), against each database: changed the first time, not the second."""
+    play = tmp_path / "play.yml"
+    play.write_text(ROLE_PLAY)
+    env = {
+        "RUN_AS": pwd.getpwuid(os.geteuid()).pw_name,
+        "VENV": str(procs.BIN.parent),
+        "PY": sys.executable,
+        "DB_KIND": "sqlite" if database_url.startswith("sqlite") else "external",
+        "DB_URL": database_url,
+        "TASKS": str(procs.REPO / "roles" / "central" / "tasks" / "database.yml"),
+    }
+    first = ansible.playbook(play, "localhost,", env=env)
+    assert "changed=1" in first.stdout, first.stdout
+    second = ansible.playbook(play, "localhost,", env=env)
+    assert "changed=0" in second.stdout, second.stdout
+    if "@" in database_url:  # the password never shows
+        password = database_url.split("@")[0].rsplit(":", 1)[1]
+        assert password not in first.stdout + second.stdout
+    now = _db("current", "--database-url", database_url)
+    assert f"at {schema.head()}, head {schema.head()}" in now.stdout
+
+    env["DB_KIND"] = "postgres"  # not a choice: the role stops before touching the database
+    refused = ansible.playbook(play, "localhost,", env=env, check=False)
+    assert refused.returncode != 0
+    assert "acefleet_central_database must be sqlite, local_postgresql or external" in (
+        refused.stdout
+    )
