@@ -2,23 +2,25 @@
 
 The agent only knows its own host's engines, so this step can break the one-session-per-channel
 rule across edges; that is the price of serving new channels while central is away. Its claims
-expire unless confirmed, so a live upstream confirms its claim (``confirm``, via the chain), and
-a release that fails (agent restarting) is retried until it lands or the claim would have
-expired.
+expire unless confirmed, so a live upstream confirms its claim (``confirm``, via the chain),
+retried until the agent acknowledges it (200) or says the claim is gone (404) or the session
+ends: a lost confirm must not let the claim expire under a live session. A release that fails
+(agent restarting) is retried until it lands or the claim would have expired.
 
-The agent also hears about live sessions it did not place (central's claims, the static list):
-``report_session`` puts the session's engine and ``stat_url`` at ``PUT /v1/sessions/{id}`` so
-the agent polls its stats, and ``end_session`` deletes it when the upstream ends (retried like a
-release). The reports are a lease: every ``agent_session_refresh_s`` the live ones are put again
-(``refresh_sessions``), so an agent that restarted learns them back, and the agent drops a
-session not re-reported within its ``session_ttl_s`` (a proxy that died cannot keep an engine
-counted busy).
+The agent also hears about every live session (central's claims, the static list, and its own
+claims too: whatever happens to a claim, an engine serving a live session stays counted busy and
+is never handed out again): ``report_session`` puts the session's engine and ``stat_url`` at
+``PUT /v1/sessions/{id}`` so the agent polls its stats, and ``end_session`` deletes it when the
+upstream ends (retried like a release). The reports are a lease: every
+``agent_session_refresh_s`` the live ones are put again (``refresh_sessions``), so an agent
+that restarted learns them back, and the agent drops a session not re-reported within its
+``session_ttl_s`` (a proxy that died cannot keep an engine counted busy).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -37,6 +39,8 @@ log = logs.get(__name__)
 
 _RELEASE_TRIES = 20
 _RELEASE_RETRY_S = 3.0
+# a refused or lost confirm is sent again after these pauses (the last one repeats)
+_CONFIRM_RETRY_S = (0.5, 1.0, 2.0, 3.0)
 
 
 class AgentPlacer(ClaimClient):
@@ -47,6 +51,7 @@ class AgentPlacer(ClaimClient):
         # placement is held so its id is not reused while it is here (two placements on one
         # static engine compare equal, so they are told apart by identity).
         self.reported: dict[int, tuple[Placement, str, dict[str, Any]]] = {}
+        self.confirming: set[str] = set()  # claim ids whose confirm is not acknowledged yet
 
     async def place(self, content_key: str, avoid: frozenset[str] = frozenset()) -> Placement:
         return await self._place(content_key, avoid, standby=False)
@@ -80,6 +85,7 @@ class AgentPlacer(ClaimClient):
     async def release(self, placement: Placement, reason: str) -> None:
         if placement.claim_id is None:
             return
+        self.confirming.discard(placement.claim_id)  # a confirm still being retried stops
         if not await self._delete(placement.claim_id):
             self._spawn(self._release_later(placement.claim_id))
 
@@ -106,18 +112,38 @@ class AgentPlacer(ClaimClient):
         """The upstream on an agent claim is live: the claim must no longer expire, and the
         session's ``stat_url`` lets the agent poll its stats."""
         if placement.source == "agent" and placement.claim_id:
+            self.confirming.add(placement.claim_id)
             self._spawn(self._confirm(placement.claim_id, stat_url))
 
     async def _confirm(self, claim_id: str, stat_url: str | None) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            resp = await self.peer.http.post(
-                self.peer.url(f"/v1/claims/{claim_id}/confirm"),
-                json={"stat_url": stat_url} if stat_url else {},
-                headers=self.peer.headers,
-                timeout=self.peer.timeout_s,
-            )
-            if resp.status_code != 200:
-                log.warning("agent_confirm_refused", claim_id=claim_id, status=resp.status_code)
+        """Confirm until the agent acknowledges (200), or answers that the claim is gone (404:
+        expired meanwhile; the session report keeps the engine counted busy), or the session
+        ends (``release`` takes the id out of ``confirming``)."""
+        for attempt in itertools.count():
+            if attempt:
+                await asyncio.sleep(_CONFIRM_RETRY_S[min(attempt, len(_CONFIRM_RETRY_S)) - 1])
+            if claim_id not in self.confirming:
+                return
+            status: int | str
+            try:
+                resp = await self.peer.http.post(
+                    self.peer.url(f"/v1/claims/{claim_id}/confirm"),
+                    json={"stat_url": stat_url} if stat_url else {},
+                    headers=self.peer.headers,
+                    timeout=self.peer.timeout_s,
+                )
+                status = resp.status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            if status in (200, 404):
+                self.confirming.discard(claim_id)
+                if status == 404:
+                    log.warning("agent_claim_gone_while_live", claim_id=claim_id)
+                elif attempt:
+                    log.info("agent_confirm_landed", claim_id=claim_id, attempts=attempt + 1)
+                return
+            if not attempt:
+                log.warning("agent_confirm_failed", claim_id=claim_id, status=status)
 
     def report_session(self, placement: Placement, stat_url: str) -> None:
         """A session the agent did not place is live on ``placement``'s engine. Must not block."""

@@ -8,11 +8,11 @@ rule. Which step placed each upstream is counted in ``acefleet_proxy_placements_
 
 A failover avoids what just failed: an engine released as ``engine_failed`` is named in every
 claim's avoid list for ``failed_engine_avoid_s``, so central and the agent place elsewhere.
-Releases and confirms go back to the step that placed (a relay belongs to central). A session
-on an engine that the agent did not place (central's claim, the static list) is also reported to
-the local agent when it goes live and when it ends, so the agent polls its stats whatever placed
-it (``SessionReporter``). A warm standby (``place_standby``) is asked down the same chain,
-avoiding the primary's engine as well.
+Releases and confirms go back to the step that placed (a relay belongs to central). Every live
+engine session (the agent's own claims included) is also reported to the local agent when it
+goes live and when it ends, so the agent polls its stats whatever placed it, and counts the
+engine busy even if the claim behind the session is lost (``SessionReporter``). A warm standby
+(``place_standby``) is asked down the same chain, avoiding the primary's engine as well.
 """
 
 from __future__ import annotations
@@ -156,12 +156,12 @@ class PlacementChain:
     def confirm(self, placement: Placement, stat_url: str | None) -> None:
         """The upstream on ``placement`` is live: the step that placed it hears it (the agent
         confirms its claim, which expires otherwise, with the session's ``stat_url``); a session
-        on an engine the agent did not place is reported to the agent. Must not block."""
+        and every engine session is reported to the agent. Must not block."""
         step = self._owner(placement.source)
         if step is not None:
             step.confirm(placement, stat_url)
-        agent_placed = placement.source == "agent"
-        if self.sessions is not None and stat_url and placement.engine and not agent_placed:
+        # the agent's own claims too: a claim whose confirm is lost must not free the engine
+        if self.sessions is not None and stat_url and placement.engine:
             self.sessions.report_session(placement, stat_url)
 
     def _owner(self, source: Source) -> Step | None:
