@@ -3,6 +3,9 @@
 A claim is reserved before it is answered (atomic on the event loop), expires after its TTL
 unless confirmed, and may carry the session's ``stat_url`` so the agent can collect stats.
 With a state file, claims survive an agent restart, so busy engines are never mistaken for idle.
+An unconfirmed claim read back at start gets its whole TTL again: while the agent was down no
+proxy could confirm it (the proxy retries its confirm), and expiring it at once would hand out
+an engine that may already serve the session.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class ClaimBook:
             self.claims = {c["claim_id"]: Claim(**c) for c in raw.get("claims", [])}
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("claims_state_unreadable", path=str(self.path), error=str(exc))
+            return
+        renewed = time.time() + self.ttl_s
+        for claim in self.claims.values():
+            if claim.expires_wall is not None:
+                claim.expires_wall = max(claim.expires_wall, renewed)
 
     def save(self) -> None:
         if self.path is None:
