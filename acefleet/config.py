@@ -93,13 +93,16 @@ def _read_file(path: str) -> dict[str, Any]:
 
 
 _SECRET_WORDS = ("key", "token", "password", "secret")
+# ...but an option naming a file (tls_key_file) holds a path, which the output should show
+_PATH_SUFFIX = "_file"
 
 
 def redacted(values: dict[str, Any]) -> dict[str, Any]:
     """The settings with every secret-looking option masked, fit to print or log."""
     out: dict[str, Any] = {}
     for name, value in values.items():
-        if value and any(word in name for word in _SECRET_WORDS):
+        secret = any(word in name for word in _SECRET_WORDS) and not name.endswith(_PATH_SUFFIX)
+        if value and secret:
             out[name] = ["***"] * len(value) if isinstance(value, list) else "***"
         else:
             out[name] = value

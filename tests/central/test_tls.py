@@ -5,6 +5,7 @@ gets nothing, and a certificate without its key is a configuration error."""
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -63,16 +64,29 @@ def test_central_serves_https_verified_against_the_fleet_ca(tmp_path: Path, log_
         central.stop()
 
 
-def test_a_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path / "ca")
-    files = ca.issue("control")
-    env = central_env(files.cert_file, "", tmp_path)
-    done = subprocess.run(
+def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(procs.BIN / "acefleet-central"), "--check-config"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
+
+
+def test_a_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    files = ca.issue("control")
+    done = _check_config(central_env(files.cert_file, "", tmp_path))
     assert done.returncode == 2
     assert "tls_cert_file and tls_key_file go together" in done.stderr
+    missing = _check_config(central_env(files.cert_file, str(tmp_path / "nokey"), tmp_path))
+    assert missing.returncode == 2
+    assert "does not exist or is not readable" in missing.stderr
+    # a valid pair: the check prints the key file's path (a path, not a secret), keys masked
+    valid = _check_config(central_env(files.cert_file, files.key_file, tmp_path))
+    assert valid.returncode == 0, valid.stderr
+    shown = json.loads(valid.stdout)
+    assert shown["tls_key_file"] == files.key_file
+    assert shown["service_keys"] == ["***"]
