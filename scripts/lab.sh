@@ -2,12 +2,14 @@
 # The local lab: a real multi-host acefleet fleet as systemd containers on one Docker network
 # (lb1, lb2, control1, edge1, edge2), rolled out by the real site.yml.
 #   scripts/lab.sh up        set everything up (bootstrap, images), run site.yml with the demo
-#                            catalog and guide, show a stream (TS, then ~10 s over HLS) and VLC
-#                            playing the playlist
+#                            catalog and guide, show a stream (TS, then ~10 s over HLS), VLC
+#                            playing the playlist, and TLS on the VIP (openssl verifies the chain
+#                            against the lab CA, a channel read over HTTPS)
 #   scripts/lab.sh down      remove the lab: containers, their engines, the network
 #   scripts/lab.sh status    what runs
 #   scripts/lab.sh play ARGS run ansible-playbook against the lab (e.g. playbooks/rolling_update.yml)
 #   scripts/lab.sh alerts    kill an engine of edge1, wait for Prometheus (control1) to raise its alert
+#   scripts/lab.sh tls       the TLS proof of up again (open mode: a channel over HTTPS)
 #   scripts/lab.sh hls [S]   ffmpeg plays S seconds (default 60) of a channel over HLS through the VIP,
 #                            next to a TS viewer of it: errors, DTS, playlists (m3u8), engine sessions
 #   scripts/lab.sh reload-proxy EDGE   hitless reload of EDGE's proxy (systemctl reload): its new
@@ -152,6 +154,41 @@ show_stream() {  # a stream through the VIP (TS, then ~10 s over HLS), then VLC 
     --agent-key unused --checks playlist --playlist-path "$playlist_path"
 }
 
+show_tls() {  # the VIP over TLS: openssl verifies the chain, a player reads a channel over HTTPS
+  local ca=$PWD/.lab/ca/ca.crt out code hsts
+  vip_routes_here || return 1
+  [[ -f $ca ]] || die "no lab CA at $ca (the pki play makes it)"
+  step "TLS on the VIP: openssl s_client -verify_return_error against the lab CA (.lab/ca/ca.crt)"
+  out=$(openssl s_client -connect "$VIP:443" -CAfile "$ca" -verify_return_error -verify_ip "$VIP" \
+    -brief </dev/null 2>&1) || die "the VIP's chain does not verify against $ca:"$'\n'"$out"
+  grep -E 'Protocol version|Verification' <<<"$out" | sed 's/^/    /'
+  if [[ -f $TOKENS_VARS ]]; then
+    step "token mode: the demo player's playlist over HTTPS through the VIP"
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$ca" --max-time 30 "https://$VIP${1:-/playlist.m3u}")
+    [[ $code == 200 ]] || die "https://$VIP${1:-/playlist.m3u} answered $code"
+    echo "    https://$VIP${1:-/playlist.m3u} → HTTP $code"
+  else
+    step "a player reads a channel over HTTPS through the VIP: https://$VIP/ace/getstream?id=$CHANNEL"
+    out=$(mktemp)
+    # a live stream never ends: read 1 MB of it, then hang up
+    curl -sS --cacert "$ca" --max-time 90 "https://$VIP/ace/getstream?id=$CHANNEL" 2>/dev/null \
+      | head -c 1000000 >"$out" || true
+    "$PY" - "$out" <<'PYEOF' || { rm -f "$out"; die "no MPEG-TS over HTTPS through the VIP"; }
+import sys
+data = open(sys.argv[1], "rb").read()
+packets = len(data) // 188
+ok = packets > 1000 and all(data[i * 188] == 0x47 for i in range(packets))
+print(f"    {len(data)} bytes, {packets} TS packets, sync bytes {'all right' if ok else 'WRONG'}")
+sys.exit(0 if ok else 1)
+PYEOF
+    rm -f "$out"
+  fi
+  hsts=$(curl -sS -D - -o /dev/null --cacert "$ca" --max-time 30 "https://$VIP:8443/readyz" \
+    | tr -d '\r' | sed -n 's/^strict-transport-security: //Ip')
+  [[ -n $hsts ]] || die "the operator TLS port https://$VIP:8443 sends no Strict-Transport-Security"
+  echo "    operators: https://$VIP:8443/ (Strict-Transport-Security: $hsts)"
+}
+
 hls() {  # hls [SECONDS]: the fleet's hls check, ffmpeg playing SECONDS (default 60)
   local seconds=${1:-60}
   [[ $seconds =~ ^[0-9]+$ ]] || die "hls: SECONDS must be a whole number, not '$seconds'"
@@ -215,11 +252,14 @@ up() {
   else
     playlist=http://$VIP/playlist.m3u guide=http://$VIP/epg.xml hdhomerun=http://$VIP
   fi
+  echo "    TLS:       https://$VIP/ (players), https://$VIP:8443/ (operators); CA .lab/ca/ca.crt"
+
   echo "    playlist:  $playlist  (VLC, Kodi IPTV Simple, TiviMate; ?format=hls for HLS)"
   echo "    guide:     $guide  (XMLTV)"
   echo "    HDHomeRun: $hdhomerun  (Plex, Jellyfin, Emby: add it as a tuner)"
   echo "    tear down: scripts/lab.sh down"
   show_stream "$playlist_path"
+  show_tls "$playlist_path"
 }
 
 down() {
@@ -246,7 +286,8 @@ case ${1:-} in
   play) shift; export PATH="$PWD/.venv/bin:$PATH"; playbook "$@" ;;
   alerts) python3 molecule/default/verify_alerts.py --prefix "$PREFIX-" ;;
   hls) hls "${2:-60}" ;;
+  tls) show_tls ;;
   reload-proxy) reload_proxy "${2:-}" ;;
   zero-drop) export PATH="$PWD/.venv/bin:$PATH"; zero_drop ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|reload-proxy EDGE|zero-drop" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop" >&2; exit 2 ;;
 esac

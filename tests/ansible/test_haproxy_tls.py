@@ -75,7 +75,12 @@ def make_bundle(directory: Path) -> tuple[Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    # one certificate for the VIP and for central (HAProxy verifies central by its inventory name)
+    sans = [
+        x509.DNSName("localhost"),
+        x509.DNSName(CENTRAL),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("lb1"))
@@ -230,9 +235,10 @@ def _wait_up(sock: Path, hap: subprocess.Popen[bytes], backends: dict[str, list[
 
 
 @contextlib.contextmanager
-def vip(tmp_path: Path, **overrides: object) -> Iterator[Vip]:
+def vip(tmp_path: Path, central_tls: bool = False, **overrides: object) -> Iterator[Vip]:
     """HAProxy with the role's template (``overrides`` on top of its defaults), TLS from a CA
-    made here, central on 127.0.0.30 and the edges on 127.0.0.31-32."""
+    made here, central on 127.0.0.30 (HTTPS only with ``central_tls``, as with
+    acefleet_tls_internal) and the edges on 127.0.0.31-32."""
     haproxy = tools.require("haproxy", "haproxy")  # a failure with the install hint, not a skip
     ca, bundle = make_bundle(tmp_path)
     proxy_port, central_port = procs.free_port(), procs.free_port()
@@ -253,6 +259,10 @@ def vip(tmp_path: Path, **overrides: object) -> Iterator[Vip]:
         },
     )
     hosts = {CENTRAL: _Host(CENTRAL, "127.0.0.30", central_port)}
+    if central_tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(bundle)
+        hosts[CENTRAL].socket = context.wrap_socket(hosts[CENTRAL].socket, server_side=True)
     for n, name in enumerate(EDGES):
         hosts[name] = _Host(name, f"127.0.0.{31 + n}", proxy_port)
     for host in hosts.values():
@@ -372,3 +382,21 @@ def test_plain_http_off_binds_only_the_tls_ports(tmp_path: Path) -> None:
             assert client.get(STREAM).text in EDGES
         with lb.client(lb.control_tls, headers={"X-API-Key": KEY}) as client:
             assert client.get("/v1/hosts").text == CENTRAL
+
+
+@pytest.mark.slow
+def test_internal_tls_reaches_central_over_verified_tls_and_edges_plain(tmp_path: Path) -> None:
+    tls = {"haproxy_tls_internal": True, "haproxy_tls_ca_file": tmp_path / "ca.crt"}
+    with vip(tmp_path, central_tls=True, **tls) as lb:
+        for base in (lb.plain, lb.tls):
+            with lb.client(base) as client:
+                answer = client.get(PLAYLIST)
+                assert answer.text == CENTRAL
+                assert answer.headers["x-acefleet-served-by"] == CENTRAL
+                # the edges' proxies keep their plain port (their reload hands it over)
+                assert client.get(STREAM).text in EDGES
+        with lb.client(lb.control_tls, headers={"X-API-Key": KEY}) as client:
+            assert client.get("/v1/hosts").text == CENTRAL
+        config = lb.config.read_text()
+        assert f"verifyhost {CENTRAL}" in config
+        assert "verifyhost edge" not in config
