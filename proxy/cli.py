@@ -24,7 +24,7 @@ import uvloop
 from acefleet import config, logs
 from proxy.access import Access
 from proxy.catalog_cache import CatalogCache, PlayerFiles
-from proxy.control.links import ControlLinks, identity
+from proxy.control.links import ControlLinks, identity, player_base
 from proxy.edge import Edge
 from proxy.engine_api import EngineClient
 from proxy.handover import HANDOVER_FD_ENV
@@ -126,7 +126,8 @@ async def start(
         # central's move_off list: sessions leave draining, recycling or degraded engines
         degraded=links.degraded if links else None,
     )
-    _, host, own_url = identity(settings)
+    _, host, _ = identity(settings)
+    own_url = player_base(settings)
     access = Access(settings, metrics, catalog, edge.players, host=host)
     files = PlayerFiles(catalog, access.failures, own_url)
     app = App(settings, metrics, edge, access, files)

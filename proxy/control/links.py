@@ -36,11 +36,16 @@ from proxy.settings import ProxySettings
 log = logs.get(__name__)
 
 
+def _reached_at(settings: ProxySettings) -> tuple[str, str]:
+    """(edge host name, the name other hosts reach this proxy by)."""
+    host = settings.edge_host or socket.gethostname()
+    return host, settings.host if settings.host not in ("0.0.0.0", "::", "") else host
+
+
 def identity(settings: ProxySettings) -> tuple[str, str, str]:
     """(proxy id, edge host name, URL other edges relay from)."""
-    host = settings.edge_host or socket.gethostname()
+    host, listen = _reached_at(settings)
     proxy_id = settings.proxy_id or host
-    listen = settings.host if settings.host not in ("0.0.0.0", "::", "") else host
     url = settings.relay_url or (
         # other edges relay over HTTPS when this proxy serves it
         f"https://{listen}:{settings.tls_port}"
@@ -48,6 +53,13 @@ def identity(settings: ProxySettings) -> tuple[str, str, str]:
         else f"http://{listen}:{settings.port}"
     )
     return proxy_id, host, url
+
+
+def player_base(settings: ProxySettings) -> str:
+    """The base URL of this proxy in the playlists it serves itself (when the catalog names no
+    player_url): the plain port, whatever the relays use — players do not trust the fleet CA."""
+    _, listen = _reached_at(settings)
+    return settings.relay_url or f"http://{listen}:{settings.port}"
 
 
 class ControlLinks:

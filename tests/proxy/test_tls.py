@@ -28,6 +28,7 @@ from orchestrator.central.app import create_app
 from orchestrator.central.settings import CentralSettings
 from proxy.cli import Running
 from proxy.cli import start as start_proxy_in_process
+from proxy.control.links import identity, player_base
 from proxy.engine_api import UpstreamError
 from proxy.settings import ProxySettings
 from proxy.tls_server import is_tls
@@ -362,3 +363,19 @@ class TlsViewer(TsViewer):
             self.closed = True
         finally:
             writer.close()
+
+
+def test_edges_relay_over_https_while_players_are_sent_to_the_plain_port(ca: TestCA) -> None:
+    files = ca.issue("edge0")
+    settings = ProxySettings.model_validate(
+        {
+            "port": 6880,
+            "edge_host": "edge0",
+            "tls_port": 6443,
+            "tls_cert_file": files.cert_file,
+            "tls_key_file": files.key_file,
+        }
+    )
+    assert identity(settings)[2] == "https://edge0:6443"  # what the snapshots tell central
+    # the playlists a proxy serves itself (no player_url in the catalog) name the plain port
+    assert player_base(settings) == "http://edge0:6880"
