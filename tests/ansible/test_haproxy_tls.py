@@ -155,6 +155,9 @@ class _Host(ThreadingHTTPServer):
         self.name = name
         self.requests: list[str] = []
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # HAProxy's checks and cut connections reset sockets: nothing to report
+
 
 # --- the VIP --------------------------------------------------------------------------------
 
