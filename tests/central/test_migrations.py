@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import subprocess
@@ -24,7 +25,7 @@ from orchestrator.central.catalog.players import players
 from orchestrator.central.catalog.store import channels
 from orchestrator.central.history import History, engine_drains, sessions
 from orchestrator.central.migrations import schema
-from tests.support import ansible, procs
+from tests.support import ansible, postgres, procs
 
 AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 # The tables central made with create_all before migrations (revision 0001).
@@ -72,6 +73,29 @@ async def test_migrations_make_what_the_models_describe(database_url: str) -> No
         assert await _differences(engine) == []
     finally:
         await engine.dispose()
+
+
+async def test_two_centrals_upgrading_at_once_migrate_once(
+    postgres_cluster: postgres.Cluster,
+) -> None:
+    """Active and standby central starting together on one PostgreSQL database: the advisory
+    lock makes the second wait and find nothing to do (without it, both create the tables and
+    one fails)."""
+    url = postgres_cluster.url(postgres_cluster.new_database())
+    engines = [create_async_engine(url) for _ in range(3)]
+
+    async def upgrade(engine: AsyncEngine) -> str | None:
+        async with engine.begin() as conn:
+            return await conn.run_sync(schema.upgrade)
+
+    try:
+        befores = await asyncio.gather(*(upgrade(e) for e in engines))
+        assert befores.count(None) == 1  # one migrated; the others found it done
+        assert befores.count(schema.head()) == 2
+        assert await _differences(engines[0]) == []
+    finally:
+        for engine in engines:
+            await engine.dispose()
 
 
 async def test_a_create_all_database_is_adopted_with_its_rows(database_url: str) -> None:
