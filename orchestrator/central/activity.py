@@ -28,6 +28,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from acefleet import logs
@@ -112,15 +113,39 @@ class Activity:
     the gate opens, ``stand_by`` (drop) after it has closed."""
 
     def __init__(
-        self, probe: Probe | None, serve: Step, stand_by: Step, interval_s: float = 0.5
+        self,
+        probe: Probe | None,
+        serve: Step,
+        stand_by: Step,
+        interval_s: float = 0.5,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.probe = probe
         self.serve = serve
         self.stand_by = stand_by
         self.interval_s = interval_s
-        self.active = False
+        self._active = False
         self.takeovers = 0
         self._task: asyncio.Task[None] | None = None
+        self._active_gauge = Gauge(
+            "acefleet_central_active",
+            "1 while this central serves (holds the control VIP, or has no standby), 0 as standby",
+            registry=registry,
+        )
+        self._takeovers = Counter(
+            "acefleet_central_takeovers",
+            "Times this central took over from a standby role (not counting its start)",
+            registry=registry,
+        )
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active = value
+        self._active_gauge.set(1 if value else 0)
 
     @property
     def role(self) -> str:
@@ -158,6 +183,7 @@ class Activity:
                 raise
             self.active = True
             self.takeovers += 1
+            self._takeovers.inc()
         elif not wanted and self.active:
             self.active = False  # first: the gate closes before the state goes
             log.warning("central_standby", reason="the control VIP left this host")

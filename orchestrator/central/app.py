@@ -85,6 +85,7 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         serve,
         stand_by,
         settings.standby_check_interval_s,
+        metrics.registry,
     )
 
     @asynccontextmanager

@@ -226,6 +226,7 @@ def test_a_standby_answers_health_and_metrics_and_applies_nothing(pair: Pair) ->
         metrics = httpx.get(standby.url + "/metrics", timeout=5)
     assert metrics.status_code == 200
     assert 'acefleet_central_hosts{status="live"} 0.0' in metrics.text
+    assert "acefleet_central_active 0.0" in metrics.text
 
     # The active one is not affected, and when the standby takes over it knows nothing of what
     # was sent to it as a standby.
@@ -238,6 +239,9 @@ def test_a_standby_answers_health_and_metrics_and_applies_nothing(pair: Pair) ->
         vip.close()
     with _client(standby.url, OPERATOR_KEY) as op:
         assert op.get("/v1/hosts/ghost").status_code == 404
+    took_over = httpx.get(standby.url + "/metrics", timeout=5).text
+    assert "acefleet_central_active 1.0" in took_over
+    assert "acefleet_central_takeovers_total 1.0" in took_over
     with _client(active.url, OPERATOR_KEY) as op:
         r = op.get("/v1/hosts")
         assert (r.status_code, r.json()["error"]["code"]) == (503, "standby_central")
