@@ -94,10 +94,11 @@ def test_operator_changes_are_audited_and_filtered(
 
 
 def test_catalog_and_guide_edits_are_audited(start_central: StartCentral) -> None:
-    svc = start_central()
+    svc = start_central(trusted_proxies="127.0.0.1")  # as if behind HAProxy on this host
     with _client(svc.url, OPERATOR_KEY) as operator:
         channel = {"name": "One", "content_kind": "id", "content_value": "a" * 40}
-        made = operator.post("/v1/channels", json=channel)
+        forwarded = {"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}
+        made = operator.post("/v1/channels", json=channel, headers=forwarded)
         assert made.status_code == 201, made.text
         cid = made.json()["id"]
         assert operator.put(f"/v1/channels/{cid}", json={**channel, "name": "Uno"}).is_success
@@ -120,4 +121,7 @@ def test_catalog_and_guide_edits_are_audited(start_central: StartCentral) -> Non
             ("channel.create", str(cid)),
         ]
         assert items[3]["detail"]["name"] == "Uno"
+        # Behind a trusted balancer: the hop it added, not the client's own claim before it.
+        assert items[4]["client"] == "203.0.113.7"
+        assert items[3]["client"] == "127.0.0.1"
         assert items[2]["detail"]["created"] == 1

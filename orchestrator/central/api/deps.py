@@ -93,9 +93,20 @@ class Recorder:
         self.log.record(self.who, action, str(target), detail, self.client)
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the peer, or behind a trusted balancer the last hop it added to
+    X-Forwarded-For (earlier hops are the client's own claims and are not trusted)."""
+    peer = request.client.host if request.client else "unknown"
+    if peer in request.app.state.central.settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if 0 < len(last) <= 64:
+            return last
+    return peer
+
+
 async def recorder(request: Request, who: Caller) -> Recorder:
-    client = request.client.host if request.client is not None else None
-    return Recorder(audit_log(request.app), who, client)
+    return Recorder(audit_log(request.app), who, client_address(request))
 
 
 Audit = Annotated[Recorder, Depends(recorder)]

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from acefleet import player_feeds as feeds
 from acefleet.tokens import TokenKeys
 from acefleet.wire import ErrorBody
+from orchestrator.central.api.deps import client_address
 from orchestrator.central.api.edge_catalog import edge_catalog
 from orchestrator.central.api.players import files_base
 from orchestrator.central.auth import Bucket
@@ -93,18 +94,6 @@ def _state(request: Request) -> FeedState:
     if state is None:
         state = request.app.state.player_feeds = FeedState(request.app.state.central.settings)
     return state
-
-
-def client_address(request: Request) -> str:
-    """The player's address: the peer, or behind a trusted balancer the last hop it added to
-    X-Forwarded-For (earlier hops are the client's own claims and are not trusted)."""
-    peer = request.client.host if request.client else "unknown"
-    if peer in request.app.state.central.settings.trusted_proxies:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if 0 < len(last) <= 64:
-            return last
-    return peer
 
 
 async def _serve(request: Request, name: str, secret: str | None, fmt: str | None) -> Response:
