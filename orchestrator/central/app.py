@@ -50,28 +50,33 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         settings.database_url, settings.history_queue_max, metrics.history_dropped.inc
     )
     state = Central(settings, metrics, history, clock or time.monotonic)
-    catalog = CatalogStore(
-        lambda: history.engine,
-        CatalogFiles(
-            seed_path=settings.catalog_seed_path,
-            guide_path=settings.guide_path,
-            guide_max_bytes=settings.guide_max_bytes,
-            catalog_max_bytes=settings.catalog_max_bytes,
-        ),
-    )
-    # Stores with tables in the history database: started in this order once history has
-    # created the tables, stopped in reverse before it closes.
-    player_store = PlayerStore(lambda: history.engine)
-    stores: list[Store] = [catalog, player_store]
+
+    def new_stores() -> tuple[CatalogStore, PlayerStore]:
+        catalog = CatalogStore(
+            lambda: history.engine,
+            CatalogFiles(
+                seed_path=settings.catalog_seed_path,
+                guide_path=settings.guide_path,
+                guide_max_bytes=settings.guide_max_bytes,
+                catalog_max_bytes=settings.catalog_max_bytes,
+            ),
+        )
+        return catalog, PlayerStore(lambda: history.engine)
+
     started: list[Store] = []
 
     async def serve() -> None:
-        """Live state as after a start; drains and the stores read from the database (which the
-        other central may have changed while this one stood by)."""
+        """Live state and stores as after a start: drains and the stores read from the database
+        (which the other central may have changed while this one stood by), nothing cached from
+        before."""
         activity.fresh_live_state(state)
         # Engine drains are the one operator decision no edge reports back: reload them.
         state.fleet.drained = await history.drained_engines()
-        for store in stores:
+        catalog, players = new_stores()
+        app.state.catalog, app.state.players = catalog, players
+        # Stores with tables in the history database: started in this order once history has
+        # created the tables, stopped in reverse before it closes.
+        for store in (catalog, players):
             await store.start()
             started.append(store)
 
@@ -115,8 +120,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     )
     keyring = KeyRing(settings)
     app.state.central = state
-    app.state.catalog = catalog
-    app.state.players = player_store
+    # Replaced by started ones when this central serves (serve above).
+    app.state.catalog, app.state.players = new_stores()
     app.state.keyring = keyring
     app.state.activity = role
     install_error_handlers(app)

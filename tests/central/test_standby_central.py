@@ -312,11 +312,14 @@ def test_taking_the_vip_back_drops_what_the_old_state_knew(pair: Pair) -> None:
             snapshot(svc, "edge1", [_stream("id:one", r.json()["engine"]["id"])])
 
         _take_over(pair, vip, "b", "a")
-        # While b serves, id:one ends on edge1 (its proxy's snapshot no longer lists it).
-        with _client(vip.url, SERVICE_KEY) as svc:
+        # While b serves, id:one ends on edge1 (its proxy's snapshot no longer lists it), and an
+        # operator adds a channel (to the database both share).
+        with _client(vip.url, SERVICE_KEY) as svc, _client(vip.url, OPERATOR_KEY) as op:
             _beat(svc, edge1)
             _beat(svc, edge2)
             snapshot(svc, "edge1", [])
+            added = {"name": "Added on b", "content_kind": "id", "content_value": "ab" * 20}
+            assert op.post("/v1/channels", json=added).status_code == 201
 
         _take_over(pair, vip, "a", "b")
         status, body = _readyz(a.url)
@@ -332,6 +335,9 @@ def test_taking_the_vip_back_drops_what_the_old_state_knew(pair: Pair) -> None:
             assert r.status_code == 200, r.text
             assert r.json()["kind"] == "engine"
             assert r.json()["engine"]["host"] == "edge2"
+        with _client(vip.url, VIEWER_KEY) as viewer:
+            names = [c["name"] for c in viewer.get("/v1/channels").json()["items"]]
+        assert "Added on b" in names  # a's catalog is re-read at the takeover, not its old copy
     finally:
         vip.close()
 
