@@ -351,9 +351,17 @@ def test_claim_ids_are_shown_only_to_their_owner_and_operators(
         "edge0",
         event("stream_started", "s-a", content_key="id:a", claim_id=grant["claim_id"]),
     )
+    for _ in range(50):  # history is written behind the live state
+        if operator.get("/v1/streams/history").json()["items"]:
+            break
+        time.sleep(0.1)
+    history = operator.get("/v1/streams/history").json()["items"]
+    assert [s["claim_id"] for s in history] == [grant["claim_id"]]
     with httpx.Client(base_url=str(operator.base_url), headers={"X-API-Key": VIEWER_KEY}) as viewer:
         assert viewer.get("/v1/claims").json()["items"] == []
         assert [s["claim_id"] for s in viewer.get("/v1/streams").json()["items"]] == [None]
+        history = viewer.get("/v1/streams/history").json()["items"]
+        assert [s["claim_id"] for s in history] == [None]
     assert edge_b.get("/v1/claims").json()["items"] == []
     assert [s["claim_id"] for s in edge_b.get("/v1/streams").json()["items"]] == [None]
     assert [c["claim_id"] for c in edge_a.get("/v1/claims").json()["items"]] == [grant["claim_id"]]

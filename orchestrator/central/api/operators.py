@@ -106,14 +106,18 @@ async def streams(request: Request, c: State, who: Caller) -> Response:
 async def stream_history(
     request: Request,
     c: State,
+    who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     content_key: Annotated[str | None, Query(max_length=200)] = None,
     host: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Past and present sessions from the history database, newest first (written behind the
-    live state, so the last second may be missing)."""
+    live state, so the last second may be missing). ``claim_id`` as in ``/v1/streams``."""
     rows = await c.history.sessions(limit, content_key, host)
     items = [SessionRecord.model_validate(_utc(r)) for r in rows]
+    for item in items:  # a live session's claim id would let anyone end it
+        if not may_see(c.book, item.claim_id, who):
+            item.claim_id = None
     return etagged(request, SessionList(items=items))
 
 
