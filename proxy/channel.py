@@ -70,8 +70,8 @@ class ChannelContext:
     alias: Callable[[Channel, str], Channel | None]
     # the channel closed: forget its keys
     ended: Callable[[Channel], None]
-    # this edge's host name (relay chains: proxy/placement/relay.py)
-    edge_host: str
+    # this proxy's base URL, as central hands it out (relay chains: proxy/placement/relay.py)
+    self_url: str
     # a viewer detached from a channel
     viewer_left: Callable[[], None]
     # an HLS player's session ended (idle, or its channel closed): forget its id
@@ -96,7 +96,7 @@ class Channel:
         chain: tuple[str, ...] = (),
     ) -> None:
         """``start=False``: no upstream is opened (a handover adopts one, see
-        :meth:`adopt_upstream`). ``chain``: the edges the relay request that opens the channel
+        :meth:`adopt_upstream`). ``chain``: the proxies the relay request that opens the channel
         came through; the channel never relays from them (the loop guard, relay.py)."""
         self.ctx = ctx
         self.settings = ctx.settings
@@ -105,7 +105,7 @@ class Channel:
         self.loop = asyncio.get_running_loop()
         self.key = key
         self.keys = {key}
-        self.relay_chain = (*chain, ctx.edge_host)
+        self.relay_chain = (*chain, ctx.self_url)
         self.selector = selector
         self.params = params
         self.buffer = StreamBuffer(self.settings.buffer_bytes)
@@ -360,13 +360,13 @@ class Channel:
         except asyncio.CancelledError:
             self.ctx.background(self._give_back(placing, None))
             raise
-        if placement.source == "relay" and placement.edge in self.relay_chain:
-            # central (after a state loss) names an edge this channel's own relay viewer comes
+        if placement.source == "relay" and placement.relay_from in self.relay_chain:
+            # central (after a state loss) names a proxy this channel's own relay viewer comes
             # through: relaying from it would close a loop. The requester places elsewhere.
             self.ctx.background(self.ctx.placer.release(placement, "relay_loop"))
             raise PlacementError(
                 "relay_loop",
-                f"central named {placement.edge}, in this channel's relay chain",
+                f"central named {placement.relay_from}, in this channel's relay chain",
                 status=508,
                 retry_after_s=None,
             )

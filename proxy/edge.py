@@ -24,7 +24,7 @@ from proxy.engine_api import EngineClient
 from proxy.hls.sessions import HlsSession, SessionTable
 from proxy.metrics import Metrics
 from proxy.placement import EventSink, NullEventSink, Placement, Placer
-from proxy.placement.relay import RelayLoop, own_edge
+from proxy.placement.relay import RelayLoop, proxy_base
 from proxy.settings import ProxySettings
 from proxy.viewer import Viewer
 
@@ -96,7 +96,10 @@ class Edge:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.no_viewers = asyncio.Event()  # set whenever the last viewer of all has left
-        self.host = own_edge(settings)  # this edge's name in relay chains
+        # this proxy in relay chains: the URL other edges relay from (as central hands it out)
+        from proxy.control.links import identity  # links builds on this module
+
+        self.self_url = proxy_base(identity(settings)[2])
         self.hls_sessions = SessionTable()
         self.players = PlayerStreams()  # streams started with a player's token (token mode)
         self.channel_context = ChannelContext(
@@ -111,7 +114,7 @@ class Edge:
             ended=self.forget,
             viewer_left=self.viewer_left,
             hls_gone=self.hls_sessions.remove,
-            edge_host=self.host,
+            self_url=self.self_url,
             standby_wanted=standby_wanted or _never,
             degraded=degraded or _never,
         )
@@ -152,18 +155,18 @@ class Edge:
 
     def check_loop(self, key: str, chain: tuple[str, ...]) -> None:
         """Raise :class:`RelayLoop` when a relay request that came through ``chain`` would
-        loop: this edge is in the chain, or the live channel of ``key`` relays from an edge in
+        loop: this proxy is in the chain, or the live channel of ``key`` relays from a proxy in
         it (proxy/placement/relay.py)."""
         if not chain:
             return
-        if self.host in chain:
+        if self.self_url in chain:
             self.metrics.rejections.labels("relay_loop").inc()
-            raise RelayLoop(f"edge {self.host} is already in this relay chain")
+            raise RelayLoop(f"{self.self_url} is already in this relay chain")
         channel = self.find(key)
         placement = channel.placement if channel is not None else None
-        if placement is not None and placement.edge in chain:
+        if placement is not None and placement.relay_from in chain:
             self.metrics.rejections.labels("relay_loop").inc()
-            raise RelayLoop(f"this channel relays from {placement.edge}, in this relay chain")
+            raise RelayLoop(f"this channel relays from {placement.relay_from}, in this chain")
 
     def attach(
         self,
@@ -177,7 +180,8 @@ class Edge:
     ) -> Channel:
         """Attach ``viewer`` to the channel of ``key``, creating it (after :meth:`check`);
         ``player``: whose token it came with (counted towards that player's limit); ``chain``:
-        the edges a relay request comes through (a channel it creates never relays from them)."""
+        the proxies a relay request comes through (a channel it creates never relays from
+        them)."""
         channel = self.find(key)
         if channel is None:
             channel = Channel(self.channel_context, key, selector, params, chain=chain)

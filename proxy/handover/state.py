@@ -74,7 +74,7 @@ def placement_doc(p: Placement) -> dict[str, Any]:
         "url": p.url,
         "claim_id": p.claim_id,
         "engine_id": p.engine_id,
-        "edge": p.edge,
+        "relay_from": p.relay_from,
     }
 
 
@@ -85,7 +85,7 @@ def placement_of(d: dict[str, Any]) -> Placement:
         url=d["url"],
         claim_id=d["claim_id"],
         engine_id=d["engine_id"],
-        edge=d.get("edge"),  # absent in a document from a process before the loop guard
+        relay_from=d.get("relay_from"),  # absent in a document from before the loop guard
     )
 
 

@@ -55,7 +55,7 @@ class Placement:
     url: str | None = None  # a direct MPEG-TS URL (relay)
     claim_id: str | None = None
     engine_id: str | None = None
-    edge: str | None = None  # a relay's source: the edge host pulled from (the loop guard's)
+    relay_from: str | None = None  # a relay's source: that proxy's base URL (the loop guard)
 
     def __post_init__(self) -> None:
         if (self.engine is None) == (self.url is None):

@@ -24,7 +24,7 @@ from proxy.control.peer import ControlPeer
 from proxy.placement import Placement, PlacementError, Unavailable
 from proxy.placement.circuit import Breaker
 from proxy.placement.claim_call import ClaimClient
-from proxy.placement.relay import relay_url
+from proxy.placement.relay import proxy_base, relay_url
 
 log = logs.get(__name__)
 
@@ -109,7 +109,7 @@ class CentralPlacer(ClaimClient):
                     self.relay_token(content_key) if self.relay_token else None,
                 ),
                 claim_id=grant.claim_id,
-                edge=grant.relay.host,
+                relay_from=proxy_base(grant.relay.proxy_url),
             )
         if grant.engine is None:
             raise Unavailable("central_bad_answer", "central granted an engine claim without one")

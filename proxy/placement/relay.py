@@ -5,11 +5,13 @@ The relay is an ordinary viewer request to that edge's proxy, so the serving pro
 special path: it attaches the request to its live channel, or opens the channel and claims from
 central, which hands it the engine it reserved for this relay (same content, its own host).
 
-The loop guard: a relay request names the edges it comes through in ``X-Acefleet-Relay-Chain``
-(comma separated edge host names, the requester last; a channel opened for a relay request
-carries that request's chain on, plus its own edge). A proxy answers ``508 relay_loop`` instead
-of serving when it finds its own edge in the chain, or when serving would mean relaying from an
-edge in the chain (its live channel relays from one, or central names one for a new channel).
+The loop guard: a relay request names the proxies it comes through in ``X-Acefleet-Relay-Chain``
+(comma separated base URLs, the ones central hands out in relay grants, the requester last; a
+channel opened for a relay request carries that request's chain on, plus its own). URLs, not
+edge names: two proxies on one host are two links of a chain. A proxy answers ``508
+relay_loop`` instead of serving when it finds itself in the chain, or when serving would mean
+relaying from a proxy in the chain (its live channel relays from one, or central names one for
+a new channel).
 After a state loss central may tell A to relay from B and B from A; the guard turns that
 deadlock into a refusal, and the requester places again without that source
 (``failed_relay_avoid_s``, proxy/placement/central.py), which ends in an engine of its own.
@@ -18,7 +20,6 @@ deadlock into a refusal, and the requester places again without that source
 from __future__ import annotations
 
 import re
-import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -26,15 +27,14 @@ from acefleet.errors import ServiceError
 
 if TYPE_CHECKING:
     from proxy.placement import Placement
-    from proxy.settings import ProxySettings
 
 # Sent on relay requests so the serving proxy's logs tie the pull to central's relay claim.
 RELAY_CLAIM_HEADER = "X-Acefleet-Relay-Claim"
-# The edges a relay request comes through (the loop guard).
+# The proxies a relay request comes through (the loop guard).
 RELAY_CHAIN_HEADER = "X-Acefleet-Relay-Chain"
-# A longer chain is a loop or abuse: no fleet relays through this many edges.
+# A longer chain is a loop or abuse: no fleet relays through this many proxies.
 MAX_CHAIN = 16
-_EDGE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_PROXY_URL = re.compile(r"^https?://[^\s,]{1,250}$")
 
 
 class RelayLoop(ServiceError):
@@ -44,25 +44,25 @@ class RelayLoop(ServiceError):
         super().__init__(508, "relay_loop", message, retry_after_s=None)
 
 
-def own_edge(settings: ProxySettings) -> str:
-    """This proxy's edge host name, as central names it in relay grants."""
-    return settings.edge_host or socket.gethostname()
+def proxy_base(url: str) -> str:
+    """A proxy's base URL as chains compare it."""
+    return url.rstrip("/")
 
 
 def parse_chain(value: str) -> tuple[str, ...]:
-    """The edges of an ``X-Acefleet-Relay-Chain`` header value; :class:`RelayLoop` when it is
+    """The proxies of an ``X-Acefleet-Relay-Chain`` header value; :class:`RelayLoop` when it is
     too long, malformed entries are refused alike (a proxy never sends one)."""
-    chain = tuple(part.strip() for part in value.split(",") if part.strip())
+    chain = tuple(proxy_base(part.strip()) for part in value.split(",") if part.strip())
     if len(chain) > MAX_CHAIN:
-        raise RelayLoop(f"relay chain of {len(chain)} edges (at most {MAX_CHAIN})")
-    if not all(_EDGE.match(edge) for edge in chain):
+        raise RelayLoop(f"relay chain of {len(chain)} proxies (at most {MAX_CHAIN})")
+    if not all(_PROXY_URL.match(url) for url in chain):
         raise RelayLoop("malformed relay chain")
     return chain
 
 
 def relay_headers(placement: Placement, chain: tuple[str, ...] = ()) -> dict[str, str]:
-    """Headers of the upstream request: a relay names central's relay claim and the edges it
-    comes through (``chain``, this edge last)."""
+    """Headers of the upstream request: a relay names central's relay claim and the proxies it
+    comes through (``chain``, this one last)."""
     headers: dict[str, str] = {}
     if placement.source == "relay":
         if placement.claim_id:

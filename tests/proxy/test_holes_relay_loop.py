@@ -3,10 +3,11 @@ each other (as central may after a state loss) do not deadlock.
 
 A test control plane (real HTTP on loopback) answers edge A's claim with "relay from B" and
 B's with "relay from A", unless the claim avoids that edge; then with an engine (the
-simulator). A relay request names the edges it comes through (``X-Acefleet-Relay-Chain``), so B
-answers A's pull with 508 ``relay_loop`` instead of relaying back, and A places again without B
-and opens the engine itself. Without the guard the two pull from each other until the first-byte
-timeout. A proxy finding itself in a request's chain answers 508 at once.
+simulator). A relay request names the proxies it comes through (``X-Acefleet-Relay-Chain``, their
+base URLs), so B answers A's pull with 508 ``relay_loop`` instead of relaying back, and A places
+again without B and opens the engine itself. Without the guard the two pull from each other
+until the first-byte timeout. A proxy finding itself in a request's chain answers 508 at once.
+Both proxies run on one host (one host name): the chain tells them apart by URL.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ async def test_edges_told_to_relay_from_each_other_do_not_loop(
     await viewer.read_until(188 * 100, within=30)
     viewer.close()
 
-    # A asked, was told B; B (asked by A's relay, chain "edge-a") was told A and refused with
+    # A asked, was told B; B (asked by A's relay, chain: A's URL) was told A and refused with
     # 508 instead of pulling from A; A placed again without B and got the engine.
     asked = [(c["host"], c.get("avoid", [])) for c in plane.claims]
     assert asked[:3] == [("edge-a", []), ("edge-b", []), ("edge-a", ["edge:edge-b"])]
@@ -136,13 +137,13 @@ async def test_a_proxy_in_the_chain_refuses_the_relay(
     proxy = start_proxy(central_url=plane.url, edge_host="edge-a")
     host = f"127.0.0.1:{proxy.port}"
     line = request_line("/ace/getstream?id=loop", host).removesuffix(b"\r\n")
-    raw = line + b"X-Acefleet-Relay-Chain: edge-b, edge-a\r\n\r\n"
+    raw = line + f"X-Acefleet-Relay-Chain: http://127.0.0.1:9, {proxy.url}/\r\n\r\n".encode()
     refused = await request(proxy.url, "", raw=raw)
     assert refused.status == 508
     assert refused.json()["error"]["code"] == "relay_loop"
     assert plane.claims == []  # refused before any placement
-    # another chain (not through this edge) is served as usual
-    raw = line + b"X-Acefleet-Relay-Chain: edge-c\r\n\r\n"
+    # another chain (not through this proxy) is served as usual
+    raw = line + b"X-Acefleet-Relay-Chain: http://127.0.0.1:9\r\n\r\n"
     served = await request(proxy.url, "", raw=raw)
     assert served.status == 200
     served.close()
