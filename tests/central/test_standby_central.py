@@ -20,9 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from acefleet.wire import HeartbeatReply, LiveStream
 from orchestrator.central import activity
+from orchestrator.central.settings import CentralSettings
 from tests.central.conftest import FAST, StartCentral
 from tests.central.fleetsim import (
     OPERATOR_KEY,
@@ -353,3 +357,10 @@ def test_the_control_vip_on_a_local_interface_decides(start_central: StartCentra
     with _client(standing_by.url, VIEWER_KEY) as viewer:
         r = viewer.get("/v1/fleet")
     assert (r.status_code, r.json()["error"]["code"]) == (503, "standby_central")
+    # the dashboards' live WebSocket is refused before its upgrade
+    ws_url = standing_by.url.replace("http://", "ws://") + "/v1/live/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url, open_timeout=5).close()
+    assert refused.value.response.status_code == 403
+    with pytest.raises(ValidationError, match="standby_control_vip"):
+        CentralSettings(service_keys=[SERVICE_KEY], standby_control_vip="control-vip.example")
