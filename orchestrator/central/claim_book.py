@@ -11,7 +11,9 @@ a ``standby`` engine claim holds a slot on another engine (counted in its load) 
 content's claim (``for_content`` never answers it) until ``promote`` makes it so.
 
 A claim's ``owner`` is the name of the service key it was handed to (see
-:mod:`orchestrator.central.claim_owner`); only that key, or an operator, may release it.
+:mod:`orchestrator.central.claim_owner`); only that key, or an operator, may release it. The book
+also remembers which key name speaks for which proxy id (``proxies``), as the proxy's streams
+(events, snapshots) end claims too.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ClaimBook:
         self.claims: dict[str, Claim] = {}
         self.by_content: dict[str, str] = {}
         self.by_engine: dict[str, set[str]] = {}
+        self.proxies: dict[str, str] = {}  # proxy id -> the key name that first spoke for it
 
     def held(self, engine_id: str) -> int:
         """Claims (pending or confirmed) on an engine."""
@@ -140,6 +143,11 @@ class ClaimBook:
             for c in self.claims.values()
             if c.kind == "engine" and c.engine_id is not None and key in c.keys
         }
+
+    def speaks_for(self, proxy_id: str, name: str) -> bool:
+        """Whether the key ``name`` may speak for ``proxy_id``: the first key name to use a
+        proxy id keeps it while central runs (a restart learns it again from the proxy)."""
+        return self.proxies.setdefault(proxy_id, name) == name
 
     def own(self, claim_id: str, owner: str) -> None:
         """The claim was handed to ``owner``; a claim already owned keeps its owner (another

@@ -4,13 +4,27 @@ A claim belongs to the service key name it was handed to (``Claim.owner``): a se
 may release only its own claims (403 ``not_claim_owner`` otherwise), an operator may release any
 (the audit log records it). Claim ids are capabilities (a DELETE with one ends a stream), so the
 views show them to operators, to a service only for its own claims, and never to viewers.
+
+A proxy's events and snapshots end streams and so release claims as well: a proxy id belongs to
+the first key name that speaks for it (403 ``not_proxy_owner``), and a batch that touches another
+proxy's stream or starts a stream on another key's claim is refused whole (legitimate proxies
+never send one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
+from acefleet.wire import EventBatch
 from orchestrator.central.auth import Principal, Role
 from orchestrator.central.claim_book import Claim, ClaimBook
 from orchestrator.central.http import ApiError
+
+
+class _Stream(Protocol):
+    @property
+    def proxy_id(self) -> str: ...
 
 
 def may_release(claim: Claim, who: Principal) -> bool:
@@ -33,3 +47,28 @@ def may_see(book: ClaimBook, claim_id: str | None, who: Principal) -> bool:
         return False
     claim = book.claims.get(claim_id)
     return claim is not None and claim.owner == who.name
+
+
+def not_proxy_owner(proxy_id: str) -> ApiError:
+    return ApiError(
+        403,
+        "not_proxy_owner",
+        f"proxy id {proxy_id!r} belongs to another service key (each proxy has its own key)",
+    )
+
+
+def foreign_event(
+    book: ClaimBook, streams: Mapping[str, _Stream], batch: EventBatch, who: Principal
+) -> ApiError | None:
+    """Why ``who`` may not send this batch, if it may not: another key's proxy id, another
+    proxy's stream, or another key's claim."""
+    if not book.speaks_for(batch.proxy_id, who.name):
+        return not_proxy_owner(batch.proxy_id)
+    for ev in batch.events:
+        stream = streams.get(ev.stream_id)
+        if stream is not None and stream.proxy_id != batch.proxy_id:
+            return ApiError(403, "not_stream_owner", f"stream {ev.stream_id!r} is another proxy's")
+        claim = book.claims.get(ev.claim_id) if ev.claim_id else None
+        if claim is not None and claim.owner not in ("", who.name):
+            return not_claim_owner(claim.id)
+    return None

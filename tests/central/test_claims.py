@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from acefleet.wire import EngineHealth
+from acefleet.wire import EngineHealth, EventBatch, ProxySnapshot, StreamEvent
 from orchestrator.central.settings import CentralSettings
 from tests.central.conftest import Running, StartCentral, ThreadCentral
 from tests.central.fleetsim import (
@@ -379,3 +379,46 @@ def test_a_claim_body_over_16_kib_is_413(service: httpx.Client) -> None:
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "body_too_large"
     assert service.post("/v1/claims", json=claim_body("id:big", "edge0")).status_code == 200
+
+
+def _post_events(client: httpx.Client, proxy_id: str, *events: StreamEvent) -> httpx.Response:
+    batch = EventBatch(proxy_id=proxy_id, events=list(events))
+    headers = {"content-type": "application/json"}
+    return client.post("/v1/events", content=batch.model_dump_json(), headers=headers)
+
+
+def test_another_instance_cannot_end_a_proxys_streams_or_claims(
+    two_services: tuple[httpx.Client, httpx.Client, httpx.Client],
+) -> None:
+    """Events and snapshots end streams and release their claims: the owner rule holds there
+    too, or a DELETE refused with not_claim_owner would be one forged event away."""
+    edge_a, edge_b, operator = two_services
+    Agent("edge0", 2).beat(edge_a)
+    snapshot(edge_a, "edge0")  # edge-a speaks for proxy-edge0
+    grant = edge_a.post("/v1/claims", json=claim_body("id:a", "edge0")).json()
+    spare = edge_a.post("/v1/claims", json=claim_body("id:b", "edge0")).json()
+    started = event("stream_started", "s-a", content_key="id:a", claim_id=grant["claim_id"])
+    send_events(edge_a, "edge0", started)
+
+    empty = ProxySnapshot(host="edge0", url=proxy_url("edge0"), streams=[])
+    r = edge_b.put(
+        "/v1/proxies/proxy-edge0/streams",
+        content=empty.model_dump_json(),
+        headers={"content-type": "application/json"},
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_proxy_owner")
+    r = _post_events(edge_b, "proxy-edge0", event("stream_ended", "s-a", reason="x"))
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_proxy_owner")
+    r = _post_events(edge_b, "proxy-b", event("stream_ended", "s-a", reason="x"))
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_stream_owner")
+    stolen = event("stream_started", "s-b", content_key="id:b", claim_id=spare["claim_id"])
+    r = _post_events(edge_b, "proxy-b", stolen)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "not_claim_owner")
+
+    assert [s["stream_id"] for s in operator.get("/v1/streams").json()["items"]] == ["s-a"]
+    claims = {c["claim_id"]: c for c in operator.get("/v1/claims").json()["items"]}
+    assert set(claims) == {grant["claim_id"], spare["claim_id"]}
+    assert not claims[spare["claim_id"]]["confirmed"]
+    # The owner's own batch still goes through.
+    send_events(edge_a, "edge0", event("stream_ended", "s-a", reason="done"))
+    assert operator.get("/v1/streams").json()["items"] == []

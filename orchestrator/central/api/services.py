@@ -24,7 +24,12 @@ from acefleet.wire import (
 from orchestrator.central import views
 from orchestrator.central.api.deps import Audit, Caller, central, no_key_in_url
 from orchestrator.central.auth import Role
-from orchestrator.central.claim_owner import may_release, not_claim_owner
+from orchestrator.central.claim_owner import (
+    foreign_event,
+    may_release,
+    not_claim_owner,
+    not_proxy_owner,
+)
 from orchestrator.central.http import (
     ERROR_RESPONSES,
     ApiError,
@@ -110,7 +115,12 @@ async def release(
 
 @router.post("/events", tags=["services"], dependencies=Service)
 async def events(body: EventBatch, c: State, who: Caller) -> EventBatchResult:
-    """Stream events in a batch, idempotent by event id; each event gets its own result."""
+    """Stream events in a batch, idempotent by event id; each event gets its own result. A
+    batch for another key's proxy id, or touching another proxy's stream or another key's
+    claim, is refused whole (403)."""
+    refused = foreign_event(c.book, c.registry.streams, body, who)
+    if refused is not None:
+        raise refused
     result = c.apply_events(body)
     c.book.adopt(body.proxy_id, who.name)  # claims rebuilt from them (after a restart)
     return result
@@ -124,7 +134,10 @@ async def snapshot(
     who: Caller,
 ) -> SnapshotResult:
     """The full list of a proxy's live streams (anti-entropy): streams missing from it end.
-    The answer names the engines its primary streams should move off (``move_off``)."""
+    The answer names the engines its primary streams should move off (``move_off``). Only the
+    key that speaks for this proxy id may send it (403 not_proxy_owner)."""
+    if not c.book.speaks_for(proxy_id, who.name):
+        raise not_proxy_owner(proxy_id)
     outcome = c.snapshot(proxy_id, body)
     c.book.adopt(proxy_id, who.name)  # claims rebuilt from it (after a restart)
     return SnapshotResult(
