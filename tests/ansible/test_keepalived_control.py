@@ -110,7 +110,7 @@ def test_a_control_host_gets_the_control_vip_instance(tmp_path: Path) -> None:
     assert "10.9.0.12" in config
     assert "10.9.0.21" not in config
     assert "http://127.0.0.1:8000/livez" in config
-    assert 'notify "/etc/keepalived/acefleet-control-notify"' in config
+    assert 'notify "/bin/sh /etc/keepalived/acefleet-control-notify"' in config
     done = _config_test(out / "keepalived.conf")
     assert done.returncode == 0, done.stdout + done.stderr
 
