@@ -18,7 +18,7 @@ from acefleetctl import catalog, inventory, players, views
 from acefleetctl.client import Central
 from acefleetctl.command import Handler
 from acefleetctl.command import path as _path
-from acefleetctl.config import CONFIG_ENV, KEY_ENV, URL_ENV, resolve
+from acefleetctl.config import CA_ENV, CONFIG_ENV, KEY_ENV, URL_ENV, resolve
 from acefleetctl.errors import CliError, Exit
 from acefleetctl.watch import watch
 
@@ -37,7 +37,15 @@ def _common(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "--api-key", default=default, help=f"operator or viewer API key (or {KEY_ENV})"
     )
-    parser.add_argument("--config", default=default, help="config file (TOML: url, api_key)")
+    parser.add_argument(
+        "--ca-file",
+        default=default,
+        help=f"CA certificate an https central is verified against (or {CA_ENV}; default: the "
+        "system's trust store)",
+    )
+    parser.add_argument(
+        "--config", default=default, help="config file (TOML: url, api_key, ca_file)"
+    )
     parser.add_argument(
         "--json", action="store_true", default=default, help="print central's JSON as it came"
     )
@@ -146,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return _check_config(args)
-    target = resolve(args.url, args.api_key, args.config)
+    target = resolve(args.url, args.api_key, args.config, ca_file=args.ca_file)
     if args.command == "watch":
         return watch(
             target,

@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import math
+import ssl
 from typing import Any
 
 import httpx
 
+from acefleet.tls import client_context
 from acefleetctl.config import KEY_ENV, Target
 from acefleetctl.errors import CliError, Exit
 
 API_KEY_HEADER = "X-API-Key"
 _KEY_HINT = f" (the key comes from --api-key, {KEY_ENV} or api_key in the config file)"
+
+
+def verify(target: Target) -> ssl.SSLContext | bool:
+    """How an https central is verified: against the fleet's CA file when one is given, else
+    the system's trust store (httpx also honours SSL_CERT_FILE then). Never switched off."""
+    return client_context(target.ca_file) if target.ca_file else True
 
 
 class Central:
@@ -23,7 +31,9 @@ class Central:
         if target.api_key:
             headers[API_KEY_HEADER] = target.api_key
         self.target = target
-        self.http = httpx.Client(base_url=target.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=target.url, headers=headers, timeout=timeout, verify=verify(target)
+        )
 
     def __enter__(self) -> Central:
         return self

@@ -1,5 +1,6 @@
-"""Where central is and which key to use: flags, then ``ACEFLEET_URL``/``ACEFLEET_API_KEY``, then
-the config file (``~/.config/acefleet/cli.toml``: ``url = "..."``, ``api_key = "..."``)."""
+"""Where central is, which key to use and which CA to trust: flags, then ``ACEFLEET_URL``/
+``ACEFLEET_API_KEY``/``ACEFLEET_CA_FILE``, then the config file (``~/.config/acefleet/cli.toml``:
+``url = "..."``, ``api_key = "..."``, ``ca_file = "..."``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from acefleetctl.errors import CliError, Exit
 
 URL_ENV = "ACEFLEET_URL"
 KEY_ENV = "ACEFLEET_API_KEY"
+CA_ENV = "ACEFLEET_CA_FILE"
 CONFIG_ENV = "ACEFLEET_CLI_CONFIG"
-FILE_KEYS = frozenset({"url", "api_key"})
+FILE_KEYS = frozenset({"url", "api_key", "ca_file"})
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -24,10 +26,12 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 
 @dataclass(frozen=True)
 class Target:
-    """Central's base URL and the API key (``repr`` leaves the key out: it is never printed)."""
+    """Central's base URL, the API key (``repr`` leaves the key out: it is never printed) and
+    the CA file an https central is verified against (None: the system's trust store)."""
 
     url: str
     api_key: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
 
 
 def read_file(path: Path, *, required: bool) -> dict[str, str]:
@@ -48,7 +52,8 @@ def read_file(path: Path, *, required: bool) -> dict[str, str]:
     if unknown:
         raise CliError(
             Exit.usage,
-            f"config file {path}: unknown setting {', '.join(unknown)} (known: url, api_key)",
+            f"config file {path}: unknown setting {', '.join(unknown)} "
+            "(known: url, api_key, ca_file)",
         )
     for name, value in data.items():
         if not isinstance(value, str) or not value:
@@ -61,6 +66,7 @@ def resolve(
     api_key: str | None,
     config: str | None,
     env: Mapping[str, str] | None = None,
+    ca_file: str | None = None,
 ) -> Target:
     """The target from flags > environment > config file; no URL anywhere is a usage error."""
     env = os.environ if env is None else env
@@ -76,4 +82,9 @@ def resolve(
     if not final_url.startswith(("http://", "https://")):
         raise CliError(Exit.usage, f"central URL {final_url!r} must start with http:// or https://")
     final_key = api_key or env.get(KEY_ENV) or file.get("api_key") or None
-    return Target(final_url.rstrip("/"), final_key)
+    final_ca = ca_file or env.get(CA_ENV) or file.get("ca_file") or None
+    if final_ca is not None:
+        final_ca = str(Path(final_ca).expanduser())
+        if not os.access(final_ca, os.R_OK):
+            raise CliError(Exit.usage, f"CA file {final_ca} does not exist or is not readable")
+    return Target(final_url.rstrip("/"), final_key, final_ca)

@@ -8,6 +8,7 @@ keeps the view and turns each frame into lines; :func:`watch` owns the connectio
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from acefleet.tls import client_context
 from acefleetctl.client import API_KEY_HEADER, refusal
 from acefleetctl.config import KEY_ENV, Target
 from acefleetctl.errors import CliError, Exit
@@ -153,9 +155,12 @@ def watch(
     if not target.api_key:
         raise CliError(Exit.auth, f"watch needs an API key: pass --api-key or set {KEY_ENV}")
     url, key = ws_url(target.url), target.api_key
+    # wss:// against the fleet's CA when one is given (websockets refuses ssl= for ws://)
+    tls = client_context(target.ca_file) if target.ca_file and url.startswith("wss://") else None
     session = Session(out, err, as_json, count, clock)
     try:
-        ws = _open(url, key, open_timeout)  # the first attempt fails fast: a wrong URL is likely
+        # the first attempt fails fast: a wrong URL is likely
+        ws = _open(url, key, open_timeout, tls)
         while True:
             try:
                 with ws:
@@ -165,15 +170,19 @@ def watch(
                 if not reconnect or exc.code != Exit.unreachable:
                     raise
                 print(f"acefleet: {exc.message}; reconnecting", file=err, flush=True)
-            ws = _reopen(url, key, open_timeout, sleep)
+            ws = _reopen(url, key, open_timeout, sleep, tls)
     except KeyboardInterrupt:
         return Exit.ok
 
 
-def _open(url: str, key: str, open_timeout: float) -> ClientConnection:
+def _open(url: str, key: str, open_timeout: float, tls: ssl.SSLContext | None) -> ClientConnection:
     try:
         return connect(
-            url, additional_headers={API_KEY_HEADER: key}, open_timeout=open_timeout, proxy=None
+            url,
+            additional_headers={API_KEY_HEADER: key},
+            open_timeout=open_timeout,
+            proxy=None,
+            ssl=tls,
         )
     except InvalidStatus as exc:
         raise _handshake_refused(exc) from None
@@ -182,14 +191,18 @@ def _open(url: str, key: str, open_timeout: float) -> ClientConnection:
 
 
 def _reopen(
-    url: str, key: str, open_timeout: float, sleep: Callable[[float], None]
+    url: str,
+    key: str,
+    open_timeout: float,
+    sleep: Callable[[float], None],
+    tls: ssl.SSLContext | None,
 ) -> ClientConnection:
     """Connect again, waiting longer between attempts while central stays away."""
     wait = RECONNECT_FIRST_S
     while True:
         sleep(wait)
         try:
-            return _open(url, key, open_timeout)
+            return _open(url, key, open_timeout, tls)
         except CliError as exc:
             if exc.code != Exit.unreachable:
                 raise

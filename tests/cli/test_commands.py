@@ -260,7 +260,7 @@ def test_url_and_key_precedence(
     r = cli("--config", str(other), "status")
     assert (r.code, r.err) == (
         2,
-        f"acefleet: config file {other}: unknown setting token (known: url, api_key)\n",
+        f"acefleet: config file {other}: unknown setting token (known: url, api_key, ca_file)\n",
     )
     r = cli("--config", str(tmp_path / "absent.toml"), "status")
     assert (r.code, r.err) == (
