@@ -41,7 +41,7 @@ RENDER_PLAYBOOK = """
         dest: "{{ lookup('env', 'OUT') }}/keepalived.conf"
         mode: "0644"
     - ansible.builtin.template:
-        src: "{{ lookup('env', 'ROLE_TEMPLATES') }}/control-notify.sh.j2"
+        src: "{{ lookup('env', 'ROLE_TEMPLATES') }}/control_notify.sh.j2"
         dest: "{{ lookup('env', 'OUT') }}/notify"
         mode: "0755"
 """
