@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("status", _status, "counts over the whole fleet")
+    add("whoami", _whoami, "the name and role central knows this key by")
     add("hosts", _hosts, "edge hosts, or one host in detail").add_argument(
         "host", nargs="?", help="show only this host"
     )
@@ -177,6 +178,11 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
     data = c.get("/v1/fleet")
     return data, views.status(data, c.target.url)
+
+
+def _whoami(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
+    data = c.get("/v1/whoami")
+    return data, f"{data['name']} ({data['role']})"
 
 
 def _hosts(args: argparse.Namespace, c: Central) -> tuple[Any, str]:

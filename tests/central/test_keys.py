@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,8 +13,9 @@ from websockets.sync.client import connect
 
 from orchestrator.central.auth import KeyRing, Principal, Role, parse_key
 from orchestrator.central.settings import CentralSettings
-from tests.central.conftest import StartCentral
+from tests.central.conftest import StartCentral, ThreadCentral
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY, Agent, claim_body
+from tests.support import procs
 
 EDGE1_OLD = "edge1-old-key-0123456789abcdef"
 EDGE1_NEW = "edge1-new-key-0123456789abcdef"
@@ -124,3 +126,27 @@ def test_the_live_websocket_says_why_a_key_in_its_url_is_refused(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4401
     assert "no API key in the URL" in closed.value.rcvd.reason
+
+
+def test_whoami_names_the_key(tmp_path: Path) -> None:
+    """Two keys of one name (a rotation in progress) are the same principal to central."""
+    settings = CentralSettings(
+        listen_port=procs.free_port(),
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
+        service_keys=[f"edge1:{EDGE1_OLD}"],
+        operator_keys=[f"alice:{ALICE}", f"alice:{EDGE1_NEW}"],
+        viewer_keys=[BARE],
+    )
+    svc = ThreadCentral(settings)
+    try:
+        for key, expected in (
+            (ALICE, {"name": "alice", "role": "operator"}),
+            (EDGE1_NEW, {"name": "alice", "role": "operator"}),
+            (EDGE1_OLD, {"name": "edge1", "role": "service"}),
+            (BARE, {"name": parse_key(BARE, Role.viewer)[0], "role": "viewer"}),
+        ):
+            r = httpx.get(f"{svc.url}/v1/whoami", headers={"X-API-Key": key})
+            assert r.json() == expected
+        assert httpx.get(f"{svc.url}/v1/whoami").status_code == 401
+    finally:
+        svc.stop()

@@ -223,6 +223,7 @@ def test_audit_shows_who_drained_and_released(cli: Cli, fleet: Fleet) -> None:
         "(no audit entries)\n"
     )
     assert cli(*fleet.as_viewer(), "audit").code == 4  # operators only
+    assert cli(*fleet.as_operator(), "whoami").out == f"{actor} (operator)\n"
 
 
 def test_history_lists_sessions(cli: Cli, fleet: Fleet) -> None:

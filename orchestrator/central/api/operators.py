@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from acefleet.wire import ErrorBody
 from orchestrator.central import views
 from orchestrator.central.api.deps import Audit, Caller, audit_log, central, no_key_in_url
 from orchestrator.central.audit import AuditList
+from orchestrator.central.auth import Role
 from orchestrator.central.claim_owner import may_see
 from orchestrator.central.hosts import UnknownTarget
 from orchestrator.central.http import (
@@ -50,6 +52,21 @@ Name = Annotated[str, Path(min_length=1, max_length=200)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown"}}
 Reader = [Depends(any_reader)]
 Operator = [Depends(operator_only)]
+
+
+class Identity(BaseModel):
+    name: str = Field(
+        description="The key's name: <name> of a <name>:<key> entry, or "
+        "<role>-<first 8 hex of its sha256> for a bare key"
+    )
+    role: Role
+
+
+@router.get("/whoami", dependencies=Reader)
+async def whoami(who: Caller) -> Identity:
+    """Who this key is to central (its name and role; after a rotation, whether the new key
+    is in place under the old name)."""
+    return Identity(name=who.name, role=who.role)
 
 
 @router.get("/fleet", dependencies=Reader)
