@@ -29,8 +29,9 @@ from proxy.placement.relay import proxy_base, relay_url
 log = logs.get(__name__)
 
 # Central's answers that mean "I cannot decide now" rather than "the fleet is full": the next
-# step (the local agent) may still serve the viewer.
-_NOT_DECIDING = frozenset({"warming_up", "no_hosts"})
+# step (the local agent) may still serve the viewer. standby_central: the control VIP is moving
+# and the address still reaches the old holder, which no longer decides (docs/standby-central.md).
+_NOT_DECIDING = frozenset({"warming_up", "no_hosts", "standby_central"})
 
 
 class CentralPlacer(ClaimClient):

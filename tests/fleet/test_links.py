@@ -128,3 +128,54 @@ async def test_chain_falls_through_to_the_static_list(sim: procs.Service) -> Non
             await central.place("id:chain2")
         await chain.release(placement, "idle")
         await engine.aclose()
+
+
+async def test_a_standby_central_lets_the_chain_ask_the_next_step(
+    sim: procs.Service, tmp_path: Path, log_dir: Path
+) -> None:
+    # while the control VIP moves, the address can still reach the old holder, now a standby
+    # (503 standby_central): that is "cannot decide now", not "the fleet is full"
+    state = tmp_path / "vrrp-state"
+    state.write_text("BACKUP\n", encoding="utf-8")
+    port = procs.free_port()
+    env = {
+        **CENTRAL_ENV,
+        "ACEFLEET_CENTRAL_LISTEN_PORT": str(port),
+        "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'c.db'}",
+        "ACEFLEET_CENTRAL_STANDBY_STATE_FILE": str(state),
+    }
+    standby = procs.start(
+        "acefleet-central", [], port=port, ready_path="/livez", log_dir=log_dir, env=env
+    )
+    metrics = Metrics()
+    try:
+        async with httpx.AsyncClient() as http:
+            central = CentralPlacer(
+                ControlPeer(
+                    "central", http, standby.url, SERVICE_KEY, proxy_id="p", host="h", timeout_s=2
+                ),
+                Breaker(3, 60),
+                relay_avoid_s=10,
+            )
+            engine = EngineClient(call_timeout=2, stop_timeout=2, metrics=metrics)
+            static = StaticPlacer(
+                [f"127.0.0.1:{sim.port}"],
+                default_cap=1,
+                engine=engine,
+                probe_interval_s=5,
+                probe_timeout_s=1,
+                probe_failures=2,
+            )
+            chain = PlacementChain(
+                [("central", central), ("static", PlainStep(static))],
+                metrics.registry,
+                avoid_s=30,
+            )
+            placement = await chain.place("id:standby1")
+            assert placement.source == "static"
+            sample = metrics.registry.get_sample_value
+            assert sample("acefleet_proxy_placement_fallbacks_total", {"step": "central"}) == 1
+            await chain.release(placement, "idle")
+            await engine.aclose()
+    finally:
+        standby.stop()
