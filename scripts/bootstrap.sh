@@ -17,6 +17,7 @@ declare -A NEED=(
   [libxmltv-perl]=""  # its xmltv.dtd: tests validate the guide central and the proxies serve
   [vlc-bin]=cvlc [vlc-plugin-base]=""  # VLC plays the fleet's M3U playlist in tests and the lab
   [postgresql]=""  # tests/support/postgres.py runs throwaway clusters with its initdb/postgres
+  [keepalived]=keepalived  # tests/ansible checks the control VIP's rendered config with it
 )
 missing=()
 for pkg in "${!NEED[@]}"; do
@@ -49,6 +50,7 @@ quiet_service() {
   fi
 }
 if [[ " ${missing[*]} " == *" haproxy "* ]]; then quiet_service haproxy; fi
+if [[ " ${missing[*]} " == *" keepalived "* ]]; then quiet_service keepalived; fi
 # Debian's postgresql creates and starts a "main" cluster on :5432; the tests start their own.
 if [[ " ${missing[*]} " == *" postgresql "* ]]; then quiet_service postgresql; fi
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
