@@ -6,9 +6,9 @@ may release only its own claims (403 ``not_claim_owner`` otherwise), an operator
 views show them to operators, to a service only for its own claims, and never to viewers.
 
 A proxy's events and snapshots end streams and so release claims as well: a proxy id belongs to
-the first key name that speaks for it (403 ``not_proxy_owner``), and a batch that touches another
-proxy's stream or starts a stream on another key's claim is refused whole (legitimate proxies
-never send one).
+the first key name that speaks for it (403 ``not_proxy_owner``), and an event on another proxy's
+stream, or starting a stream on another key's claim, is refused (its result is an error; the
+rest of the batch is applied, so a proxy's event queue never stalls on one).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from acefleet.wire import EventBatch
+from acefleet.wire import ErrorDetail, EventBatch
 from orchestrator.central.auth import Principal, Role
 from orchestrator.central.claim_book import Claim, ClaimBook
 from orchestrator.central.http import ApiError
@@ -57,18 +57,22 @@ def not_proxy_owner(proxy_id: str) -> ApiError:
     )
 
 
-def foreign_event(
+def foreign_events(
     book: ClaimBook, streams: Mapping[str, _Stream], batch: EventBatch, who: Principal
-) -> ApiError | None:
-    """Why ``who`` may not send this batch, if it may not: another key's proxy id, another
-    proxy's stream, or another key's claim."""
-    if not book.speaks_for(batch.proxy_id, who.name):
-        return not_proxy_owner(batch.proxy_id)
+) -> dict[str, ErrorDetail]:
+    """The events of a batch ``who`` may not send, by event id, with why: an event on another
+    proxy's stream, or one starting a stream on another key's claim. (The batch's proxy id is
+    checked before, with :meth:`ClaimBook.speaks_for`.)"""
+    refused: dict[str, ErrorDetail] = {}
     for ev in batch.events:
         stream = streams.get(ev.stream_id)
-        if stream is not None and stream.proxy_id != batch.proxy_id:
-            return ApiError(403, "not_stream_owner", f"stream {ev.stream_id!r} is another proxy's")
         claim = book.claims.get(ev.claim_id) if ev.claim_id else None
-        if claim is not None and claim.owner not in ("", who.name):
-            return not_claim_owner(claim.id)
-    return None
+        if stream is not None and stream.proxy_id != batch.proxy_id:
+            refused[ev.event_id] = ErrorDetail(
+                code="not_stream_owner", message=f"stream {ev.stream_id!r} is another proxy's"
+            )
+        elif claim is not None and claim.owner not in ("", who.name):
+            refused[ev.event_id] = ErrorDetail(
+                code="not_claim_owner", message=f"claim {claim.id!r} is another service's"
+            )
+    return refused

@@ -17,6 +17,7 @@ from acefleet.wire import (
     ErrorDetail,
     EventBatch,
     EventBatchResult,
+    EventResult,
     Heartbeat,
     HeartbeatReply,
     ProxySnapshot,
@@ -25,7 +26,7 @@ from orchestrator.central import views
 from orchestrator.central.api.deps import Audit, Caller, central, no_key_in_url
 from orchestrator.central.auth import Role
 from orchestrator.central.claim_owner import (
-    foreign_event,
+    foreign_events,
     may_release,
     not_claim_owner,
     not_proxy_owner,
@@ -116,12 +117,24 @@ async def release(
 @router.post("/events", tags=["services"], dependencies=Service)
 async def events(body: EventBatch, c: State, who: Caller) -> EventBatchResult:
     """Stream events in a batch, idempotent by event id; each event gets its own result. A
-    batch for another key's proxy id, or touching another proxy's stream or another key's
-    claim, is refused whole (403)."""
-    refused = foreign_event(c.book, c.registry.streams, body, who)
-    if refused is not None:
-        raise refused
-    result = c.apply_events(body)
+    batch for another key's proxy id is refused (403); an event on another proxy's stream or
+    another key's claim gets an error result (not_stream_owner, not_claim_owner)."""
+    if not c.book.speaks_for(body.proxy_id, who.name):
+        raise not_proxy_owner(body.proxy_id)
+    refused = foreign_events(c.book, c.registry.streams, body, who)
+    if refused:
+        allowed = [ev for ev in body.events if ev.event_id not in refused]
+        applied = iter(c.apply_events(body.model_copy(update={"events": allowed})).results)
+        result = EventBatchResult(
+            results=[
+                EventResult(event_id=ev.event_id, status="error", error=refused[ev.event_id])
+                if ev.event_id in refused
+                else next(applied)
+                for ev in body.events
+            ]
+        )
+    else:
+        result = c.apply_events(body)
     c.book.adopt(body.proxy_id, who.name)  # claims rebuilt from them (after a restart)
     return result
 
