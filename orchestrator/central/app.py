@@ -151,8 +151,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         db = await history.ping()
         # A standby central (the control VIP is elsewhere) is not ready: 503 status "standby".
         if not role.active:
-            standby = {"status": "standby", "warming_up": False, "database": db}
-            return JSONResponse(standby, status_code=503)
+            standby = Health(status="standby", warming_up=False, database=db)
+            return JSONResponse(standby.model_dump(), status_code=503)
         body = Health(
             status="ok" if db else "unavailable", warming_up=state.warming_up(), database=db
         )

@@ -61,6 +61,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The key's role may not do this"},
     422: {"model": ErrorBody, "description": "Malformed request"},
     429: {"model": ErrorBody, "description": "Rate limit exceeded"},
+    # a standby central (docs/standby-central.md) answers every API call so until it holds the
+    # control VIP; clients retry after Retry-After, by then through the VIP to the active one
+    503: {"model": ErrorBody, "description": "standby_central: this central is the standby"},
 }
 
 

@@ -205,6 +205,6 @@ class DrainResult(Model):
 
 
 class Health(Model):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "standby"]
     warming_up: bool
     database: bool
