@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, select
 
 from orchestrator.central.auth import Principal
-from orchestrator.central.history import History, _Op, metadata
+from orchestrator.central.history import History, metadata
 
 audit_log = Table(
     "audit_log",
@@ -71,7 +71,7 @@ class AuditLog:
             "client": client[:64] if client else None,
         }
         # The history writer's queue: batched with the rest, dropped (and counted) when full.
-        self.history._put(_Op("insert", audit_log, row))
+        self.history.insert(audit_log, row)
 
     async def entries(
         self,

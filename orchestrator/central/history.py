@@ -147,6 +147,10 @@ class History:
         except asyncio.QueueFull:
             self._on_drop()
 
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        """A plain insert into another table of ``metadata`` (the audit log), queued."""
+        self._put(_Op("insert", table, row))
+
     def event(self, row: dict[str, Any]) -> None:
         self._put(_Op("insert_ignore", events, row))
 
