@@ -26,7 +26,6 @@ from pydantic import TypeAdapter
 from sqlalchemy import (
     Boolean,
     Column,
-    Connection,
     DateTime,
     Integer,
     LargeBinary,
@@ -36,9 +35,7 @@ from sqlalchemy import (
     delete,
     false,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -122,14 +119,6 @@ def _row(fields: ChannelFields) -> dict[str, Any]:
     }
 
 
-def _add_missing_columns(conn: Connection) -> None:
-    """Columns added since the database was created (``create_all`` makes only new tables)."""
-    have = {c["name"] for c in inspect(conn).get_columns("channels")}
-    if "standby" not in have:
-        conn.execute(text("ALTER TABLE channels ADD COLUMN standby BOOLEAN NOT NULL DEFAULT FALSE"))
-        log.info("catalog_column_added", column="standby")
-
-
 def _channels_of(rows: Sequence[Any]) -> tuple[list[CatalogChannel], str]:
     """Rows as the ordered channel list, and its version (the digest of that list)."""
     adapter = TypeAdapter(list[CatalogChannel])
@@ -195,9 +184,7 @@ class CatalogStore:
         return self._engine_of()
 
     async def start(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_add_missing_columns)
-        await self._reload()
+        await self._reload()  # the schema is the migrations' (History.start runs them first)
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(guide).where(guide.c.id == GUIDE_ROW))).first()
         if row is not None:
