@@ -21,7 +21,7 @@ from proxy.metrics import Metrics
 from proxy.placement import Placement, StreamRecord, Unavailable
 from proxy.placement.agent import AgentPlacer
 from proxy.placement.central import CentralPlacer
-from proxy.placement.chain import PlacementChain, PlainStep
+from proxy.placement.chain import PlacementChain, PlainStep, Step
 from proxy.placement.circuit import Breaker
 from proxy.placement.static import StaticPlacer
 from tests.fleet.harness import CENTRAL_ENV, OPERATOR_KEY, SERVICE_KEY
@@ -89,6 +89,24 @@ async def test_event_queue_bounded_retried_batched(central: procs.Service) -> No
         assert {s["stream_id"] for s in streams} == {r.stream_id for r in records[3:]}
 
 
+def chain_to_static(
+    sim: procs.Service, metrics: Metrics, steps: list[tuple[str, Step]]
+) -> tuple[PlacementChain, EngineClient]:
+    """A placement chain of ``steps`` ending in the static list of the one simulator ``sim``,
+    and the engine client its static step uses (the caller closes it)."""
+    engine = EngineClient(call_timeout=2, stop_timeout=2, metrics=metrics)
+    static = StaticPlacer(
+        [f"127.0.0.1:{sim.port}"],
+        default_cap=1,
+        engine=engine,
+        probe_interval_s=5,
+        probe_timeout_s=1,
+        probe_failures=2,
+    )
+    chain = PlacementChain([*steps, ("static", PlainStep(static))], metrics.registry, avoid_s=30)
+    return chain, engine
+
+
 async def test_chain_falls_through_to_the_static_list(sim: procs.Service) -> None:
     metrics = Metrics()
     dead = f"http://127.0.0.1:{procs.free_port()}"
@@ -102,20 +120,7 @@ async def test_chain_falls_through_to_the_static_list(sim: procs.Service) -> Non
             ControlPeer("agent", http, dead, "k", proxy_id="p", host="h", timeout_s=1),
             Breaker(1, 60),
         )
-        engine = EngineClient(call_timeout=2, stop_timeout=2, metrics=metrics)
-        static = StaticPlacer(
-            [f"127.0.0.1:{sim.port}"],
-            default_cap=1,
-            engine=engine,
-            probe_interval_s=5,
-            probe_timeout_s=1,
-            probe_failures=2,
-        )
-        chain = PlacementChain(
-            [("central", central), ("agent", agent), ("static", PlainStep(static))],
-            metrics.registry,
-            avoid_s=30,
-        )
+        chain, engine = chain_to_static(sim, metrics, [("central", central), ("agent", agent)])
         placement = await chain.place("id:chain1")
         assert placement.source == "static"
         assert placement.engine == f"127.0.0.1:{sim.port}"
@@ -157,20 +162,7 @@ async def test_a_standby_central_lets_the_chain_ask_the_next_step(
                 Breaker(3, 60),
                 relay_avoid_s=10,
             )
-            engine = EngineClient(call_timeout=2, stop_timeout=2, metrics=metrics)
-            static = StaticPlacer(
-                [f"127.0.0.1:{sim.port}"],
-                default_cap=1,
-                engine=engine,
-                probe_interval_s=5,
-                probe_timeout_s=1,
-                probe_failures=2,
-            )
-            chain = PlacementChain(
-                [("central", central), ("static", PlainStep(static))],
-                metrics.registry,
-                avoid_s=30,
-            )
+            chain, engine = chain_to_static(sim, metrics, [("central", central)])
             placement = await chain.place("id:standby1")
             assert placement.source == "static"
             sample = metrics.registry.get_sample_value
