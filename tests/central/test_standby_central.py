@@ -204,6 +204,28 @@ def _take_over(pair: Pair, vip: Vip, new: str, old: str) -> None:
     _wait(f"{old} stands by", lambda: _readyz(pair.centrals[old].url)[0] == 503)
 
 
+@contextlib.contextmanager
+def _a_serving_b_standing_by(pair: Pair) -> Iterator[tuple[procs.Service, Vip]]:
+    """Central a as MASTER behind the VIP, b as BACKUP; the VIP closed at the end."""
+    a = pair.start("a", MASTER)
+    pair.start("b", BACKUP)
+    vip = Vip(a.port)
+    try:
+        yield a, vip
+    finally:
+        vip.close()
+
+
+def _claim_one_on_edge1(svc: httpx.Client, edge1: Agent, edge2: Agent) -> str:
+    """Both agents beat, then edge1's proxy claims id:one: the engine id central placed it on."""
+    _beat(svc, edge1)
+    _beat(svc, edge2)
+    r = _claim(svc, "id:one", "edge1")
+    assert r.status_code == 200, r.text
+    engine_id: str = r.json()["engine"]["id"]
+    return engine_id
+
+
 def test_a_standby_answers_health_and_metrics_and_applies_nothing(pair: Pair) -> None:
     active = pair.start("a", MASTER)
     standby = pair.start("b", BACKUP)
@@ -252,17 +274,10 @@ def test_a_standby_answers_health_and_metrics_and_applies_nothing(pair: Pair) ->
 
 
 def test_a_takeover_never_hands_out_a_busy_engine_nor_opens_a_channel_twice(pair: Pair) -> None:
-    a = pair.start("a", MASTER)
-    pair.start("b", BACKUP)
-    vip = Vip(a.port)
-    try:
+    with _a_serving_b_standing_by(pair) as (_, vip):
         edge1, edge2 = Agent("edge1", 2), Agent("edge2", 1)
         with _client(vip.url, SERVICE_KEY) as svc:
-            _beat(svc, edge1)
-            _beat(svc, edge2)
-            r = _claim(svc, "id:one", "edge1")
-            assert r.status_code == 200, r.text
-            busy = r.json()["engine"]["id"]
+            busy = _claim_one_on_edge1(svc, edge1, edge2)
             idle = next(e.id for e in edge1.engines if e.id != busy)
             # The agent now reports the session on that engine.
             edge1.engines = [
@@ -298,22 +313,13 @@ def test_a_takeover_never_hands_out_a_busy_engine_nor_opens_a_channel_twice(pair
             assert r.status_code == 200, r.text
             assert r.json()["kind"] == "relay"
             assert r.json()["relay"]["host"] == "edge1"
-    finally:
-        vip.close()
 
 
 def test_taking_the_vip_back_drops_what_the_old_state_knew(pair: Pair) -> None:
-    a = pair.start("a", MASTER)
-    pair.start("b", BACKUP)
-    vip = Vip(a.port)
-    try:
+    with _a_serving_b_standing_by(pair) as (a, vip):
         edge1, edge2 = Agent("edge1", 1), Agent("edge2", 1)
         with _client(vip.url, SERVICE_KEY) as svc:
-            _beat(svc, edge1)
-            _beat(svc, edge2)
-            r = _claim(svc, "id:one", "edge1")
-            assert r.status_code == 200, r.text
-            snapshot(svc, "edge1", [_stream("id:one", r.json()["engine"]["id"])])
+            snapshot(svc, "edge1", [_stream("id:one", _claim_one_on_edge1(svc, edge1, edge2))])
 
         _take_over(pair, vip, "b", "a")
         # While b serves, id:one ends on edge1 (its proxy's snapshot no longer lists it), and an
@@ -342,8 +348,6 @@ def test_taking_the_vip_back_drops_what_the_old_state_knew(pair: Pair) -> None:
         with _client(vip.url, VIEWER_KEY) as viewer:
             names = [c["name"] for c in viewer.get("/v1/channels").json()["items"]]
         assert "Added on b" in names  # a's catalog is re-read at the takeover, not its old copy
-    finally:
-        vip.close()
 
 
 def test_the_control_vip_on_a_local_interface_decides(start_central: StartCentral) -> None:
