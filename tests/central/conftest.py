@@ -38,7 +38,8 @@ class Running(Protocol):
 
 
 class ThreadCentral:
-    """create_app() served by uvicorn on its own event loop in a daemon thread."""
+    """create_app() served by uvicorn on its own event loop in a daemon thread (over HTTPS when the
+    settings name a certificate)."""
 
     def __init__(self, settings: CentralSettings) -> None:
         self.port = settings.listen_port
@@ -49,7 +50,11 @@ class ThreadCentral:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=2,
+            # as central's serve does with its tls_cert_file/tls_key_file
+            ssl_certfile=settings.tls_cert_file or None,
+            ssl_keyfile=settings.tls_key_file or None,
         )
+        self.scheme = "https" if settings.tls_cert_file else "http"
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="central", daemon=True)
         self.thread.start()
@@ -61,7 +66,7 @@ class ThreadCentral:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def alive(self) -> bool:
         return self.thread.is_alive()

@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from acefleet.wire import EngineHealth, EngineReport, Heartbeat
+from acefleet.wire import EngineReport
 from proxy.cli import Running
 from proxy.cli import start as start_proxy
 from proxy.engine_api import EngineClient
@@ -28,51 +27,11 @@ from proxy.settings import ProxySettings
 from tests.central import conftest as central_fixtures
 from tests.central.conftest import StartCentral
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
+from tests.proxy.central_side import heartbeat_forever, sim_engine, until
 from tests.proxy.conftest import StartSim, endpoint
 from tests.support import procs
 
 start_central = central_fixtures.start_central
-
-
-def _report(host: str, n: int, sim: procs.Service) -> EngineReport:
-    return EngineReport(
-        id=f"{host}-eng{n}",
-        host=host,
-        endpoint=endpoint(sim),
-        http_port=sim.port,
-        profile="sim",
-        health=EngineHealth.healthy,
-        stream_cap=2,
-        streams=0,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-
-
-async def _beat(central_url: str, host: str, engines: list[EngineReport]) -> None:
-    """Heartbeat like an agent, until cancelled."""
-    async with httpx.AsyncClient(base_url=central_url, headers={"X-API-Key": SERVICE_KEY}) as c:
-        seq = 0
-        while True:
-            body = Heartbeat(
-                host=host, agent_url="http://127.0.0.1:9/", seq=seq, engines=engines, max_engines=2
-            )
-            r = await c.post(f"/v1/hosts/{host}/heartbeat", json=body.model_dump(mode="json"))
-            assert r.status_code == 200, r.text
-            seq += 1
-            await asyncio.sleep(0.3)
-
-
-async def _until(what: str, fn: Callable[[], Awaitable[Any] | Any], within: float = 20) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = fn()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -99,8 +58,8 @@ async def edge0(
     async def go(**overrides: Any) -> Edge0:
         central = start_central()
         sims = [start_sim(), start_sim()]
-        engines = [_report("edge0", n, s) for n, s in enumerate(sims)]
-        beating = asyncio.create_task(_beat(central.url, "edge0", engines))
+        engines = [sim_engine("edge0", n, s) for n, s in enumerate(sims)]
+        beating = asyncio.create_task(heartbeat_forever(central.url, "edge0", engines))
         settings = ProxySettings.model_validate(
             {
                 "host": "127.0.0.1",
@@ -118,7 +77,7 @@ async def edge0(
         ops = httpx.AsyncClient(base_url=central.url, headers={"X-API-Key": OPERATOR_KEY})
         edge = Edge0(sims, engines, running, settings, ops, httpx.AsyncClient(timeout=30))
         made.append((edge, beating))
-        await _until("the edge in central", lambda: _hosts(ops))
+        await until("the edge in central", lambda: _hosts(ops))
         return edge
 
     yield go
@@ -147,7 +106,7 @@ async def test_move_off_signal_and_standby_from_central(
         assert primary.source == "central"
         on = primary.engine_id
         assert on is not None
-        await _until("central sees the stream", lambda: _streams(ops))
+        await until("central sees the stream", lambda: _streams(ops))
         assert not links.degraded(primary)
 
         # A standby goes on the other engine, never the primary's.
@@ -172,8 +131,8 @@ async def test_move_off_signal_and_standby_from_central(
         # the channel moves make-before-break (a standby on the other engine, promoted),
         # on the same viewer connection.
         assert (await ops.post(f"/v1/engines/{on}/drain")).status_code == 200
-        await _until("the move-off signal", lambda: links.degraded(primary))
-        await _until(
+        await until("the move-off signal", lambda: links.degraded(primary))
+        await until(
             "the channel on the other engine",
             lambda: channel.placement is not None and channel.placement.engine_id != on,
         )
@@ -186,12 +145,12 @@ async def test_move_off_signal_and_standby_from_central(
             if got > 200_000:
                 break
         # central hears the move: the promoted stream is the channel's, on the other engine
-        await _until(
+        await until(
             "central's stream on the other engine",
             lambda: _on_engine(ops, channel.placement.engine_id if channel.placement else ""),
         )
         assert (await ops.post(f"/v1/engines/{on}/undrain")).status_code == 200
-        await _until("the signal withdrawn", lambda: not links.degraded(primary))
+        await until("the signal withdrawn", lambda: not links.degraded(primary))
 
 
 async def _hosts(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -251,7 +210,7 @@ async def test_a_standby_is_listed_then_promoted_in_central(
             streams = {s["standby"]: s for s in await _streams(ops)}
             return streams if len(streams) == 2 else None
 
-        streams = await _until("the standby stream in central", both)
+        streams = await until("the standby stream in central", both)
         assert streams[False]["engine_id"] == primary.engine_id
         spare_engine = streams[True]["engine_id"]
         assert spare_engine not in (None, primary.engine_id)
@@ -271,7 +230,7 @@ async def test_a_standby_is_listed_then_promoted_in_central(
                 (streams[True]["stream_id"], False)
             ]
 
-        await _until("the standby promoted in central", promoted)
+        await until("the standby promoted in central", promoted)
         claims = (await ops.get("/v1/claims")).json()["items"]
         assert [(c["engine_id"], c["standby"]) for c in claims] == [(spare_engine, False)]
         await anext(body)  # the same connection goes on
@@ -286,13 +245,13 @@ async def test_a_catalog_flag_gives_a_single_viewer_a_standby(
     ops, viewer = edge.ops, edge.viewer
     flagged = {"name": "Flagged", "content_kind": "id", "content_value": "flagged", "standby": True}
     assert (await ops.post("/v1/channels", json=flagged)).status_code == 201
-    await _until("the flag on the edge", lambda: edge.running.catalog.standby_wanted("id:flagged"))
+    await until("the flag on the edge", lambda: edge.running.catalog.standby_wanted("id:flagged"))
     assert not edge.running.catalog.standby_wanted("id:unflagged")
     async with viewer.stream("GET", edge.stream_url("flagged")) as resp:
         assert resp.status_code == 200
         chunks = resp.aiter_bytes()
         await anext(chunks)
         channel = edge.running.app.edge.live_channels()[0]
-        await _until("a live standby", lambda: channel.standby is not None and channel.standby.live)
+        await until("a live standby", lambda: channel.standby is not None and channel.standby.live)
         claims = (await ops.get("/v1/claims")).json()["items"]
         assert sorted(c["standby"] for c in claims) == [False, True]

@@ -12,19 +12,14 @@ import contextlib
 import shutil
 import ssl
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from acefleet.wire import EngineHealth, EngineReport, Heartbeat
-from orchestrator.central.app import create_app
 from orchestrator.central.settings import CentralSettings
 from proxy.cli import Running
 from proxy.cli import start as start_proxy_in_process
@@ -33,7 +28,9 @@ from proxy.engine_api import UpstreamError
 from proxy.settings import ProxySettings
 from proxy.tls_server import is_tls
 from proxy.upstream import open_playback
+from tests.central.conftest import ThreadCentral
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
+from tests.proxy.central_side import heartbeat_forever, sim_engine, until
 from tests.proxy.conftest import StartProxy, StartSim, endpoint
 from tests.proxy.test_handover import (
     TsViewer,
@@ -125,14 +122,13 @@ async def test_a_relay_from_an_edge_with_an_unknown_certificate_is_refused(
     assert got[0][0] == 0x47
 
 
-class TlsCentral:
-    """Central's app served over HTTPS by uvicorn in a thread (central's serve does the same
-    with its tls_cert_file/tls_key_file; tests/central/test_tls.py runs the real command)."""
-
-    def __init__(self, files: HostFiles) -> None:
-        self.port = procs.free_port()
-        settings = CentralSettings(
-            listen_port=self.port,
+@pytest.fixture
+async def central_tls(ca: TestCA) -> AsyncIterator[ThreadCentral]:
+    """Central's app over HTTPS in a thread (tests/central/test_tls.py runs the real command)."""
+    files = ca.issue("control")
+    central = ThreadCentral(
+        CentralSettings(
+            listen_port=procs.free_port(),
             service_keys=[SERVICE_KEY],
             operator_keys=[OPERATOR_KEY],
             database_url="sqlite+aiosqlite://",
@@ -142,88 +138,19 @@ class TlsCentral:
             tls_cert_file=files.cert_file,
             tls_key_file=files.key_file,
         )
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host="127.0.0.1",
-                port=self.port,
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=1,
-                ssl_certfile=settings.tls_cert_file,
-                ssl_keyfile=settings.tls_key_file,
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, name="central-tls", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("central did not start in its thread")
-            time.sleep(0.01)
-        self.url = f"https://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-async def _beat(central: TlsCentral, ca: TestCA, host: str, engine: EngineReport) -> None:
-    """Heartbeat like an agent (over HTTPS), until cancelled."""
-    async with httpx.AsyncClient(
-        base_url=central.url, headers={"X-API-Key": SERVICE_KEY}, verify=trusting(ca)
-    ) as client:
-        seq = 0
-        while True:
-            body = Heartbeat(
-                host=host,
-                agent_url="https://127.0.0.1:9/",
-                seq=seq,
-                engines=[engine],
-                max_engines=1,
-            )
-            r = await client.post(f"/v1/hosts/{host}/heartbeat", json=body.model_dump(mode="json"))
-            assert r.status_code == 200, r.text
-            seq += 1
-            await asyncio.sleep(0.3)
-
-
-async def _until(what: str, check: Any, within: float = 30) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-@pytest.fixture
-async def central_tls(ca: TestCA) -> AsyncIterator[TlsCentral]:
-    central = TlsCentral(ca.issue("control"))
+    )
     yield central
     central.stop()
 
 
 async def test_an_edge_relays_from_another_over_https_with_central_over_https(
-    start_sim: StartSim, ca: TestCA, central_tls: TlsCentral
+    start_sim: StartSim, ca: TestCA, central_tls: ThreadCentral
 ) -> None:
     sim = start_sim()
-    engine = EngineReport(
-        id="edge0-eng0",
-        host="edge0",
-        endpoint=endpoint(sim),
-        http_port=sim.port,
-        profile="sim",
-        health=EngineHealth.healthy,
-        stream_cap=2,
-        streams=0,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    engine = sim_engine("edge0", 0, sim)
+    beating = asyncio.create_task(
+        heartbeat_forever(central_tls.url, "edge0", [engine], max_engines=1, verify=trusting(ca))
     )
-    beating = asyncio.create_task(_beat(central_tls, ca, "edge0", engine))
     proxies: list[Running] = []
     try:
 
@@ -259,7 +186,7 @@ async def test_an_edge_relays_from_another_over_https_with_central_over_https(
         )
         async with ops:
             # the source edge's snapshot reached central over HTTPS, naming its https relay URL
-            await _until("edge0's snapshot in central", lambda: _proxy_urls(ops))
+            await until("edge0's snapshot in central", lambda: _proxy_urls(ops), within=30)
             assert await _proxy_urls(ops) == [f"https://127.0.0.1:{source.app.settings.tls_port}"]
             url = f"http://127.0.0.1:{relaying.app.settings.port}/ace/getstream?id=relayme"
             async with (
