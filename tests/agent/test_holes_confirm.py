@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ import pytest
 from tests.agent.helpers import API_KEY, BOOT, Agent, AgentFactory, port_range, wait_for
 from tests.proxy import conftest as proxy_fixtures
 from tests.proxy.conftest import StartProxy
+from tests.support import stub_http
 from tests.support.viewers import Stream, request
 
 start_proxy = proxy_fixtures.start_proxy
@@ -57,18 +57,11 @@ class Gate:
                     }
                     r = upstream.request(self.command, self.path, content=body, headers=headers)
                     status, data = r.status_code, r.content
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(data)
+                stub_http.reply(self, status, data)
 
             do_GET = do_POST = do_PUT = do_DELETE = _pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = stub_http.serve(Handler)
 
 
 @pytest.fixture
@@ -88,8 +81,7 @@ def agent(agent_factory: AgentFactory) -> Agent:
 def gate(agent: Agent) -> Iterator[Gate]:
     g = Gate(agent.svc.url)
     yield g
-    g.server.shutdown()
-    g.server.server_close()
+    stub_http.stop(g.server)
 
 
 def claims(agent: Agent) -> dict[str, dict[str, Any]]:

@@ -13,16 +13,15 @@ Both proxies run on one host (one host name): the chain tells them apart by URL.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from tests.proxy.client import metric, request
 from tests.proxy.conftest import StartProxy, endpoint
-from tests.support import procs
+from tests.support import procs, stub_http
 from tests.support.viewers import request_line
 
 
@@ -44,12 +43,7 @@ class ControlPlane:
 
             def _answer(self, status: int, body: dict[str, Any] | None = None) -> None:
                 data = json.dumps(body).encode() if body is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(data)
+                stub_http.reply(self, status, data)
 
             def _body(self) -> Any:
                 return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
@@ -79,9 +73,7 @@ class ControlPlane:
             def do_GET(self) -> None:
                 self._answer(404, {"error": {"code": "not_found", "message": self.path}})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = stub_http.serve(Handler)
 
     def grant(self, claim: dict[str, Any]) -> dict[str, Any]:
         self.claims.append(claim)
@@ -98,8 +90,7 @@ class ControlPlane:
 def plane(sim: procs.Service) -> Iterator[ControlPlane]:
     c = ControlPlane(endpoint(sim))
     yield c
-    c.server.shutdown()
-    c.server.server_close()
+    stub_http.stop(c.server)
 
 
 async def test_edges_told_to_relay_from_each_other_do_not_loop(
