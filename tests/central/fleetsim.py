@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,3 +148,16 @@ def send_events(client: httpx.Client, host: str, *events: StreamEvent) -> list[d
     assert r.status_code == 200, r.text
     results: list[dict[str, Any]] = r.json()["results"]
     return results
+
+
+def ended_history(client: httpx.Client, **params: str) -> list[dict[str, Any]]:
+    """``GET /v1/streams/history`` with ``params``, once every row has ended (central writes
+    history behind: a few seconds at most); the last rows read if that does not happen."""
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = client.get("/v1/streams/history", params=params).json()["items"]
+        if rows and all(r["ended_at"] for r in rows):
+            break
+        time.sleep(0.2)
+    return rows

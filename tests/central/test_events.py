@@ -8,22 +8,19 @@ import httpx
 
 from acefleet.wire import LiveStream
 from tests.central.conftest import StartCentral
-from tests.central.fleetsim import SERVICE_KEY, Agent, claim_body, event, send_events, snapshot
+from tests.central.fleetsim import (
+    SERVICE_KEY,
+    Agent,
+    claim_body,
+    ended_history,
+    event,
+    send_events,
+    snapshot,
+)
 
 
 def _live(client: httpx.Client) -> dict[str, dict[str, object]]:
     return {s["stream_id"]: s for s in client.get("/v1/streams").json()["items"]}
-
-
-def _history(client: httpx.Client, **params: str) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
-    rows: list[dict[str, object]] = []
-    while time.monotonic() < deadline:  # history is written behind: give it a moment
-        rows = client.get("/v1/streams/history", params=params).json()["items"]
-        if rows and all(r["ended_at"] for r in rows):
-            break
-        time.sleep(0.2)
-    return rows
 
 
 def test_events_are_idempotent_and_confirm_then_release(service: httpx.Client) -> None:
@@ -76,7 +73,7 @@ def test_events_are_idempotent_and_confirm_then_release(service: httpx.Client) -
     assert (
         service.post("/v1/claims", json=claim_body("id:next", "edge0")).json()["kind"] == "engine"
     )
-    rows = _history(service, content_key="id:chan")
+    rows = ended_history(service, content_key="id:chan")
     assert len(rows) == 1
     assert rows[0]["end_reason"] == "idle"
     assert rows[0]["peak_viewers"] == 7
@@ -130,7 +127,7 @@ def test_snapshot_ends_missing_streams_and_adopts_unknown_ones(service: httpx.Cl
     assert [(c["engine_id"], c["confirmed"]) for c in claims] == [("edge0-eng2", True)]
     relay = service.post("/v1/claims", json=claim_body("id:fallback", "edge1")).json()
     assert relay["kind"] == "relay"
-    rows = _history(service, content_key="id:gone")
+    rows = ended_history(service, content_key="id:gone")
     assert rows[0]["end_reason"] == "absent_from_snapshot"
 
 
@@ -139,7 +136,7 @@ def test_history_survives_in_sqlite(start_central: StartCentral) -> None:
     with httpx.Client(base_url=svc.url, headers={"X-API-Key": SERVICE_KEY}) as service:
         send_events(service, "edge0", event("stream_started", "s-h", content_key="id:h"))
         send_events(service, "edge0", event("stream_ended", "s-h", reason="eof"))
-        assert _history(service)[0]["stream_id"] == "s-h"
+        assert ended_history(service)[0]["stream_id"] == "s-h"
     svc.stop()
     again = start_central()
     with httpx.Client(base_url=again.url, headers={"X-API-Key": SERVICE_KEY}) as service:
@@ -174,5 +171,5 @@ def test_a_proxy_that_stops_snapshotting_is_forgotten(start_central: StartCentra
         again = service.post("/v1/claims", json=claim_body("id:dead", "edge1")).json()
         assert again["kind"] == "engine"
         assert again["engine"]["host"] == "edge1"
-        rows = _history(service, content_key="id:dead")
+        rows = ended_history(service, content_key="id:dead")
         assert rows[0]["end_reason"] == "proxy_lost"

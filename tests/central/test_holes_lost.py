@@ -19,6 +19,7 @@ from tests.central.fleetsim import (
     SERVICE_KEY,
     Agent,
     claim_body,
+    ended_history,
     event,
     send_events,
 )
@@ -34,17 +35,6 @@ def _until(what: str, fn: Any, keep_alive: list[Agent], client: httpx.Client) ->
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _history(client: httpx.Client, content_key: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for _ in range(50):  # history is written behind: give it a moment
-        page = client.get("/v1/streams/history", params={"content_key": content_key}).json()
-        rows = page["items"]
-        if rows and all(r["ended_at"] for r in rows):
-            break
-        time.sleep(0.2)
-    return rows
 
 
 def test_streams_of_a_proxy_known_only_from_events_end(start_central: StartCentral) -> None:
@@ -78,7 +68,7 @@ def test_streams_of_a_proxy_known_only_from_events_end(start_central: StartCentr
         again = service.post("/v1/claims", json=claim_body("id:next", "edge0", "proxy-new"))
         assert again.status_code == 200, again.text
         assert again.json()["engine"]["id"] == grant["engine"]["id"]
-        rows = _history(operator, "id:orphan")
+        rows = ended_history(operator, content_key="id:orphan")
         assert [(r["stream_id"], r["end_reason"]) for r in rows] == [("s-orphan", "proxy_lost")]
 
 
