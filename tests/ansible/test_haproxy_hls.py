@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ansible.haproxy_render import render_haproxy
+from tests.ansible.haproxy_render import render_haproxy, server_states
 from tests.support import procs, tools
 
 EDGES = ("edge1", "edge2", "edge3")
@@ -65,18 +65,6 @@ class Balancer:
     socket: Path
 
 
-def _show_servers(sock: Path) -> dict[str, str]:
-    """Each server of the edges backend → its operational state (2 = up)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sock))
-        s.sendall(b"show servers state edges\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    rows = [ln.split() for ln in data.decode().splitlines() if ln and not ln.startswith("#")]
-    return {row[3]: row[5] for row in rows if len(row) > 5}
-
-
 def _render(tmp_path: Path, edges: list[_Edge], port: int, front: int, sock: Path) -> Path:
     """The role's template with its defaults and an inventory of the fake edges: each on its own
     loopback address, all on the one proxy port (acefleet_proxy_port), as edges are deployed."""
@@ -104,7 +92,7 @@ def balancer(tmp_path: Path) -> Iterator[Balancer]:
             if hap.poll() is not None:
                 pytest.fail(f"haproxy exited: {hap.stderr.read().decode() if hap.stderr else ''}")
             if sock.exists():
-                states = _show_servers(sock)
+                states = server_states(sock, "edges")
                 if sorted(states) == sorted(EDGES) and set(states.values()) == {"2"}:
                     break
             time.sleep(0.1)

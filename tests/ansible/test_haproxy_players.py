@@ -8,7 +8,6 @@ services."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ansible.haproxy_render import render_haproxy
+from tests.ansible.haproxy_render import loopback_inventory, render_haproxy, server_states
 from tests.support import procs, tools
 
 EDGES = ("edge1", "edge2")
@@ -98,23 +97,11 @@ class Lab:
         self.hosts[CENTRAL] = _serve(CENTRAL, *self.central_address)
 
 
-def _server_states(sock: Path, backend: str) -> dict[str, str]:
-    """Each server of ``backend`` → its operational state (0 down, 2 up)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sock))
-        s.sendall(f"show servers state {backend}\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    rows = [ln.split() for ln in data.decode().splitlines() if ln and not ln.startswith("#")]
-    return {row[3]: row[5] for row in rows if len(row) > 5}
-
-
 def _wait_states(lab: Lab, backend: str, wanted: dict[str, str], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
-        states = _server_states(lab.socket, backend)
+        states = server_states(lab.socket, backend)
         if all(states.get(name) == state for name, state in wanted.items()):
             return
         time.sleep(0.1)
@@ -124,17 +111,9 @@ def _wait_states(lab: Lab, backend: str, wanted: dict[str, str], timeout: float 
 def _render(tmp_path: Path, proxy_port: int, central_port: int, front: int, sock: Path) -> Path:
     """The role's template with its defaults; an inventory of one control host and the edges,
     each on its own loopback address, as they are deployed (one port per kind of service)."""
-    edges = "".join(
-        f"        {name}:\n          acefleet_address: 127.0.0.{31 + n}\n"
-        for n, name in enumerate(EDGES)
-    )
-    inventory = (
-        "all:\n  children:\n    edges:\n      hosts:\n" + edges + "    control:\n      hosts:\n"
-        f"        {CENTRAL}:\n          acefleet_address: 127.0.0.30\n"
-    )
     return render_haproxy(
         tmp_path,
-        inventory,
+        loopback_inventory(EDGES, CENTRAL),
         front,
         sock,
         acefleet_proxy_port=proxy_port,

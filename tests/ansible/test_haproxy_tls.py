@@ -9,8 +9,6 @@ made here; central and the edges are small HTTP servers that answer like the rea
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
 import subprocess
@@ -23,85 +21,32 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.support import ansible, procs, tools
+from tests.ansible.haproxy_render import loopback_inventory, render_haproxy, server_states
+from tests.support import procs, tools
+from tests.support.tls_ca import TestCA, openssl_verify
 
-ROOT = Path(__file__).resolve().parents[2]
 EDGES = ("edge1", "edge2")
 CENTRAL = "control1"
 KEY = "right-key"
 STREAM = "/ace/getstream?id=one"
 PLAYLIST = "/playlist.m3u"
 
-RENDER_PLAYBOOK = """
-- hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - ansible.builtin.template:
-        src: "{{ lookup('env', 'ROLE_TEMPLATES') }}/haproxy.cfg.j2"
-        dest: "{{ lookup('env', 'OUT') }}"
-        mode: "0644"
-"""
-
-
 # --- certificates -------------------------------------------------------------------------
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def make_bundle(directory: Path) -> tuple[Path, Path]:
     """A CA and a certificate for 127.0.0.1 signed by it: (ca.crt, HAProxy's bundle)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("test fleet CA"))
-        .issuer_name(_name("test fleet CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
+    ca = TestCA(directory, "test fleet CA")
     # one certificate for the VIP and for central (HAProxy verifies central by its inventory name)
-    sans = [
-        x509.DNSName("localhost"),
-        x509.DNSName(CENTRAL),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("lb1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_file, bundle = directory / "ca.crt", directory / "acefleet.pem"
-    ca_file.write_bytes(ca.public_bytes(pem))
+    host = ca.issue("lb1", ("localhost", CENTRAL, "127.0.0.1"))
+    bundle = directory / "acefleet.pem"
     bundle.write_bytes(
-        cert.public_bytes(pem)
-        + ca.public_bytes(pem)
-        + key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        Path(host.cert_file).read_bytes()
+        + Path(ca.ca_file).read_bytes()
+        + Path(host.key_file).read_bytes()
     )
-    return ca_file, bundle
+    return Path(ca.ca_file), bundle
 
 
 # --- central and the edges ------------------------------------------------------------------
@@ -180,40 +125,6 @@ class Vip:
         return httpx.Client(base_url=base, verify=trust, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
-def _render(tmp_path: Path, bundle: Path, overrides: dict[str, object]) -> Path:
-    edges = "".join(
-        f"        {name}:\n          acefleet_address: 127.0.0.{31 + n}\n"
-        for n, name in enumerate(EDGES)
-    )
-    (tmp_path / "hosts.yml").write_text(
-        "all:\n  children:\n    edges:\n      hosts:\n" + edges + "    control:\n      hosts:\n"
-        f"        {CENTRAL}:\n          acefleet_address: 127.0.0.30\n"
-    )
-    (tmp_path / "render.yml").write_text(RENDER_PLAYBOOK)
-    out = tmp_path / "haproxy.cfg"
-    extra = ["-e", f"@{ROOT / 'roles/acefleet/defaults/main.yml'}"]
-    extra += ["-e", f"@{ROOT / 'roles/haproxy/defaults/main.yml'}"]
-    values: dict[str, object] = {
-        "haproxy_check_interval": "200ms",
-        "haproxy_check_rise": 1,
-        "haproxy_maxconn": 1000,  # the role's 20000 needs more open files than a test process
-        "acefleet_haproxy_health_port": procs.free_port(),
-        "acefleet_haproxy_metrics_port": procs.free_port(),
-        "acefleet_agent_check_port": procs.free_port(),  # nothing there: servers stay as they are
-        "haproxy_tls_bundle": str(bundle),
-        # the role sets it from the bundle it found
-        "haproxy_tls_bundle_checksum": "test",
-        **overrides,
-    }
-    for name, value in values.items():
-        extra += ["-e", f"{name}={value}"]
-    env = {"ROLE_TEMPLATES": str(ROOT / "roles" / "haproxy" / "templates"), "OUT": str(out)}
-    ansible.playbook(tmp_path / "render.yml", str(tmp_path / "hosts.yml"), *extra, env=env)
-    # The role binds every address (the VIP among them); here only loopback.
-    out.write_text(out.read_text().replace("    bind :", "    bind 127.0.0.1:"))
-    return out
-
-
 def _wait_up(sock: Path, hap: subprocess.Popen[bytes], backends: dict[str, list[str]]) -> None:
     deadline = time.monotonic() + 20
     states: dict[str, str] = {}
@@ -222,14 +133,11 @@ def _wait_up(sock: Path, hap: subprocess.Popen[bytes], backends: dict[str, list[
             err = hap.stderr.read().decode() if hap.stderr else ""
             pytest.fail(f"haproxy exited: {err}")
         if sock.exists():
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(str(sock))
-                s.sendall(b"show servers state\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-            rows = [ln.split() for ln in data.decode().splitlines() if ln[:1].isdigit()]
-            states = {f"{row[1]}/{row[3]}": row[5] for row in rows if len(row) > 5}
+            states = {
+                f"{backend}/{server}": state
+                for backend in backends
+                for server, state in server_states(sock, backend).items()
+            }
             wanted = [f"{b}/{s}" for b, servers in backends.items() for s in servers]
             if all(states.get(name) == "2" for name in wanted):
                 return
@@ -247,19 +155,19 @@ def vip(tmp_path: Path, central_tls: bool = False, **overrides: object) -> Itera
     proxy_port, central_port = procs.free_port(), procs.free_port()
     ports = {name: procs.free_port() for name in ("plain", "tls", "control", "control_tls")}
     sock = tmp_path / "haproxy.sock"
-    config = _render(
+    config = render_haproxy(
         tmp_path,
-        bundle,
-        {
-            "acefleet_proxy_port": proxy_port,
-            "acefleet_central_port": central_port,
-            "acefleet_haproxy_socket": str(sock),
-            "haproxy_frontend_port": ports["plain"],
-            "haproxy_tls_port": ports["tls"],
-            "haproxy_control_port": ports["control"],
-            "haproxy_control_tls_port": ports["control_tls"],
-            **overrides,
-        },
+        loopback_inventory(EDGES, CENTRAL),
+        ports["plain"],
+        sock,
+        acefleet_proxy_port=proxy_port,
+        acefleet_central_port=central_port,
+        haproxy_tls_port=ports["tls"],
+        haproxy_control_port=ports["control"],
+        haproxy_control_tls_port=ports["control_tls"],
+        haproxy_tls_bundle=bundle,
+        haproxy_tls_bundle_checksum="test",  # the role sets it from the bundle it found
+        **overrides,
     )
     hosts = {CENTRAL: _Host(CENTRAL, "127.0.0.30", central_port)}
     if central_tls:
@@ -324,25 +232,7 @@ def test_tls_ports_serve_the_same_routes_verified_by_the_ca(tmp_path: Path) -> N
 
         # openssl verifies the chain against the CA, as the lab's proof does
         port = lb.tls.rsplit(":", 1)[1]
-        done = subprocess.run(
-            [
-                "openssl",
-                "s_client",
-                "-connect",
-                f"127.0.0.1:{port}",
-                "-CAfile",
-                str(lb.ca),
-                "-verify_return_error",
-                "-verify_ip",
-                "127.0.0.1",
-                "-brief",
-            ],
-            input="",
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = openssl_verify("127.0.0.1", int(port), lb.ca)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Verification: OK" in done.stderr + done.stdout
 

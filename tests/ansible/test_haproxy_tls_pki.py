@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 
 from tests.support import ansible, procs, tools
+from tests.support.tls_ca import openssl_verify
 
 ROOT = Path(__file__).resolve().parents[2]
 VIP = "127.0.0.77"
@@ -71,25 +72,7 @@ def _served_and_verified(tmp_path: Path, bundle: Path, ca: Path) -> str:
     try:
         done = None
         for _ in range(50):
-            done = subprocess.run(
-                [
-                    "openssl",
-                    "s_client",
-                    "-connect",
-                    f"{VIP}:{port}",
-                    "-CAfile",
-                    str(ca),
-                    "-verify_return_error",
-                    "-verify_ip",
-                    VIP,
-                    "-brief",
-                ],
-                input="",
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            done = openssl_verify(VIP, port, ca)
             if done.returncode == 0 or "refused" not in done.stderr:
                 break
             time.sleep(0.1)

@@ -158,3 +158,30 @@ def start_https(
         time.sleep(0.1)
     svc.stop()
     raise RuntimeError(f"{name} not ready over https after {timeout}s ({last}):\n{svc.log()}")
+
+
+def openssl_verify(
+    address: str, port: int, ca_file: Path | str
+) -> subprocess.CompletedProcess[str]:
+    """``openssl s_client`` to ``address:port``, verifying the chain against ``ca_file`` and the
+    certificate for ``address`` (as the lab's TLS proof does); "Verification: OK" in its output
+    when it holds."""
+    return subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"{address}:{port}",
+            "-CAfile",
+            str(ca_file),
+            "-verify_return_error",
+            "-verify_ip",
+            address,
+            "-brief",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
