@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -89,8 +90,10 @@ def start(
     env: dict[str, str] | None = None,
     timeout: float = 20.0,
     expect_status: int = 200,
+    ca_file: str | None = None,
 ) -> Service:
-    """Run console script ``name`` with ``args`` and wait until GET ``ready_path`` answers."""
+    """Run console script ``name`` with ``args`` and wait until GET ``ready_path`` answers (over
+    HTTPS verified against ``ca_file`` when one is given)."""
     exe = BIN / name
     argv = [str(exe) if exe.exists() else name, *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -99,13 +102,18 @@ def start(
     fh = log_path.open("wb")
     proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
     svc = Service(name, argv, port, proc, log_path, env or {})
+    ready_url = svc.url + ready_path
+    verify: ssl.SSLContext | bool = True
+    if ca_file is not None:
+        ready_url = f"https://127.0.0.1:{port}{ready_path}"
+        verify = ssl.create_default_context(cafile=ca_file)
     deadline = time.monotonic() + timeout
     last: str = "no answer"
     while time.monotonic() < deadline:
         if not svc.alive():
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{svc.log()}")
         try:
-            r = httpx.get(svc.url + ready_path, timeout=1.0)
+            r = httpx.get(ready_url, timeout=1.0, verify=verify)
             if r.status_code == expect_status:
                 return svc
             last = f"HTTP {r.status_code}"
@@ -113,7 +121,7 @@ def start(
             last = repr(exc)
         time.sleep(0.05)
     svc.stop()
-    raise RuntimeError(f"{name} not ready on {ready_path} after {timeout}s ({last}):\n{svc.log()}")
+    raise RuntimeError(f"{name} not ready on {ready_url} after {timeout}s ({last}):\n{svc.log()}")
 
 
 def start_clip_sim(clip_dir: Path, log_dir: Path, *extra: str) -> Service:

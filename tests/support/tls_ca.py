@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import ssl
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -129,35 +125,16 @@ def start_https(
 ) -> procs.Service:
     """Run console script ``name`` like :func:`tests.support.procs.start`, but wait for
     ``https://127.0.0.1:<port><ready_path>`` verified against ``ca_file``."""
-    exe = procs.BIN / name
-    argv = [str(exe) if exe.exists() else name, *args]
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}-{port}.log"
-    with log_path.open("wb") as fh:
-        proc = subprocess.Popen(
-            argv,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            cwd=procs.REPO,
-        )
-    svc = procs.Service(name, argv, port, proc, log_path, env or {})
-    context = ssl.create_default_context(cafile=ca_file)
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not svc.alive():
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{svc.log()}")
-        try:
-            r = httpx.get(f"https://127.0.0.1:{port}{ready_path}", verify=context, timeout=1.0)
-            if r.status_code == 200:
-                return svc
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    svc.stop()
-    raise RuntimeError(f"{name} not ready over https after {timeout}s ({last}):\n{svc.log()}")
+    return procs.start(
+        name,
+        args,
+        port=port,
+        ready_path=ready_path,
+        log_dir=log_dir,
+        env=env,
+        timeout=timeout,
+        ca_file=ca_file,
+    )
 
 
 def openssl_verify(
