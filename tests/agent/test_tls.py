@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.agent.helpers import API_KEY, remove_by_label
-from tests.central.conftest import FAST
+from tests.central.conftest import start_https_central
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
 from tests.support import procs
 from tests.support.tls_ca import TestCA, start_https
@@ -49,27 +49,9 @@ def test_the_agent_serves_https_and_heartbeats_to_an_https_central(
 ) -> None:
     ca = TestCA(tmp_path / "ca")
     other = TestCA(tmp_path / "other", name="some other CA")
-    control = ca.issue("control")
-    central_port = procs.free_port()
-    services.append(
-        start_https(
-            "acefleet-central",
-            ["--listen-port", str(central_port)],
-            port=central_port,
-            ca_file=ca.ca_file,
-            log_dir=log_dir,
-            env={
-                **FAST,
-                "ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY,
-                "ACEFLEET_CENTRAL_OPERATOR_KEYS": OPERATOR_KEY,
-                "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'c.db'}",
-                "ACEFLEET_CENTRAL_TLS_CERT_FILE": control.cert_file,
-                "ACEFLEET_CENTRAL_TLS_KEY_FILE": control.key_file,
-            },
-            ready_path="/readyz",
-        )
-    )
-    central_url = f"https://127.0.0.1:{central_port}"
+    central = start_https_central(ca, tmp_path, log_dir)
+    services.append(central)
+    central_url = f"https://127.0.0.1:{central.port}"
     edge = ca.issue("edge")
     names: list[str] = []
 

@@ -22,6 +22,7 @@ from orchestrator.central.app import create_app
 from orchestrator.central.settings import CentralSettings
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
 from tests.support import postgres, procs, tools
+from tests.support.tls_ca import TestCA, start_https
 
 
 class Running(Protocol):
@@ -91,6 +92,37 @@ FAST = {
     "ACEFLEET_CENTRAL_WARM_BUFFER_PER_EDGE": "0",
     "ACEFLEET_CENTRAL_LIVE_UPDATE_INTERVAL_S": "0.2",
 }
+
+
+def tls_env(cert_file: str, key_file: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a real ``acefleet-central`` serving HTTPS with ``cert_file`` and
+    ``key_file`` (fast timings, the test keys, its database a file in ``tmp_path``)."""
+    return {
+        **FAST,
+        "ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY,
+        "ACEFLEET_CENTRAL_OPERATOR_KEYS": OPERATOR_KEY,
+        "ACEFLEET_CENTRAL_VIEWER_KEYS": VIEWER_KEY,
+        "ACEFLEET_CENTRAL_LOG_FORMAT": "json",
+        "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
+        "ACEFLEET_CENTRAL_TLS_CERT_FILE": cert_file,
+        "ACEFLEET_CENTRAL_TLS_KEY_FILE": key_file,
+    }
+
+
+def start_https_central(ca: TestCA, tmp_path: Path, log_dir: Path) -> procs.Service:
+    """The real ``acefleet-central`` on a free port serving HTTPS with a certificate ``ca`` issues
+    for "control", once its /readyz answers verified against ``ca``; the caller stops it."""
+    files = ca.issue("control")
+    port = procs.free_port()
+    return start_https(
+        "acefleet-central",
+        ["--listen-port", str(port)],
+        port=port,
+        ca_file=ca.ca_file,
+        log_dir=log_dir,
+        env=tls_env(files.cert_file, files.key_file, tmp_path),
+        ready_path="/readyz",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,39 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.central.conftest import FAST
-from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
+from tests.central.conftest import start_https_central, tls_env
+from tests.central.fleetsim import OPERATOR_KEY
 from tests.support import procs
-from tests.support.tls_ca import TestCA, start_https
-
-
-def central_env(cert_file: str, key_file: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **FAST,
-        "ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY,
-        "ACEFLEET_CENTRAL_OPERATOR_KEYS": OPERATOR_KEY,
-        "ACEFLEET_CENTRAL_VIEWER_KEYS": VIEWER_KEY,
-        "ACEFLEET_CENTRAL_LOG_FORMAT": "json",
-        "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
-        "ACEFLEET_CENTRAL_TLS_CERT_FILE": cert_file,
-        "ACEFLEET_CENTRAL_TLS_KEY_FILE": key_file,
-    }
+from tests.support.tls_ca import TestCA
 
 
 def test_central_serves_https_verified_against_the_fleet_ca(tmp_path: Path, log_dir: Path) -> None:
     ca = TestCA(tmp_path / "ca")
     other = TestCA(tmp_path / "other", name="some other CA")
-    files = ca.issue("control")
-    port = procs.free_port()
-    central = start_https(
-        "acefleet-central",
-        ["--listen-port", str(port)],
-        port=port,
-        ca_file=ca.ca_file,
-        log_dir=log_dir,
-        env=central_env(files.cert_file, files.key_file, tmp_path),
-        ready_path="/readyz",
-    )
+    central = start_https_central(ca, tmp_path, log_dir)
+    port = central.port
     try:
         base = f"https://127.0.0.1:{port}"
         trusted = ssl.create_default_context(cafile=ca.ca_file)
@@ -78,14 +56,14 @@ def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_a_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
     ca = TestCA(tmp_path / "ca")
     files = ca.issue("control")
-    done = _check_config(central_env(files.cert_file, "", tmp_path))
+    done = _check_config(tls_env(files.cert_file, "", tmp_path))
     assert done.returncode == 2
     assert "tls_cert_file and tls_key_file go together" in done.stderr
-    missing = _check_config(central_env(files.cert_file, str(tmp_path / "nokey"), tmp_path))
+    missing = _check_config(tls_env(files.cert_file, str(tmp_path / "nokey"), tmp_path))
     assert missing.returncode == 2
     assert "does not exist or is not readable" in missing.stderr
     # a valid pair: the check prints the key file's path (a path, not a secret), keys masked
-    valid = _check_config(central_env(files.cert_file, files.key_file, tmp_path))
+    valid = _check_config(tls_env(files.cert_file, files.key_file, tmp_path))
     assert valid.returncode == 0, valid.stderr
     shown = json.loads(valid.stdout)
     assert shown["tls_key_file"] == files.key_file

@@ -10,39 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.central.conftest import FAST
-from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
+from tests.central.conftest import start_https_central
+from tests.central.fleetsim import OPERATOR_KEY
 from tests.cli.conftest import Cli
-from tests.support import procs
-from tests.support.tls_ca import TestCA, start_https
+from tests.support.tls_ca import TestCA
 
 
 @pytest.fixture
 def https_central(tmp_path: Path, log_dir: Path) -> Iterator[tuple[str, str]]:
     """Central serving HTTPS with a certificate of a test CA: (its URL, the CA file)."""
     ca = TestCA(tmp_path / "ca")
-    files = ca.issue("control")
-    port = procs.free_port()
-    env = {
-        **FAST,
-        "ACEFLEET_CENTRAL_SERVICE_KEYS": SERVICE_KEY,
-        "ACEFLEET_CENTRAL_OPERATOR_KEYS": OPERATOR_KEY,
-        "ACEFLEET_CENTRAL_VIEWER_KEYS": VIEWER_KEY,
-        "ACEFLEET_CENTRAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
-        "ACEFLEET_CENTRAL_TLS_CERT_FILE": files.cert_file,
-        "ACEFLEET_CENTRAL_TLS_KEY_FILE": files.key_file,
-    }
-    svc = start_https(
-        "acefleet-central",
-        ["--listen-port", str(port)],
-        port=port,
-        ca_file=ca.ca_file,
-        log_dir=log_dir,
-        env=env,
-        ready_path="/readyz",
-    )
+    svc = start_https_central(ca, tmp_path, log_dir)
     try:
-        yield f"https://127.0.0.1:{port}", ca.ca_file
+        yield f"https://127.0.0.1:{svc.port}", ca.ca_file
     finally:
         svc.stop()
 
