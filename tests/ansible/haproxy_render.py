@@ -4,6 +4,7 @@ inventory and a few overrides (ports, fast checks), through a real ansible-playb
 from __future__ import annotations
 
 import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.support import ansible, procs
@@ -81,3 +82,20 @@ def server_states(sock: Path, backend: str) -> dict[str, str]:
             data += chunk
     rows = [ln.split() for ln in data.decode().splitlines() if ln and not ln.startswith("#")]
     return {row[3]: row[5] for row in rows if len(row) > 5}
+
+
+class Backend(ThreadingHTTPServer):
+    """A stand-in for central or an edge's proxy behind HAProxy, on its own loopback address:
+    named, it keeps the paths it was asked for; a subclass names its ``handler``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    handler: type[BaseHTTPRequestHandler]
+
+    def __init__(self, name: str, address: str, port: int) -> None:
+        super().__init__((address, port), self.handler)
+        self.name = name
+        self.requests: list[str] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # HAProxy's checks and cut connections reset sockets: nothing to report

@@ -13,13 +13,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.ansible.haproxy_render import loopback_inventory, render_haproxy, server_states
+from tests.ansible.haproxy_render import (
+    Backend,
+    loopback_inventory,
+    render_haproxy,
+    server_states,
+)
 from tests.support import procs, tools
 
 EDGES = ("edge1", "edge2")
@@ -65,14 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: HAProxy checks every 200 ms
 
 
-class _Host(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, name: str, address: str, port: int) -> None:
-        super().__init__((address, port), _Handler)
-        self.name = name
-        self.requests: list[str] = []
+class _Host(Backend):
+    handler = _Handler
 
 
 def _serve(name: str, address: str, port: int) -> _Host:

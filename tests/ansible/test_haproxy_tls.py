@@ -16,13 +16,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.ansible.haproxy_render import loopback_inventory, render_haproxy, server_states
+from tests.ansible.haproxy_render import (
+    Backend,
+    loopback_inventory,
+    render_haproxy,
+    server_states,
+)
 from tests.support import procs, tools
 from tests.support.tls_ca import TestCA, openssl_verify
 
@@ -91,17 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: HAProxy checks often
 
 
-class _Host(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, name: str, address: str, port: int) -> None:
-        super().__init__((address, port), _Handler)
-        self.name = name
-        self.requests: list[str] = []
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # HAProxy's checks and cut connections reset sockets: nothing to report
+class _Host(Backend):
+    handler = _Handler
 
 
 # --- the VIP --------------------------------------------------------------------------------
