@@ -7,33 +7,20 @@ hears of it."""
 from __future__ import annotations
 
 import ssl
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.agent.helpers import API_KEY, remove_by_label
+from tests.agent.helpers import API_KEY, remove_by_label, wait_for
 from tests.central.conftest import start_https_central
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY
 from tests.support import procs
 from tests.support.tls_ca import TestCA, start_https
 
 pytestmark = pytest.mark.docker
-
-
-def _until(what: str, check: Any, within: float = 30) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture
@@ -107,7 +94,7 @@ def test_the_agent_serves_https_and_heartbeats_to_an_https_central(
 
         with ops:
             good, good_port, _ = agent(ca.ca_file)
-            _until("the agent in central", lambda: good in hosts())
+            wait_for("the agent in central", lambda: good in hosts(), timeout=30)
             assert hosts()[good] == f"https://127.0.0.1:{good_port}"
             # the agent's own API answers over HTTPS (readiness was polled over it too)
             r = httpx.get(
@@ -118,9 +105,10 @@ def test_the_agent_serves_https_and_heartbeats_to_an_https_central(
             assert r.status_code == 200, r.text
 
             bad, _, bad_svc = agent(other.ca_file)
-            _until(
+            wait_for(
                 "the heartbeat refused for central's certificate",
                 lambda: "CERTIFICATE_VERIFY_FAILED" in bad_svc.log(),
+                timeout=30,
             )
             assert bad not in hosts()
             assert '"heartbeat_failed"' in bad_svc.log()
