@@ -235,8 +235,13 @@ async def test_agent_claim_and_static_list_stats(edge_fleet: Fleet) -> None:
             lambda: fleet.proxy_metric(0, "acefleet_proxy_placements_total", 'source="static"'),
             40,
         )
+        # the proxy reports every live session to its agent, the agent claim's too (so its engine
+        # is never handed out again): the static one is on the other engine
         session = await until(
-            "the static session at the agent", lambda: agent(fleet, "/v1/sessions")
+            "the static session at the agent",
+            lambda: [
+                s for s in agent(fleet, "/v1/sessions") if s["engine_id"] != claim[0]["engine_id"]
+            ],
         )
         await until(
             "the agent polls the static engine",
