@@ -79,11 +79,12 @@ def decode_problems(data: bytes, tmp: Path) -> list[str]:
     ]
 
 
-def frames(data: bytes, tmp: Path) -> int:
+def frames(data: bytes, tmp: Path, stream: str = "v:0") -> int:
+    """How many frames of ``stream`` (ffprobe's selector) decode."""
     path = tmp / "count.ts"
     path.write_bytes(data)
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+        ["ffprobe", "-v", "error", "-select_streams", stream, "-count_frames", "-show_entries",
          "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
@@ -171,7 +172,7 @@ def test_spliced_join_decodes_without_a_warning(clip_dir: Path, tmp_path: Path) 
     assert frames(spliced, tmp_path) >= frames(head, tmp_path) + 1
 
 
-@pytest.mark.parametrize("cut_after", [7, 70, 77, 224, 301])
+@pytest.mark.parametrize("cut_after", [7, 70, 77, 224, 245, 301, 364])
 def test_a_source_cut_mid_frame_costs_only_that_frame(
     clip_dir: Path, tmp_path: Path, cut_after: int
 ) -> None:
@@ -186,16 +187,31 @@ def test_a_source_cut_mid_frame_costs_only_that_frame(
     )
     # nothing from the demuxer: the splice itself is clean TS
     assert not [line for line in added if line.startswith("[mpegts")], added
-    # at most the one cut-off unit: one video frame flagged, or one audio frame's errors
+    # at most the one cut-off unit: one video frame flagged, or one audio packet that fails to
+    # decode. The AAC decoder explains a failed packet in a varying number of lines (what it
+    # reads in the garbage differs with where the cut lands), so packets are counted, not lines.
     video = added["_: corrupt decoded frame in stream 0"]
-    audio = sum(n for line, n in added.items() if "aac" in line or "stream #0:1" in line)
+    audio_lines = sum(n for line, n in added.items() if "aac" in line or "stream #0:1" in line)
+    audio_failed = sum(n for line, n in added.items() if line.startswith("Error while decoding"))
     assert video <= 1, added
-    assert audio <= 3, added
-    assert sum(added.values()) == video + audio, added
-    assert not (video and audio), added
+    assert audio_failed <= 1, added
+    assert audio_lines <= 1 or audio_failed == 1, added  # many lines: all about that one packet
+    assert sum(added.values()) == video + audio_lines, added
+    assert not (video and audio_lines), added
     # and every frame of both sources reaches the player: none of the new source is lost
     new_part = spliced[len(head) :]
     assert frames(spliced, tmp_path) == frames(head, tmp_path) + frames(new_part, tmp_path)
+    # An audio frame cut off makes one more victim: the ADTS parser reads the declared length of
+    # the cut frame across the unit boundary, so it swallows the new source's first audio frame
+    # (measured: its PTS is the one missing). The bytes of the cut frame are already with the
+    # player, so no splice can prevent it; no other audio frame may be lost.
+    audio = "a:0"
+    lost = (
+        frames(head, tmp_path, audio)
+        + frames(new_part, tmp_path, audio)
+        - frames(spliced, tmp_path, audio)
+    )
+    assert lost <= (1 if audio_lines else 0), (lost, added)
     assert ts_report(spliced).cc_errors == 0
 
 
