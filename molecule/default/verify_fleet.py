@@ -7,6 +7,9 @@ Traffic goes only to the VIP (after checking it routes to a local bridge) and, t
 
     verify_fleet.py --vip 172.30.78.250 --prefix acefleet-m- --agent-key KEY [--checks a,b]
 
+The operator API (control_failover) is asked with --operator-key, by default the lab's
+(inventories/lab/group_vars/all/vault.yml: the lab and Molecule share those group_vars).
+
 The HLS checks play with ffmpeg and read playlists with the ``m3u8`` package, the playlist
 checks read the M3U with ``ipytv`` (both the project's dev extra) and the guide with ``lxml``, and
 play with VLC (``cvlc``): run them with the checkout's .venv python (Molecule's verify.yml uses the
@@ -16,6 +19,9 @@ python that runs Ansible, scripts/lab.sh uses .venv/bin/python).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
+import ipaddress
 import itertools
 import json
 import math
@@ -30,7 +36,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,7 @@ from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread
 
 ALL_CHECKS = (
     "stream", "sharing", "zero_drop", "hls", "playlist", "playlist_central_down", "edges", "drain",
-    "reload", "hls_failover", "failover",
+    "reload", "hls_failover", "failover", "control_failover",
 )  # fmt: skip
 # Seconds VLC plays the playlist's first channel (recorded, then decoded by ffprobe: >= 3 s).
 VLC_SECONDS = 8
@@ -57,6 +64,27 @@ HLS_FAILOVER_SECONDS = 40.0
 ZERO_DROP_AFTER_KILL_S = 8.0
 # zero_drop's real change for the rolling update, next to the reinstalled wheel: a proxy setting.
 ZERO_DROP_CHANGE = "proxy_max_viewers=1999"
+# control_failover: central's port on the control hosts and HAProxy's operator port on the VIP,
+# and the lab CA the pki role puts on every host (acefleet_tls_internal).
+CENTRAL_PORT = 8000
+CONTROL_CA = "/etc/acefleet/tls/ca.crt"
+# The lab's vault in clear (Molecule links the lab's group_vars): the default operator key.
+LAB_VAULT = Path(__file__).resolve().parents[2] / "inventories/lab/group_vars/all/vault.yml"
+# After the active control host is killed: the operator API must answer within this (issue 16:
+# "within seconds"; keepalived's election plus central's takeover plus HAProxy's checks).
+CONTROL_API_BOUND_S = 30.0
+# How long the takeover is watched for at most (the figures say how long it really took).
+CONTROL_TAKEOVER_WAIT_S = 60.0
+# The live players play on at least this long after the kill...
+CONTROL_PLAY_AFTER_KILL_S = 20.0
+# ...and none is silent longer than this meanwhile (the data path does not go through central).
+CONTROL_SILENCE_BOUND_S = 5.0
+# After central is out of its warm-up and lists the watched streams: a few seconds more for the
+# proxies' and agents' next reports before the engines' sessions are counted.
+CONTROL_SETTLE_EXTRA_S = 3.0
+# How long the returned control host is watched for keeping its hands off the VIP (nopreempt):
+# several VRRP advertisement intervals after its central is alive again.
+CONTROL_NOPREEMPT_WATCH_S = 8.0
 
 
 def run(args: list[str], timeout: float = 30) -> str:
@@ -66,6 +94,82 @@ def run(args: list[str], timeout: float = 30) -> str:
 
 def dexec(container: str, cmd: str, timeout: float = 30) -> str:
     return run(["docker", "exec", container, "sh", "-c", cmd], timeout)
+
+
+def probe(container: str, cmd: str, timeout: float = 10) -> str:
+    """``dexec`` for polls of a host that may be dead or booting: a hung exec is no answer."""
+    try:
+        return dexec(container, cmd, timeout)
+    except subprocess.TimeoutExpired:
+        return ""
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """``text`` as a JSON object; empty when it is not one."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def wait_until(done: Callable[[], bool], timeout: float, every: float = 0.5) -> float | None:
+    """Seconds until ``done()`` held, or None when it did not within ``timeout``."""
+    started = time.monotonic()
+    while True:
+        if done():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(every)
+
+
+def control_vip_of(vip: str) -> str:
+    """The control VIP of the lab topology: the player VIP's address with last octet .251."""
+    address = ipaddress.IPv4Address(vip)
+    return str(ipaddress.IPv4Address(int(address) & ~0xFF | 251))
+
+
+def lab_operator_key() -> str:
+    """The lab's operator key, from its vault in clear ("" when the file is not there)."""
+    try:
+        text = LAB_VAULT.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    found = re.search(r"^vault_acefleet_operator_api_key:\s*[\"']?([^\"'\s]+)", text, re.M)
+    return found.group(1) if found else ""
+
+
+def seconds(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "never"
+
+
+@dataclass
+class LivePlayers:
+    """Players that must not drop (:meth:`Fleet.live_players`): TS viewers, none reconnecting,
+    and ffmpeg on the first one's channel; after the block, what ffmpeg logged and recorded."""
+
+    ts: list[Viewer]
+    ffmpeg: FfmpegTsPlayer
+    errors: list[str] = field(default_factory=list)
+    recorded: float = 0.0  # seconds of video in ffmpeg's recording
+
+    def received(self) -> list[int]:
+        return [v.received for v in self.ts]
+
+    def silences_since(self, t: float) -> list[float]:
+        """Each TS viewer's longest silence that ended after ``t``."""
+        return [v.longest_gap_since(t) for v in self.ts]
+
+    def ts_kept(self) -> list[bool]:
+        """Each TS viewer still on its one connection (none reconnects: a drop ends it)."""
+        return [not v.closed and v.connections == 1 for v in self.ts]
+
+    def grew_since(self, received: list[int]) -> list[bool]:
+        return [v.received > n for v, n in zip(self.ts, received, strict=True)]
+
+    def aligned(self) -> bool:
+        return all(v.misaligned == 0 for v in self.ts)
 
 
 class Fleet:
@@ -86,6 +190,14 @@ class Fleet:
         self.control = f"{args.prefix}control1"
         self.central_server = f"{args.server_prefix}control1"
         self.inventory = args.inventory
+        # The standby central (docs/standby-central.md): two control hosts, one control VIP.
+        self.controls = [f"{args.prefix}control1", f"{args.prefix}control2"]
+        # container → inventory name (the name on its certificate, the lab's are shorter)
+        self.control_names = {
+            c: f"{args.server_prefix}{c.removeprefix(args.prefix)}" for c in self.controls
+        }
+        self.control_vip = args.control_vip or control_vip_of(args.vip)
+        self.operator_key = args.operator_key or lab_operator_key()
 
     def watch(self, channel: str, reconnect: bool = False) -> Viewer:
         """A player on the VIP; with ``reconnect`` it connects again after a close or 3 s of
@@ -98,6 +210,29 @@ class Fleet:
 
     def stop(self, viewer: Viewer) -> Viewer:
         return self.players.stop(viewer)
+
+    @contextlib.contextmanager
+    def live_players(self, a: str, b: str) -> Iterator[LivePlayers]:
+        """Players through the VIP that must not drop, none of which reconnects: a TS viewer on
+        ``a`` and one on ``b``, then ffmpeg on ``a`` (A's two viewers are the lab's
+        proxy_standby_min_viewers: A keeps a warm standby, B has none). On leaving, ffmpeg is
+        stopped (its errors and the seconds of video it recorded are kept) and the viewers
+        closed, whatever happened inside."""
+        ts = [self.watch(a), self.watch(b)]
+        try:
+            for v in ts:
+                self.wait_playing(v)
+            with tempfile.TemporaryDirectory(prefix="verify-players-") as tmp:
+                url = f"http://{self.vip}/ace/getstream?id={a}"
+                live = LivePlayers(ts, FfmpegTsPlayer(url, Path(tmp) / "a.ts"))
+                try:
+                    yield live
+                finally:
+                    live.errors = live.ffmpeg.stop()
+                    live.recorded = video_packets(live.ffmpeg.record)[0]
+        finally:
+            for v in ts:
+                self.stop(v)
 
     def vip_holder(self) -> str:
         for lb in self.lbs:
@@ -307,36 +442,29 @@ class Fleet:
         if not self.inventory:
             return False, "no --inventory: the rolling update needs the fleet's inventory"
         a, b = "verify-zero-a", "verify-zero-b"
-        ts_a, ts_b = self.watch(a), self.watch(b)
-        for v in (ts_a, ts_b):
-            self.wait_playing(v)
-        with tempfile.TemporaryDirectory(prefix="verify-zero-") as tmp:
-            url = f"http://{self.vip}/ace/getstream?id={a}"
-            player = FfmpegTsPlayer(url, Path(tmp) / "a.ts")
+        with self.live_players(a, b) as live:
+            ts_a, ts_b = live.ts
             standby = self.wait_sessions(a, 2, 30)
             pids = self.proxy_pids()
             updated_at = time.monotonic()
             rc, log = self.rolling_update()
             update_s = time.monotonic() - updated_at
             new_pids = self.proxy_pids()
-            update_gaps = [v.longest_gap_since(updated_at) for v in (ts_a, ts_b)]
+            update_gaps = live.silences_since(updated_at)
             victim = self.primary_engine(a, ts_a.edge)
-            at_kill = [v.received for v in (ts_a, ts_b)]
+            at_kill = live.received()
             killed_at = time.monotonic()
             if victim:
                 run(["docker", "kill", victim], 60)
             time.sleep(ZERO_DROP_AFTER_KILL_S)
             after = self.channel_sessions(a)
-            kill_gaps = [v.longest_gap_since(killed_at) for v in (ts_a, ts_b)]
-            kept = [not v.closed and v.connections == 1 for v in (ts_a, ts_b)]
-            ffmpeg_kept = player.running()
-            grew = [v.received > n for v, n in zip((ts_a, ts_b), at_kill, strict=True)]
-            errors = player.stop()
-            recorded, _, _ = video_packets(player.record)
-        for v in (ts_a, ts_b):
-            self.stop(v)
+            kill_gaps = live.silences_since(killed_at)
+            kept = live.ts_kept()
+            ffmpeg_kept = live.ffmpeg.running()
+            grew = live.grew_since(at_kill)
+        errors, recorded = live.errors, live.recorded
         reloaded = all(new_pids[e] not in ("", "0", pids[e]) for e in self.edges)
-        aligned = ts_a.misaligned == 0 and ts_b.misaligned == 0
+        aligned = live.aligned()
         ok = rc == 0 and all(kept) and ffmpeg_kept and bool(victim) and reloaded and all(grew)
         ok = ok and aligned
         failed = "" if rc == 0 else f" rolling update failed (rc {rc}): {log[-600:]!r};"
@@ -423,6 +551,266 @@ class Fleet:
             "silence); "
             f"{holder} back and serving: {back}"
         )
+
+    # --- the standby central: kill the active control host under live players ----------------
+
+    def control_vip_holders(self) -> list[str]:
+        """The control hosts with the control VIP on an interface (keepalived put it there)."""
+        vip = f"inet {self.control_vip}/"
+        return [c for c in self.controls if vip in probe(c, "ip -4 -o addr show")]
+
+    def central_health(self, control: str, path: str) -> tuple[int, dict[str, Any]]:
+        """``path`` (/livez, /readyz) of the central on ``control``, asked on the host itself:
+        HTTPS checked against the lab CA under the host's inventory name (acefleet_tls_internal,
+        as keepalived's track command asks), else plain HTTP. (status, JSON body); 0 when
+        nothing answered."""
+        name = self.control_names[control]
+        targets = (
+            f"--cacert {CONTROL_CA} --resolve {name}:{CENTRAL_PORT}:127.0.0.1 "
+            f"https://{name}:{CENTRAL_PORT}{path}",
+            f"http://127.0.0.1:{CENTRAL_PORT}{path}",
+        )
+        for target in targets:
+            out = probe(control, f"curl -s --max-time 3 -w '\\n%{{http_code}}' {target}")
+            body, _, code = out.rpartition("\n")
+            if code.strip().isdigit() and int(code) > 0:
+                return int(code), json_object(body)
+        return 0, {}
+
+    def central_standby(self, control: str) -> bool:
+        """The central on ``control`` lives and is the standby: /livez 200, /readyz 503
+        ``standby``."""
+        status, body = self.central_health(control, "/readyz")
+        alive = self.central_health(control, "/livez")[0] == 200
+        return alive and status == 503 and body.get("status") == "standby"
+
+    def central_api(self, path: str, timeout: float = 2) -> tuple[int, dict[str, Any]]:
+        """GET ``path`` of the operator API in plain HTTP through the VIP (HAProxy's control
+        port sends it to the central whose /readyz answers 200), with the operator key.
+        (status, JSON body); 0 when nothing answered in time."""
+        url = f"http://{self.vip}:{CENTRAL_PORT}{path}"
+        try:
+            status, _, body = fetch(url, timeout, {"X-API-Key": self.operator_key})
+        except (OSError, http.client.HTTPException) as exc:
+            return 0, {"error": f"{type(exc).__name__}: {exc}"}
+        return status, json_object(body)
+
+    def find_active_control(self, timeout: float = 30) -> tuple[str, str]:
+        """The active control host: the only one with the control VIP, and its central the only
+        ready one (/readyz 200). ("", what was seen) when there is none or both look active
+        after ``timeout`` s (a VIP that has just moved settles meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            holders = self.control_vip_holders()
+            health = {c: self.central_health(c, "/readyz") for c in self.controls}
+            ready = [c for c, (status, _) in health.items() if status == 200]
+            if len(holders) == 1 and ready == holders:
+                return holders[0], ""
+            if time.monotonic() > deadline:
+                return "", (
+                    f"no single active control host: control VIP {self.control_vip} on "
+                    f"{holders or 'no host'}, central ready (/readyz 200) on {ready or 'no host'}; "
+                    f"/readyz asked on each host (0: no answer over HTTPS with {CONTROL_CA} "
+                    f"under its inventory name, nor plain): {health}"
+                )
+            time.sleep(1)
+
+    def wait_takeover(self, survivor: str, since: float) -> dict[str, float | None]:
+        """Seconds from ``since`` until ``survivor`` holds the control VIP ("vip"), and until the
+        operator API through the VIP answers 200 on /readyz ("readyz") and on an authenticated
+        GET /v1/engines ("api"); None for what did not happen within CONTROL_TAKEOVER_WAIT_S."""
+        marks: dict[str, float | None] = dict.fromkeys(("vip", "readyz", "api"))
+        asks = (("readyz", "/readyz"), ("api", "/v1/engines"))
+        while None in marks.values() and time.monotonic() < since + CONTROL_TAKEOVER_WAIT_S:
+            if marks["vip"] is None and survivor in self.control_vip_holders():
+                marks["vip"] = time.monotonic() - since
+            for mark, path in asks:
+                if marks[mark] is None and self.central_api(path)[0] == 200:
+                    marks[mark] = time.monotonic() - since
+            time.sleep(0.2)
+        return marks
+
+    def wait_central_streams(self, channels: list[str], timeout: float) -> tuple[float | None, int]:
+        """Until the active central (through the VIP) is out of its warm-up and lists a live
+        stream of each of ``channels`` (the proxies' snapshots rebuilt its view): the seconds
+        that took (None: not within ``timeout``) and how many of them it lists."""
+        wanted = {f"id:{ch}" for ch in channels}
+        listed: set[str] = set()
+
+        def known() -> bool:
+            nonlocal listed
+            status, body = self.central_api("/v1/streams", 5)
+            items = body.get("items")
+            keys = (
+                {str(i.get("content_key")) for i in items if isinstance(i, dict)}
+                if isinstance(items, list)
+                else set()
+            )
+            listed = wanted & keys
+            return status == 200 and body.get("warming_up") is False and listed == wanted
+
+        return wait_until(known, timeout, 1.0), len(listed)
+
+    def prometheus_ready(self, control: str) -> bool:
+        """Prometheus answers on ``control`` (the monitoring host: a later Molecule step asks
+        it for the engine alert)."""
+        out = probe(control, "curl -fsS --max-time 3 http://127.0.0.1:9090/-/ready && echo ok")
+        return out.strip().endswith("ok")
+
+    def restore_control(self, host: str, survivor: str, prometheus: bool) -> tuple[bool, str]:
+        """``docker start`` the killed control host: systemd up again, its central alive but the
+        standby (/livez 200, /readyz 503 ``standby``), the control VIP still on ``survivor``
+        (nopreempt: a move costs a warm-up) while it is watched for CONTROL_NOPREEMPT_WATCH_S,
+        and, where Prometheus ran, Prometheus ready again."""
+        run(["docker", "start", host], 60)
+        states = ("running", "degraded")
+        # reported, not judged: what is judged is central, the VIP and Prometheus
+        system = wait_until(
+            lambda: probe(host, "systemctl is-system-running").strip() in states, 120, 1.0
+        )
+        standby = wait_until(lambda: self.central_standby(host), 120, 1.0)
+        stayed = True
+        if standby is not None:
+            deadline = time.monotonic() + CONTROL_NOPREEMPT_WATCH_S
+            while time.monotonic() < deadline:
+                stayed = stayed and self.control_vip_holders() == [survivor]
+                time.sleep(0.5)
+        still_standby = self.central_standby(host)
+        serving = self.central_health(survivor, "/readyz")[0] == 200
+        ready = wait_until(lambda: self.prometheus_ready(host), 60, 1.0) if prometheus else None
+        ok = standby is not None and stayed and still_standby and serving
+        ok = ok and (ready is not None or not prometheus)
+        text = (
+            f"{host} started again: systemd running after {seconds(system)}, its central alive and "
+            f"standby (/livez 200, /readyz 503 standby) after {seconds(standby)} more, still "
+            f"standby {CONTROL_NOPREEMPT_WATCH_S:.0f} s later: {still_standby}; the control VIP "
+            f"stayed on {survivor} (nopreempt): {stayed}, whose central is ready: {serving}"
+        )
+        if prometheus:
+            text += f"; Prometheus on {host} ready after {seconds(ready)}"
+        return ok, text
+
+    def check_control_failover(self) -> tuple[bool, str]:
+        """The standby central under live players (issue 16's Molecule proof): the active control
+        host is killed (``docker kill``: a host loss, not a clean stop) while TS viewers and
+        ffmpeg play two channels through the VIP. Passes when the control VIP moves to the
+        other control host and the operator API through the VIP answers (/readyz and an
+        authenticated GET) within CONTROL_API_BOUND_S; a channel nobody watched before starts
+        during the new central's warm-up; no player dropped or went silent longer than
+        CONTROL_SILENCE_BOUND_S over at least CONTROL_PLAY_AFTER_KILL_S; once the takeover
+        settled, every watched channel has one source fleet-wide (one_source, on one edge);
+        and the killed host, started again, stays the standby (nopreempt)."""
+        if not self.operator_key:
+            return False, f"no --operator-key (and none in {LAB_VAULT})"
+        active, problem = self.find_active_control()
+        if not active:
+            return False, problem
+        survivor = next(c for c in self.controls if c != active)
+        before_status, before_body = self.central_health(survivor, "/readyz")
+        was_standby = before_status == 503 and before_body.get("status") == "standby"
+        prometheus = self.prometheus_ready(active)
+        a, b = "verify-control-a", "verify-control-b"
+        # a channel no check (nor an earlier run on this fleet) has opened: the simulator plays
+        # any id
+        new = f"verify-control-new-{int(time.time())}"
+        killed = restored = False
+        try:
+            with self.live_players(a, b) as live:
+                ts_a, ts_b = live.ts
+                warm_standby = self.wait_sessions(a, 2, 30)
+                at_kill = live.received()
+                killed_at = time.monotonic()
+                run(["docker", "kill", active], 60)
+                killed = True
+                marks = self.wait_takeover(survivor, killed_at)
+                _, health = self.central_api("/readyz")
+                warming = health.get("warming_up") is True
+                fresh = self.watch(new)
+                try:
+                    self.wait_playing(fresh)
+                    play_on = killed_at + CONTROL_PLAY_AFTER_KILL_S - time.monotonic()
+                    time.sleep(max(0.0, play_on))
+                    settled, listed = self.wait_central_streams([a, b, new], 45)
+                    time.sleep(CONTROL_SETTLE_EXTRA_S)
+                    sessions = self.engine_sessions()
+                    played = time.monotonic() - killed_at
+                    silences = live.silences_since(killed_at)
+                    kept = live.ts_kept()
+                    ffmpeg_kept = live.ffmpeg.running()
+                    grew = live.grew_since(at_kill)
+                finally:
+                    self.stop(fresh)
+            restored = True
+            back_ok, back = self.restore_control(active, survivor, prometheus)
+        finally:
+            if killed and not restored:
+                run(["docker", "start", active], 60)
+
+        api_s = marks["api"]
+        answered = api_s is not None and api_s <= CONTROL_API_BOUND_S
+        answered = answered and marks["readyz"] is not None
+        moved = marks["vip"] is not None
+        first_byte = (
+            fresh.first_byte_at - fresh.started_at if fresh.first_byte_at is not None else None
+        )
+        fresh_ok = fresh.status == 200 and fresh.received >= 100 * PACKET_SIZE
+        fresh_ok = fresh_ok and fresh.misaligned == 0
+        quiet = max(silences) <= CONTROL_SILENCE_BOUND_S
+        players_ok = all(kept) and ffmpeg_kept and all(grew) and quiet and live.aligned()
+        by_channel: dict[str, list[dict[str, object]]] = {}
+        for s in sessions:
+            by_channel.setdefault(str(s.get("content_id")), []).append(s)
+
+        def single(found: list[dict[str, object]]) -> bool:
+            # one engine session, or a warm standby's second on another engine of the same edge
+            return one_source(found) and len({s.get("edge") for s in found}) == 1
+
+        watched = {ch: by_channel.get(ch, []) for ch in (a, b, new)}
+        sources_ok = all(single(found) for found in watched.values())
+        # reported, not judged: channels earlier checks left lingering
+        others = sorted(
+            ch for ch, found in by_channel.items() if ch not in watched and not single(found)
+        )
+        rebuilt = settled is not None
+        ok = moved and answered and fresh_ok and players_ok and rebuilt and sources_ok and back_ok
+
+        def where(found: list[dict[str, object]]) -> str:
+            engines = sorted(f"{s.get('container')}" for s in found)
+            return f"{len(found)} session(s) {engines}"
+
+        before = (
+            f"control VIP {self.control_vip} on {active} (central ready), {survivor}'s central "
+            f"/readyz {before_status} {before_body.get('status', '')!r} (standby: {was_standby})"
+        )
+        players = (
+            f"players through the VIP: A ({a}: TS viewer + ffmpeg via {ts_a.edge or '?'}, warm "
+            f"standby before the kill: {warm_standby}), B ({b}: TS viewer via {ts_b.edge or '?'})"
+        )
+        takeover = (
+            f"docker kill {active}: control VIP on {survivor} after {seconds(marks['vip'])}, "
+            f"operator API through http://{self.vip}:{CENTRAL_PORT}: /readyz 200 after "
+            f"{seconds(marks['readyz'])}, authenticated GET /v1/engines 200 after "
+            f"{seconds(api_s)} (bound {CONTROL_API_BOUND_S:.0f} s)"
+        )
+        started = (
+            f"new channel {new} started right after (central warming up: {warming}): HTTP "
+            f"{fresh.status} via {fresh.edge or '?'}, first byte after {seconds(first_byte)}, "
+            f"{fresh.received} bytes, TS sync {fresh.misaligned == 0}"
+        )
+        kept_text = (
+            f"{played:.0f} s after the kill: connections kept (no reconnects) TS A {kept[0]}, "
+            f"TS B {kept[1]}, ffmpeg {ffmpeg_kept}; bytes kept coming: {grew}; longest silence "
+            f"A {silences[0]:.2f} s, B {silences[1]:.2f} s (bound "
+            f"{CONTROL_SILENCE_BOUND_S:.0f} s); ffmpeg recorded {live.recorded:.1f} s of video, "
+            f"{len(live.errors)} errors{_first(live.errors)}; TS sync kept: {live.aligned()}"
+        )
+        settle = (
+            f"takeover settled (out of warm-up, lists {listed}/3 watched streams) after "
+            f"{seconds(settled)} more; engine sessions fleet-wide: "
+            + ", ".join(f"{ch} {where(found)}" for ch, found in watched.items())
+            + f"; one source each: {sources_ok}; other channels with more: {others or 'none'}"
+        )
+        return ok, f"{before}; {players}; {takeover}; {started}; {kept_text}; {settle}; {back}"
 
     def check_hls(self) -> tuple[bool, str]:
         """An HLS player (ffmpeg) and a TS viewer of one channel through the VIP: the player
@@ -637,11 +1025,14 @@ def m3u8_module() -> Any:
     return m3u8
 
 
-def fetch(url: str, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers (lower-case names) and body of one GET; an error status is returned, not
-    raised (the proxy's errors are JSON bodies worth printing)."""
+def fetch(
+    url: str, timeout: float = 60, send: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one GET (with the ``send`` headers); an
+    error status is returned, not raised (the proxy's errors are JSON bodies worth printing)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=send or {})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             headers = {k.lower(): v for k, v in response.headers.items()}
             return response.status, headers, response.read()
     except urllib.error.HTTPError as exc:
@@ -1020,6 +1411,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--inventory", default="", help="the fleet's inventory (zero_drop runs rolling_update.yml)"
+    )
+    parser.add_argument(
+        "--control-vip",
+        default="",
+        help="the control hosts' VIP (default: the VIP's address with last octet .251)",
+    )
+    parser.add_argument(
+        "--operator-key",
+        default="",
+        help=f"central's operator API key (default: the lab's, from {LAB_VAULT.name})",
     )
     parser.add_argument("--report", help="write the results as JSON here")
     args = parser.parse_args()
