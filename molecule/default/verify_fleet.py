@@ -572,7 +572,7 @@ class Fleet:
         )
         for target in targets:
             out = probe(control, f"curl -s --max-time 3 -w '\\n%{{http_code}}' {target}")
-            body, _, code = out.rpartition("\n")
+            body, _, code = out.rstrip().rpartition("\n")
             if code.strip().isdigit() and int(code) > 0:
                 return int(code), json_object(body)
         return 0, {}
