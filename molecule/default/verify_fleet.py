@@ -187,8 +187,6 @@ class Fleet:
         self.players = ViewerThread()
         self.hls_seconds = float(args.hls_seconds)
         self.playlist_path = args.playlist_path
-        self.control = f"{args.prefix}control1"
-        self.central_server = f"{args.server_prefix}control1"
         self.inventory = args.inventory
         # The standby central (docs/standby-central.md): two control hosts, one control VIP.
         self.controls = [f"{args.prefix}control1", f"{args.prefix}control2"]
@@ -503,7 +501,7 @@ class Fleet:
         """playbooks/rolling_update.yml against this fleet's inventory, with a real change: the
         wheelhouse marker removed on the edges and control hosts (the venv role reinstalls the
         wheel: new code) and a proxy setting changed."""
-        for host in [*self.edges, self.control]:
+        for host in [*self.edges, *self.controls]:
             dexec(host, "rm -f /opt/acefleet/venv/.wheelhouse-*")
         root = Path(__file__).resolve().parents[2]
         playbook = shutil.which("ansible-playbook") or str(
@@ -949,47 +947,56 @@ class Fleet:
         rows = [ln.split() for ln in lines.splitlines() if ln and not ln.startswith("#")]
         return {r[3]: r[5] for r in rows if len(r) > 5}
 
-    def wait_central(self, state: str, timeout: float = 60) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            servers = self.player_files_servers()
-            if servers.get(self.central_server) == state:
-                return True
-            time.sleep(0.5)
-        return False
+    def wait_centrals(self, up: bool, timeout: float = 90) -> bool:
+        """Until HAProxy (on the VIP holder) sees a control host's central up in the player
+        files backend (``up``), or every one of them down. With a standby central, the standby
+        is down there too (its /readyz answers 503)."""
+        names = set(self.control_names.values())
+
+        def seen() -> bool:
+            states = [s for name, s in self.player_files_servers().items() if name in names]
+            return bool(states) and ("2" in states if up else all(s == "0" for s in states))
+
+        return wait_until(seen, timeout) is not None
 
     def check_playlist_central_down(self) -> tuple[bool, str]:
-        """Central stopped on control1: the playlist and the guide still answer through the VIP,
-        from an edge's copy of the catalog, the same bytes central served; then central again."""
+        """Central stopped on every control host (with a standby central, stopping the active
+        one only moves the control VIP, and the standby takes over): the playlist and the guide
+        still answer through the VIP, from an edge's copy of the catalog, the same bytes central
+        served; then central again, on whichever control host takes the control VIP."""
         url = f"http://{self.vip}{self.playlist_path}"
         guide = f"{url.rsplit('/', 1)[0]}/epg.xml"
         before = [fetch(u, 30) for u in (url, guide)]
         if any(status != 200 for status, _, _ in before):
             return False, f"before: HTTP {[status for status, _, _ in before]}"
-        dexec(self.control, "systemctl stop acefleet-central", 60)
         try:
-            down = self.wait_central("0")
+            for control in self.controls:
+                dexec(control, "systemctl stop acefleet-central", 60)
+            down = self.wait_centrals(up=False)
             during = [fetch(u, 30) for u in (url, guide)]
         finally:
-            dexec(self.control, "systemctl start acefleet-central", 60)
-        back = self.wait_central("2")
+            for control in self.controls:
+                dexec(control, "systemctl start acefleet-central", 60)
+        back = self.wait_centrals(up=True)
         after = fetch(url, 30)
         by = [headers.get("x-acefleet-served-by", "?") for _, headers, _ in during]
         same = [d[2] == b[2] for d, b in zip(during, before, strict=True)]
         from_edge = all(name in self.servers for name in by)
+        served_again = after[1].get("x-acefleet-served-by", "?")
         ok = (
             down
             and all(status == 200 for status, _, _ in during)
             and from_edge
             and all(same)
             and back
-            and after[1].get("x-acefleet-served-by") == before[0][1].get("x-acefleet-served-by")
+            and after[0] == 200
+            and served_again in self.control_names.values()
         )
         return ok, (
-            f"central stopped on {self.control} (HAProxy saw it down: {down}): playlist and guide "
-            f"HTTP {[status for status, _, _ in during]} served by {by}, the bytes central served: "
-            f"{same}; central back: {back}, serving again: "
-            f"{after[1].get('x-acefleet-served-by', '?')}"
+            f"central stopped on {self.controls} (HAProxy saw them down: {down}): playlist and "
+            f"guide HTTP {[status for status, _, _ in during]} served by {by}, the bytes central "
+            f"served: {same}; central back: {back}, serving again: HTTP {after[0]} by "
+            f"{served_again} (before: {before[0][1].get('x-acefleet-served-by', '?')})"
         )
 
     def _wait_lb_back(self, lb: str) -> bool:
