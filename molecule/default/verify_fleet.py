@@ -715,6 +715,11 @@ class Fleet:
         try:
             with self.live_players(a, b) as live:
                 ts_a, ts_b = live.ts
+                if not all(v.received for v in live.ts):
+                    # nothing to keep playing: no reason to kill a control host
+                    return False, "players did not start: " + ", ".join(
+                        f"{v.url} HTTP {v.status} {v.error or ''}" for v in live.ts
+                    )
                 warm_standby = self.wait_sessions(a, 2, 30)
                 at_kill = live.received()
                 killed_at = time.monotonic()
