@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local lab: a real multi-host acefleet fleet as systemd containers on one Docker network
-# (lb1, lb2, control1, edge1, edge2), rolled out by the real site.yml.
+# (lb1, lb2, control1, control2, db1, edge1, edge2), rolled out by the real site.yml.
 #   scripts/lab.sh up        set everything up (bootstrap, images), run site.yml with the demo
 #                            catalog and guide, show a stream (TS, then ~10 s over HLS), VLC
 #                            playing the playlist, and TLS on the VIP (openssl verifies the chain
@@ -16,7 +16,11 @@
 #                            process, the viewers it kept
 #   scripts/lab.sh zero-drop players through the VIP while rolling_update.yml runs (new wheel, a
 #                            changed proxy setting) and a watched channel's engine is killed
-# Environment: ACEFLEET_LAB_SUBNET (default 172.30.77.0/24; the VIP is .250 of it),
+#   scripts/lab.sh control-failover  players through the VIP while the active control host is
+#                            killed (docker kill): the control VIP moves, the API answers, new
+#                            channels start; the host comes back as the standby
+# Environment: ACEFLEET_LAB_SUBNET (default 172.30.77.0/24; the VIP is .250 of it, the control
+#              VIP .251),
 #              ACEFLEET_LAB_SKIP_BOOTSTRAP=1 to skip scripts/bootstrap.sh,
 #              ACEFLEET_LAB_TOKENS=1 (up) for token mode: per-player secret playlist URLs, stream
 #              tokens checked by the proxies (lab keys in .lab/tokens.yml; up without it: open mode).
@@ -28,14 +32,15 @@ PREFIX=acefleet-lab
 NETWORK=acefleet-lab
 SUBNET=${ACEFLEET_LAB_SUBNET:-172.30.77.0/24}
 VIP=${SUBNET%.*/*}.250
-HOSTS=(lb1 lb2 control1 edge1 edge2)
+CONTROL_VIP=${SUBNET%.*/*}.251
+HOSTS=(lb1 lb2 control1 control2 db1 edge1 edge2)
 IMAGE=acefleet/lab-host:bookworm
 CHANNEL=verify-stream
 # The fleet checks run with the checkout's python: the HLS check parses playlists with m3u8 (dev extra).
 PY=$PWD/.venv/bin/python
 # The demo catalog and guide (scripts/demo-catalog.py) the lab's central gets
 # (inventories/lab/group_vars/control/central.yml reads this variable).
-export ACEFLEET_LAB_VIP=$VIP ANSIBLE_CONFIG=$PWD/ansible.cfg ACEFLEET_LAB_DEMO_DIR=$PWD/.lab/demo
+export ACEFLEET_LAB_VIP=$VIP ACEFLEET_LAB_CONTROL_VIP=$CONTROL_VIP ANSIBLE_CONFIG=$PWD/ansible.cfg ACEFLEET_LAB_DEMO_DIR=$PWD/.lab/demo
 # Token mode's extra vars (acefleet_token_keys, acefleet_tokens_required): present only while
 # the lab runs in token mode, and then passed to every lab playbook (up, play).
 TOKENS_VARS=$PWD/.lab/tokens.yml
@@ -44,7 +49,8 @@ OPERATOR_KEY=$(sed -n 's/^vault_acefleet_operator_api_key: *//p' inventories/lab
 
 caps_for() {  # the capabilities each kind of host needs (--privileged fails on these machines)
   case $1 in
-    lb*) echo "--cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add NET_RAW --cap-add NET_BROADCAST" ;;
+    # keepalived (VRRP) on lb hosts for the VIP, on control hosts for the control VIP
+    lb* | control*) echo "--cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add NET_RAW --cap-add NET_BROADCAST" ;;
     *) echo "--cap-add SYS_ADMIN" ;;
   esac
 }
@@ -211,6 +217,13 @@ reload_proxy() {  # reload_proxy EDGE: systemctl reload acefleet-proxy, with wha
   echo "    after:  pid $after, $(docker exec "$name" sh -c "$status")"
 }
 
+control_failover() {  # the fleet's control_failover check against the lab
+  vip_routes_here || return 1
+  step "players through the VIP while the active control host is killed (the control VIP $CONTROL_VIP moves)"
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+    --agent-key unused --checks control_failover
+}
+
 zero_drop() {  # the fleet's zero_drop check against the lab (open mode: the playbook runs bare)
   [[ -f $TOKENS_VARS ]] && die "zero-drop runs the rolling update without the token mode's vars: run it in open mode"
   vip_routes_here || return 1
@@ -242,7 +255,8 @@ up() {
     echo "    stream:    http://$VIP/ace/getstream?id=$CHANNEL"
     echo "    HLS:       http://$VIP/ace/manifest.m3u8?id=$CHANNEL  (VLC, ffplay, Safari; docs/lab.md)"
   fi
-  echo "    dashboard: http://$VIP:8000/  (acefleet-central on control1, through the VIP)"
+  echo "    dashboard: http://$VIP:8000/  (the active acefleet-central, through the VIP)"
+  echo "    central:   https://$CONTROL_VIP:8000/  (the control VIP: control1 or control2; db1 holds its database)"
   local playlist_path=/playlist.m3u urls playlist guide hdhomerun
   if [[ -f $TOKENS_VARS ]]; then
     urls=$(demo_player) || die "could not make the demo player through http://$VIP:8000/v1/players"
@@ -289,5 +303,6 @@ case ${1:-} in
   tls) show_tls ;;
   reload-proxy) reload_proxy "${2:-}" ;;
   zero-drop) export PATH="$PWD/.venv/bin:$PATH"; zero_drop ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop" >&2; exit 2 ;;
+  control-failover) control_failover ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop|control-failover" >&2; exit 2 ;;
 esac

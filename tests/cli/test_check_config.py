@@ -34,7 +34,7 @@ def lab_copy(tmp_path: Path) -> Path:
 
 def test_the_lab_inventory_passes(cli: Cli) -> None:
     r = cli("check-config", str(LAB))
-    assert (r.code, r.out, r.err) == (0, "inventory ok: 1 control, 2 edges, 2 lb\n", "")
+    assert (r.code, r.out, r.err) == (0, "inventory ok: 2 control, 2 edges, 2 lb\n", "")
 
 
 def test_a_broken_inventory_fails_with_each_problem(cli: Cli, lab_copy: Path) -> None:
@@ -54,13 +54,14 @@ def test_a_broken_inventory_fails_with_each_problem(cli: Cli, lab_copy: Path) ->
     expected = [
         "group lb has no hosts (the fleet needs at least one)",
         f"control1: {short}",
+        f"control2: {short}",
         f"edge1: {short}",
         f"edge1: {clash}",
         f"edge1: {pool}",
         f"edge2: {short}",
         f"edge2: {clash}",
         f"edge2: {pool}",
-        "8 problems",
+        "9 problems",
     ]
     assert r.err.splitlines() == [f"acefleet: {lab_copy}: {line}" for line in expected]
 
