@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Molecule scenarios (what CI runs after the tests):
-#   molecule/default          site.yml on the 5-host lab topology + fleet checks (verify_fleet.py)
+#   molecule/default          site.yml on the 7-host lab topology + fleet checks (verify_fleet.py)
 #   roles/keepalived/molecule haproxy + keepalived alone: VIP, failover, reload
 #   scripts/molecule.sh [SCENARIO...]   default: all of them; names: fleet, lb
 set -euo pipefail

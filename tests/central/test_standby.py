@@ -6,10 +6,12 @@ recycling, degraded stats)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from acefleet.wire import EngineStats, LiveStream
 from tests.central.conftest import StartCentral
@@ -32,7 +34,17 @@ def _streams(client: httpx.Client) -> dict[str, dict[str, Any]]:
     return {s["stream_id"]: s for s in client.get("/v1/streams").json()["items"]}
 
 
-def test_standby_claims_streams_and_promotion(service: httpx.Client) -> None:
+@pytest.fixture
+def steady(start_central: StartCentral) -> Iterator[httpx.Client]:
+    """Central whose hosts stay fresh for the whole test: the claims below must not depend on
+    how fast a loaded machine runs it (the fast default calls a host stale after 1.5 s)."""
+    central = start_central(stale_after_s="60", lost_after_s="120")
+    with httpx.Client(base_url=central.url, headers={"X-API-Key": SERVICE_KEY}, timeout=10) as c:
+        yield c
+
+
+def test_standby_claims_streams_and_promotion(steady: httpx.Client) -> None:
+    service = steady
     edge0, edge1 = Agent("edge0", 3), Agent("edge1", 2)
     for agent in (edge0, edge1):
         agent.beat(service)
@@ -113,8 +125,9 @@ def test_standby_claims_streams_and_promotion(service: httpx.Client) -> None:
 
 
 def test_a_snapshot_carries_standby_streams_and_a_missed_promotion(
-    service: httpx.Client,
+    steady: httpx.Client,
 ) -> None:
+    service = steady
     edge0 = Agent("edge0", 2)
     edge0.beat(service)
     now = datetime.now(UTC)

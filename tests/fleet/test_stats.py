@@ -90,6 +90,18 @@ def metric(fleet: Fleet, name: str, **labels: str) -> float | None:
     return None
 
 
+def engine_endpoint(fleet: Fleet, engine_id: str) -> str | None:
+    """host:port of the agent's engine ``engine_id``."""
+    engines = agent(fleet, "/v1/engines")["engines"]
+    return next((e["endpoint"] for e in engines if e["id"] == engine_id), None)
+
+
+def upstream_of(fleet: Fleet, key: str) -> str | None:
+    """Where the first edge's proxy reads the channel ``key`` from (host:port), if it does."""
+    channels = fleet.proxy_status(0)["channels"]
+    return next((c["upstream"] for c in channels if key in (c["key"], *c["keys"])), None)
+
+
 def agent_engine_stats(fleet: Fleet, engine_id: str) -> dict[str, Any] | None:
     stats: dict[str, Any] | None = agent(fleet, f"/v1/engines/{engine_id}")["engine"]["stats"]
     return stats if stats and stats.get("peers") else None
@@ -157,11 +169,7 @@ async def test_stalled_download_or_no_peers_mark_the_stream_degraded(edge_fleet:
     engine = ""
     try:
         s = await until("stats", lambda: with_stats(fleet, "std"), 40)
-        engine = next(
-            e["endpoint"]
-            for e in agent(fleet, "/v1/engines")["engines"]
-            if e["id"] == s["engine_id"]
-        )
+        engine = engine_endpoint(fleet, s["engine_id"]) or ""
         ih = s["infohash"]
         assert ih
         stall = {"action": "stall", "infohash": ih}
@@ -181,7 +189,11 @@ async def test_stalled_download_or_no_peers_mark_the_stream_degraded(edge_fleet:
             lambda: (x := central_stream(fleet, "std")) and not x["degraded"],
             40,
         )
-        # The swarm empties while the engine still delivers: degraded for want of peers.
+        # The swarm empties while the engine still delivers: degraded for want of peers. On the
+        # engine the stream is on now: a stall long enough for the proxy's stall timeout (a
+        # loaded machine) moves it to another engine.
+        s = await until("stats again", lambda: with_stats(fleet, "std"), 40)
+        engine = engine_endpoint(fleet, s["engine_id"]) or ""
         peerless = {"action": "no_peers", "infohash": ih}
         assert await asyncio.to_thread(sim_fault, engine, peerless) == 200
         bad = await until(
@@ -236,11 +248,14 @@ async def test_agent_claim_and_static_list_stats(edge_fleet: Fleet) -> None:
             40,
         )
         # the proxy reports every live session to its agent, the agent claim's too (so its engine
-        # is never handed out again): the static one is on the other engine
+        # is never handed out again): the static one is on the engine the proxy reads "sts" from
+        # (found by its endpoint: on a loaded machine "sta" may have moved to another engine)
         session = await until(
             "the static session at the agent",
             lambda: [
-                s for s in agent(fleet, "/v1/sessions") if s["engine_id"] != claim[0]["engine_id"]
+                s
+                for s in agent(fleet, "/v1/sessions")
+                if engine_endpoint(fleet, s["engine_id"]) == upstream_of(fleet, "id:sts")
             ],
         )
         await until(
@@ -263,11 +278,7 @@ async def test_agent_claim_and_static_list_stats(edge_fleet: Fleet) -> None:
             40,
         )
         # the static list names the engine by host:port; central finds it on the stream's edge
-        assert static["engine_id"] == next(
-            e["endpoint"]
-            for e in agent(fleet, "/v1/engines")["engines"]
-            if e["id"] == session[0]["engine_id"]
-        )
+        assert static["engine_id"] == engine_endpoint(fleet, session[0]["engine_id"])
         assert not by_agent["degraded"]
         assert not static["degraded"]
     finally:
