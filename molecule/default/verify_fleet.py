@@ -47,7 +47,7 @@ from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread
 
 ALL_CHECKS = (
     "stream", "sharing", "zero_drop", "hls", "playlist", "playlist_central_down", "edges", "drain",
-    "reload", "hls_failover", "failover", "control_failover",
+    "reload", "hls_failover", "control_failover", "failover",
 )  # fmt: skip
 # Seconds VLC plays the playlist's first channel (recorded, then decoded by ffprobe: >= 3 s).
 VLC_SECONDS = 8
@@ -1005,11 +1005,21 @@ class Fleet:
         )
 
     def _wait_lb_back(self, lb: str) -> bool:
+        """``lb`` (the VIP's holder before it stopped) serves and holds the VIP again: the lb
+        VIP preempts, so it moves back once ``lb``'s HAProxy is healthy. Waited for here, or the
+        next check's players would connect during that move and fail."""
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if dexec(lb, "systemctl is-active haproxy keepalived", 30).split() == ["active"] * 2:
-                return bool(self.wait_vip(10))
+                break
             time.sleep(1)
+        else:
+            return False
+        while time.monotonic() < deadline:
+            if self.vip_holder() == lb:
+                time.sleep(2)  # the gratuitous ARPs of the move reach the machine
+                return True
+            time.sleep(0.5)
         return False
 
 
