@@ -1008,19 +1008,12 @@ class Fleet:
         """``lb`` (the VIP's holder before it stopped) serves and holds the VIP again: the lb
         VIP preempts, so it moves back once ``lb``'s HAProxy is healthy. Waited for here, or the
         next check's players would connect during that move and fail."""
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if dexec(lb, "systemctl is-active haproxy keepalived", 30).split() == ["active"] * 2:
-                break
-            time.sleep(1)
-        else:
+        services = "systemctl is-active haproxy keepalived"
+        active = wait_until(lambda: dexec(lb, services, 30).split() == ["active"] * 2, 90, 1.0)
+        if active is None or wait_until(lambda: self.vip_holder() == lb, 90 - active) is None:
             return False
-        while time.monotonic() < deadline:
-            if self.vip_holder() == lb:
-                time.sleep(2)  # the gratuitous ARPs of the move reach the machine
-                return True
-            time.sleep(0.5)
-        return False
+        time.sleep(2)  # the gratuitous ARPs of the move reach the machine
+        return True
 
 
 # --- HLS: playlists through the VIP, ffmpeg as the player -------------------------------------
