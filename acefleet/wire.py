@@ -68,16 +68,22 @@ class EngineReport(Wire):
     profile: str
     health: EngineHealth
     draining: bool = False
-    drain_reason: Literal["removing", "recycle"] | None = Field(
+    drain_reason: Literal["removing", "recycle", "tunnel"] | None = Field(
         default=None,
-        description="Why the agent drains it: it is being removed, or recycled (older than "
-        "engine_max_age_s, or its cache past engine_max_cache_bytes): it takes no new claims, "
-        "proxies move its sessions off make-before-break, and it is replaced once it carries "
-        "no session",
+        description="Why the agent drains it: it is being removed, recycled (older than "
+        "engine_max_age_s, or its cache past engine_max_cache_bytes), or its VPN tunnel lost its "
+        "connection or forwarded port, changed that port or is being rotated (``tunnel``): it "
+        "takes no new claims, proxies move its sessions off make-before-break, and it is "
+        "replaced once it carries no session",
     )
     stream_cap: int = Field(ge=1, description="Max concurrent sessions this engine may carry")
     streams: int = Field(ge=0, description="Sessions the agent knows are live on it")
     vpn_forwarded: bool = False
+    tunnel: str | None = Field(
+        default=None,
+        description="Name of the VPN tunnel whose network namespace the engine runs in (none: "
+        "the host's network). Sent only when set, so a central older than tunnels accepts it",
+    )
     created_at: datetime
     generation: int = 0
     stats: EngineStats | None = None
@@ -87,6 +93,32 @@ class VpnState(Wire):
     enabled: bool = False
     connected: bool | None = None
     forwarded_port: int | None = None
+
+
+class TunnelState(StrEnum):
+    starting = "starting"  # its container is up, the VPN has not connected yet
+    healthy = "healthy"  # connected, and forwarding a port when it should
+    no_port = "no_port"  # connected, but port forwarding is on and no port is forwarded
+    down = "down"  # not connected, control server unreachable, or its container gone
+    retiring = "retiring"  # replaced by a newer generation: its engines move off, then it goes
+
+
+class TunnelReport(Wire):
+    """One VPN tunnel (a Gluetun container) of an edge, as its agent sees it."""
+
+    name: str = Field(description="The tunnel's name in the inventory, unique per edge")
+    container: str = Field(description="Container name of this generation of the tunnel")
+    generation: int = Field(ge=0, description="Increases by one per blue/green rotation")
+    state: TunnelState
+    reason: str | None = Field(default=None, description="Why it is not healthy, for a human")
+    public_ip: str | None = Field(default=None, description="Exit address Gluetun reports")
+    forwarded_port: int | None = Field(
+        default=None, description="Port the VPN provider forwards to this tunnel, if any"
+    )
+    engines: int = Field(ge=0, description="Engines running in this tunnel's namespace")
+    engine_cap: int = Field(ge=1, description="Engines this tunnel may carry")
+    created_at: datetime
+    state_since: datetime = Field(description="When the tunnel entered its current state")
 
 
 class ProvisioningState(Wire):
@@ -108,6 +140,11 @@ class Heartbeat(Wire):
     vpn: VpnState = VpnState()
     provisioning: ProvisioningState = ProvisioningState()
     draining: bool = False
+    tunnels: list[TunnelReport] = Field(
+        default_factory=list,
+        description="The edge's VPN tunnels (several Gluetun containers). Sent only when the "
+        "agent runs tunnels, so a central older than tunnels accepts the heartbeat",
+    )
 
 
 class Directive(Wire):
