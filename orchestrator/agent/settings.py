@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acefleet import tls
 from acefleet.config import CommaList
+from orchestrator.agent import tunnel_specs
+from orchestrator.agent.tunnel_specs import TunnelSpec
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "apikey", "api_key"}
 
@@ -177,6 +179,32 @@ class AgentSettings(BaseSettings):
         default=SecretStr(""), description="X-API-Key for Gluetun's control server, if set"
     )
     vpn_check_interval_s: float = Field(default=10, gt=0, description="VPN status poll interval")
+    vpn_tunnels_file: str = Field(
+        default="",
+        description="JSON file (mode 0600) listing the VPN tunnels the agent runs, one Gluetun "
+        "container each, engines spread across them (empty: none; see docs/agent.md)",
+    )
+    vpn_image: str = Field(
+        default="qmcgaw/gluetun:v3.40.0", min_length=1, description="Image of tunnel containers"
+    )
+    vpn_docker_network: str = Field(
+        default="bridge",
+        min_length=1,
+        description="Docker network tunnel containers attach to; the agent and proxy reach a "
+        "tunnel's control server and engines at its address there",
+    )
+    vpn_control_port: int = Field(
+        default=8000, ge=1, le=65535, description="Port of a tunnel's Gluetun control server"
+    )
+    vpn_tun_device: str = Field(
+        default="/dev/net/tun", description="Device passed to tunnel containers (empty: none)"
+    )
+    vpn_down_after_s: float = Field(
+        default=30,
+        ge=0,
+        description="A tunnel not healthy this long has its engines drained (drain_reason "
+        "tunnel) and replaced on healthy tunnels",
+    )
 
     # --- central ---------------------------------------------------------------------------
     central_url: str = Field(default="", description="acefleet-central base URL (empty: alone)")
@@ -200,6 +228,8 @@ class AgentSettings(BaseSettings):
         "trust store)",
     )
 
+    _tunnels: list[TunnelSpec] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
         tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
@@ -219,9 +249,41 @@ class AgentSettings(BaseSettings):
                 raise ValueError(f"engine_env item {item!r} is not NAME=value")
         if self.central_url and not self.central_api_key.get_secret_value().strip():
             raise ValueError("central_api_key is required when central_url is set")
-        if self.vpn_container and self.engine_network_container:
-            raise ValueError("set vpn_container or engine_network_container, not both")
+        namespaces = [
+            name
+            for name in ("vpn_tunnels_file", "vpn_container", "engine_network_container")
+            if getattr(self, name)
+        ]
+        if len(namespaces) > 1:
+            raise ValueError(f"set only one of {', '.join(namespaces)}")
+        if self.vpn_tunnels_file:
+            self._check_tunnels()
         return self
+
+    def _check_tunnels(self) -> None:
+        key = self.vpn_api_key.get_secret_value()
+        if len(key) < 12 or key.lower() in _PLACEHOLDER_KEYS:
+            raise ValueError(
+                "vpn_api_key must be a real secret of at least 12 characters when "
+                "vpn_tunnels_file is set (the agent sets it on every tunnel's control server)"
+            )
+        try:
+            self._tunnels = tunnel_specs.load(self.vpn_tunnels_file)
+        except tunnel_specs.TunnelSpecError as exc:
+            raise ValueError(str(exc)) from None
+        ports = len(self.http_ports)
+        # every generation of every tunnel reserves its own ports; a rotation needs a second set
+        needed = 2 * sum(t.engines for t in self._tunnels)
+        if ports < needed:
+            raise ValueError(
+                f"http_port_range has {ports} ports; the tunnels need {needed} (each tunnel "
+                "reserves its engines' ports, twice while it rotates)"
+            )
+
+    @property
+    def tunnels(self) -> list[TunnelSpec]:
+        """The VPN tunnels from ``vpn_tunnels_file`` (empty without one)."""
+        return list(self._tunnels)
 
     @property
     def network_container(self) -> str:
