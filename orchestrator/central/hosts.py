@@ -5,6 +5,9 @@ heartbeating becomes *stale* (no new work is placed on it) and later *lost*; cen
 anything because a host went quiet, since the engines may well be serving viewers. A host lost
 for ``forget_after`` is forgotten, engines and all (the fleet view and the metrics would
 otherwise keep every host that ever existed); a heartbeat brings it back as a new host.
+
+A host's VPN tunnels are those of its latest heartbeat, as its agent reported them: a heartbeat
+without tunnels (an agent that runs none, or no longer does) leaves the host with none.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from acefleet.wire import (
     EngineReport,
     Heartbeat,
     ProvisioningState,
+    TunnelReport,
+    TunnelState,
     VpnState,
 )
 
@@ -55,6 +60,7 @@ class Host:
     agent_draining: bool = False
     operator_drain: bool = False
     engines: dict[str, Engine] = field(default_factory=dict)
+    tunnels: list[TunnelReport] = field(default_factory=list)
     pending: list[Directive] = field(default_factory=list)
     # Warm buffer bookkeeping: provision directives sent but maybe not yet in the agent's report.
     provision_sent: int = 0
@@ -66,6 +72,21 @@ class Host:
     @property
     def draining(self) -> bool:
         return self.agent_draining or self.operator_drain
+
+    def tunnel(self, name: str) -> TunnelReport | None:
+        for report in self.tunnels:
+            if report.name == name:
+                return report
+        return None
+
+    def on_sick_tunnel(self, engine: Engine) -> bool:
+        """Whether the engine runs in a tunnel that is not healthy in the latest heartbeat (one
+        the heartbeat no longer lists counts as not healthy: its namespace may be gone)."""
+        name = engine.report.tunnel
+        if name is None:
+            return False
+        report = self.tunnel(name)
+        return report is None or report.state is not TunnelState.healthy
 
     def status(self, now: float, stale_after: float, lost_after: float) -> HostStatus:
         silent = now - self.last_seen
@@ -115,6 +136,7 @@ class Fleet:
         host.vpn = hb.vpn
         host.provisioning = hb.provisioning
         host.agent_draining = hb.draining
+        host.tunnels = list(hb.tunnels)
         old = host.engines
         fresh: dict[str, Engine] = {}
         for report in hb.engines:

@@ -9,7 +9,9 @@ series leaves with what it describes:
 - ``acefleet_central_stream_*{stream, host}``: one series per live stream (``stream`` is the
   proxy's session id, unbounded over time, so it is removed when the stream ends), bounded by the
   live streams;
-- ``acefleet_central_streams_degraded{reason}``: a count per reason, a fixed set.
+- ``acefleet_central_streams_degraded{reason}``: a count per reason, a fixed set;
+- ``acefleet_central_tunnels{host, state}``: VPN tunnels per edge and state, bounded by the hosts
+  with tunnels times the five states (every state of such a host is present, 0 included).
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ class CentralMetrics:
         )
         self.streams_degraded = Gauge(
             "acefleet_central_streams_degraded", "Degraded live streams", ["reason"], registry=r
+        )
+        self.tunnels = Gauge(
+            "acefleet_central_tunnels",
+            "VPN tunnels of an edge by state, as its latest heartbeat reported them",
+            ["host", "state"],
+            registry=r,
         )
         self.warming_up = Gauge(
             "acefleet_central_warming_up", "1 while live state is being rebuilt", registry=r

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from acefleet.wire import EngineReport, EngineStats, ProvisioningState, VpnState
+from acefleet.wire import EngineReport, EngineStats, ProvisioningState, TunnelReport, VpnState
 
 HostStatusName = Literal["live", "stale", "lost"]  # hosts.HostStatus on the wire
 DegradedReason = Literal["no_peers", "download_stalled"]  # engine_stats on the wire
@@ -51,6 +51,10 @@ class HostView(Model):
     stream_cap: int
     vpn: VpnState
     provisioning: ProvisioningState
+    tunnels: list[TunnelReport] = Field(
+        description="The edge's VPN tunnels as its latest heartbeat reported them (none: the "
+        "agent runs no tunnels)"
+    )
 
 
 class _Stream(Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
-from acefleet.wire import EngineHealth, EngineStats
+from acefleet.wire import EngineHealth, EngineStats, TunnelState
 from orchestrator.central import warm_buffer
 from orchestrator.central.hosts import Engine, Host, HostStatus
 from orchestrator.central.placement_policy import placeable_engine, placeable_host
@@ -49,6 +49,7 @@ def _host_view(c: Central, host: Host, now: float) -> HostView:
         stream_cap=sum(e.report.stream_cap for e in engines),
         vpn=host.vpn,
         provisioning=host.provisioning,
+        tunnels=host.tunnels,
     )
 
 
@@ -261,6 +262,7 @@ def update_metrics(c: Central) -> None:
     m.streams.set(s.streams)
     m.viewers.set(s.viewers)
     _stats_metrics(c, now)
+    _tunnel_metrics(c)
     m.warming_up.set(1 if s.warming_up else 0)
     m.heartbeat_age_max.set(oldest)
     m.history_queue.set(c.history.depth)
@@ -293,6 +295,22 @@ def _stats_metrics(c: Central, now: float) -> None:
             degraded[view.degraded_reason] += 1
     for reason, n in degraded.items():
         m.streams_degraded.labels(reason).set(n)
+
+
+def _tunnel_metrics(c: Central) -> None:
+    """Tunnels per host and state: every state of a host with tunnels is present (0 when none is
+    in it), so an alert can compare ``healthy`` with the total; a host without tunnels (or
+    forgotten) has no series."""
+    gauge = c.metrics.tunnels
+    gauge.clear()
+    for host in c.fleet.hosts.values():
+        if not host.tunnels:
+            continue
+        counts = dict.fromkeys((s.value for s in TunnelState), 0)
+        for report in host.tunnels:
+            counts[report.state.value] += 1
+        for state, n in counts.items():
+            gauge.labels(host.name, state).set(n)
 
 
 def _set_stats(
