@@ -8,21 +8,27 @@ live on another one (the claim rules in docs/central.md).
 In order:
 1. Only engines that can take work: host heartbeating (not stale or lost), host not draining,
    engine healthy, engine not draining, engine under its per-engine stream cap.
-2. The asking proxy's own host when it has such an engine (no relay hop, no cross-edge traffic).
+2. Engines on a sick VPN tunnel last: an engine whose ``tunnel`` is not ``healthy`` in its host's
+   latest heartbeat (down, no forwarded port, starting, retiring, or no longer listed) is chosen
+   only when no other engine fits anywhere in the fleet (it gets few peers, and its agent is
+   about to drain it); among those, rules 3-6 again.
+3. The asking proxy's own host when it has such an engine (no relay hop, no cross-edge traffic).
    Another edge only when its proxy can be relayed from (its URL is known).
-3. The least-loaded engine (streams / cap), then the least-loaded host.
-4. VPN-forwarded engines (reachable by peers, so they pull faster) before the others.
-5. Ties are broken at random, so a burst of claims spreads instead of herding onto the
+4. The least-loaded engine (streams / cap), then the least-loaded host.
+5. VPN-forwarded engines (reachable by peers, so they pull faster) before the others.
+6. Ties are broken at random, so a burst of claims spreads instead of herding onto the
    first engine in a list.
 
 Rule 1 is :func:`placeable_host` and :func:`placeable_engine`; the operator API's ``placeable``
 flags and free-slot counts (``views.py``) use the same two.
 
-A warm standby (:func:`choose_standby`) follows rules 1, 3, 4 and 5 on the asking host only:
+A warm standby (:func:`choose_standby`) follows rules 1, 2, 4, 5 and 6 on the asking host only:
 engines listen only on their own host, and a standby relayed from another edge would pull
 through that edge's proxy (which relays its own primary), so it could loop back and would die
 with it. It never lands on an engine in ``avoid`` (the primary's, those that just failed, any
-engine already carrying the content).
+engine already carrying the content), and it goes to another VPN tunnel than the engines already
+carrying the content on that host when one fits (after rule 2, before rule 4): a tunnel that goes
+down then takes the primary or the standby, not both.
 """
 
 from __future__ import annotations
@@ -52,11 +58,21 @@ def placeable_engine(engine: Engine) -> bool:
     return engine.report.health is EngineHealth.healthy and not engine.draining
 
 
+@dataclass(slots=True, frozen=True)
+class _Fit:
+    """An engine with room, and what the ordering rules read of it."""
+
+    engine: Engine
+    ratio: float  # its load over its cap
+    forwarded: bool
+    sick_tunnel: bool  # rule 2
+
+
 def _host_candidates(
     host: Host, book: ClaimBook, avoid: frozenset[str] = frozenset()
-) -> tuple[list[tuple[float, bool, Engine]], float]:
+) -> tuple[list[_Fit], float]:
     """Engines of a host with room, and the host's load ratio over its placeable engines."""
-    fits: list[tuple[float, bool, Engine]] = []
+    fits: list[_Fit] = []
     used = cap = 0
     for engine in host.engines.values():
         if not placeable_engine(engine) or engine.id in avoid:
@@ -66,7 +82,14 @@ def _host_candidates(
         used += load
         cap += report.stream_cap
         if load < report.stream_cap:
-            fits.append((load / report.stream_cap, report.vpn_forwarded, engine))
+            fits.append(
+                _Fit(
+                    engine,
+                    load / report.stream_cap,
+                    report.vpn_forwarded,
+                    host.on_sick_tunnel(engine),
+                )
+            )
     return fits, (used / cap if cap else 1.0)
 
 
@@ -83,12 +106,14 @@ def choose(
     ``avoid``: engines the asking proxy just saw fail (its failover must land elsewhere)."""
     live_hosts = 0
     own = fleet.hosts.get(asking_host)
+    own_fits: list[_Fit] = []
     if own is not None and placeable_host(fleet, own, now):
         live_hosts += 1
-        fits, _ = _host_candidates(own, book, avoid)
-        if fits:
-            return own, _best([(f, 0.0) for f in fits], rng)
-    pool: list[tuple[tuple[float, bool, Engine], float]] = []
+        own_fits, _ = _host_candidates(own, book, avoid)
+        healthy = [f for f in own_fits if not f.sick_tunnel]
+        if healthy:
+            return own, _best([(f, 0.0) for f in healthy], rng)
+    pool: list[tuple[_Fit, float]] = []
     owners: dict[str, Host] = {}
     for host in fleet.hosts.values():
         if host is own or not placeable_host(fleet, host, now):
@@ -101,7 +126,14 @@ def choose(
         fits, host_ratio = _host_candidates(host, book, avoid)
         for f in fits:
             pool.append((f, host_ratio))
-            owners[f[2].id] = host
+            owners[f.engine.id] = host
+    healthy_pool = [(f, r) for f, r in pool if not f.sick_tunnel]
+    if healthy_pool:
+        engine = _best(healthy_pool, rng)
+        return owners[engine.id], engine
+    # Rule 2: nothing fits outside a sick tunnel; the asker's own host first still (rule 3).
+    if own is not None and own_fits:
+        return own, _best([(f, 0.0) for f in own_fits], rng)
     if pool:
         engine = _best(pool, rng)
         return owners[engine.id], engine
@@ -119,7 +151,8 @@ def choose_standby(
     avoid: frozenset[str],
 ) -> tuple[Host, Engine]:
     """The engine for a warm standby on ``asking_host``, or :class:`NoPlacement`
-    (``no_standby_capacity``, or ``no_hosts`` when that host is not placeable)."""
+    (``no_standby_capacity``, or ``no_hosts`` when that host is not placeable). The engines of
+    ``avoid`` on that host name the tunnels the standby should keep away from."""
     own = fleet.hosts.get(asking_host)
     if own is None or not placeable_host(fleet, own, now):
         raise NoPlacement("no_hosts", f"host {asking_host} is not heartbeating and undrained")
@@ -129,15 +162,32 @@ def choose_standby(
             "no_standby_capacity",
             f"no other healthy, undrained engine with room on {asking_host} for a standby",
         )
-    return own, _best([(f, 0.0) for f in fits], rng)
+    taken = {
+        engine.report.tunnel
+        for eid in avoid
+        if (engine := own.engines.get(eid)) is not None and engine.report.tunnel is not None
+    }
+    return own, _best([(f, 0.0) for f in fits], rng, taken)
 
 
-def _best(pool: list[tuple[tuple[float, bool, Engine], float]], rng: random.Random) -> Engine:
-    best_key: tuple[float, float, int, float] | None = None
+def _best(
+    pool: list[tuple[_Fit, float]], rng: random.Random, taken: set[str] | None = None
+) -> Engine:
+    """Rules 2, (the standby's other tunnel), 4, 5 and 6 over ``pool`` of (fit, host ratio)."""
+    best_key: tuple[int, int, float, float, int, float] | None = None
     best: Engine | None = None
-    for (engine_ratio, forwarded, engine), host_ratio in pool:
-        key = (engine_ratio, host_ratio, 0 if forwarded else 1, rng.random())
+    for fit, host_ratio in pool:
+        tunnel = fit.engine.report.tunnel
+        shares = 1 if taken and tunnel is not None and tunnel in taken else 0
+        key = (
+            1 if fit.sick_tunnel else 0,
+            shares,
+            fit.ratio,
+            host_ratio,
+            0 if fit.forwarded else 1,
+            rng.random(),
+        )
         if best_key is None or key < best_key:
-            best_key, best = key, engine
+            best_key, best = key, fit.engine
     assert best is not None
     return best
