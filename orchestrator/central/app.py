@@ -27,6 +27,7 @@ from orchestrator.central.api import (
     player_feeds,
     players,
     services,
+    tunnels,
 )
 from orchestrator.central.auth import KeyRing
 from orchestrator.central.catalog import Store
@@ -134,6 +135,7 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     )
     app.include_router(services.router)
     app.include_router(operators.router)
+    app.include_router(tunnels.router)
     app.include_router(live.router)
     app.include_router(channels.router)
     app.include_router(players.router)

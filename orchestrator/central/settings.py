@@ -7,10 +7,11 @@ options freely, never rename one.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acefleet import tls
@@ -156,6 +157,20 @@ class CentralSettings(BaseSettings):
     viewer_keys: CommaList = Field(
         [], description="API keys that may only read, <name>:<key> or bare"
     )
+    # --- calls to agents (an operator's tunnel rotation is forwarded to the edge's agent) ----
+    agent_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="The agents' api_key (Authorization: Bearer), sent on the operator calls "
+        "central forwards to an agent (empty: those calls answer 503 agent_key_missing)",
+    )
+    agent_ca_file: str = Field(
+        "",
+        description="CA file an https agent_url is verified against (empty: the system's trust "
+        "store)",
+    )
+    agent_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Timeout of one call central forwards to an agent"
+    )
     rate_limit_rps: float = Field(
         20.0, gt=0, description="Requests per second allowed per operator or viewer key"
     )
@@ -238,6 +253,10 @@ class CentralSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
         tls.check_files(self.tls_cert_file, self.tls_key_file)
+        if self.agent_ca_file and not os.access(self.agent_ca_file, os.R_OK):
+            raise ValueError(
+                f"agent_ca_file {self.agent_ca_file!r} does not exist or is not readable"
+            )
         return self
 
     @model_validator(mode="after")
