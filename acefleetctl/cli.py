@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("hosts", _hosts, "edge hosts, or one host in detail").add_argument(
         "host", nargs="?", help="show only this host"
     )
+    p = add("tunnels", _tunnels, "every edge's VPN tunnels (state, public IP, forwarded port)")
+    p.add_argument("--host", dest="on_host", help="only the tunnels of this host")
+    p = add("tunnel-rotate", _tunnel_rotate, "rotate a VPN tunnel blue/green (operators; audited)")
+    p.add_argument("host", help="the edge host")
+    p.add_argument("name", help="the tunnel's name (from `acefleet tunnels`)")
     p = add("engines", _engines, "engines with load, claims and stats, or one engine")
     p.add_argument("engine", nargs="?", help="show only this engine (by id)")
     p.add_argument("--host", dest="on_host", help="only the engines of this host")
@@ -191,6 +196,22 @@ def _hosts(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
         return one, views.host(one)
     data = c.get("/v1/hosts")
     return data, _warming(data) + views.hosts(data["items"])
+
+
+def _tunnels(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
+    if args.on_host:
+        one = c.get(_path("hosts", args.on_host))
+        return one, views.tunnels([one])
+    data = c.get("/v1/hosts")
+    return data, _warming(data) + views.tunnels(data["items"])
+
+
+def _tunnel_rotate(args: argparse.Namespace, c: Central) -> tuple[Any, str]:
+    data = c.post(_path("hosts", args.host, "tunnels", args.name, "rotate"))
+    return data, (
+        f"tunnel {args.host}/{data['name']}: rotating to generation {data['generation']} "
+        f"({data['container']}, {data['state']}); its engines move over make-before-break"
+    )
 
 
 def _engines(args: argparse.Namespace, c: Central) -> tuple[Any, str]:

@@ -99,12 +99,52 @@ def host(h: dict[str, Any]) -> str:
             ("streams", f"{h['streams']} of {h['stream_cap']}"),
             ("draining", _drain(h)),
             ("vpn", _vpn(vpn)),
+            ("tunnels", _tunnel_states(h.get("tunnels") or [])),
             (
                 "provisioning",
                 prov.get("state") + (f" ({prov['reason']})" if prov.get("reason") else ""),
             ),
         ]
     )
+
+
+def _tunnel_states(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "none"
+    return ", ".join(f"{t['name']} {t['state']}" for t in sorted(items, key=lambda t: t["name"]))
+
+
+def tunnels(hosts: list[dict[str, Any]]) -> str:
+    """One row per tunnel of every host, hosts and tunnels by name."""
+    rows = [
+        [
+            h["name"],
+            t["name"],
+            t["state"],
+            t.get("public_ip"),
+            t.get("forwarded_port"),
+            f"{t['engines']}/{t['engine_cap']}",
+            t.get("generation"),
+            age(t.get("created_at")),
+            age(t.get("state_since")),
+            t.get("reason"),
+        ]
+        for h in sorted(hosts, key=lambda h: str(h["name"]))
+        for t in sorted(h.get("tunnels") or [], key=lambda t: str(t["name"]))
+    ]
+    headers = [
+        "HOST",
+        "TUNNEL",
+        "STATE",
+        "PUBLIC IP",
+        "FWD PORT",
+        "ENGINES",
+        "GEN",
+        "AGE",
+        "IN STATE",
+        "REASON",
+    ]
+    return table(headers, rows, empty="(no edge reports VPN tunnels)")
 
 
 def _vpn(vpn: dict[str, Any]) -> str:
