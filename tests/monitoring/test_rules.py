@@ -25,6 +25,7 @@ ALERTS = {
     "AcefleetEngineReplacedInLoop",
     "AcefleetProvisioningBlocked",
     "AcefleetFleetFreeSlotsLow",
+    "AcefleetEdgeNoHealthyTunnel",
     "AcefleetViewerStalls",
     "AcefleetViewerSkips",
     "AcefleetFailovers",
