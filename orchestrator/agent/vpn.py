@@ -3,17 +3,20 @@ does the provider forward?
 
 Rules:
 
-1. Every route is tried in its current form first and in its older form when the server answers
-   404, so a Gluetun from before a route was renamed still works: status ``/v1/vpn/status`` then
-   ``/v1/openvpn/status``; forwarded port ``/v1/portforward`` then
-   ``/v1/openvpn/portforwarded``. The public IP has one route, ``/v1/publicip/ip``.
+1. Every route is tried in its current form first and in its older form when Gluetun does not
+   serve the current one, so both sides of a rename work: status ``/v1/vpn/status`` then
+   ``/v1/openvpn/status``; forwarded port ``/v1/portforward`` (Gluetun v3.41+) then
+   ``/v1/openvpn/portforwarded`` (v3.40 and older; a redirect to the new one since v3.41). The
+   public IP has one route, ``/v1/publicip/ip``. "Does not serve" is 404 or 400 (older
+   Gluetun), a redirect, or 401/403: Gluetun's auth layer refuses a route it does not know
+   before anything else, so v3.40 answers 401 to ``/v1/portforward`` whatever the key.
 2. ``GluetunClient.read`` never raises: whatever goes wrong becomes a ``GluetunStatus`` whose
    ``reason`` says it for a human (refused API key, timeout, connection refused, unknown
    answer). ``reachable`` means the control server answered over HTTP at all.
 3. The public IP and the forwarded port are read only while the VPN runs: a stopped tunnel has
    neither. A port of 0 (none forwarded, or forwarding off) is ``None``.
-4. The API key travels as ``X-API-Key`` on every request (Gluetun's ``apikey`` auth); 401 and 403
-   name the key as the likely cause.
+4. The API key travels as ``X-API-Key`` on every request (Gluetun's ``apikey`` auth). When no
+   form of a route answers and one refused (401/403), the reason names the key.
 5. ``VpnMonitor`` is the legacy single-VPN mode (``vpn_container``) on top of the same client: an
    engine's own view of its network is a second opinion that can only say "down".
 """
@@ -34,6 +37,9 @@ STATUS_PATHS = ("/v1/vpn/status", "/v1/openvpn/status")
 PORT_PATHS = ("/v1/portforward", "/v1/openvpn/portforwarded")
 PUBLIC_IP_PATH = "/v1/publicip/ip"
 DEFAULT_TIMEOUT_S = 5.0
+# How a Gluetun without a route answers: 404 in its sub-handlers, 400 ("... not found") for an
+# unknown /v1 prefix. (Since v3.39 its auth layer answers 401 first for a route it does not know.)
+_ROUTE_MISSING = (400, 404)
 
 
 class GluetunError(Exception):
@@ -53,7 +59,7 @@ class GluetunStatus:
 
 
 class _Answer:
-    """The outcome of one GET over a route's forms: a JSON body, or why there is none."""
+    """The outcome of one request over a route's forms: a JSON body, or why there is none."""
 
     __slots__ = ("body", "problem", "reachable")
 
@@ -79,7 +85,7 @@ class GluetunClient:
 
     async def read(self, *, want_port: bool = True) -> GluetunStatus:
         """The tunnel as Gluetun sees it now. Never raises."""
-        status = await self._get(STATUS_PATHS)
+        status = await self._request("GET", STATUS_PATHS)
         if status.problem is not None:
             return GluetunStatus(status.reachable, False, None, None, status.problem)
         word = status.body.get("status") if isinstance(status.body, dict) else None
@@ -96,50 +102,45 @@ class GluetunClient:
         return GluetunStatus(True, True, public_ip, port, None, port_reason)
 
     async def set_vpn(self, running: bool) -> None:
-        """Start or stop the VPN (``PUT /v1/vpn/status``, older ``/v1/openvpn/status``)."""
+        """Start or stop the VPN (``PUT /v1/vpn/status``, older ``/v1/openvpn/status``); Gluetun
+        answers once its VPN loop has reacted. Raises ``GluetunError``."""
         body = {"status": "running" if running else "stopped"}
-        for path in STATUS_PATHS:
-            url = self.base + path
-            try:
-                r = await self.client.put(
-                    url, json=body, headers=self.headers, timeout=self.timeout_s
-                )
-            except httpx.TimeoutException as exc:
-                raise GluetunError(f"{url} timed out after {self.timeout_s:g} s") from exc
-            except httpx.HTTPError as exc:
-                raise GluetunError(f"{url} unreachable: {_describe(exc)}") from exc
-            if r.status_code == 404:
-                continue
-            if r.status_code in (401, 403):
-                raise GluetunError(_refused(r.status_code, "PUT", path))
-            if r.status_code >= 300:
-                raise GluetunError(f"PUT {path} answered HTTP {r.status_code}: {r.text[:200]}")
-            return
-        routes = ", ".join(STATUS_PATHS)
-        raise GluetunError(f"control server {self.base} has none of {routes} (all 404)")
+        answer = await self._request("PUT", STATUS_PATHS, body)
+        if answer.problem is not None:
+            raise GluetunError(answer.problem)
 
     async def _public_ip(self) -> str | None:
-        answer = await self._get((PUBLIC_IP_PATH,))
+        answer = await self._request("GET", (PUBLIC_IP_PATH,))
         raw = answer.body.get("public_ip") if isinstance(answer.body, dict) else None
-        return raw if isinstance(raw, str) and raw else None
+        return raw if isinstance(raw, str) and raw else None  # "" while Gluetun has none
 
     async def _forwarded_port(self) -> tuple[int | None, str | None]:
-        answer = await self._get(PORT_PATHS)
+        answer = await self._request("GET", PORT_PATHS)
         if answer.problem is not None:
             return None, f"forwarded port unreadable: {answer.problem}"
-        raw = answer.body.get("port") if isinstance(answer.body, dict) else None
+        body = answer.body if isinstance(answer.body, dict) else {}
+        # {"port": N} (older), {"port": N, "ports": [...]}, or {"ports": [...]} alone when a
+        # provider forwards several: the first one is the tunnel's.
+        raw = body.get("port")
+        ports = body.get("ports")
+        if (not isinstance(raw, int) or raw == 0) and isinstance(ports, list) and ports:
+            raw = ports[0]
         if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= 65535:
             return None, f"unknown forwarded port answer {answer.body!r}"
         if raw == 0:
             return None, "Gluetun forwards no port (0)"
         return raw, None
 
-    async def _get(self, paths: tuple[str, ...]) -> _Answer:
-        """GET the first of ``paths`` that is not 404 (rule 1)."""
+    async def _request(self, method: str, paths: tuple[str, ...], body: Any = None) -> _Answer:
+        """``method`` on the first of ``paths`` Gluetun serves (rule 1)."""
+        refused: str | None = None
+        missing: list[str] = []
         for path in paths:
             url = self.base + path
             try:
-                r = await self.client.get(url, headers=self.headers, timeout=self.timeout_s)
+                r = await self.client.request(
+                    method, url, json=body, headers=self.headers, timeout=self.timeout_s
+                )
             except httpx.TimeoutException:
                 return _Answer(
                     problem=f"control server {self.base} timed out after {self.timeout_s:g} s",
@@ -150,19 +151,26 @@ class GluetunClient:
                     problem=f"control server {self.base} unreachable: {_describe(exc)}",
                     reachable=False,
                 )
-            if r.status_code == 404:
-                continue
+            if r.status_code == 200:
+                try:
+                    return _Answer(body=r.json())
+                except ValueError:
+                    return _Answer(problem=f"{method} {path} answered non-JSON {r.text[:80]!r}")
             if r.status_code in (401, 403):
-                return _Answer(problem=_refused(r.status_code, "GET", path))
-            if r.status_code != 200:
-                return _Answer(problem=f"GET {path} answered HTTP {r.status_code}")
-            try:
-                return _Answer(body=r.json())
-            except ValueError:
-                return _Answer(problem=f"GET {path} answered non-JSON {r.text[:80]!r}")
+                # Either the key is wrong, or this Gluetun lacks the route (no auth role covers
+                # an unknown route): only the other forms can tell.
+                refused = refused or _refused(r.status_code, method, path)
+            elif r.status_code in _ROUTE_MISSING or 300 <= r.status_code < 400:
+                said = r.text.strip()[:60] if r.status_code == 400 else ""
+                missing.append(f"{path} HTTP {r.status_code}" + (f" {said!r}" if said else ""))
+            else:
+                detail = r.text.strip()[:120]
+                return _Answer(problem=f"{method} {path} answered HTTP {r.status_code}: {detail}")
+        if refused is not None:
+            return _Answer(problem=refused)
         return _Answer(
-            problem=f"control server {self.base} has none of {', '.join(paths)} (all 404):"
-            " not Gluetun's control server, or a Gluetun too old"
+            problem=f"control server {self.base} serves none of {', '.join(paths)}"
+            f" ({'; '.join(missing)}): not Gluetun's control server, or a Gluetun too old"
         )
 
 
