@@ -7,7 +7,10 @@ Rules:
 2. Running ones are adopted from their labels (readiness is probed again); stopped ones are
    removed (``dead_on_adopt``); unreadable labels are logged and left alone.
 3. Claims on engines that were not adopted are released.
-4. Between reconciliations Docker's event stream updates the state: ``die`` goes to
+4. An engine of a VPN tunnel is reached at its tunnel container's address; one whose tunnel
+   container is not there (or with no tunnels configured) is removed (``tunnel_gone``): the
+   namespace it ran in is gone.
+5. Between reconciliations Docker's event stream updates the state: ``die`` goes to
    ``engine_health``, ``destroy`` forgets the engine. An engine missing from Docker's list at
    reconciliation is forgotten too (``vanished``).
 """
@@ -27,6 +30,7 @@ from orchestrator.agent.dockerops import Container, DockerError, DockerOps
 from orchestrator.agent.engine_health import EngineHealthKeeper
 from orchestrator.agent.engine_record import BadLabels, Engine
 from orchestrator.agent.pool_state import PoolState
+from orchestrator.agent.tunnels import Tunnels
 
 log = logs.get(__name__)
 
@@ -35,13 +39,19 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 
 class Adoption:
     def __init__(
-        self, state: PoolState, docker: DockerOps, health: EngineHealthKeeper, spawn: Spawn
+        self,
+        state: PoolState,
+        docker: DockerOps,
+        health: EngineHealthKeeper,
+        spawn: Spawn,
+        tunnels: Tunnels | None = None,
     ) -> None:
         self.state = state
         self.s = state.s
         self.docker = docker
         self.health = health
         self.spawn = spawn
+        self.tunnels = tunnels
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -63,6 +73,14 @@ class Adoption:
             except BadLabels as exc:
                 log.warning("engine_not_adopted", engine=c.name, error=str(exc))
                 continue
+            if engine.tunnel:
+                address = self.tunnels.address_of(engine.tunnel_container) if self.tunnels else None
+                if address is None:
+                    log.info("engine_tunnel_gone", engine=c.name, tunnel=engine.tunnel_container)
+                    await self.docker.remove(c.name)
+                    state.metrics.removed.labels(reason="tunnel_gone").inc()
+                    continue
+                engine.address = address
             engine.stats = deque(maxlen=self.s.stats_history)
             state.engines[engine.id] = engine
             state.metrics.adopted.inc()
@@ -90,7 +108,7 @@ class Adoption:
             if engine.id not in present and not engine.removing:
                 state.forget(engine, "vanished")
 
-    # --- rule 4: Docker's events -----------------------------------------------------------
+    # --- rule 5: Docker's events -----------------------------------------------------------
 
     def watch(self) -> None:
         """Start feeding Docker's events for our engines onto the running loop."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -24,6 +25,7 @@ from acefleet.wire import (
     EngineStats,
     ProvisioningState,
     SessionReport,
+    TunnelReport,
     VpnState,
     Wire,
 )
@@ -35,6 +37,7 @@ from orchestrator.agent.fallback_placement import claim_engine
 from orchestrator.agent.local_claims import Claim
 from orchestrator.agent.pool import Pool
 from orchestrator.agent.sessions import Session, SessionFull, stat_path
+from orchestrator.agent.tunnel_compat import engine_body, with_engines
 
 
 class EngineList(Wire):
@@ -83,6 +86,20 @@ class SessionInfo(Wire):
 
 class DrainState(Wire):
     draining: bool
+
+
+class TunnelList(Wire):
+    tunnels: list[TunnelReport] = Field(
+        description="Every generation of every VPN tunnel (a retiring one until it is removed)"
+    )
+
+
+def _json(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _respond(body: object, status: int = 200) -> Response:
+    return Response(_json(body), status_code=status, media_type="application/json")
 
 
 def pool_of(request: Request) -> Pool:
@@ -162,7 +179,8 @@ v1 = APIRouter(prefix="/v1")
 async def list_engines(
     pool: PoolDep, if_none_match: Annotated[str | None, Header()] = None
 ) -> Response:
-    body = EngineList(host=pool.s.host, engines=pool.reports()).model_dump_json().encode()
+    listing = EngineList(host=pool.s.host, engines=pool.reports())
+    body = _json(with_engines(listing, "engines", tunnels=pool.tunnels is not None))
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
@@ -170,20 +188,44 @@ async def list_engines(
 
 
 @v1.get("/engines/{engine_id}", response_model=EngineDetail, responses={404: {}})
-async def get_engine(engine_id: str, pool: PoolDep) -> EngineDetail:
+async def get_engine(engine_id: str, pool: PoolDep) -> Response:
     engine = _engine_or_404(pool, engine_id)
-    return EngineDetail(
+    detail = EngineDetail(
         engine=pool.report(engine),
         stats_history=list(engine.stats),
         claims=[c.claim_id for c in pool.claims.for_engine(engine_id)],
     )
+    return _respond(with_engines(detail, "engine", tunnels=pool.tunnels is not None))
 
 
 @v1.post("/engines", status_code=202, response_model=EngineReport, dependencies=[Auth])
-async def create_engine(pool: PoolDep) -> EngineReport:
+async def create_engine(pool: PoolDep) -> Response:
     """Provision one engine now; it is returned while still ``starting``."""
     engine = await pool.start_provision()
-    return pool.report(engine)
+    report = engine_body(pool.report(engine), tunnels=pool.tunnels is not None)
+    return _respond(report, 202)
+
+
+@v1.get("/tunnels", response_model=TunnelList)
+async def list_tunnels(pool: PoolDep) -> TunnelList:
+    """The edge's VPN tunnels (empty without ``vpn_tunnels_file``), as in the heartbeat."""
+    return TunnelList(tunnels=pool.tunnel_reports())
+
+
+@v1.post(
+    "/tunnels/{name}/rotate",
+    status_code=202,
+    response_model=TunnelReport,
+    responses={404: {}, 409: {}, 503: {}},
+    dependencies=[Auth],
+)
+async def rotate_tunnel(name: str, pool: PoolDep) -> TunnelReport:
+    """Rotate a tunnel blue/green: its next generation is created (returned, ``starting``); once
+    healthy, the old generation's engines are drained and replaced, then it is removed."""
+    if pool.rotation is None:
+        raise AgentError(404, "unknown_tunnel", f"no tunnel {name!r} on {pool.s.host}")
+    gen = await pool.rotation.rotate(name, "operator")
+    return pool.rotation.tunnels.report(gen)
 
 
 @v1.delete("/engines/{engine_id}", status_code=204, dependencies=[Auth])

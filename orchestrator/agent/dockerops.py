@@ -1,4 +1,5 @@
-"""Docker calls for engines, run on a small thread pool so the event loop never blocks.
+"""Docker calls for engines and VPN tunnel containers, run on a small thread pool so the event
+loop never blocks.
 
 Errors are translated into :class:`DockerError` with a stable code the API and the breaker show.
 """
@@ -52,6 +53,19 @@ class CreateRequest:
     network_container: str
     memory_mb: int
     flags_only: bool
+
+
+@dataclass(frozen=True)
+class TunnelCreateRequest:
+    """A VPN tunnel (Gluetun) container: its own network namespace on ``network``."""
+
+    name: str
+    image: str
+    env: dict[str, str]
+    labels: dict[str, str]
+    network: str
+    cap_add: list[str]
+    devices: list[str]  # host paths, passed through at the same path
 
 
 def _translate(exc: Exception, what: str) -> DockerError:
@@ -127,6 +141,35 @@ class DockerOps:
 
         return await self._run("list containers", call)
 
+    async def list_labelled(self, label: str) -> list[Container]:
+        """Our host's containers (all states) carrying ``label`` (``key`` or ``key=value``)."""
+
+        def call(api: Any) -> list[Container]:
+            filters = {"label": [f"{LABEL_HOST}={self.host}", label]}
+            return [
+                Container(
+                    id=c["Id"],
+                    name=(c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/"),
+                    state=c.get("State", "unknown"),
+                    labels=c.get("Labels") or {},
+                )
+                for c in api.containers(all=True, filters=filters)
+            ]
+
+        return await self._run("list containers", call)
+
+    async def address(self, name: str, network: str) -> str | None:
+        """The container's IP address on ``network`` (None: not attached, or not running)."""
+
+        def call(api: Any) -> str | None:
+            networks = (api.inspect_container(name).get("NetworkSettings") or {}).get(
+                "Networks"
+            ) or {}
+            ip = (networks.get(network) or {}).get("IPAddress")
+            return str(ip) if ip else None
+
+        return await self._run(f"inspect {name}", call)
+
     async def published_ports(self) -> set[int]:
         """Host ports published by any running container (ours, other agents', foreign)."""
 
@@ -186,6 +229,34 @@ class DockerOps:
                 labels=req.labels,
                 ports=ports,
                 host_config=api.create_host_config(**host_cfg),
+            )
+            cid = str(created["Id"])
+            try:
+                api.start(cid)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    api.remove_container(cid, force=True)
+                raise
+            return cid
+
+        return await self._run(f"create {req.name}", call)
+
+    async def create_tunnel(self, req: TunnelCreateRequest) -> str:
+        """Create and start a tunnel container (restart policy unless-stopped)."""
+
+        def call(api: Any) -> str:
+            host_cfg = api.create_host_config(
+                restart_policy={"Name": "unless-stopped"},
+                cap_add=req.cap_add,
+                devices=[f"{d}:{d}:rwm" for d in req.devices],
+                network_mode=req.network,
+            )
+            created = api.create_container(
+                req.image,
+                name=req.name,
+                environment=req.env,
+                labels=req.labels,
+                host_config=host_cfg,
             )
             cid = str(created["Id"])
             try:

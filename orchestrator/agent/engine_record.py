@@ -1,5 +1,9 @@
 """One engine's record: what the agent knows of an engine container, and the ``acefleet.*``
-labels it carries, which are the source of truth (adoption rebuilds the record from them)."""
+labels it carries, which are the source of truth (adoption rebuilds the record from them).
+
+An engine in a VPN tunnel carries the tunnel's name and the container (generation) whose network
+namespace it joined; its address is that container's. Drained engines say why: being removed,
+recycled, or moved off their tunnel (``tunnel``)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from acefleet.wire import EngineHealth, EngineReport, EngineStats
 
@@ -19,6 +24,8 @@ LABEL_CREATED_AT = "acefleet.created-at"
 LABEL_GENERATION = "acefleet.generation"
 LABEL_VPN_FORWARDED = "acefleet.vpn-forwarded"
 LABEL_ROLE = "acefleet.role"
+LABEL_TUNNEL = "acefleet.tunnel"
+LABEL_TUNNEL_CONTAINER = "acefleet.tunnel-container"
 
 
 class BadLabels(ValueError):
@@ -39,8 +46,12 @@ class Engine:
     health: EngineHealth = EngineHealth.starting
     probe_failures: int = 0
     removing: bool = False
-    # Drained to be replaced (too old, cache too big): no new claims; removed once idle.
+    # Drained to be replaced (too old, cache too big, its tunnel): no new claims; removed once
+    # idle. ``tunnel_drained`` says the tunnel was the cause.
     recycling: bool = False
+    tunnel_drained: bool = False
+    tunnel: str | None = None
+    tunnel_container: str | None = None
     # Bytes downloaded in its life, from the growth of its stats' downloaded_bytes (cache size
     # bound); the last sample's count, to measure the growth from.
     downloaded_total: int = 0
@@ -83,6 +94,11 @@ class Engine:
             LABEL_CREATED_AT: self.created_at.isoformat(),
             LABEL_GENERATION: str(self.generation),
             LABEL_VPN_FORWARDED: "true" if self.vpn_forwarded else "false",
+            **(
+                {LABEL_TUNNEL: self.tunnel, LABEL_TUNNEL_CONTAINER: self.tunnel_container or ""}
+                if self.tunnel
+                else {}
+            ),
         }
 
     @classmethod
@@ -98,10 +114,19 @@ class Engine:
                 created_at=datetime.fromisoformat(labels[LABEL_CREATED_AT]),
                 generation=int(labels.get(LABEL_GENERATION, "0")),
                 vpn_forwarded=labels.get(LABEL_VPN_FORWARDED) == "true",
+                tunnel=labels.get(LABEL_TUNNEL) or None,
+                tunnel_container=labels.get(LABEL_TUNNEL_CONTAINER) or None,
                 adopted=True,
             )
         except (KeyError, ValueError) as exc:
             raise BadLabels(f"container {name} has unreadable acefleet labels: {exc}") from exc
+
+    def drain_reason(self) -> Literal["removing", "recycle", "tunnel"] | None:
+        if self.removing:
+            return "removing"
+        if self.recycling:
+            return "tunnel" if self.tunnel_drained else "recycle"
+        return None
 
     def report(self, streams: int, stream_cap: int) -> EngineReport:
         return EngineReport(
@@ -113,10 +138,11 @@ class Engine:
             profile=self.profile,
             health=self.health,
             draining=self.removing or self.recycling,
-            drain_reason="removing" if self.removing else "recycle" if self.recycling else None,
+            drain_reason=self.drain_reason(),
             stream_cap=stream_cap,
             streams=streams,
             vpn_forwarded=self.vpn_forwarded,
+            tunnel=self.tunnel,
             created_at=self.created_at,
             generation=self.generation,
             stats=self.stats[-1] if self.stats and self.stats_active else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import httpx
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from acefleet.wire import Directive, Heartbeat, HeartbeatReply
 from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.errors import ProvisionRefused
 from orchestrator.agent.pool import Pool
+from orchestrator.agent.tunnel_compat import heartbeat_body
 
 log = logs.get(__name__)
 
@@ -39,7 +41,12 @@ class HeartbeatLoop:
             vpn=pool.vpn_state(),
             provisioning=pool.provisioning(),
             draining=pool.draining,
+            tunnels=pool.tunnel_reports(),
         )
+
+    def body(self) -> dict[str, Any]:
+        """The heartbeat as sent: without tunnel keys when the agent runs no tunnels."""
+        return heartbeat_body(self.heartbeat(), tunnels=self.pool.tunnels is not None)
 
     async def run(self) -> None:
         failures = 0
@@ -68,7 +75,7 @@ class HeartbeatLoop:
             await asyncio.sleep(min(30.0, self.interval * (2 ** min(failures, 4))))
 
     async def send(self) -> HeartbeatReply:
-        body = self.heartbeat().model_dump(mode="json")
+        body = self.body()
         self.seq += 1
         r = await self.pool.http.post(self.url, json=body, headers=self.headers, timeout=10)
         r.raise_for_status()

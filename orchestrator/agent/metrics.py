@@ -64,6 +64,36 @@ class AgentMetrics:
         self.vpn_connected = Gauge(
             "acefleet_agent_vpn_connected", "1 when the VPN is up (0 also when unused)", registry=r
         )
+        self.tunnel_up = Gauge(
+            "acefleet_agent_tunnel_up",
+            "1 when the VPN tunnel's current generation is healthy, 0 otherwise",
+            ["tunnel"],
+            registry=r,
+        )
+        self.tunnel_forwarded_port = Gauge(
+            "acefleet_agent_tunnel_forwarded_port",
+            "Port the VPN provider forwards to the tunnel (0: none)",
+            ["tunnel"],
+            registry=r,
+        )
+        self.tunnel_engines = Gauge(
+            "acefleet_agent_tunnel_engines",
+            "Engines running in the tunnel's network namespace (every generation)",
+            ["tunnel"],
+            registry=r,
+        )
+        self.tunnel_rotations = Counter(
+            "acefleet_agent_tunnel_rotations_total",
+            "Blue/green rotations of a tunnel started, by reason (operator, schedule)",
+            ["tunnel", "reason"],
+            registry=r,
+        )
+        self.tunnel_drains = Counter(
+            "acefleet_agent_tunnel_engine_drains_total",
+            "Engines drained off their tunnel, by reason (down, no_port, port_changed, rotation)",
+            ["reason"],
+            registry=r,
+        )
         self.heartbeats = Counter(
             "acefleet_agent_heartbeats_total", "Heartbeats to central", ["result"], registry=r
         )

@@ -1,16 +1,20 @@
 """The engine pool of one edge host: its background work, removal and sizing.
 
 The pool is its state (``pool_state``) plus the loops that keep it right: reconciliation, health
-(``engine_health``), stats and VPN (``upkeep``). Adoption, provisioning and health each live in
-their own module; this one starts them, removes engines and holds the sizing rule:
+(``engine_health``), stats and VPN (``upkeep``), VPN tunnels (``tunnels``, ``tunnel_rotation``).
+Adoption, provisioning and health each live in their own module; this one starts them, removes
+engines and holds the sizing rule:
 
 1. Target = ``min(max_engines, max(min_engines, busy + free_target))``; busy engines carry at
    least one stream. Missing engines are provisioned (counting creations in flight).
 2. Free engines beyond the target are stopped once idle for ``idle_grace_s``, oldest idle
    first, never leaving fewer than ``free_target`` free engines.
-3. Engines being recycled (``upkeep`` rule 4) are outside the target: their replacements are
-   provisioned while they still drain (room allowing: ``max_engines`` counts every container),
-   so the proxies have a free engine to move to; each is removed once it carries no session.
+3. Engines being recycled (``upkeep`` rule 4) or drained off their tunnel (``tunnel_health``,
+   ``tunnel_rotation``) are outside the target: their replacements are provisioned while they
+   still drain (room allowing: ``max_engines`` counts every container), so the proxies have a
+   free engine to move to; each is removed once it carries no session.
+4. With tunnels, engines are adopted only once the tunnels are (an engine's address is its
+   tunnel container's).
 
 All state lives on the event loop; Docker calls run on threads (``dockerops``) and Docker's event
 stream is fed back onto the loop, so reconciliation only has to catch what events missed.
@@ -28,7 +32,7 @@ from typing import Any
 import httpx
 
 from acefleet import logs, tls
-from acefleet.wire import ProvisioningState, VpnState
+from acefleet.wire import ProvisioningState, TunnelReport, VpnState
 from orchestrator.agent import profiles, upkeep
 from orchestrator.agent.adoption import Adoption
 from orchestrator.agent.dockerops import DockerError, DockerOps
@@ -40,6 +44,8 @@ from orchestrator.agent.pool_state import PoolState
 from orchestrator.agent.probes import EngineProbe
 from orchestrator.agent.provisioning import Provisioner
 from orchestrator.agent.settings import AgentSettings
+from orchestrator.agent.tunnel_rotation import Rotation
+from orchestrator.agent.tunnels import Tunnels
 from orchestrator.agent.vpn import VpnMonitor
 
 log = logs.get(__name__)
@@ -61,12 +67,14 @@ class Pool(PoolState):
             if s.vpn_container
             else None
         )
-        self.provisioner = Provisioner(self, self.docker, self.profile, self.vpn)
+        self.tunnels = Tunnels(self, self.docker, self.http, self) if s.tunnels else None
+        self.rotation = Rotation(self.tunnels, self) if self.tunnels is not None else None
+        self.provisioner = Provisioner(self, self.docker, self.profile, self.vpn, self.tunnels)
         self.breaker = self.provisioner.breaker
         self.health = EngineHealthKeeper(
             self, self.docker, self.probe, self.profile, self.breaker, self
         )
-        self.adoption = Adoption(self, self.docker, self.health, self._spawn)
+        self.adoption = Adoption(self, self.docker, self.health, self._spawn, self.tunnels)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- supervision -----------------------------------------------------------------------
@@ -85,6 +93,8 @@ class Pool(PoolState):
                 "stats", lambda: upkeep.stats_tick(self, self.probe), s.stats_interval_s
             )
         )
+        if self.tunnels is not None:
+            self._spawn(self._loop_forever("tunnels", self.tunnels.tick, s.vpn_check_interval_s))
         vpn = self.vpn
         if vpn is not None:
             self._spawn(
@@ -134,7 +144,17 @@ class Pool(PoolState):
     # --- views that need more than the state -----------------------------------------------
 
     def vpn_state(self) -> VpnState:
+        if self.tunnels is not None:
+            return VpnState(enabled=True, connected=bool(self.tunnels.healthy()))
         return self.vpn.state if self.vpn is not None else VpnState(enabled=False)
+
+    def tunnel_reports(self) -> list[TunnelReport]:
+        return self.tunnels.reports() if self.tunnels is not None else []
+
+    def ready_reason(self) -> str | None:
+        if self.docker_error is None and self.tunnels is not None and not self.tunnels.adopted:
+            return "VPN tunnels not adopted yet"
+        return super().ready_reason()
 
     def provisioning(self) -> ProvisioningState:
         return self.provisioner.report()
@@ -175,13 +195,15 @@ class Pool(PoolState):
     async def reconcile(self) -> None:
         for claim in self.claims.expire():
             self.slot_freed(claim.engine_id)
+        if self.tunnels is not None and not self.tunnels.adopted:
+            return  # rule 4
         await self.adoption.resync()
         if self.docker_error is not None or not self.adopted:
             return
         upkeep.recycle_due(self, datetime.now(UTC))
         for engine in [e for e in self.live() if e.recycling and not self.streams(e.id)]:
             with contextlib.suppress(DockerError):
-                await self.remove(engine, "recycle")
+                await self.remove(engine, "tunnel" if engine.tunnel_drained else "recycle")
         live = self.live()
         serving = self.serving()
         self.metrics.recycling.set(len(live) - len(serving))

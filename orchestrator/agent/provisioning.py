@@ -3,12 +3,17 @@ port, the container). The only code that creates engine containers.
 
 Rules, in order:
 
-1. Refused while Docker is unreachable or the VPN is down (``blocked``), at ``max_engines``
-   (counting creations in flight), or while the breaker (``provision_breaker``) is open.
+1. Refused while Docker is unreachable or the VPN is down (``blocked``; with tunnels: no tunnel
+   is healthy), at ``max_engines`` (counting creations in flight), when the healthy tunnels have
+   no free slot left (``tunnels_full``), or while the breaker (``provision_breaker``) is open.
 2. At most ``provision_concurrency`` creations at once, ``provision_min_interval_s`` apart.
 3. Ports: a pair from the ranges that no engine label (any host on this dockerd), published
    port or creation in flight holds (``ports``); a port Docker refused is not tried again.
 4. The VPN's forwarded port becomes the P2P port of exactly one engine (``vpn_forwarded``).
+   With tunnels (``tunnels``), an engine goes to the slot the tunnels pick: it joins that
+   tunnel's network namespace, takes one of its reserved HTTP ports and, when no engine of the
+   tunnel holds it, the tunnel's forwarded port; it publishes nothing and is reached at the
+   tunnel container's address.
 5. A failed creation (Docker error, ports exhausted) counts against the breaker and is refused
    to the caller as :class:`ProvisionRefused`. Readiness (``engine_health``) decides the rest.
 """
@@ -29,6 +34,7 @@ from orchestrator.agent.pool_state import PoolState
 from orchestrator.agent.ports import PortAllocator, PortsExhausted
 from orchestrator.agent.profiles import EngineProfile
 from orchestrator.agent.provision_breaker import Breaker
+from orchestrator.agent.tunnels import Slot, Tunnels
 from orchestrator.agent.vpn import VpnMonitor
 
 log = logs.get(__name__)
@@ -41,12 +47,14 @@ class Provisioner:
         docker: DockerOps,
         profile: EngineProfile,
         vpn: VpnMonitor | None,
+        tunnels: Tunnels | None = None,
     ) -> None:
         s = self.s = state.s
         self.state = state
         self.docker = docker
         self.profile = profile
         self.vpn = vpn
+        self.tunnels = tunnels
         probe_ports = not s.network_container
         self.ports = PortAllocator(s.http_ports, s.p2p_ports, s.engine_bind_host, probe=probe_ports)
         self.breaker = Breaker(s.breaker_failures, s.breaker_backoff_s, s.breaker_backoff_max_s)
@@ -63,6 +71,10 @@ class Provisioner:
             return self.state.docker_error.code, self.state.docker_error.message
         if self.vpn is not None and not self.vpn.state.connected:
             return "vpn_down", self.vpn.reason or "VPN is down"
+        if self.tunnels is not None:
+            reason = self.tunnels.refusal()
+            if reason is not None:
+                return "vpn_down", reason
         return None
 
     def refusal(self) -> ProvisionRefused | None:
@@ -71,6 +83,12 @@ class Provisioner:
             return ProvisionRefused(*refusal, retry_after_s=self.s.reconcile_interval_s)
         if len(self.state.live()) + self.in_flight >= self.s.max_engines:
             return ProvisionRefused("max_engines", f"already at max_engines={self.s.max_engines}")
+        if self.tunnels is not None and self.tunnels.free_slots(set()) <= self.in_flight:
+            return ProvisionRefused(
+                "tunnels_full",
+                "the healthy VPN tunnels carry all the engines they may",
+                retry_after_s=self.s.reconcile_interval_s,
+            )
         if not self.breaker.allow():
             wait = self.breaker.retry_in()
             return ProvisionRefused(
@@ -152,16 +170,37 @@ class Provisioner:
             return None
         return port
 
+    def _tunnel_slot(self) -> tuple[Slot, int]:
+        """A tunnel slot and its P2P port, reserved (no await: two creations never meet)."""
+        assert self.tunnels is not None
+        reserved = self.ports.reserved
+        slot = self.tunnels.pick(reserved)
+        if slot is None:
+            raise PortsExhausted("no free engine slot in a healthy VPN tunnel")
+        p2p = slot.forwarded_port
+        if p2p is None:
+            taken = {e.p2p_port for e in self.state.engines.values()} | reserved
+            p2p = next((p for p in self.s.p2p_ports if p not in taken), None)
+            if p2p is None:
+                raise PortsExhausted("no free P2P port left in the configured range")
+        reserved.update({slot.http_port, p2p})
+        return slot, p2p
+
     async def _create(self, generation: int) -> Engine:
         s = self.s
-        taken = await self._taken_ports()
-        forwarded = self._forwarded_port()
-        http, p2p = self.ports.allocate(taken, p2p_port=forwarded)
+        slot: Slot | None = None
+        if self.tunnels is not None:
+            slot, p2p = self._tunnel_slot()
+            http, forwarded = slot.http_port, slot.forwarded_port
+        else:
+            taken = await self._taken_ports()
+            forwarded = self._forwarded_port()
+            http, p2p = self.ports.allocate(taken, p2p_port=forwarded)
         try:
             engine = Engine(
                 id=f"acefleet-{s.host}-{http}",
                 host=s.host,
-                address=s.reach_address,
+                address=(slot.gen.address or "") if slot else s.reach_address,
                 http_port=http,
                 p2p_port=p2p,
                 profile=self.profile.name,
@@ -169,6 +208,8 @@ class Provisioner:
                 generation=generation,
                 vpn_forwarded=forwarded is not None,
                 stats=deque(maxlen=s.stats_history),
+                tunnel=slot.gen.name if slot else None,
+                tunnel_container=slot.gen.container if slot else None,
             )
             spec = self.profile.spec(http, p2p, s.engine_extra_args)
             request = CreateRequest(
@@ -180,7 +221,7 @@ class Provisioner:
                 ports=[http],
                 udp_ports=[] if forwarded else [p2p],
                 bind_host=s.engine_bind_host,
-                network_container=s.network_container,
+                network_container=slot.gen.container if slot else s.network_container,
                 memory_mb=s.engine_memory_mb,
                 flags_only=spec.flags_only,
             )
@@ -192,7 +233,13 @@ class Provisioner:
                 raise
             engine.started_mono = time.monotonic()
             self.state.engines[engine.id] = engine
-            log.info("engine_created", engine=engine.id, http_port=http, p2p_port=p2p)
+            log.info(
+                "engine_created",
+                engine=engine.id,
+                http_port=http,
+                p2p_port=p2p,
+                tunnel=engine.tunnel_container,
+            )
             return engine
         finally:
             self.ports.release(http, p2p)

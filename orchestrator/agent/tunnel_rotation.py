@@ -1,0 +1,108 @@
+"""Blue/green rotation of a tunnel: a new generation replaces the current one, engines move.
+
+Rules, in order:
+
+1. ``rotate`` (operator: ``POST /v1/tunnels/{name}/rotate``; schedule: the current generation
+   is older than the spec's ``rotate_after_s``) creates the next generation's container and
+   marks the current one retiring at once: it gets no new engine from then on. One rotation of
+   a tunnel at a time (``rotation_in_progress`` while a retiring generation is left).
+2. Once the new generation is healthy, the retiring one's engines are drained (``tunnel``,
+   counted as ``rotation``): proxies move their sessions make-before-break, the pool provisions
+   replacements (in the healthy tunnels, the new generation first as it has the most room) and
+   removes each drained engine once it carries no session.
+3. A retiring container is removed once no engine runs in it, or after ``RETIRE_MAX_S``
+   at the latest (with whatever engines it still has).
+"""
+
+from __future__ import annotations
+
+import time
+
+from acefleet import logs
+from acefleet.wire import TunnelState
+from orchestrator.agent.dockerops import DockerError
+from orchestrator.agent.engine_record import now_utc
+from orchestrator.agent.errors import AgentError
+from orchestrator.agent.pool_state import EngineLifecycle
+from orchestrator.agent.tunnel_record import TunnelGen
+from orchestrator.agent.tunnels import RETIRE_MAX_S, Tunnels
+
+log = logs.get(__name__)
+
+
+class Rotation:
+    def __init__(self, tunnels: Tunnels, lifecycle: EngineLifecycle) -> None:
+        self.tunnels = tunnels
+        self.lifecycle = lifecycle
+        self.metrics = tunnels.state.metrics
+        tunnels.after_tick.append(self.tick)
+
+    def retiring(self, name: str) -> list[TunnelGen]:
+        return [g for g in self.tunnels.gens.values() if g.name == name and g.retiring]
+
+    async def rotate(self, name: str, reason: str) -> TunnelGen:
+        """Rule 1; raises :class:`AgentError` (404, 409, 503) when it cannot."""
+        tunnels = self.tunnels
+        if name not in tunnels.specs:
+            raise AgentError(404, "unknown_tunnel", f"no tunnel {name!r} on {tunnels.s.host}")
+        if not tunnels.adopted:
+            raise AgentError(503, "not_ready", "VPN tunnels not adopted yet", retry_after_s=1)
+        if self.retiring(name):
+            raise AgentError(
+                409, "rotation_in_progress", f"tunnel {name} is rotating already; try later"
+            )
+        old = tunnels.current(name)
+        try:
+            new = await tunnels.create(name)
+        except DockerError as exc:
+            raise AgentError(503, exc.code, exc.message) from None
+        if old is not None:
+            tunnels.retire(old)
+        self.metrics.tunnel_rotations.labels(tunnel=name, reason=reason).inc()
+        log.info(
+            "tunnel_rotating",
+            tunnel=name,
+            reason=reason,
+            old=old.container if old else None,
+            new=new.container,
+        )
+        tunnels.state.wake()
+        return new
+
+    async def tick(self) -> None:
+        """The schedule, then rules 2 and 3."""
+        tunnels = self.tunnels
+        for name, spec in tunnels.specs.items():
+            current = tunnels.current(name)
+            if spec.rotate_after_s <= 0 or current is None or self.retiring(name):
+                continue
+            age = (now_utc() - current.created_at).total_seconds()
+            if age >= spec.rotate_after_s and current.state == TunnelState.healthy:
+                try:
+                    await self.rotate(name, "schedule")
+                except AgentError as exc:
+                    log.warning("tunnel_rotation_failed", tunnel=name, error=exc.message)
+        for gen in [g for g in tunnels.gens.values() if g.retiring]:
+            await self._retire_step(gen)
+
+    async def _retire_step(self, gen: TunnelGen) -> None:
+        tunnels = self.tunnels
+        current = tunnels.current(gen.name)
+        engines = [e for e in tunnels.engines_in(gen) if not e.removing]
+        if current is not None and current.state == TunnelState.healthy:
+            for engine in engines:
+                if not engine.recycling:
+                    tunnels.drain(engine, "rotation")
+        since = gen.retiring_mono or time.monotonic()
+        overdue = time.monotonic() - since >= RETIRE_MAX_S
+        if tunnels.engines_in(gen) and not overdue:
+            return
+        try:
+            for engine in tunnels.engines_in(gen):
+                await self.lifecycle.remove(engine, "tunnel_retired")
+            await tunnels.docker.remove(gen.container)
+        except DockerError as exc:
+            log.warning("tunnel_remove_failed", container=gen.container, error=exc.message)
+            return
+        tunnels.gens.pop(gen.container, None)
+        log.info("tunnel_retired", tunnel=gen.name, container=gen.container, overdue=overdue)

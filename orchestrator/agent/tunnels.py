@@ -1,0 +1,349 @@
+"""The edge's VPN tunnels: one Gluetun container per tunnel of ``vpn_tunnels_file``, created and
+adopted by the agent, polled for health, and the engine slots they offer.
+
+Rules, in order (each ``tick``, every ``vpn_check_interval_s``):
+
+1. Adoption: containers labelled ``acefleet.vpn-tunnel`` and ``acefleet.host=<this host>`` are
+   this agent's tunnels; the newest generation of a name is its current one, older ones are
+   retiring (``tunnel_rotation``). Stopped ones, and ones of a name the file no longer lists,
+   are removed. Engines wait until this first pass is done (their address is their tunnel's).
+2. A tunnel with no current container (never created, or its container vanished) gets one, the
+   next generation: ``acefleet-vpn-<host>-<tunnel>-g<n>`` on ``vpn_docker_network``, with
+   NET_ADMIN, ``vpn_tun_device``, restart unless-stopped, the spec's env plus the control server
+   (``vpn_control_port``, API key ``vpn_api_key``) and a firewall opened to the engine HTTP
+   ports reserved for it (``engines`` ports of ``http_port_range`` no other tunnel holds).
+   Engines of a vanished container are removed: the namespace they ran in is gone.
+3. Health: each container's control server, at its address on ``vpn_docker_network``, is read
+   and its state set by ``tunnel_health``; engines are drained by the same rule.
+4. Slots (``pick``): a new engine goes to a current, healthy tunnel with a free reserved port,
+   first one whose forwarded port no engine holds (that engine takes it as its P2P port), then
+   the one with the fewest engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from acefleet import logs
+from acefleet.wire import TunnelReport, TunnelState
+from orchestrator.agent import tunnel_health
+from orchestrator.agent.dockerops import Container, DockerError, DockerOps, TunnelCreateRequest
+from orchestrator.agent.engine_record import Engine, now_utc
+from orchestrator.agent.pool_state import EngineLifecycle, PoolState
+from orchestrator.agent.tunnel_record import LABEL_VPN_TUNNEL, TunnelGen, container_name
+from orchestrator.agent.tunnel_specs import TunnelSpec
+from orchestrator.agent.vpn import GluetunClient, GluetunStatus
+
+log = logs.get(__name__)
+
+# A retiring generation is removed once it carries no engine, or after this at the latest.
+RETIRE_MAX_S = 600.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a new engine goes: a tunnel generation, its HTTP port, and the forwarded port it
+    takes as its P2P port (None: one from ``p2p_port_range``)."""
+
+    gen: TunnelGen
+    http_port: int
+    forwarded_port: int | None
+
+
+class Tunnels:
+    def __init__(
+        self,
+        state: PoolState,
+        docker: DockerOps,
+        http: httpx.AsyncClient,
+        lifecycle: EngineLifecycle,
+    ) -> None:
+        self.state = state
+        self.s = s = state.s
+        self.docker = docker
+        self.http = http
+        self.lifecycle = lifecycle
+        self.specs: dict[str, TunnelSpec] = {t.name: t for t in s.tunnels}
+        self.gens: dict[str, TunnelGen] = {}  # container name → generation
+        self.adopted = False
+        self.api_key = s.vpn_api_key.get_secret_value()
+        # called after each health pass (tunnel_rotation's schedule and retirement)
+        self.after_tick: list[Callable[[], Awaitable[None]]] = []
+
+    # --- views -----------------------------------------------------------------------------
+
+    def current(self, name: str) -> TunnelGen | None:
+        """The newest generation of ``name`` that is not retiring."""
+        gens = [g for g in self.gens.values() if g.name == name and not g.retiring]
+        return max(gens, key=lambda g: g.generation) if gens else None
+
+    def engines_in(self, gen: TunnelGen) -> list[Engine]:
+        return [e for e in self.state.engines.values() if e.tunnel_container == gen.container]
+
+    def address_of(self, container: str | None) -> str | None:
+        gen = self.gens.get(container or "")
+        return gen.address if gen is not None else None
+
+    def report(self, gen: TunnelGen) -> TunnelReport:
+        engines = sum(1 for e in self.engines_in(gen) if not e.removing)
+        return gen.report(engines, self.specs[gen.name].engines)
+
+    def reports(self) -> list[TunnelReport]:
+        return [
+            self.report(g) for g in sorted(self.gens.values(), key=lambda g: (g.name, g.generation))
+        ]
+
+    def healthy(self) -> list[TunnelGen]:
+        gens = (self.current(name) for name in self.specs)
+        return [g for g in gens if g is not None and g.state == TunnelState.healthy and g.address]
+
+    def refusal(self) -> str | None:
+        """Why no engine can go to any tunnel now (None: some tunnel is healthy)."""
+        if not self.adopted:
+            return "VPN tunnels not adopted yet"
+        if self.healthy():
+            return None
+        states = ", ".join(f"{r.name} g{r.generation} {r.state.value}" for r in self.reports())
+        return f"no VPN tunnel is healthy ({states or 'none running'})"
+
+    def free_slots(self, reserved: set[int]) -> int:
+        return sum(len(self._free_ports(g, reserved)) for g in self.healthy())
+
+    def _free_ports(self, gen: TunnelGen, reserved: set[int]) -> list[int]:
+        held = {e.http_port for e in self.engines_in(gen)} | reserved
+        return [p for p in gen.ports if p not in held]
+
+    def pick(self, reserved: set[int]) -> Slot | None:
+        """Rule 4. ``reserved``: ports of creations in flight. No await: the caller reserves."""
+        best: tuple[tuple[int, int, str], Slot] | None = None
+        for gen in self.healthy():
+            free = self._free_ports(gen, reserved)
+            if not free:
+                continue
+            engines = self.engines_in(gen)
+            forwarded = gen.forwarded_port
+            if forwarded and (
+                forwarded in reserved or any(e.p2p_port == forwarded for e in engines)
+            ):
+                forwarded = None
+            serving = sum(1 for e in engines if not e.recycling and not e.removing)
+            in_flight = sum(1 for p in gen.ports if p in reserved)
+            key = (0 if forwarded else 1, serving + in_flight, gen.name)
+            if best is None or key < best[0]:
+                best = (key, Slot(gen, free[0], forwarded))
+        return best[1] if best is not None else None
+
+    # --- the tick --------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        listed_mono = time.monotonic()
+        try:
+            containers = await self.docker.list_labelled(LABEL_VPN_TUNNEL)
+            present: dict[str, Container] = {c.name: c for c in containers}
+            if not self.adopted:
+                self.state.docker_error = None  # adoption's resync keeps it from then on
+                await self._adopt(present)
+        except DockerError as exc:
+            self.state.docker_error = exc
+            log.warning("tunnels_list_failed", error=exc.message)
+            return
+        await self._forget_vanished(present, listed_mono)
+        for name in self.specs:
+            if self.current(name) is None:
+                await self._create_quietly(name)
+        await self._locate()
+        # engines are adopted from here on: their tunnels' addresses are known
+        self.adopted = True
+        await self._check_health(present)
+        for hook in self.after_tick:
+            await hook()
+        self._update_metrics()
+
+    async def _adopt(self, present: dict[str, Container]) -> None:
+        """Rule 1."""
+        for c in list(present.values()):
+            if c.name in self.gens:
+                continue
+            try:
+                gen = TunnelGen.from_labels(c.name, c.labels)
+            except (KeyError, ValueError) as exc:
+                log.warning("tunnel_not_adopted", container=c.name, error=str(exc))
+                continue
+            if c.state != "running" or gen.name not in self.specs:
+                log.info("tunnel_removed_on_adopt", container=c.name, state=c.state)
+                await self.docker.remove(c.name)
+                present.pop(c.name, None)
+                continue
+            self.gens[c.name] = gen
+            log.info("tunnel_adopted", tunnel=gen.name, container=c.name)
+        for name in self.specs:
+            newest = self.current(name)
+            for gen in self.gens.values():
+                if gen.name == name and newest is not None and gen is not newest:
+                    self.retire(gen)
+
+    def retire(self, gen: TunnelGen) -> None:
+        gen.retiring_mono = time.monotonic()
+        gen.state_since = now_utc()
+
+    async def _forget_vanished(self, present: dict[str, Container], listed_mono: float) -> None:
+        """Rule 2, second half: a container gone takes its engines with it."""
+        for gen in list(self.gens.values()):
+            # one created after the listing (a rotation meanwhile) is simply not in it yet
+            if gen.container in present or gen.created_mono > listed_mono:
+                continue
+            log.warning("tunnel_vanished", tunnel=gen.name, container=gen.container)
+            del self.gens[gen.container]
+            for engine in self.engines_in(gen):
+                try:
+                    await self.lifecycle.remove(engine, "tunnel_gone")
+                except DockerError as exc:
+                    log.warning("engine_remove_failed", engine=engine.id, error=exc.message)
+
+    async def _create_quietly(self, name: str) -> None:
+        try:
+            await self.create(name)
+        except DockerError as exc:
+            log.warning("tunnel_create_failed", tunnel=name, code=exc.code, error=exc.message)
+
+    def _reserve_ports(self, count: int) -> list[int]:
+        held = {p for g in self.gens.values() for p in g.ports}
+        held |= {e.http_port for e in self.state.engines.values()}
+        free = [p for p in self.s.http_ports if p not in held]
+        if len(free) < count:
+            raise DockerError(
+                "ports_exhausted", f"http_port_range has {len(free)} free ports, {count} needed"
+            )
+        return free[:count]
+
+    async def create(self, name: str) -> TunnelGen:
+        """Rule 2: the next generation of tunnel ``name``, created and started."""
+        s, spec = self.s, self.specs[name]
+        known = [g.generation for g in self.gens.values() if g.name == name]
+        generation = max(known, default=-1) + 1
+        gen = TunnelGen(
+            name=name,
+            generation=generation,
+            container=container_name(s.host, name, generation),
+            ports=self._reserve_ports(spec.engines),
+            created_at=now_utc(),
+        )
+        env = spec.container_env()
+        env["HTTP_CONTROL_SERVER_ADDRESS"] = f":{s.vpn_control_port}"
+        env["HTTP_CONTROL_SERVER_AUTH_DEFAULT_ROLE"] = (
+            f'{{"auth":"apikey","apikey":"{self.api_key}"}}'
+        )
+        env["FIREWALL_INPUT_PORTS"] = ",".join(str(p) for p in gen.ports)
+        request = TunnelCreateRequest(
+            name=gen.container,
+            image=s.vpn_image,
+            env=env,
+            labels=gen.labels(s.host),
+            network=s.vpn_docker_network,
+            cap_add=["NET_ADMIN"],
+            devices=[s.vpn_tun_device] if s.vpn_tun_device else [],
+        )
+        # held in the state before the first await, so two passes never reserve the same ports
+        self.gens[gen.container] = gen
+        try:
+            await self.docker.create_tunnel(request)
+        except DockerError as exc:
+            if exc.code == "conflict":  # a leftover of that name (not ours to adopt): replace it
+                await self.docker.remove(gen.container)
+                try:
+                    await self.docker.create_tunnel(request)
+                except DockerError:
+                    del self.gens[gen.container]
+                    raise
+            else:
+                del self.gens[gen.container]
+                raise
+        log.info("tunnel_created", tunnel=name, container=gen.container, ports=gen.ports)
+        return gen
+
+    async def _locate(self) -> None:
+        network = self.s.vpn_docker_network
+        for gen in [g for g in self.gens.values() if g.address is None]:
+            try:
+                gen.address = await self.docker.address(gen.container, network)
+            except DockerError as exc:
+                log.warning("tunnel_inspect_failed", container=gen.container, error=exc.message)
+
+    async def _read(self, gen: TunnelGen, running: bool) -> GluetunStatus:
+        if gen.address is None or not running:
+            why = "container not running" if not running else "container has no address"
+            return GluetunStatus(False, False, None, None, why)
+        base = f"http://{gen.address}:{self.s.vpn_control_port}"
+        client = GluetunClient(self.http, base, self.api_key)
+        return await client.read(want_port=self.specs[gen.name].port_forwarding)
+
+    async def _check_health(self, present: dict[str, Container]) -> None:
+        """Rule 3."""
+        gens = list(self.gens.values())
+        statuses = await asyncio.gather(
+            *(self._read(g, _running(present.get(g.container))) for g in gens)
+        )
+        for gen, status in zip(gens, statuses, strict=True):
+            spec = self.specs[gen.name]
+            state, reason = tunnel_health.state_of(
+                gen, status, want_port=spec.port_forwarding, down_after_s=self.s.vpn_down_after_s
+            )
+            gen.public_ip = status.public_ip
+            gen.forwarded_port = status.forwarded_port
+            if gen.set_state(state, reason):
+                log.info(
+                    "tunnel_state",
+                    tunnel=gen.name,
+                    container=gen.container,
+                    state=state.value,
+                    reason=reason,
+                    forwarded_port=gen.forwarded_port,
+                )
+                self.state.wake()
+            if gen.retiring:
+                continue
+            for engine, why in tunnel_health.drains(
+                gen, self.engines_in(gen), self.s.vpn_down_after_s
+            ):
+                self.drain(engine, why)
+
+    def drain(self, engine: Engine, reason: str) -> None:
+        """Drain ``engine`` off its tunnel (``drain_reason`` ``tunnel``); the pool replaces it
+        and removes it once it carries no session."""
+        engine.recycling = True
+        engine.tunnel_drained = True
+        self.state.metrics.tunnel_drains.labels(reason=reason).inc()
+        log.info(
+            "engine_tunnel_drain",
+            engine=engine.id,
+            tunnel=engine.tunnel,
+            reason=reason,
+            sessions=self.state.streams(engine.id),
+        )
+        self.state.wake()
+
+    def _update_metrics(self) -> None:
+        m = self.state.metrics
+        for name in self.specs:
+            gen = self.current(name)
+            healthy = gen is not None and gen.state == TunnelState.healthy
+            m.tunnel_up.labels(tunnel=name).set(1 if healthy else 0)
+            port = gen.forwarded_port if gen is not None else None
+            m.tunnel_forwarded_port.labels(tunnel=name).set(port or 0)
+            count = sum(
+                1
+                for g in self.gens.values()
+                if g.name == name
+                for e in self.engines_in(g)
+                if not e.removing
+            )
+            m.tunnel_engines.labels(tunnel=name).set(count)
+
+
+def _running(container: Container | None) -> bool:
+    return container is not None and container.state == "running"
