@@ -11,9 +11,9 @@ State, in order:
 
 Consequences (``drains``), for the current generation of a tunnel:
 
-4. Not healthy for ``vpn_down_after_s``: every engine of it is drained (``tunnel``; counted as
-   ``down`` or ``no_port``), once per episode (a tunnel that comes back and fails again drains
-   what it got meanwhile).
+4. Not healthy for ``vpn_down_after_s``: every engine of it still serving is drained
+   (``tunnel``; counted as ``down`` or ``no_port``). It gets no new engine meanwhile (none while
+   it is not healthy at all), so this drains each engine once.
 5. Healthy with a forwarded port that an engine of it marked ``vpn_forwarded`` does not hold
    (the port changed): that engine is drained (``port_changed``), so the next engine created in
    the tunnel takes the new port.
@@ -50,7 +50,6 @@ def drains(gen: TunnelGen, engines: list[Engine], down_after_s: float) -> list[t
         if since is None or time.monotonic() - since < down_after_s:
             return []
         reason = "no_port" if gen.state == TunnelState.no_port else "down"
-        gen.drained_for = reason
         return [(e, reason) for e in serving]
     port = gen.forwarded_port
     return [(e, "port_changed") for e in serving if e.vpn_forwarded and port and e.p2p_port != port]

@@ -44,7 +44,6 @@ class TunnelGen:
     unhealthy_mono: float | None = field(default_factory=time.monotonic)
     ever_healthy: bool = False
     retiring_mono: float | None = None  # monotonic: when a newer generation took over
-    drained_for: str | None = None  # why its engines were drained (once per episode)
 
     @property
     def retiring(self) -> bool:
@@ -81,7 +80,6 @@ class TunnelGen:
         if state == TunnelState.healthy:
             self.unhealthy_mono = None
             self.ever_healthy = True
-            self.drained_for = None
         elif self.unhealthy_mono is None:
             self.unhealthy_mono = time.monotonic()
         return True

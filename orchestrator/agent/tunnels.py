@@ -7,8 +7,9 @@ Rules, in order (each ``tick``, every ``vpn_check_interval_s``):
    this agent's tunnels; the newest generation of a name is its current one, older ones are
    retiring (``tunnel_rotation``). Stopped ones, and ones of a name the file no longer lists,
    are removed. Engines wait until this first pass is done (their address is their tunnel's).
-2. A tunnel with no current container (never created, or its container vanished) gets one, the
-   next generation: ``acefleet-vpn-<host>-<tunnel>-g<n>`` on ``vpn_docker_network``, with
+2. A tunnel with no current container (never created, or its container vanished; one stopped
+   for ``vpn_down_after_s`` is removed, so it counts as vanished) gets one, the next generation:
+   ``acefleet-vpn-<host>-<tunnel>-g<n>`` on ``vpn_docker_network``, with
    NET_ADMIN, ``vpn_tun_device``, restart unless-stopped, the spec's env plus the control server
    (``vpn_control_port``, API key ``vpn_api_key``) and a firewall opened to the engine HTTP
    ports reserved for it (``engines`` ports of ``http_port_range`` no other tunnel holds).
@@ -70,6 +71,8 @@ class Tunnels:
         self.lifecycle = lifecycle
         self.specs: dict[str, TunnelSpec] = {t.name: t for t in s.tunnels}
         self.gens: dict[str, TunnelGen] = {}  # container name → generation
+        # newest generation number ever used per tunnel: a recreated one never reuses a name
+        self.last_generation: dict[str, int] = {}
         self.adopted = False
         self.api_key = s.vpn_api_key.get_secret_value()
         # called after each health pass (tunnel_rotation's schedule and retirement)
@@ -153,6 +156,7 @@ class Tunnels:
             log.warning("tunnels_list_failed", error=exc.message)
             return
         await self._forget_vanished(present, listed_mono)
+        await self._remove_stopped(present)
         for name in self.specs:
             if self.current(name) is None:
                 await self._create_quietly(name)
@@ -180,6 +184,8 @@ class Tunnels:
                 present.pop(c.name, None)
                 continue
             self.gens[c.name] = gen
+            last = self.last_generation.get(gen.name, -1)
+            self.last_generation[gen.name] = max(last, gen.generation)
             log.info("tunnel_adopted", tunnel=gen.name, container=c.name)
         for name in self.specs:
             newest = self.current(name)
@@ -205,6 +211,23 @@ class Tunnels:
                 except DockerError as exc:
                     log.warning("engine_remove_failed", engine=engine.id, error=exc.message)
 
+    async def _remove_stopped(self, present: dict[str, Container]) -> None:
+        """Rule 2: a container that stays stopped (an operator's ``docker stop``, a crash
+        Docker does not restart) for ``vpn_down_after_s`` is removed, so the next pass finds it
+        vanished and creates the next generation."""
+        for gen in list(self.gens.values()):
+            container = present.get(gen.container)
+            if container is None or container.state in ("running", "restarting"):
+                continue
+            since = gen.unhealthy_mono
+            if since is None or time.monotonic() - since < self.s.vpn_down_after_s:
+                continue
+            log.warning("tunnel_stopped_removed", container=gen.container, state=container.state)
+            try:
+                await self.docker.remove(gen.container)
+            except DockerError as exc:
+                log.warning("tunnel_remove_failed", container=gen.container, error=exc.message)
+
     async def _create_quietly(self, name: str) -> None:
         try:
             await self.create(name)
@@ -225,7 +248,8 @@ class Tunnels:
         """Rule 2: the next generation of tunnel ``name``, created and started."""
         s, spec = self.s, self.specs[name]
         known = [g.generation for g in self.gens.values() if g.name == name]
-        generation = max(known, default=-1) + 1
+        generation = max([*known, self.last_generation.get(name, -1)]) + 1
+        self.last_generation[name] = generation
         gen = TunnelGen(
             name=name,
             generation=generation,
