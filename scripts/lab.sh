@@ -5,8 +5,10 @@
 #                            catalog and guide, show a stream (TS, then ~10 s over HLS), VLC
 #                            playing the playlist, and TLS on the VIP (openssl verifies the chain
 #                            against the lab CA, a channel read over HTTPS)
-#   scripts/lab.sh down      remove the lab: containers, their engines, the network
+#   scripts/lab.sh down      remove the lab: containers, their engines and VPN tunnels, the network
 #   scripts/lab.sh status    what runs
+#   scripts/lab.sh tunnels   central lists each edge's VPN tunnels (two stand-ins) healthy, with
+#                            their forwarded ports, and the engines sit in them (up shows it too)
 #   scripts/lab.sh play ARGS run ansible-playbook against the lab (e.g. playbooks/rolling_update.yml)
 #   scripts/lab.sh alerts    kill an engine of edge1, wait for Prometheus (control1) to raise its alert
 #   scripts/lab.sh tls       the TLS proof of up again (open mode: a channel over HTTPS)
@@ -41,6 +43,8 @@ PY=$PWD/.venv/bin/python
 # The demo catalog and guide (scripts/demo-catalog.py) the lab's central gets
 # (inventories/lab/group_vars/control/central.yml reads this variable).
 export ACEFLEET_LAB_VIP=$VIP ACEFLEET_LAB_CONTROL_VIP=$CONTROL_VIP ANSIBLE_CONFIG=$PWD/ansible.cfg ACEFLEET_LAB_DEMO_DIR=$PWD/.lab/demo
+# The edges' VPN tunnels attach to the lab network (inventories/lab/group_vars/edges/vpn.yml).
+export ACEFLEET_LAB_NETWORK=$NETWORK
 # Token mode's extra vars (acefleet_token_keys, acefleet_tokens_required): present only while
 # the lab runs in token mode, and then passed to every lab playbook (up, play).
 TOKENS_VARS=$PWD/.lab/tokens.yml
@@ -86,7 +90,8 @@ wait_systemd() {  # until systemd in every host finished booting (bounded)
   done
 }
 
-remove_engines() {  # sibling engine containers the lab's agents created, by label
+remove_engines() {  # the sibling containers the lab's agents created, by label: engines and
+                    # VPN tunnels (acefleet.host=<edge container> on both), after the agents are gone
   local host ids
   for host in edge1 edge2; do
     ids=$(docker ps -aq --filter "label=acefleet.host=$PREFIX-$host")
@@ -272,6 +277,7 @@ up() {
   echo "    guide:     $guide  (XMLTV)"
   echo "    HDHomeRun: $hdhomerun  (Plex, Jellyfin, Emby: add it as a tuner)"
   echo "    tear down: scripts/lab.sh down"
+  tunnels
   show_stream "$playlist_path"
   show_tls "$playlist_path"
 }
@@ -289,8 +295,16 @@ status() {
   docker ps -a --filter label=acefleet.lab=1 --format '{{.Names}}\t{{.Status}}'
   local host
   for host in edge1 edge2; do
-    docker ps -a --filter "label=acefleet.host=$PREFIX-$host" --format '{{.Names}}\t{{.Status}}\t(engine)'
+    docker ps -a --filter "label=acefleet.host=$PREFIX-$host" \
+      --format '{{.Names}}\t{{.Status}}\t{{if .Label "acefleet.vpn-tunnel"}}(VPN tunnel {{.Label "acefleet.vpn-tunnel"}}){{else}}(engine{{if .Label "acefleet.tunnel"}} in tunnel {{.Label "acefleet.tunnel"}}{{end}}){{end}}'
   done
+}
+
+tunnels() {  # the fleet's tunnels check: central lists each edge's tunnels healthy, ports forwarded
+  vip_routes_here || return 1
+  step "the edges' VPN tunnels, as central lists them (GET /v1/hosts through the VIP)"
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+    --agent-key unused --checks tunnels
 }
 
 case ${1:-} in
@@ -304,5 +318,6 @@ case ${1:-} in
   reload-proxy) reload_proxy "${2:-}" ;;
   zero-drop) export PATH="$PWD/.venv/bin:$PATH"; zero_drop ;;
   control-failover) control_failover ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop|control-failover" >&2; exit 2 ;;
+  tunnels) tunnels ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop|control-failover|tunnels" >&2; exit 2 ;;
 esac

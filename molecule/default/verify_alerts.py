@@ -99,9 +99,11 @@ def main() -> int:
     # counts only if its value grows after the kill: the alert must be this kill's doing.
     before = {a["alert"]: a["value"] for a in engine_alerts()}
     report["active_before"] = before
+    # engines only: the edge's VPN tunnels carry its host label too, but no HTTP port
     engines = docker(
-        "ps", "-q", "--filter", "label=acefleet.managed", "--filter", f"label=acefleet.host={edge}"
-    ).split()
+        "ps", "-q", "--filter", "label=acefleet.managed", "--filter", f"label=acefleet.host={edge}",
+        "--filter", "label=acefleet.http-port",
+    ).split()  # fmt: skip
     if not engines:
         print(json.dumps({**report, "error": f"no running engine of {edge}"}))
         return 1

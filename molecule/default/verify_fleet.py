@@ -46,9 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support.viewers import PACKET_SIZE, Viewer, ViewerThread
 
 ALL_CHECKS = (
-    "stream", "sharing", "zero_drop", "hls", "playlist", "playlist_central_down", "edges", "drain",
-    "reload", "hls_failover", "control_failover", "failover",
+    "tunnels", "stream", "sharing", "zero_drop", "hls", "playlist", "playlist_central_down",
+    "edges", "drain", "reload", "hls_failover", "control_failover", "failover",
 )  # fmt: skip
+# tunnels: how long the edges' VPN tunnels may take to be healthy with their engines in them
+# (a stand-in connects in a second; the engines start once their tunnel is healthy).
+TUNNELS_WAIT_S = 90.0
 # Seconds VLC plays the playlist's first channel (recorded, then decoded by ffprobe: >= 3 s).
 VLC_SECONDS = 8
 # Debian's XMLTV DTD (libxmltv-perl, scripts/bootstrap.sh installs it).
@@ -140,6 +143,31 @@ def lab_operator_key() -> str:
     return found.group(1) if found else ""
 
 
+def docker_inspect(names: list[str]) -> list[dict[str, Any]]:
+    """``docker inspect`` of these containers (those that exist)."""
+    try:
+        found = json.loads(run(["docker", "inspect", *names]) or "[]")
+    except ValueError:
+        return []
+    return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
+
+
+def network_addresses(container: dict[str, Any]) -> list[str]:
+    """The container's addresses on its Docker networks."""
+    networks = container.get("NetworkSettings", {}).get("Networks") or {}
+    return [str(n["IPAddress"]) for n in networks.values() if n.get("IPAddress")]
+
+
+def namespace_address(owner: str, edge: str) -> str:
+    """Where ``edge`` reaches a service in ``owner``'s network namespace: its own loopback when
+    ``owner`` is the edge, else ``owner``'s address on its network ("" when it has none)."""
+    found = docker_inspect([owner])
+    if not found or found[0]["Name"].lstrip("/") == edge:
+        return "127.0.0.1"
+    addresses = network_addresses(found[0])
+    return addresses[0] if addresses else ""
+
+
 def seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value is not None else "never"
 
@@ -196,6 +224,7 @@ class Fleet:
         }
         self.control_vip = args.control_vip or control_vip_of(args.vip)
         self.operator_key = args.operator_key or lab_operator_key()
+        self.tunnel_names = [n for n in args.tunnels.split(",") if n]
 
     def watch(self, channel: str, reconnect: bool = False) -> Viewer:
         """A player on the VIP; with ``reconnect`` it connects again after a close or 3 s of
@@ -247,18 +276,40 @@ class Fleet:
             time.sleep(0.5)
         return ""
 
+    def engines_of(self, edge: str) -> list[tuple[str, str, str]]:
+        """(container, address, HTTP port) of each running engine of ``edge`` (its VPN tunnels
+        carry the edge's label too, but no HTTP port), the address as the edge reaches it:
+        127.0.0.1 for an engine in the edge's own network namespace, else the address of the
+        container whose namespace it joined (its VPN tunnel) on the lab network."""
+        fmt = '{{ .Names }} {{ .Label "acefleet.http-port" }}'
+        listed = run(
+            ["docker", "ps", "--filter", f"label=acefleet.host={edge}", "--filter",
+             "label=acefleet.http-port", "--format", fmt]
+        )  # fmt: skip
+        rows = [line.split(" ", 1) for line in listed.splitlines() if " " in line]
+        if not rows:
+            return []
+        owners = {
+            c["Name"].lstrip("/"): str(c["HostConfig"]["NetworkMode"])
+            for c in docker_inspect([name for name, _ in rows])
+        }
+        addresses: dict[str, str] = {}
+        found = []
+        for name, port in rows:
+            mode = owners.get(name, "")
+            if mode.startswith("container:") and mode not in addresses:
+                addresses[mode] = namespace_address(mode.removeprefix("container:"), edge)
+            found.append((name, addresses.get(mode, "127.0.0.1"), port))
+        return found
+
     def engine_sessions(self) -> list[dict[str, object]]:
         """Every session on every engine of every edge (the simulator's /_sim/sessions), with the
         engine's container name."""
         sessions: list[dict[str, object]] = []
         for edge in self.edges:
-            fmt = '{{ .Names }} {{ .Label "acefleet.http-port" }}'
-            engines = run(
-                ["docker", "ps", "--filter", f"label=acefleet.host={edge}", "--format", fmt]
-            )
-            for line in engines.splitlines():
-                container, _, port = line.partition(" ")
-                out = dexec(edge, f"curl -s --max-time 3 http://127.0.0.1:{port}/_sim/sessions")
+            for container, address, port in self.engines_of(edge):
+                url = f"http://{address}:{port}/_sim/sessions"
+                out = dexec(edge, f"curl -s --max-time 3 {url}")
                 try:
                     found = json.loads(out)["sessions"]
                 except (ValueError, KeyError):
@@ -292,12 +343,7 @@ class Fleet:
         upstream = str(self.proxy_channel(edge, channel).get("upstream") or "")
         port = upstream.rpartition(":")[2]
         if port.isdigit():
-            fmt = '{{ .Names }} {{ .Label "acefleet.http-port" }}'
-            listed = run(
-                ["docker", "ps", "--filter", f"label=acefleet.host={edge}", "--format", fmt]
-            )
-            for line in listed.splitlines():
-                container, _, label = line.partition(" ")
+            for container, _, label in self.engines_of(edge):
                 if label == port:
                     return container
         sessions = sorted(self.channel_sessions(channel), key=lambda s: float(str(s["started_at"])))
@@ -327,7 +373,93 @@ class Fleet:
         auth = f"-H 'Authorization: Bearer {self.agent_key}'"
         return dexec(edge, f"curl -s -X {method} {auth} http://127.0.0.1:8100{path}", 30)
 
+    def tunnel_problems(self, edge: str, hosts: dict[str, Any]) -> tuple[list[str], str]:
+        """What is wrong with ``edge``'s VPN tunnels (``self.tunnel_names``), and a line of what
+        they are: central lists each once (not retiring), healthy, with a public IP and a
+        forwarded port; each is a running container of the edge (labels acefleet.host and
+        acefleet.vpn-tunnel); every engine of the edge runs in one of them (its network
+        namespace, label acefleet.tunnel); in a tunnel with engines, exactly one engine's P2P
+        port is the tunnel's forwarded port."""
+        host = next((h for h in hosts.get("items", []) if h.get("name") == edge), None)
+        if host is None:
+            return [f"{edge}: not in central's /v1/hosts"], ""
+        reports = [t for t in host.get("tunnels") or [] if t.get("state") != "retiring"]
+        names = sorted(str(t.get("name")) for t in reports)
+        if names != sorted(self.tunnel_names):
+            return [f"{edge}: central lists the tunnels {names}, not {self.tunnel_names}"], ""
+        problems: list[str] = []
+        containers = {c["Name"].lstrip("/"): c for c in docker_inspect(
+            [str(t["container"]) for t in reports])}  # fmt: skip
+        ids: dict[str, str] = {}  # container id → tunnel name
+        for t in reports:
+            name, port = str(t["name"]), t.get("forwarded_port")
+            if t.get("state") != "healthy" or not t.get("public_ip"):
+                problems.append(f"{edge}/{name}: {t.get('state')} ({t.get('reason')})")
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                problems.append(f"{edge}/{name}: no forwarded port ({port})")
+            found = containers.get(str(t["container"]))
+            labels = (found or {}).get("Config", {}).get("Labels") or {}
+            if not found or not found["State"]["Running"]:
+                problems.append(f"{edge}/{name}: its container {t['container']} does not run")
+            elif labels.get("acefleet.host") != edge or labels.get("acefleet.vpn-tunnel") != name:
+                problems.append(f"{edge}/{name}: {t['container']} carries the labels {labels}")
+            else:
+                ids[found["Id"]] = name
+                ids[str(t["container"])] = name
+        engines = docker_inspect([c for c, _, _ in self.engines_of(edge)])
+        carried: dict[str, list[str]] = {str(t["name"]): [] for t in reports}
+        for engine in engines:
+            labels = engine["Config"].get("Labels") or {}
+            owner = str(engine["HostConfig"]["NetworkMode"]).removeprefix("container:")
+            tunnel = ids.get(owner)
+            if tunnel is None or labels.get("acefleet.tunnel") != tunnel:
+                problems.append(
+                    f"{edge}: engine {engine['Name'].lstrip('/')} is not in a tunnel's namespace "
+                    f"(network {engine['HostConfig']['NetworkMode']}, tunnel label "
+                    f"{labels.get('acefleet.tunnel')})"
+                )
+                continue
+            carried[tunnel].append(str(labels.get("acefleet.p2p-port")))
+        if not engines:
+            problems.append(f"{edge}: no engine runs")
+        for t in reports:
+            ports = carried[str(t["name"])]
+            if ports and ports.count(str(t.get("forwarded_port"))) != 1:
+                problems.append(
+                    f"{edge}/{t['name']}: forwarded port {t.get('forwarded_port')}, its engines' "
+                    f"P2P ports {ports} (exactly one must be the forwarded port)"
+                )
+        line = f"{edge.removeprefix(self.prefix)}: " + ", ".join(
+            f"{t['name']} {t.get('state')} {t.get('public_ip')} port {t.get('forwarded_port')} "
+            f"engines {len(carried[str(t['name'])])}/{t.get('engine_cap')} (g{t.get('generation')})"
+            for t in sorted(reports, key=lambda r: str(r["name"]))
+        )
+        return problems, line
+
     # --- checks --------------------------------------------------------------------------------
+
+    def check_tunnels(self) -> tuple[bool, str]:
+        """Issue 18: each edge runs its VPN tunnels (the lab: two Gluetun stand-ins) and central
+        knows them: GET /v1/hosts through the VIP lists each edge's tunnels healthy with their
+        forwarded ports, and Docker shows the engines inside them (:meth:`tunnel_problems`).
+        Waits up to TUNNELS_WAIT_S for tunnels that are still connecting."""
+        seen: dict[str, Any] = {"problems": ["nothing asked yet"], "lines": []}
+
+        def settled() -> bool:
+            status, hosts = self.central_api("/v1/hosts", timeout=10)
+            if status != 200:
+                seen["problems"] = [f"GET /v1/hosts through the VIP: HTTP {status} {hosts}"]
+                return False
+            found = [self.tunnel_problems(edge, hosts) for edge in self.edges]
+            seen["problems"] = [p for problems, _ in found for p in problems]
+            seen["lines"] = [line for _, line in found if line]
+            return not seen["problems"]
+
+        took = wait_until(settled, TUNNELS_WAIT_S, every=2)
+        detail = "; ".join(seen["lines"])
+        if took is None:
+            return False, f"{'; '.join(seen['problems'][:6])} [{detail}]"
+        return True, f"{detail} (settled after {took:.0f} s)"
 
     def check_stream(self) -> tuple[bool, str]:
         v = self.watch("verify-stream")
@@ -1436,6 +1568,11 @@ def main() -> int:
         "--operator-key",
         default="",
         help=f"central's operator API key (default: the lab's, from {LAB_VAULT.name})",
+    )
+    parser.add_argument(
+        "--tunnels",
+        default="t1,t2",
+        help="the VPN tunnels each edge runs (the tunnels check; the lab's: t1,t2)",
     )
     parser.add_argument("--report", help="write the results as JSON here")
     args = parser.parse_args()
