@@ -7,6 +7,9 @@
 #   build/clips/              real-video clips (scripts/make-clips.sh, when it exists)
 #   acefleet/engine-sim       the engine simulator image FROM the base, installed from the wheelhouse
 #   build/images/engine-sim.tar   `docker save` of it, for the engine_image role's offline path
+#   acefleet/gluetun-standin  a stand-in for Gluetun's control server (tests, lab) FROM the base,
+#                             built straight from images/gluetun-standin/ (docs/vpn.md)
+#   build/images/gluetun-standin.tar   `docker save` of it, for edges without a registry
 # Every product carries the hash of its inputs (image label acefleet.input-hash, or a stamp file)
 # and is rebuilt only when they change, so a second run with nothing changed takes seconds.
 #   scripts/build-images.sh            build what is missing or stale
@@ -24,6 +27,8 @@ esac
 
 BASE_IMAGE=acefleet/base:bookworm
 ENGINE_IMAGE=acefleet/engine-sim:latest
+STANDIN_IMAGE=acefleet/gluetun-standin:latest
+STANDIN_DIR=images/gluetun-standin
 # The base is bootstrapped from the host's own Debian mirror (the one machines here can reach);
 # a host without one (Ubuntu) uses Debian's redirector, checked with debian-archive-keyring.
 SOURCES=${ACEFLEET_DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
@@ -32,6 +37,7 @@ WHEELHOUSE=build/wheelhouse
 CLIPS=build/clips
 CONTEXT=build/context/engine-sim
 ENGINE_TAR=build/images/engine-sim.tar
+STANDIN_TAR=build/images/gluetun-standin.tar
 # Debian bookworm's python3; wheels with C extensions must be built for this very version.
 IMAGE_PYTHON=3.11
 
@@ -243,19 +249,48 @@ build_engine() {
   step "built $ENGINE_IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$ENGINE_IMAGE" | numfmt --to=si)B)"
 }
 
-save_engine() {
-  local id stamp=$ENGINE_TAR.image-id start
-  id=$(docker image inspect -f '{{.Id}}' "$ENGINE_IMAGE")
-  if ((!rebuild)) && [[ -s $ENGINE_TAR && -f $stamp && $(<"$stamp") == "$id" ]]; then
-    step "$ENGINE_TAR is up to date"
+save_image() {  # save_image IMAGE TAR WHY: docker save, redone only when the image changed
+  local image=$1 tar=$2 why=$3 id stamp=$2.image-id start
+  id=$(docker image inspect -f '{{.Id}}' "$image")
+  if ((!rebuild)) && [[ -s $tar && -f $stamp && $(<"$stamp") == "$id" ]]; then
+    step "$tar is up to date"
     return
   fi
   start=$SECONDS
-  step "saving $ENGINE_IMAGE to $ENGINE_TAR (for the engine_image role's offline path)"
-  docker save -o "$ENGINE_TAR.tmp" "$ENGINE_IMAGE"
-  mv -f "$ENGINE_TAR.tmp" "$ENGINE_TAR"
+  step "saving $image to $tar ($why)"
+  docker save -o "$tar.tmp" "$image"
+  mv -f "$tar.tmp" "$tar"
   echo "$id" >"$stamp"
-  step "saved $ENGINE_TAR in $((SECONDS - start)) s ($(du -sh "$ENGINE_TAR" | cut -f1))"
+  step "saved $tar in $((SECONDS - start)) s ($(du -sh "$tar" | cut -f1))"
+}
+
+# --- acefleet/gluetun-standin -------------------------------------------------------------------
+# Its context is its own small folder (a Dockerfile and one Python file): nothing to stage.
+build_standin() {
+  local base_id hash have start old_id no_cache=()
+  base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+  hash=$( {
+    echo "$base_id"
+    cd "$STANDIN_DIR" && find . -type f -not -name '*.pyc' -not -path '*/__pycache__/*' -print0 \
+      | LC_ALL=C sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -c1-16)
+  have=$(label_of "$STANDIN_IMAGE")
+  if ((!rebuild)) && [[ $have == "$hash" ]]; then
+    step "$STANDIN_IMAGE is up to date (input hash $hash)"
+    return
+  fi
+  start=$SECONDS
+  step "building $STANDIN_IMAGE from $BASE_IMAGE (input hash $hash; log: build/logs/gluetun-standin.log)"
+  ((rebuild)) && no_cache=(--no-cache)
+  old_id=$(image_id "$STANDIN_IMAGE")
+  if ! docker build "${no_cache[@]}" --build-arg "BASE=$BASE_IMAGE" \
+    --label "acefleet.input-hash=$hash" --label acefleet.role=gluetun-standin \
+    -t "$STANDIN_IMAGE" "$STANDIN_DIR" >build/logs/gluetun-standin.log 2>&1; then
+    tail -n 30 build/logs/gluetun-standin.log >&2
+    die "docker build of $STANDIN_IMAGE failed (full log: build/logs/gluetun-standin.log)"
+  fi
+  drop_if_dangling "$old_id"
+  step "built $STANDIN_IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$STANDIN_IMAGE" | numfmt --to=si)B)"
 }
 
 total=$SECONDS
@@ -263,5 +298,7 @@ build_base
 build_wheelhouse
 build_clips
 build_engine
-save_engine
-step "images ready in $((SECONDS - total)) s: $BASE_IMAGE, $ENGINE_IMAGE, $WHEELHOUSE, $ENGINE_TAR"
+save_image "$ENGINE_IMAGE" "$ENGINE_TAR" "for the engine_image role's offline path"
+build_standin
+save_image "$STANDIN_IMAGE" "$STANDIN_TAR" "for edges that run stand-in tunnels without a registry"
+step "images ready in $((SECONDS - total)) s: $BASE_IMAGE, $ENGINE_IMAGE, $STANDIN_IMAGE, $WHEELHOUSE, $ENGINE_TAR, $STANDIN_TAR"
