@@ -10,6 +10,9 @@ import pytest
 
 from tests.support import procs, tools
 
+# The Gluetun stand-in's fixtures (tests/support/gluetun.py), for every area that runs tunnels.
+from tests.support.gluetun import gluetun_image, gluetun_standin  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def docker_available() -> None:
