@@ -132,7 +132,7 @@ def test_refuses_to_start_like_gluetun(
     error_lines = [line for line in done.stdout.splitlines() if " ERROR " in line]
     assert len(error_lines) == 1, done.stdout
     assert message in error_lines[0]
-    assert "listening" not in done.stdout  # it stopped before serving anything
+    assert "http server listening" not in done.stdout  # it stopped before serving anything
 
 
 def test_stopping_the_vpn_clears_port_and_ip_until_it_runs_again(
