@@ -70,6 +70,8 @@ class Pool(PoolState):
         self.tunnels = Tunnels(self, self.docker, self.http, self) if s.tunnels else None
         self.rotation = Rotation(self.tunnels, self) if self.tunnels is not None else None
         self.provisioner = Provisioner(self, self.docker, self.profile, self.vpn, self.tunnels)
+        if self.tunnels is not None:
+            self.tunnels.reserved = self.provisioner.ports.reserved  # the same set, shared
         self.breaker = self.provisioner.breaker
         self.health = EngineHealthKeeper(
             self, self.docker, self.probe, self.profile, self.breaker, self

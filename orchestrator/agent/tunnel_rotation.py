@@ -10,8 +10,8 @@ Rules, in order:
    counted as ``rotation``): proxies move their sessions make-before-break, the pool provisions
    replacements (in the healthy tunnels, the new generation first as it has the most room) and
    removes each drained engine once it carries no session.
-3. A retiring container is removed once no engine runs in it, or after ``RETIRE_MAX_S``
-   at the latest (with whatever engines it still has).
+3. A retiring container is removed once no engine runs or is being created in it, or after
+   ``RETIRE_MAX_S`` at the latest (with whatever engines it still has).
 """
 
 from __future__ import annotations
@@ -52,12 +52,15 @@ class Rotation:
                 409, "rotation_in_progress", f"tunnel {name} is rotating already; try later"
             )
         old = tunnels.current(name)
+        # retired before the first await: no engine is placed in it from now on
+        if old is not None:
+            tunnels.retire(old)
         try:
             new = await tunnels.create(name)
         except DockerError as exc:
+            if old is not None:
+                old.retiring_mono = None  # it stays the current generation
             raise AgentError(503, exc.code, exc.message) from None
-        if old is not None:
-            tunnels.retire(old)
         self.metrics.tunnel_rotations.labels(tunnel=name, reason=reason).inc()
         log.info(
             "tunnel_rotating",
@@ -95,7 +98,9 @@ class Rotation:
                     tunnels.drain(engine, "rotation")
         since = gen.retiring_mono or time.monotonic()
         overdue = time.monotonic() - since >= RETIRE_MAX_S
-        if tunnels.engines_in(gen) and not overdue:
+        # an engine being created in it is not in the state yet: its ports are reserved
+        creating = any(p in tunnels.reserved for p in gen.ports)
+        if (tunnels.engines_in(gen) or creating) and not overdue:
             return
         try:
             for engine in tunnels.engines_in(gen):

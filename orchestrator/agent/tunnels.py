@@ -75,6 +75,8 @@ class Tunnels:
         self.last_generation: dict[str, int] = {}
         self.adopted = False
         self.api_key = s.vpn_api_key.get_secret_value()
+        # ports of engine creations in flight (the provisioner's reservations, shared)
+        self.reserved: set[int] = set()
         # called after each health pass (tunnel_rotation's schedule and retirement)
         self.after_tick: list[Callable[[], Awaitable[None]]] = []
 

@@ -282,3 +282,37 @@ def test_forwarded_port_change_and_rotation_move_engines(
     wait_for("g2 healthy", lambda: current(agent).get("t1", {}).get("container") == g2)
     wait_for("two engines in g2", lambda: len(serving(agent)) == 2, timeout=BOOT)
     assert all(e["endpoint"].startswith(ip_of(g2) + ":") for e in agent.engines())
+
+
+@pytest.mark.docker
+def test_a_tunnel_with_rotate_after_s_rotates_on_schedule(
+    agent_factory: AgentFactory, gluetun_image: str, tmp_path: Path
+) -> None:
+    path = tunnels_file(tmp_path, {**tunnel("t1", 2), "rotate_after_s": 5})
+    agent = start(agent_factory, gluetun_image, path, 4, "--min-engines", "1", "--max-engines", "2")
+    g0 = f"acefleet-vpn-{agent.host}-t1-g0"
+    wait_for("an engine in g0", lambda: len(serving(agent)) == 1, timeout=BOOT)
+    g0_id = docker("inspect", "-f", "{{.Id}}", g0)
+
+    def namespace() -> str:
+        """Id of the container whose namespace the serving engine joined ("" between two)."""
+        engines = serving(agent)
+        mode = docker(
+            "inspect", "-f", "{{.HostConfig.NetworkMode}}", engines[0]["id"], check=False
+        ) if engines else ""  # fmt: skip
+        return mode.removeprefix("container:")
+
+    assert namespace() == g0_id
+    wait_for(
+        "g0 removed", lambda: docker("ps", "-aq", "--filter", f"name=^{g0}$") == "", timeout=BOOT
+    )
+    # the engine runs in a later generation (the schedule keeps rotating: whichever is current)
+    wait_for("an engine again", lambda: len(serving(agent)) == 1, timeout=BOOT)
+    later = docker(
+        "ps", "-q", "--no-trunc", "--filter", f"label=acefleet.host={agent.host}",
+        "--filter", "label=acefleet.vpn-tunnel=t1",
+    ).split()  # fmt: skip
+    assert g0_id not in later
+    wait_for("the engine in a later generation", lambda: namespace() in later)
+    assert agent.metric('acefleet_agent_tunnel_rotations_total{reason="schedule",tunnel="t1"}') >= 1
+    assert agent.metric('acefleet_agent_tunnel_engine_drains_total{reason="rotation"}') >= 1
