@@ -29,7 +29,7 @@ from acefleet.wire import (
     VpnState,
     Wire,
 )
-from orchestrator.agent.capacity import Capacity, capacity
+from orchestrator.agent.capacity import Capacity
 from orchestrator.agent.dockerops import DockerError
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import AgentError
@@ -253,7 +253,7 @@ async def status(pool: PoolDep) -> AgentStatus:
         ready=reason is None,
         not_ready_reason=reason,
         draining=pool.draining,
-        capacity=capacity(pool, pool.provisioning()),
+        capacity=pool.capacity(),
         vpn=pool.vpn_state(),
         provisioning=pool.provisioning(),
         profile=pool.profile.name,

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from acefleet.api_errors import install_error_handlers
 from orchestrator.agent import api
 from orchestrator.agent.agentcheck import AgentCheckServer, answer
-from orchestrator.agent.capacity import capacity
 from orchestrator.agent.heartbeat import HeartbeatLoop
 from orchestrator.agent.metrics import AgentMetrics
 from orchestrator.agent.pool import Pool
@@ -33,7 +32,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
             check = AgentCheckServer(
                 settings.agent_check_host,
                 settings.agent_check_port,
-                lambda: answer(pool.draining, capacity(pool, pool.provisioning()).weight_percent),
+                lambda: answer(pool.draining, pool.capacity().weight_percent),
             )
             await check.start()
         beat = None

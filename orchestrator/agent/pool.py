@@ -35,6 +35,7 @@ from acefleet import logs, tls
 from acefleet.wire import ProvisioningState, TunnelReport, VpnState
 from orchestrator.agent import profiles, upkeep
 from orchestrator.agent.adoption import Adoption
+from orchestrator.agent.capacity import Capacity, capacity
 from orchestrator.agent.dockerops import DockerError, DockerOps
 from orchestrator.agent.engine_health import EngineHealthKeeper
 from orchestrator.agent.engine_record import Engine
@@ -160,6 +161,10 @@ class Pool(PoolState):
 
     def provisioning(self) -> ProvisioningState:
         return self.provisioner.report()
+
+    def capacity(self) -> Capacity:
+        room = self.tunnels.free_slots(set()) if self.tunnels is not None else None
+        return capacity(self, self.provisioning(), room)
 
     # --- engines in and out ----------------------------------------------------------------
 

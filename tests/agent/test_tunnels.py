@@ -221,6 +221,10 @@ def test_engines_spread_over_tunnels_survive_a_restart_and_leave_a_tunnel_that_g
         r = agent.post("/v1/engines")
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "tunnels_full"
+        # and the capacity HAProxy and central read counts no engine the tunnels cannot take
+        # (max_engines is 8: without the tunnels' room it would count four more)
+        cap = agent.status()["capacity"]
+        assert cap["free_slots"] == cap["engines_free"] * cap["stream_cap"], cap
     finally:
         agent.client.close()
         agent.svc.stop()
