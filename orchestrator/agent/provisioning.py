@@ -176,7 +176,14 @@ class Provisioner:
         reserved = self.ports.reserved
         slot = self.tunnels.pick(reserved)
         if slot is None:
-            raise PortsExhausted("no free engine slot in a healthy VPN tunnel")
+            # A health tick or a rotation took the slot reserve() counted on: a refusal like
+            # reserve()'s own, not a failure for the breaker (which would pause provisioning
+            # just when the tunnel's engines need replacements).
+            raise ProvisionRefused(
+                "tunnels_full",
+                "no free engine slot in a healthy VPN tunnel",
+                retry_after_s=self.s.reconcile_interval_s,
+            )
         p2p = slot.forwarded_port
         if p2p is None:
             taken = {e.p2p_port for e in self.state.engines.values()} | reserved

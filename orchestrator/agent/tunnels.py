@@ -24,6 +24,7 @@ Rules, in order (each ``tick``, every ``vpn_check_interval_s``):
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ log = logs.get(__name__)
 
 # A retiring generation is removed once it carries no engine, or after this at the latest.
 RETIRE_MAX_S = 600.0
+
+
+def auth_role(api_key: str) -> str:
+    """Gluetun's ``HTTP_CONTROL_SERVER_AUTH_DEFAULT_ROLE``: the API key every route asks for.
+    Encoded, not formatted: a key holding a quote or a backslash must stay valid JSON, or
+    Gluetun refuses to start and the tunnel never comes up."""
+    return json.dumps({"auth": "apikey", "apikey": api_key}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -261,9 +269,7 @@ class Tunnels:
         )
         env = spec.container_env()
         env["HTTP_CONTROL_SERVER_ADDRESS"] = f":{s.vpn_control_port}"
-        env["HTTP_CONTROL_SERVER_AUTH_DEFAULT_ROLE"] = (
-            f'{{"auth":"apikey","apikey":"{self.api_key}"}}'
-        )
+        env["HTTP_CONTROL_SERVER_AUTH_DEFAULT_ROLE"] = auth_role(self.api_key)
         env["FIREWALL_INPUT_PORTS"] = ",".join(str(p) for p in gen.ports)
         request = TunnelCreateRequest(
             name=gen.container,

@@ -14,10 +14,12 @@ import pytest
 from acefleet.wire import EngineHealth, TunnelState
 from orchestrator.agent import tunnel_health
 from orchestrator.agent.engine_record import Engine
+from orchestrator.agent.errors import ProvisionRefused
 from orchestrator.agent.metrics import AgentMetrics
 from orchestrator.agent.pool import Pool
 from orchestrator.agent.settings import AgentSettings
 from orchestrator.agent.tunnel_record import TunnelGen
+from orchestrator.agent.tunnels import auth_role
 from orchestrator.agent.vpn import GluetunStatus
 
 RUNNING = GluetunStatus(True, True, "203.0.113.7", 45000, None)
@@ -157,3 +159,28 @@ def test_new_engines_go_where_the_forwarded_port_is_free_then_to_the_emptiest(
     assert pool.provisioner.refusal() is not None
     assert pool.provisioner.refusal().code == "vpn_down"  # type: ignore[union-attr]
     assert tunnels.report(t1).state == TunnelState.retiring
+
+
+async def test_a_slot_gone_before_its_creation_is_refused_not_counted_as_a_failure(
+    pool: Pool,
+) -> None:
+    tunnels = pool.tunnels
+    assert tunnels is not None
+    t1 = gen("t1")
+    t1.address = "172.17.0.9"
+    t1.set_state(TunnelState.healthy, None)
+    tunnels.gens[t1.container] = t1
+    tunnels.adopted = True
+    pool.provisioner.reserve()  # t1 has room now
+    t1.set_state(TunnelState.down, "stopped")  # a health tick before the creation runs
+    with pytest.raises(ProvisionRefused) as refused:
+        await pool.provisioner.provision(0)
+    assert refused.value.code == "tunnels_full"
+    assert pool.provisioner.breaker.failures_total == 0  # the breaker stays closed
+    assert pool.provisioner.in_flight == 0
+
+
+def test_the_control_servers_auth_role_is_json_whatever_the_key() -> None:
+    key = 'a-key-with "quotes" and a \\ backslash'
+    role = json.loads(auth_role(key))
+    assert role == {"auth": "apikey", "apikey": key}
