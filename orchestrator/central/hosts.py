@@ -73,20 +73,18 @@ class Host:
     def draining(self) -> bool:
         return self.agent_draining or self.operator_drain
 
-    def tunnel(self, name: str) -> TunnelReport | None:
-        for report in self.tunnels:
-            if report.name == name:
-                return report
-        return None
-
     def on_sick_tunnel(self, engine: Engine) -> bool:
         """Whether the engine runs in a tunnel that is not healthy in the latest heartbeat (one
-        the heartbeat no longer lists counts as not healthy: its namespace may be gone)."""
+        the heartbeat no longer lists counts as not healthy: its namespace may be gone).
+
+        An engine names its tunnel, not the generation. During a rotation the heartbeat lists
+        the retiring generation and the new one under the same name: the tunnel is healthy when
+        any of them is, or the new generation's engines would be placed last for the whole
+        rotation (the retiring one's engines are draining, so never placed anyway)."""
         name = engine.report.tunnel
         if name is None:
             return False
-        report = self.tunnel(name)
-        return report is None or report.state is not TunnelState.healthy
+        return not any(r.name == name and r.state is TunnelState.healthy for r in self.tunnels)
 
     def status(self, now: float, stale_after: float, lost_after: float) -> HostStatus:
         silent = now - self.last_seen

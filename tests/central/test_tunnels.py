@@ -147,6 +147,16 @@ def test_an_engine_on_a_sick_tunnel_is_placed_last(
     ]
     edge0.beat(service)
     assert claim("id:f")["engine"]["id"] == "edge0-eng0"
+    # A rotation of t2: the heartbeat lists the retiring g0 and the healthy g1 under one name,
+    # and an engine names only its tunnel. t2 is healthy: its engine (1/10 against 4/10) is
+    # placed first again, not last for the whole rotation.
+    edge0.tunnels = [
+        tunnel("t1"),
+        tunnel("t2", TunnelState.retiring),
+        tunnel("t2", generation=1),
+    ]
+    edge0.beat(service)
+    assert claim("id:g")["engine"]["id"] == "edge0-eng1"
 
 
 def test_a_standby_goes_to_another_tunnel_than_its_primary(
