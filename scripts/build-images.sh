@@ -210,7 +210,7 @@ link_into() {  # link_into FILE... DIR: hard-link (or copy across filesystems) i
 
 # --- acefleet/engine-sim ------------------------------------------------------------------------
 build_engine() {
-  local base_id hash have start
+  local base_id hash
   base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
   # Stage a small context (the docker client tars all of it on every build, cached or not).
   rm -rf "$CONTEXT"
@@ -229,24 +229,30 @@ build_engine() {
     echo "$base_id"
     cd "$CONTEXT" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16)
-  have=$(label_of "$ENGINE_IMAGE")
-  if ((!rebuild)) && [[ $have == "$hash" ]]; then
-    step "$ENGINE_IMAGE is up to date (input hash $hash)"
+  build_on_base "$ENGINE_IMAGE" "$CONTEXT" "$hash" engine-sim
+}
+
+# build_on_base IMAGE CONTEXT HASH ROLE: docker build IMAGE FROM the base image, labelled with its
+# input HASH and ROLE; skipped when the image already carries HASH (the build's log is
+# build/logs/ROLE.log).
+build_on_base() {
+  local image=$1 context=$2 hash=$3 role=$4 start old_id no_cache=()
+  if ((!rebuild)) && [[ $(label_of "$image") == "$hash" ]]; then
+    step "$image is up to date (input hash $hash)"
     return
   fi
   start=$SECONDS
-  step "building $ENGINE_IMAGE from $BASE_IMAGE (input hash $hash; log: build/logs/engine-sim.log)"
-  local no_cache=() old_id
+  step "building $image from $BASE_IMAGE (input hash $hash; log: build/logs/$role.log)"
   ((rebuild)) && no_cache=(--no-cache)
-  old_id=$(image_id "$ENGINE_IMAGE")
+  old_id=$(image_id "$image")
   if ! docker build "${no_cache[@]}" --build-arg "BASE=$BASE_IMAGE" \
-    --label "acefleet.input-hash=$hash" --label acefleet.role=engine-sim \
-    -t "$ENGINE_IMAGE" "$CONTEXT" >build/logs/engine-sim.log 2>&1; then
-    tail -n 30 build/logs/engine-sim.log >&2
-    die "docker build of $ENGINE_IMAGE failed (full log: build/logs/engine-sim.log)"
+    --label "acefleet.input-hash=$hash" --label "acefleet.role=$role" \
+    -t "$image" "$context" >"build/logs/$role.log" 2>&1; then
+    tail -n 30 "build/logs/$role.log" >&2
+    die "docker build of $image failed (full log: build/logs/$role.log)"
   fi
   drop_if_dangling "$old_id"
-  step "built $ENGINE_IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$ENGINE_IMAGE" | numfmt --to=si)B)"
+  step "built $image in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=si)B)"
 }
 
 save_image() {  # save_image IMAGE TAR WHY: docker save, redone only when the image changed
@@ -267,30 +273,14 @@ save_image() {  # save_image IMAGE TAR WHY: docker save, redone only when the im
 # --- acefleet/gluetun-standin -------------------------------------------------------------------
 # Its context is its own small folder (a Dockerfile and one Python file): nothing to stage.
 build_standin() {
-  local base_id hash have start old_id no_cache=()
+  local base_id hash
   base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
   hash=$( {
     echo "$base_id"
     cd "$STANDIN_DIR" && find . -type f -not -name '*.pyc' -not -path '*/__pycache__/*' -print0 \
       | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16)
-  have=$(label_of "$STANDIN_IMAGE")
-  if ((!rebuild)) && [[ $have == "$hash" ]]; then
-    step "$STANDIN_IMAGE is up to date (input hash $hash)"
-    return
-  fi
-  start=$SECONDS
-  step "building $STANDIN_IMAGE from $BASE_IMAGE (input hash $hash; log: build/logs/gluetun-standin.log)"
-  ((rebuild)) && no_cache=(--no-cache)
-  old_id=$(image_id "$STANDIN_IMAGE")
-  if ! docker build "${no_cache[@]}" --build-arg "BASE=$BASE_IMAGE" \
-    --label "acefleet.input-hash=$hash" --label acefleet.role=gluetun-standin \
-    -t "$STANDIN_IMAGE" "$STANDIN_DIR" >build/logs/gluetun-standin.log 2>&1; then
-    tail -n 30 build/logs/gluetun-standin.log >&2
-    die "docker build of $STANDIN_IMAGE failed (full log: build/logs/gluetun-standin.log)"
-  fi
-  drop_if_dangling "$old_id"
-  step "built $STANDIN_IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$STANDIN_IMAGE" | numfmt --to=si)B)"
+  build_on_base "$STANDIN_IMAGE" "$STANDIN_DIR" "$hash" gluetun-standin
 }
 
 total=$SECONDS

@@ -230,14 +230,7 @@ class DockerOps:
                 ports=ports,
                 host_config=api.create_host_config(**host_cfg),
             )
-            cid = str(created["Id"])
-            try:
-                api.start(cid)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    api.remove_container(cid, force=True)
-                raise
-            return cid
+            return _start_or_remove(api, str(created["Id"]))
 
         return await self._run(f"create {req.name}", call)
 
@@ -258,14 +251,7 @@ class DockerOps:
                 labels=req.labels,
                 host_config=host_cfg,
             )
-            cid = str(created["Id"])
-            try:
-                api.start(cid)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    api.remove_container(cid, force=True)
-                raise
-            return cid
+            return _start_or_remove(api, str(created["Id"]))
 
         return await self._run(f"create {req.name}", call)
 
@@ -331,3 +317,15 @@ class DockerOps:
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
+
+
+def _start_or_remove(api: Any, cid: str) -> str:
+    """Start a created container; one that cannot start is removed, not left behind as a
+    created container holding its name (and, for an engine, its port labels)."""
+    try:
+        api.start(cid)
+    except Exception:
+        with contextlib.suppress(Exception):
+            api.remove_container(cid, force=True)
+        raise
+    return cid
