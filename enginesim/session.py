@@ -4,7 +4,10 @@
   readers are disconnected and whose URLs answer 403 from then on.
 - A start with the same ``pid`` (or again without one) gets the same live session back.
 - A session with no reader ends on its own ``idle_timeout`` seconds after the last one left
-  (or after it was started, if nobody ever read it).
+  (or after it was started, if nobody ever read it). A caller whose playback is held while the
+  session prebuffers is a reader: with a prebuffer longer than the idle timeout (the fast
+  profile's 2 s against a loaded machine's slow start) the session would otherwise end under a
+  waiting player, who would get 403.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class Session:
     opened: float | None = None  # when playback was first asked for: prebuffering starts
     last_activity: float = field(default_factory=time.monotonic)
     readers: list[Connection] = field(default_factory=list)
+    # callers whose playback headers are held while the session prebuffers: they are readers
+    # to be (an engine does not end a session a player is waiting on)
+    waiting: int = 0
     bytes_sent: int = 0
     media_bytes: int = 0  # taken from the feed by the pacer (HLS: segmenter.bytes_read)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,7 +90,12 @@ class Session:
         self.touch()
         delay = self.ready_at - time.monotonic()
         if delay > 0:
-            await self.hold(conn, delay)
+            self.waiting += 1
+            try:
+                await self.hold(conn, delay)
+            finally:
+                self.waiting -= 1
+                self.touch()  # the idle clock starts when the wait ends, not when it began
         return not self.ended.is_set() and not conn.closed.is_set()
 
     async def hold(self, conn: Connection, seconds: float | None = None) -> None:
@@ -239,7 +250,8 @@ class Registry:
     def reap_idle(self) -> None:
         now = time.monotonic()
         for session in list(self.by_infohash.values()):
-            if not session.readers and now - session.last_activity > self.timing.idle_timeout:
+            idle = not session.readers and not session.waiting
+            if idle and now - session.last_activity > self.timing.idle_timeout:
                 self._end(session, "idle")
 
     async def reaper(self) -> None:

@@ -109,6 +109,18 @@ def test_session_nobody_reads_ends_too(start_sim: StartSim) -> None:
     assert sessions(svc.url)["sessions_ended_total"] == 1
 
 
+def test_a_player_held_in_prebuffer_keeps_the_session(start_sim: StartSim) -> None:
+    """A prebuffer longer than the idle timeout: the waiting player is a reader, so the session
+    is not ended under it (it got 403 before, which a proxy counts as an engine fault)."""
+    svc = start_sim("--idle-timeout", "0.4", "--prebuffer", "1.5")
+    url = str(start_json(svc.url, "id=waited")["playback_url"])
+    with httpx.Client(timeout=10, follow_redirects=True) as c, c.stream("GET", url) as r:
+        assert r.status_code == 200
+        got = next(r.iter_raw())
+        assert got[:1] == b"\x47"
+        assert sessions(svc.url)["sessions_ended_total"] == 0
+
+
 def test_sim_sessions_describes_each_live_session(sim: Service) -> None:
     resp = start_json(sim.url, "id=observed&pid=obs")
     url = str(resp["playback_url"])
