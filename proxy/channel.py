@@ -47,6 +47,11 @@ _TICK_S = 1.0
 _STANDBY_LINGER_S = 30.0
 # after a standby could not be placed or opened, wait this long before asking again
 _STANDBY_RETRY_S = 10.0
+# ... unless the standby is a move's (the primary's engine is being emptied: tunnel down, drain,
+# rotation): the engine may soon be removed under the viewers, so ask again sooner
+_MOVE_RETRY_S = 2.0
+# a failover refused for want of capacity (503) is asked again this often, within failover_wait_s
+_CAPACITY_RETRY_S = 1.0
 # null packets per gap fill: ~1.5 KiB, enough for a player's read to return
 _FILL_PACKETS = 8
 # the old source's PIDs are learnt from this much of its latest bytes when a new one is spliced on
@@ -133,6 +138,10 @@ class Channel:
         self.standby_retry_at = 0.0
         self.standby_unwanted_since: float | None = None
         self.standby_task: asyncio.Task[None] | None = None
+        # the primary died while the standby was starting: the standby is awaited (rule 5), and
+        # promoted for this reason ("died" or "stalled") once it has a keyframe
+        self.awaiting: str | None = None
+        self.awaiting_since = 0.0
         self.watch_handle: asyncio.TimerHandle | None = None
         self.last_in = self.loop.time()  # the latest upstream bytes arrived (loop clock)
         self.last_fill = 0.0
@@ -332,11 +341,17 @@ class Channel:
 
     # --- upstream lifecycle --------------------------------------------------------------------
     async def _run_upstream(self) -> None:
+        refused_since: float | None = None
         while True:
             try:
                 await self._open_upstream()
                 return
             except PlacementError as exc:
+                now = time.monotonic()
+                refused_since = now if refused_since is None else refused_since
+                if self._wait_for_capacity(exc, now - refused_since):
+                    await asyncio.sleep(_CAPACITY_RETRY_S)
+                    continue
                 self._fail(exc)
                 return
             except UpstreamError as exc:
@@ -348,6 +363,22 @@ class Channel:
                     continue
                 self._fail(exc)
                 return
+
+    def _wait_for_capacity(self, exc: PlacementError, waited: float) -> bool:
+        """A failover (viewers had bytes from an earlier source) refused because no engine is
+        free right now (503: the fleet is replacing engines, a tunnel is down, claims are all
+        taken) is asked again for ``failover_wait_s``: the viewers' connections are kept with
+        gap fills meanwhile. A first start is not: its player gets the 503 and retries itself."""
+        if not (
+            exc.status == 503
+            and self.buffer.head > 0
+            and self.viewer_count
+            and waited < self.settings.failover_wait_s
+        ):
+            return False
+        self.metrics.failover_capacity_waits.labels(exc.code).inc()
+        self.log.info("failover_waits_for_capacity", code=exc.code, waited_s=round(waited, 1))
+        return True
 
     async def _open_upstream(self) -> None:
         # The claim call and the engine's start call run as their own tasks, shielded: when
@@ -485,6 +516,19 @@ class Channel:
         self._retire_upstream(reason, "engine_failed")
         if self.fill_handle is None:  # a gap for sure: fill it from its first second on
             self.fill_handle = self.loop.call_later(self.settings.gap_fill_after_s, self._fill_gap)
+        sb = self.standby
+        if sb is not None and sb.state == "starting" and self.viewer_count:
+            # rule 5: the standby already has an engine and is prebuffering; a new claim would
+            # only start another prebuffer (or be refused: a move's engines are all taken)
+            self.awaiting = "stalled" if reason == "stall" else "died"
+            self.awaiting_since = time.monotonic()
+            self.metrics.standby_awaited.inc()
+            self.log.info("failover_awaits_standby", reason=reason)
+            return
+        self._fail_over(reason)
+
+    def _fail_over(self, reason: str) -> None:
+        """No standby to take over: place the channel again (the failover rule) or close it."""
         # a dead or stalled upstream is always the source's fault
         if self.failover.take(engine_fault=True, watched=bool(self.viewer_count)):
             self.pending.clear()
@@ -592,6 +636,12 @@ class Channel:
     #    ``_STANDBY_RETRY_S``.
     # 4. While a watched channel gets no upstream bytes for ``gap_fill_after_s``, its TS viewers
     #    get a few null packets that often, so players with read timeouts keep the connection.
+    # 5. A primary that dies or stalls while a standby is still starting (placed, prebuffering:
+    #    typically a move off a tunnel or engine being emptied) waits for that standby instead of
+    #    placing again, and it is promoted at its first keyframe. Only if the standby fails, or
+    #    is not live within ``engine_call_timeout_s + first_byte_timeout_s``, does the failover
+    #    rule place the channel again. A move's standby that failed is asked again after
+    #    ``_MOVE_RETRY_S`` (not ``_STANDBY_RETRY_S``): its primary may be removed any moment.
     def _standby_wanted(self) -> bool:
         wanted = self.settings.standby_min_viewers
         if wanted and self.viewer_count >= wanted:
@@ -602,7 +652,10 @@ class Channel:
         sb = self.standby
         if sb is not None and sb.state == "closed":  # it died: ask again later
             self.standby = sb = None
-            self.standby_retry_at = now + _STANDBY_RETRY_S
+            self.standby_retry_at = now + self._standby_retry_s()
+        if self.awaiting is not None:
+            self._keep_awaiting(now)
+            return
         placement = self.placement
         if self.state != "live" or placement is None or self.playback is None:
             return
@@ -624,6 +677,30 @@ class Channel:
             elif now - self.standby_unwanted_since >= _STANDBY_LINGER_S:
                 self.retire_standby("unwanted")
 
+    def _standby_retry_s(self) -> float:
+        moving = self.placement is not None and self.ctx.degraded(self.placement)
+        return _MOVE_RETRY_S if moving else _STANDBY_RETRY_S
+
+    def _keep_awaiting(self, now: float) -> None:
+        """Rule 5, each tick: promote the awaited standby once it can be, or give up on it."""
+        reason = self.awaiting
+        assert reason is not None
+        sb = self.standby
+        if sb is not None and sb.live and self._promote(reason, reason):
+            return
+        limit = self.settings.engine_call_timeout_s + self.settings.first_byte_timeout_s
+        if sb is None or sb.state == "closed" or now - self.awaiting_since > limit:
+            self._awaited_standby_failed()
+
+    def _awaited_standby_failed(self) -> None:
+        reason = self.awaiting
+        if reason is None or self.state == "closed":
+            return
+        self.awaiting = None
+        self.log.warning("awaited_standby_failed", reason=reason)
+        self.retire_standby("engine_failed")
+        self._fail_over("stall" if reason == "stalled" else reason)
+
     def _open_standby(self, primary: Placement) -> None:
         sb = self.standby = Standby(self.ctx, self.key, self.selector, self.params)
         avoid = frozenset({primary.engine_id or primary.engine or ""})
@@ -637,7 +714,10 @@ class Channel:
             self.log.info("standby_failed", code=exc.code, error=exc.message)
             if self.standby is sb:
                 self.standby = None
-                self.standby_retry_at = time.monotonic() + _STANDBY_RETRY_S
+                self.standby_retry_at = time.monotonic() + self._standby_retry_s()
+                self._awaited_standby_failed()
+            return
+        if sb.live and self.awaiting is not None and self._promote(self.awaiting, self.awaiting):
             return
         if sb.live and self.watch_handle is None:
             self._watch_primary()
@@ -650,6 +730,8 @@ class Channel:
         if sb is None or not sb.live or self.state == "closed":
             return
         limit = self.settings.standby_promote_after_s
+        if self.awaiting is not None and self._promote(self.awaiting, self.awaiting):
+            return  # rule 5: the standby now has a keyframe
         if (
             pb is not None
             and time.monotonic() - pb.last_data > limit
@@ -668,8 +750,12 @@ class Channel:
         data = sb.splice_bytes()
         if data is None:
             return False
-        last = self.playback.last_data if self.playback is not None else time.monotonic()
+        if self.playback is not None:
+            last = self.playback.last_data
+        else:  # rule 5: the primary is gone already; the gap began at its last byte
+            last = self.gap_since if self.gap_since is not None else time.monotonic()
         self.standby = None
+        self.awaiting = None
         self._retire_upstream(detail, "moved" if reason == "moved" else "engine_failed")
         placement, session, playback, record, rest = sb.hand_over()
         self.generation += 1

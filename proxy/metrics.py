@@ -84,6 +84,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.standby_awaited = Counter(
+            "acefleet_proxy_failover_awaits_standby",
+            "Primaries that died while a standby was starting: the standby was waited for "
+            "instead of placing again",
+            registry=r,
+        )
+        self.failover_capacity_waits = Counter(
+            "acefleet_proxy_failover_capacity_waits",
+            "Failover placements refused with 503 and asked again (failover_wait_s), by code",
+            ["code"],
+            registry=r,
+        )
         self.failover_gap = Histogram(
             "acefleet_proxy_failover_gap_seconds",
             "The old upstream's last byte to the new upstream's first byte published",

@@ -126,6 +126,14 @@ class ProxySettings(BaseSettings):
     failovers: int = Field(
         2, ge=0, le=10, description="Re-placements of an upstream that dies while watched"
     )
+    failover_wait_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="A failover refused for want of a free engine (503) is asked again this long "
+        "while viewers get gap fills, so a fleet busy replacing engines (a VPN tunnel down, a "
+        "rotation, a drain) costs a pause, not a disconnect (0 = fail at once)",
+    )
 
     # --- zero-drop failover (see docs/failover.md) -------------------------------------------
     standby_min_viewers: int = Field(

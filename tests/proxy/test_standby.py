@@ -233,3 +233,37 @@ async def test_standby_on_a_degraded_engine_is_retired_not_promoted(
     assert await asyncio.to_thread(metric, url, "acefleet_proxy_standby_promotions_total") == 0
     assert await viewer.read_for(1.0) > 50_000
     viewer.close()
+
+
+async def test_primary_dying_while_its_move_starts_waits_for_the_standby(
+    start_sim: StartSim, in_process: Callable[..., Awaitable[tuple[Running, Events, str]]]
+) -> None:
+    # Engines with a real prebuffer (4 s): the primary's engine is being emptied (a tunnel went
+    # down) and dies while its standby still prebuffers. Placing again would claim the
+    # standby's engine a second time (or be refused: the move took the last free one) and cost
+    # another prebuffer; the channel waits for its standby and promotes it instead.
+    sims = {endpoint(s): s for s in (start_sim("--prebuffer", "4"), start_sim("--prebuffer", "4"))}
+    running, events, url = await in_process(list(sims), first_byte_timeout_s=30)
+    moving: set[str] = set()
+    edge = running.app.edge
+    edge.channel_context = replace(edge.channel_context, degraded=lambda p: p.engine in moving)
+    viewer = await request(url, f"/ace/getstream?infohash={CONTENT}")
+    await viewer.read_until(100_000)
+    channel = next(iter(edge.channels.values()))
+    old = channel.placement
+    assert old is not None
+    moving.add(str(old.engine))
+    await wait_for(lambda: channel.standby is not None and channel.standby.state == "starting")
+    await asyncio.to_thread(fault, sims[str(old.engine)].url, action="cut")
+    await wait_for(lambda: metric(url, "acefleet_proxy_failover_awaits_standby_total") == 1)
+    await wait_for(
+        lambda: metric(url, "acefleet_proxy_standby_promotions_total", 'reason="died"'),
+        within=20,
+    )
+    assert await viewer.read_for(1.0) > 50_000  # the same connection, flowing again
+    assert channel.placement is not None
+    assert channel.placement.engine != old.engine
+    started = [e for e in events.seen if e[0] == "started"]
+    assert [e[2] for e in started] == [False, True, False]  # no second claim meanwhile
+    assert await asyncio.to_thread(metric, url, "acefleet_proxy_failovers_total") == 1
+    viewer.close()
