@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,21 @@ DESCRIPTION = (
 )
 
 
+def announced_url(settings: AgentSettings) -> str:
+    """The URL the agent tells central to reach its API at: ``agent_url``, else its listen
+    address, except a wildcard one (0.0.0.0, ::), which nobody can call: the host's name then
+    (central forwards operators' tunnel rotations to this URL)."""
+    if settings.agent_url:
+        return settings.agent_url
+    scheme = "https" if settings.tls_cert_file else "http"
+    host = settings.listen_host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{settings.listen_port}"
+
+
 def create_app(settings: AgentSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,9 +53,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
             await check.start()
         beat = None
         if settings.central_url:
-            scheme = "https" if settings.tls_cert_file else "http"
-            url = settings.agent_url or f"{scheme}://{settings.listen_host}:{settings.listen_port}"
-            beat = asyncio.create_task(HeartbeatLoop(pool, url).run())
+            beat = asyncio.create_task(HeartbeatLoop(pool, announced_url(settings)).run())
         try:
             yield
         finally:

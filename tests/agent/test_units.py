@@ -7,9 +7,11 @@ import socket
 import pytest
 
 from orchestrator.agent.agentcheck import answer
+from orchestrator.agent.app import announced_url
 from orchestrator.agent.ports import PortAllocator, PortsExhausted
 from orchestrator.agent.profiles import resolve
 from orchestrator.agent.provision_breaker import Breaker
+from orchestrator.agent.settings import AgentSettings
 from tests.agent.helpers import port_range
 
 
@@ -85,3 +87,15 @@ def test_agent_check_lines() -> None:
     assert answer(False, 50) == b"ready 50%\n"
     assert answer(False, 0) == b"ready 1%\n"
     assert answer(False, 250) == b"ready 100%\n"
+
+
+def test_the_url_announced_to_central_is_one_it_can_call() -> None:
+    key = "unit-agent-key-0123456789"
+    wildcard = AgentSettings(api_key=key, listen_host="0.0.0.0", listen_port=8100)
+    assert announced_url(wildcard) == f"http://{socket.getfqdn()}:8100"  # never 0.0.0.0
+    v6 = AgentSettings(api_key=key, listen_host="fd00::5", listen_port=8100)
+    assert announced_url(v6) == "http://[fd00::5]:8100"
+    set_by_role = AgentSettings(
+        api_key=key, listen_host="0.0.0.0", agent_url="http://edge1.example:8100"
+    )
+    assert announced_url(set_by_role) == "http://edge1.example:8100"

@@ -298,6 +298,9 @@ def test_the_tunnels_file_is_rendered_0600_for_the_agent(tmp_path: Path) -> None
     assert lab["vault_acefleet_vpn_t1_private_key"] not in output
     assert lab["vault_acefleet_vpn_t2_private_key"] not in output
 
+    # the agent announces a URL central can call (its API listens on 0.0.0.0 in the lab): never
+    # the wildcard address, which made central unable to forward a rotation
+    assert re.search(r'^agent_url = "http://localhost:\d+"$', config, re.M), config
     # ...with the lab's tunnel settings...
     assert 'vpn_image = "acefleet/gluetun-standin:latest"' in config
     assert 'vpn_docker_network = "acefleet-lab"' in config
