@@ -9,6 +9,8 @@
 #   scripts/lab.sh status    what runs
 #   scripts/lab.sh tunnels   central lists each edge's VPN tunnels (two stand-ins) healthy, with
 #                            their forwarded ports, and the engines sit in them (up shows it too)
+#   scripts/lab.sh tunnel-rotation  an operator rotates (through central's API on the VIP) the
+#                            VPN tunnel under a watched channel: the channel moves, players kept
 #   scripts/lab.sh play ARGS run ansible-playbook against the lab (e.g. playbooks/rolling_update.yml)
 #   scripts/lab.sh alerts    kill an engine of edge1, wait for Prometheus (control1) to raise its alert
 #   scripts/lab.sh tls       the TLS proof of up again (open mode: a channel over HTTPS)
@@ -307,6 +309,13 @@ tunnels() {  # the fleet's tunnels check: central lists each edge's tunnels heal
     --agent-key unused --checks tunnels
 }
 
+tunnel_rotation() {  # rotate the tunnel under a watched channel through central, players kept
+  vip_routes_here || return 1
+  step "rotate the VPN tunnel under a watched channel (POST /v1/hosts/EDGE/tunnels/NAME/rotate)"
+  "$PY" molecule/default/verify_fleet.py --vip "$VIP" --prefix "$PREFIX-" \
+    --agent-key unused --checks tunnel_rotation
+}
+
 case ${1:-} in
   up) up ;;
   down) down ;;
@@ -319,5 +328,6 @@ case ${1:-} in
   zero-drop) export PATH="$PWD/.venv/bin:$PATH"; zero_drop ;;
   control-failover) control_failover ;;
   tunnels) tunnels ;;
-  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop|control-failover|tunnels" >&2; exit 2 ;;
+  tunnel-rotation) tunnel_rotation ;;
+  *) echo "usage: $0 up|down|status|play PLAYBOOK [ARGS]|alerts|hls [SECONDS]|tls|reload-proxy EDGE|zero-drop|control-failover|tunnels|tunnel-rotation" >&2; exit 2 ;;
 esac

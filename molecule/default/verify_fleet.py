@@ -52,6 +52,9 @@ ALL_CHECKS = (
 # tunnels: how long the edges' VPN tunnels may take to be healthy with their engines in them
 # (a stand-in connects in a second; the engines start once their tunnel is healthy).
 TUNNELS_WAIT_S = 90.0
+# tunnel_rotation: a new generation connects, the old one's engines drain (the proxies move
+# their channels after a standby's prebuffer), the old container goes once empty.
+TUNNEL_ROTATION_WAIT_S = 240.0
 # Seconds VLC plays the playlist's first channel (recorded, then decoded by ffprobe: >= 3 s).
 VLC_SECONDS = 8
 # Debian's XMLTV DTD (libxmltv-perl, scripts/bootstrap.sh installs it).
@@ -680,6 +683,79 @@ class Fleet:
             f"connections; it reconnects on a close or after {live.stall_timeout:.0f} s of "
             "silence); "
             f"{holder} back and serving: {back}"
+        )
+
+    # --- VPN tunnels: an operator rotates the tunnel under a watched channel -----------------
+
+    def post_central(self, path: str, timeout: float = 30) -> tuple[int, dict[str, Any]]:
+        """POST ``path`` of the operator API through the VIP (like :meth:`central_api`)."""
+        url = f"http://{self.vip}:{CENTRAL_PORT}{path}"
+        request = urllib.request.Request(
+            url, method="POST", headers={"X-API-Key": self.operator_key}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json_object(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json_object(exc.read())
+        except (OSError, http.client.HTTPException) as exc:
+            return 0, {"error": f"{type(exc).__name__}: {exc}"}
+
+    def engine_tunnel(self, engine: str) -> tuple[str, str]:
+        """(tunnel name, the container whose network namespace ``engine`` runs in)."""
+        found = docker_inspect([engine]) if engine else []
+        if not found:
+            return "", ""
+        labels = found[0]["Config"].get("Labels") or {}
+        owner = str(found[0]["HostConfig"]["NetworkMode"]).removeprefix("container:")
+        return str(labels.get("acefleet.tunnel") or ""), owner
+
+    def check_tunnel_rotation(self) -> tuple[bool, str]:
+        """Issue 18, a lab check (scripts/lab.sh tunnel-rotation; not in Molecule's list): an
+        operator rotates, through central's API on the VIP, the VPN tunnel whose engine feeds a
+        watched channel (two TS viewers and ffmpeg on it, none reconnecting; a second channel's
+        viewer besides). Central forwards it to the edge's agent at the URL the agent announced;
+        the agent starts the tunnel's next generation, drains the old one's engines (the proxy
+        moves the channel make-before-break) and removes the old container. Passes when the
+        channel ends up on an engine outside the old container, that container is gone, and
+        every player kept its one connection and got bytes after the move."""
+        a, b = "verify-rotation-a", "verify-rotation-b"
+        with self.live_players(a, b) as live:
+            edge = live.ts[0].edge
+            engine = self.primary_engine(a, edge)
+            tunnel, old = self.engine_tunnel(engine)
+            if not tunnel:
+                return False, f"the engine feeding {a} ({engine or 'none found'}) is in no tunnel"
+            host = edge if edge.startswith(self.prefix) else f"{self.prefix}{edge}"
+            asked = time.monotonic()
+            status, answer = self.post_central(f"/v1/hosts/{host}/tunnels/{tunnel}/rotate")
+            if status != 202:
+                return False, f"rotate {host}/{tunnel} through central: HTTP {status} {answer}"
+            seen: dict[str, str] = {}
+
+            def moved() -> bool:
+                seen["engine"] = now = self.primary_engine(a, edge)
+                seen["in"] = self.engine_tunnel(now)[1]
+                gone = not docker_inspect([old])
+                return bool(now) and seen["in"] not in ("", old) and gone
+
+            took = wait_until(moved, TUNNEL_ROTATION_WAIT_S, every=2)
+            received = live.received()
+            time.sleep(3)
+            grew = live.grew_since(received)
+            kept = live.ts_kept()
+            ffmpeg_kept = live.ffmpeg.running()
+            silences = live.silences_since(asked)
+        errors, recorded = live.errors, live.recorded
+        ok = took is not None and all(kept) and all(grew) and ffmpeg_kept and live.aligned()
+        return ok, (
+            f"rotated {host}/{tunnel} (generation {answer.get('generation')}) under {a} via "
+            f"{edge or '?'}: engine {engine} in {old[:12]} → {seen.get('engine')} in "
+            f"{seen.get('in', '')[:12]}, the old container gone and the channel moved: "
+            f"{seconds(took)} (at most {seconds(TUNNEL_ROTATION_WAIT_S)}); "
+            f"connections kept (no reconnects): TS {kept}, ffmpeg {ffmpeg_kept} ({recorded:.1f} s "
+            f"of video, {len(errors)} errors{_first(errors)}); bytes after: {grew}; longest "
+            f"silences {[round(x, 2) for x in silences]} s"
         )
 
     # --- the standby central: kill the active control host under live players ----------------
