@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -38,6 +39,14 @@ class Container:
     name: str
     state: str  # running, exited, created, ...
     labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TunnelFacts:
+    """What ``inspect`` says of a running tunnel container."""
+
+    address: str | None  # IP on the tunnel network (None: not attached)
+    started_at: datetime | None  # its last start, by Docker's clock (None: never started)
 
 
 @dataclass(frozen=True)
@@ -158,15 +167,16 @@ class DockerOps:
 
         return await self._run("list containers", call)
 
-    async def address(self, name: str, network: str) -> str | None:
-        """The container's IP address on ``network`` (None: not attached, or not running)."""
+    async def tunnel_facts(self, name: str, network: str) -> TunnelFacts:
+        """The container's address on ``network`` and when it last started: a restart (policy
+        or ``docker restart``) changes the start, and gives it a new network namespace."""
 
-        def call(api: Any) -> str | None:
-            networks = (api.inspect_container(name).get("NetworkSettings") or {}).get(
-                "Networks"
-            ) or {}
+        def call(api: Any) -> TunnelFacts:
+            info = api.inspect_container(name)
+            networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
             ip = (networks.get(network) or {}).get("IPAddress")
-            return str(ip) if ip else None
+            started = str((info.get("State") or {}).get("StartedAt") or "")
+            return TunnelFacts(str(ip) if ip else None, _docker_time(started))
 
         return await self._run(f"inspect {name}", call)
 
@@ -317,6 +327,15 @@ class DockerOps:
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
+
+
+def _docker_time(text: str) -> datetime | None:
+    """Docker's RFC 3339 time (nanoseconds, ``Z``); its zero time (never) is None."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.year > 1 else None
 
 
 def _start_or_remove(api: Any, cid: str) -> str:

@@ -88,9 +88,17 @@ class AgentMetrics:
             ["tunnel", "reason"],
             registry=r,
         )
+        self.tunnel_rotation_aborts = Counter(
+            "acefleet_agent_tunnel_rotation_aborts_total",
+            "Rotations given up on: the new generation was not healthy within "
+            "vpn_rotation_timeout_s, the old one stays current",
+            ["tunnel"],
+            registry=r,
+        )
         self.tunnel_drains = Counter(
             "acefleet_agent_tunnel_engine_drains_total",
-            "Engines drained off their tunnel, by reason (down, no_port, port_changed, rotation)",
+            "Engines drained off their tunnel, by reason (down, no_port, port_changed, rotation, "
+            "restarted)",
             ["reason"],
             registry=r,
         )

@@ -205,6 +205,15 @@ class AgentSettings(BaseSettings):
         description="A tunnel not healthy this long has its engines drained (drain_reason "
         "tunnel) and replaced on healthy tunnels",
     )
+    vpn_rotation_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        # a retiring generation is removed after 600 s at the latest (tunnels.RETIRE_MAX_S):
+        # the abort must come first, or it would have no generation left to go back to
+        le=600,
+        description="A rotation whose new tunnel generation is not healthy this long after it "
+        "started is aborted: the new generation is removed and the old one stays current",
+    )
 
     # --- central ---------------------------------------------------------------------------
     central_url: str = Field(default="", description="acefleet-central base URL (empty: alone)")

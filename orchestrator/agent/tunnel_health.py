@@ -17,6 +17,9 @@ Consequences (``drains``), for the current generation of a tunnel:
 5. Healthy with a forwarded port that an engine of it marked ``vpn_forwarded`` does not hold
    (the port changed): that engine is drained (``port_changed``), so the next engine created in
    the tunnel takes the new port.
+6. Any generation, retiring ones too: an engine created before the container's last start
+   (``restarted``: Docker's restart policy or ``docker restart`` gave the tunnel a new network
+   namespace) is drained, its own namespace is gone; engines created since then are kept.
 """
 
 from __future__ import annotations
@@ -53,3 +56,15 @@ def drains(gen: TunnelGen, engines: list[Engine], down_after_s: float) -> list[t
         return [(e, reason) for e in serving]
     port = gen.forwarded_port
     return [(e, "port_changed") for e in serving if e.vpn_forwarded and port and e.p2p_port != port]
+
+
+def restart_drains(gen: TunnelGen, engines: list[Engine]) -> list[tuple[Engine, str]]:
+    """Rule 6: the engines of ``gen`` that joined the namespace of an earlier start."""
+    started = gen.started_at
+    if started is None:
+        return []
+    return [
+        (e, "restarted")
+        for e in engines
+        if not e.recycling and not e.removing and e.created_at < started
+    ]

@@ -44,6 +44,13 @@ class TunnelGen:
     unhealthy_mono: float | None = field(default_factory=time.monotonic)
     ever_healthy: bool = False
     retiring_mono: float | None = None  # monotonic: when a newer generation took over
+    # the container's last start (Docker's StartedAt): a restart moves it, and engines that
+    # joined the namespace of an earlier start lost their network
+    started_at: datetime | None = None
+    # a rotation away from this generation that was given up on (its successor never became
+    # healthy): when, and what the report says of it
+    rotation_aborted_at: datetime | None = None
+    rotation_note: str | None = None
 
     @property
     def retiring(self) -> bool:
@@ -90,7 +97,9 @@ class TunnelGen:
             container=self.container,
             generation=self.generation,
             state=TunnelState.retiring if self.retiring else self.state,
-            reason="replaced by a newer generation" if self.retiring else self.reason,
+            reason="replaced by a newer generation"
+            if self.retiring
+            else self.reason or self.rotation_note,
             public_ip=self.public_ip,
             forwarded_port=self.forwarded_port,
             engines=engines,

@@ -5,18 +5,28 @@ Rules, in order (each ``tick``, every ``vpn_check_interval_s``):
 
 1. Adoption: containers labelled ``acefleet.vpn-tunnel`` and ``acefleet.host=<this host>`` are
    this agent's tunnels; the newest generation of a name is its current one, older ones are
-   retiring (``tunnel_rotation``). Stopped ones, and ones of a name the file no longer lists,
-   are removed. Engines wait until this first pass is done (their address is their tunnel's).
-2. A tunnel with no current container (never created, or its container vanished; one stopped
+   retiring (``tunnel_rotation``). Running and restarting ones (Docker's restart policy brings
+   those back) are adopted; others, and ones of a name the file no longer lists, are removed.
+   Engines wait until this first pass is done (their address is their tunnel's).
+2. Generations are never reused: every labelled container ever listed counts (removed ones and
+   ones about to be swept included), and a new generation is the highest seen plus one.
+3. After adoption, a labelled container of this host the agent does not track (a creation the
+   agent lost track of: a crash, a Docker call that timed out yet created it) is swept
+   (removed). One with unreadable labels is left alone (logged at adoption).
+4. A tunnel with no current container (never created, or its container vanished; one stopped
    for ``vpn_down_after_s`` is removed, so it counts as vanished) gets one, the next generation:
    ``acefleet-vpn-<host>-<tunnel>-g<n>`` on ``vpn_docker_network``, with
    NET_ADMIN, ``vpn_tun_device``, restart unless-stopped, the spec's env plus the control server
    (``vpn_control_port``, API key ``vpn_api_key``) and a firewall opened to the engine HTTP
    ports reserved for it (``engines`` ports of ``http_port_range`` no other tunnel holds).
    Engines of a vanished container are removed: the namespace they ran in is gone.
-3. Health: each container's control server, at its address on ``vpn_docker_network``, is read
-   and its state set by ``tunnel_health``; engines are drained by the same rule.
-4. Slots (``pick``): a new engine goes to a current, healthy tunnel with a free reserved port,
+   Creating and removing a tunnel's containers is single-flight per tunnel (``lock``): a
+   health tick, a rotation and a retirement of the same tunnel never interleave.
+5. Health: each running container is inspected (its address, and its last start: a restart
+   gives it a new namespace, logged ``tunnel_restarted``), its control server read at that
+   address and its state set by ``tunnel_health``; engines are drained by the same rules
+   (rule 6 there: engines created before the container's last start, in every generation).
+6. Slots (``pick``): a new engine goes to a current, healthy tunnel with a free reserved port,
    first one whose forwarded port no engine holds (that engine takes it as its P2P port), then
    the one with the fewest engines.
 """
@@ -82,11 +92,16 @@ class Tunnels:
         # newest generation number ever used per tunnel: a recreated one never reuses a name
         self.last_generation: dict[str, int] = {}
         self.adopted = False
+        self._locks: dict[str, asyncio.Lock] = {}
         self.api_key = s.vpn_api_key.get_secret_value()
         # ports of engine creations in flight (the provisioner's reservations, shared)
         self.reserved: set[int] = set()
         # called after each health pass (tunnel_rotation's schedule and retirement)
         self.after_tick: list[Callable[[], Awaitable[None]]] = []
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """Rule 4: held while a container of tunnel ``name`` is created or removed."""
+        return self._locks.setdefault(name, asyncio.Lock())
 
     # --- views -----------------------------------------------------------------------------
 
@@ -132,7 +147,7 @@ class Tunnels:
         return [p for p in gen.ports if p not in held]
 
     def pick(self, reserved: set[int]) -> Slot | None:
-        """Rule 4. ``reserved``: ports of creations in flight. No await: the caller reserves."""
+        """Rule 6. ``reserved``: ports of creations in flight. No await: the caller reserves."""
         best: tuple[tuple[int, int, str], Slot] | None = None
         for gen in self.healthy():
             free = self._free_ports(gen, reserved)
@@ -158,6 +173,7 @@ class Tunnels:
         try:
             containers = await self.docker.list_labelled(LABEL_VPN_TUNNEL)
             present: dict[str, Container] = {c.name: c for c in containers}
+            self._note_generations(present)
             if not self.adopted:
                 self.state.docker_error = None  # adoption's resync keeps it from then on
                 await self._adopt(present)
@@ -165,18 +181,28 @@ class Tunnels:
             self.state.docker_error = exc
             log.warning("tunnels_list_failed", error=exc.message)
             return
+        await self._sweep(present)
         await self._forget_vanished(present, listed_mono)
         await self._remove_stopped(present)
         for name in self.specs:
-            if self.current(name) is None:
-                await self._create_quietly(name)
-        await self._locate()
+            await self.ensure(name)
+        await self._inspect(present)
         # engines are adopted from here on: their tunnels' addresses are known
         self.adopted = True
         await self._check_health(present)
         for hook in self.after_tick:
             await hook()
         self._update_metrics()
+
+    def _note_generations(self, present: dict[str, Container]) -> None:
+        """Rule 2."""
+        for c in present.values():
+            try:
+                gen = TunnelGen.from_labels(c.name, c.labels)
+            except (KeyError, ValueError):
+                continue
+            last = self.last_generation.get(gen.name, -1)
+            self.last_generation[gen.name] = max(last, gen.generation)
 
     async def _adopt(self, present: dict[str, Container]) -> None:
         """Rule 1."""
@@ -188,27 +214,41 @@ class Tunnels:
             except (KeyError, ValueError) as exc:
                 log.warning("tunnel_not_adopted", container=c.name, error=str(exc))
                 continue
-            if c.state != "running" or gen.name not in self.specs:
+            if c.state not in ("running", "restarting") or gen.name not in self.specs:
                 log.info("tunnel_removed_on_adopt", container=c.name, state=c.state)
                 await self.docker.remove(c.name)
                 present.pop(c.name, None)
                 continue
             self.gens[c.name] = gen
-            last = self.last_generation.get(gen.name, -1)
-            self.last_generation[gen.name] = max(last, gen.generation)
-            log.info("tunnel_adopted", tunnel=gen.name, container=c.name)
+            log.info("tunnel_adopted", tunnel=gen.name, container=c.name, state=c.state)
         for name in self.specs:
             newest = self.current(name)
             for gen in self.gens.values():
                 if gen.name == name and newest is not None and gen is not newest:
                     self.retire(gen)
 
+    async def _sweep(self, present: dict[str, Container]) -> None:
+        """Rule 3 (adoption took or removed every readable one on the first pass)."""
+        for c in list(present.values()):
+            if c.name in self.gens:
+                continue
+            try:
+                TunnelGen.from_labels(c.name, c.labels)
+            except (KeyError, ValueError):
+                continue
+            log.warning("tunnel_untracked_removed", container=c.name, state=c.state)
+            present.pop(c.name, None)
+            try:
+                await self.docker.remove(c.name)
+            except DockerError as exc:
+                log.warning("tunnel_remove_failed", container=c.name, error=exc.message)
+
     def retire(self, gen: TunnelGen) -> None:
         gen.retiring_mono = time.monotonic()
         gen.state_since = now_utc()
 
     async def _forget_vanished(self, present: dict[str, Container], listed_mono: float) -> None:
-        """Rule 2, second half: a container gone takes its engines with it."""
+        """Rule 4, second half: a container gone takes its engines with it."""
         for gen in list(self.gens.values()):
             # one created after the listing (a rotation meanwhile) is simply not in it yet
             if gen.container in present or gen.created_mono > listed_mono:
@@ -222,7 +262,7 @@ class Tunnels:
                     log.warning("engine_remove_failed", engine=engine.id, error=exc.message)
 
     async def _remove_stopped(self, present: dict[str, Container]) -> None:
-        """Rule 2: a container that stays stopped (an operator's ``docker stop``, a crash
+        """Rule 4: a container that stays stopped (an operator's ``docker stop``, a crash
         Docker does not restart) for ``vpn_down_after_s`` is removed, so the next pass finds it
         vanished and creates the next generation."""
         for gen in list(self.gens.values()):
@@ -238,11 +278,17 @@ class Tunnels:
             except DockerError as exc:
                 log.warning("tunnel_remove_failed", container=gen.container, error=exc.message)
 
-    async def _create_quietly(self, name: str) -> None:
-        try:
-            await self.create(name)
-        except DockerError as exc:
-            log.warning("tunnel_create_failed", tunnel=name, code=exc.code, error=exc.message)
+    async def ensure(self, name: str) -> None:
+        """Rule 4: tunnel ``name`` has a current generation (created if not, single-flight)."""
+        if self.current(name) is not None:
+            return
+        async with self.lock(name):
+            if self.current(name) is not None:  # created meanwhile (a rotation)
+                return
+            try:
+                await self.create(name)
+            except DockerError as exc:
+                log.warning("tunnel_create_failed", tunnel=name, code=exc.code, error=exc.message)
 
     def _reserve_ports(self, count: int) -> list[int]:
         held = {p for g in self.gens.values() for p in g.ports}
@@ -255,7 +301,8 @@ class Tunnels:
         return free[:count]
 
     async def create(self, name: str) -> TunnelGen:
-        """Rule 2: the next generation of tunnel ``name``, created and started."""
+        """Rule 4: the next generation of tunnel ``name``, created and started. The caller holds
+        ``lock(name)``."""
         s, spec = self.s, self.specs[name]
         known = [g.generation for g in self.gens.values() if g.name == name]
         generation = max([*known, self.last_generation.get(name, -1)]) + 1
@@ -298,13 +345,32 @@ class Tunnels:
         log.info("tunnel_created", tunnel=name, container=gen.container, ports=gen.ports)
         return gen
 
-    async def _locate(self) -> None:
+    async def _inspect(self, present: dict[str, Container]) -> None:
+        """Rule 5, first half: address and last start of each running container (and of each
+        created since the listing)."""
         network = self.s.vpn_docker_network
-        for gen in [g for g in self.gens.values() if g.address is None]:
+        for gen in list(self.gens.values()):
+            listed = present.get(gen.container)
+            if listed is not None and listed.state != "running":
+                continue
             try:
-                gen.address = await self.docker.address(gen.container, network)
+                facts = await self.docker.tunnel_facts(gen.container, network)
             except DockerError as exc:
                 log.warning("tunnel_inspect_failed", container=gen.container, error=exc.message)
+                continue
+            if facts.started_at is None:
+                continue
+            if gen.started_at is not None and facts.started_at != gen.started_at:
+                log.warning(
+                    "tunnel_restarted",
+                    tunnel=gen.name,
+                    container=gen.container,
+                    started_at=facts.started_at.isoformat(),
+                    engines=len(self.engines_in(gen)),
+                )
+            # a restart may also have given it another address
+            gen.address = facts.address
+            gen.started_at = facts.started_at
 
     async def _read(self, gen: TunnelGen, running: bool) -> GluetunStatus:
         if gen.address is None or not running:
@@ -315,7 +381,7 @@ class Tunnels:
         return await client.read(want_port=self.specs[gen.name].port_forwarding)
 
     async def _check_health(self, present: dict[str, Container]) -> None:
-        """Rule 3."""
+        """Rule 5, second half."""
         gens = list(self.gens.values())
         statuses = await asyncio.gather(
             *(self._read(g, _running(present.get(g.container))) for g in gens)
@@ -337,6 +403,8 @@ class Tunnels:
                     forwarded_port=gen.forwarded_port,
                 )
                 self.state.wake()
+            for engine, why in tunnel_health.restart_drains(gen, self.engines_in(gen)):
+                self.drain(engine, why)
             if gen.retiring:
                 continue
             for engine, why in tunnel_health.drains(

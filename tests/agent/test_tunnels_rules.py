@@ -3,16 +3,18 @@ state drains, and which tunnel a new engine goes to (pure Python, the agent's ow
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from acefleet.wire import EngineHealth, TunnelState
 from orchestrator.agent import tunnel_health
+from orchestrator.agent.dockerops import TunnelCreateRequest
 from orchestrator.agent.engine_record import Engine
 from orchestrator.agent.errors import ProvisionRefused
 from orchestrator.agent.metrics import AgentMetrics
@@ -184,3 +186,112 @@ def test_the_control_servers_auth_role_is_json_whatever_the_key() -> None:
     key = 'a-key-with "quotes" and a \\ backslash'
     role = json.loads(auth_role(key))
     assert role == {"auth": "apikey", "apikey": key}
+
+
+def test_engines_created_before_the_tunnels_last_start_drain_as_restarted() -> None:
+    g = gen()
+    g.set_state(TunnelState.healthy, None)
+    older, newer, drained = (
+        engine(g, 19000, 19500),
+        engine(g, 19001, 19501),
+        engine(g, 19002, 19502),
+    )
+    # no start seen yet (just created, or not inspected): nothing to compare with
+    assert tunnel_health.restart_drains(g, [older, newer]) == []
+    g.started_at = datetime.now(UTC)
+    older.created_at = drained.created_at = g.started_at - timedelta(seconds=5)
+    newer.created_at = g.started_at + timedelta(seconds=1)
+    drained.recycling = True  # already leaving: not counted twice
+    assert tunnel_health.restart_drains(g, [older, newer, drained]) == [(older, "restarted")]
+
+
+class SlowDocker:
+    """Tunnel containers in memory; a creation waits for ``release``, as a slow dockerd does."""
+
+    def __init__(self) -> None:
+        self.containers: set[str] = set()
+        self.release = asyncio.Event()
+        self.creating = 0
+        self.most_creating = 0
+
+    async def create_tunnel(self, req: TunnelCreateRequest) -> str:
+        self.creating += 1
+        self.most_creating = max(self.most_creating, self.creating)
+        await self.release.wait()
+        self.containers.add(req.name)
+        self.creating -= 1
+        return req.name
+
+    async def remove(self, name: str) -> None:
+        self.containers.discard(name)
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_rotation_meeting_a_creation_of_the_same_tunnel_waits_for_it(pool: Pool) -> None:
+    tunnels, rotation = pool.tunnels, pool.rotation
+    assert tunnels is not None
+    assert rotation is not None
+    fake = SlowDocker()
+    tunnels.docker = fake  # type: ignore[assignment]
+    tunnels.adopted = True
+    # a health tick creates t1 (its container is missing) and an operator rotates it meanwhile;
+    # the rotation's retirement runs while the creation is still in flight
+    creating = asyncio.create_task(tunnels.ensure("t1"))
+    await settle()
+    rotating = asyncio.create_task(rotation.rotate("t1", "operator"))
+    await settle()
+    await rotation.tick()
+    fake.release.set()
+    await creating
+    new = await rotating
+    assert fake.most_creating == 1
+    # every container Docker runs is one the agent tracks: none was removed before it existed
+    assert fake.containers == set(tunnels.gens)
+    assert new.generation == 1
+    new.set_state(TunnelState.healthy, None)
+    await rotation.tick()  # g1 took over and the retiring g0 carries no engine: removed
+    assert fake.containers == set(tunnels.gens) == {new.container}
+
+
+async def test_a_rotation_whose_new_generation_never_gets_healthy_is_aborted(pool: Pool) -> None:
+    tunnels, rotation = pool.tunnels, pool.rotation
+    assert tunnels is not None
+    assert rotation is not None
+    fake = SlowDocker()
+    fake.release.set()
+    tunnels.docker = fake  # type: ignore[assignment]
+    tunnels.adopted = True
+    await tunnels.ensure("t1")
+    old = tunnels.current("t1")
+    assert old is not None
+    old.set_state(TunnelState.healthy, None)
+    new = await rotation.rotate("t1", "operator")
+    await rotation.tick()
+    assert old.retiring  # before vpn_rotation_timeout_s: still rotating
+    assert old.retiring_mono is not None
+    old.retiring_mono -= pool.s.vpn_rotation_timeout_s
+    await rotation.tick()
+    assert tunnels.current("t1") is old  # not retiring any more
+    assert new.container not in tunnels.gens
+    assert fake.containers == {old.container}
+    sample = ("acefleet_agent_tunnel_rotation_aborts_total", {"tunnel": "t1"})
+    assert pool.metrics.registry.get_sample_value(*sample) == 1
+    report = tunnels.report(old)
+    assert report.state == TunnelState.healthy
+    assert report.reason is not None
+    assert "rotation aborted" in report.reason
+    # a new generation that was healthy once is not given up on
+    again = await rotation.rotate("t1", "operator")
+    again.set_state(TunnelState.healthy, None)
+    again.set_state(TunnelState.down, "stopped")
+    assert old.retiring_mono is not None
+    old.retiring_mono -= pool.s.vpn_rotation_timeout_s
+    await rotation.tick()
+    assert again.container in tunnels.gens
+    assert tunnels.current("t1") is again
+    # and the old one, without engines, is removed as the rotation goes on
+    assert old.container not in tunnels.gens
