@@ -166,6 +166,7 @@ def test_preflight_refuses_a_tunnel_without_credentials(
         ({"agent_engine_network_container": "edge1"}, "leave agent_engine_network_container"),
         ({"agent_settings": {"vpn_container": "gluetun"}}, "the legacy"),
         ({"vault_acefleet_vpn_api_key": "short"}, "at least 12 characters"),
+        ({"agent_vpn_rotation_timeout_s": 601}, "agent_vpn_rotation_timeout_s above 0 and at most"),
     ],
     ids=[
         "duplicate-name",
@@ -179,6 +180,7 @@ def test_preflight_refuses_a_tunnel_without_credentials(
         "with-engine-network-container",
         "with-legacy-vpn-container",
         "short-api-key",
+        "long-rotation-timeout",
     ],
 )
 def test_preflight_refuses_what_the_agent_would_refuse(
@@ -306,6 +308,7 @@ def test_the_tunnels_file_is_rendered_0600_for_the_agent(tmp_path: Path) -> None
     assert 'vpn_docker_network = "acefleet-lab"' in config
     assert 'vpn_tun_device = ""' in config
     assert "vpn_down_after_s = 10.0" in config
+    assert "vpn_rotation_timeout_s = 120.0" in config
     # ...and the real agent accepts both (it reads the file: 0600, valid specs, credentials)
     done = _check_config(config, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
