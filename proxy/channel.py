@@ -732,6 +732,13 @@ class Channel:
         limit = self.settings.standby_promote_after_s
         if self.awaiting is not None and self._promote(self.awaiting, self.awaiting):
             return  # rule 5: the standby now has a keyframe
+        placement = self.placement
+        if (
+            placement is not None
+            and self.ctx.degraded(placement)
+            and self._promote("moved", "moved")
+        ):
+            return  # a move: as soon as the standby has a keyframe, not at the next 1-s tick
         if (
             pb is not None
             and time.monotonic() - pb.last_data > limit
