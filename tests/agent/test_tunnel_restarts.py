@@ -119,7 +119,7 @@ def containers_of(agent: Agent, name: str) -> set[str]:
 
 
 @pytest.mark.docker
-def test_adoption_keeps_a_restarting_tunnel_never_reuses_a_generation_and_sweeps_strays_then_a_stuck_rotation_aborts(  # noqa: E501
+def test_restarting_tunnel_adopted_generations_not_reused_strays_swept_stuck_rotation_aborted(
     agent_factory: AgentFactory, gluetun_image: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     host = f"t{uuid.uuid4().hex[:8]}"
