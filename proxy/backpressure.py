@@ -13,6 +13,13 @@ The rule, whole (settings in brackets):
    as it has fallen out of the buffer, not only when its socket drains.
 4. A viewer paused for longer than ``viewer_stall_timeout_s`` is disconnected (reason
    ``stalled``).
+5. Skips are for a viewer that falls behind *the others*, never for the whole audience at once.
+   When even the TS viewer furthest ahead lags by half the buffer (nobody can take more: an
+   engine's initial burst, an upstream faster than every viewer), the channel stops reading its
+   upstream (the engine buffers) until that viewer is within a quarter of the buffer again,
+   for at most ``upstream_hold_max_s``; then it reads on and rule 3 applies, and it does not
+   hold again until a viewer has caught up. A channel with HLS players never holds (they pull
+   segments at their own pace and would wait for the slowest TS viewer).
 
 :class:`SlowViewerRule` makes every one of these decisions; the channel applies them (its
 fan-out skips paused viewers and calls :meth:`SlowViewerRule.rejoin` and

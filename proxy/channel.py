@@ -132,6 +132,10 @@ class Channel:
         self.failover = FailoverBudget(self.settings.failovers, self.metrics.failovers)
         self.bytes_out = 0
         self.skips = 0
+        # backpressure.py rule 5: since when the upstream is not read (None: it is), and whether
+        # a hold timed out (no new one until a viewer has caught up)
+        self.held_since: float | None = None
+        self.hold_spent = False
         self.reported_viewers = -1
         # standby and gaps (see that section)
         self.standby: Standby | None = None
@@ -212,6 +216,8 @@ class Channel:
     def _left(self) -> None:
         self.metrics.viewers.dec()
         self.ctx.viewer_left()
+        if not self.viewers:
+            self._release_hold("left")  # nobody to wait for: read on (grace, HLS players)
         if not self.viewer_count and self.state != "closed" and self.grace_handle is None:
             self.grace_handle = self.loop.call_later(self.settings.grace_s, self.close, "idle")
 
@@ -246,6 +252,37 @@ class Channel:
         viewer.bytes_sent += sent
         self.bytes_out += sent
         self.metrics.bytes_out.inc(sent)
+        if buf.head - viewer.cursor <= self.settings.buffer_bytes // 4:
+            self.hold_spent = False
+            if self.held_since is not None:
+                self._release_hold("caught_up")
+
+    # --- holding the upstream (backpressure.py, rule 5) -----------------------------------------
+    def _maybe_hold(self, end: int) -> None:
+        """After a fan-out no viewer took whole: hold the upstream if even the viewer furthest
+        ahead lags by half the buffer."""
+        pb = self.playback
+        if (
+            pb is None
+            or self.held_since is not None
+            or self.hold_spent
+            or not self.settings.upstream_hold_max_s
+            or not self.viewers
+            or (self.hls is not None and self.hls.sessions)
+        ):
+            return
+        if end - max(v.cursor for v in self.viewers) < self.settings.buffer_bytes // 2:
+            return
+        self.held_since = time.monotonic()
+        pb.hold()
+
+    def _release_hold(self, end: str) -> None:
+        if self.held_since is None:
+            return
+        self.held_since = None
+        self.metrics.upstream_holds.labels(end).inc()
+        if self.playback is not None:
+            self.playback.release()
 
     # --- upstream bytes → viewers --------------------------------------------------------------
     def _ingest(self, generation: int, data: bytes) -> None:
@@ -338,6 +375,8 @@ class Channel:
                 self.catch_up(viewer)
         self.bytes_out += fanned * size
         self.metrics.bytes_out.inc(fanned * size)
+        if not fanned:
+            self._maybe_hold(end)
 
     # --- upstream lifecycle --------------------------------------------------------------------
     async def _run_upstream(self) -> None:
@@ -541,6 +580,7 @@ class Channel:
     def _retire_upstream(self, reason: str, release_reason: str) -> None:
         """End the current upstream session: playback, engine session (stopped in the
         background), placement (released as ``release_reason``) and its stream record."""
+        self.held_since = None  # a hold was the closed playback's
         if self.playback is not None:
             self.playback.close()
             self.playback = None
@@ -606,7 +646,14 @@ class Channel:
         now = time.monotonic()
         self.tick_handle = self.loop.call_later(_TICK_S, self._tick)
         pb = self.playback
-        if pb is not None and now - pb.last_data > self.settings.stall_timeout_s:
+        if (
+            self.held_since is not None
+            and now - self.held_since > self.settings.upstream_hold_max_s
+        ):
+            self.hold_spent = True
+            self._release_hold("timeout")
+        held = self.held_since is not None  # a silence of our own making is no stall
+        if pb is not None and not held and now - pb.last_data > self.settings.stall_timeout_s:
             self._upstream_died(self.generation, "stall")
         self._keep_standby(now)
         self._fill_gap()
@@ -741,6 +788,7 @@ class Channel:
             return  # a move: as soon as the standby has a keyframe, not at the next 1-s tick
         if (
             pb is not None
+            and self.held_since is None
             and time.monotonic() - pb.last_data > limit
             and sb.flowing_for < limit
             and self._promote("stalled", "stall")
@@ -814,8 +862,9 @@ class Channel:
         if self.fill_handle is not None:
             self.fill_handle.cancel()
             self.fill_handle = None
-        if self.state != "live" or not self.viewers or self.pending:
-            return  # (a stalled upstream's partial packet is waiting: never cut into it)
+        if self.state != "live" or not self.viewers or self.pending or self.held_since is not None:
+            return  # (a stalled upstream's partial packet is waiting: never cut into it; a held
+            # upstream is silent because the viewers are full)
         now = self.loop.time()
         every = self.settings.gap_fill_after_s
         if now - self.last_in < every:

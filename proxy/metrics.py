@@ -33,6 +33,14 @@ class Metrics:
             "Times a viewer behind the buffer was moved forward",
             registry=r,
         )
+        self.upstream_holds = Counter(
+            "acefleet_proxy_upstream_holds",
+            "Times a channel stopped reading its upstream because no viewer could take more, by "
+            "how the hold ended (caught_up: a viewer took the backlog; timeout: "
+            "upstream_hold_max_s passed, slow viewers are skipped as before)",
+            ["end"],
+            registry=r,
+        )
         self.skipped_bytes = Counter(
             "acefleet_proxy_viewer_skipped_bytes", "Stream bytes slow viewers missed", registry=r
         )

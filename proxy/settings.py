@@ -208,6 +208,14 @@ class ProxySettings(BaseSettings):
         description="Kernel send buffer per viewer socket in bytes (0 = kernel autotuning); "
         "bounds what a client that stops reading pins in the kernel",
     )
+    upstream_hold_max_s: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="When no viewer of a channel can take more (even the one furthest ahead "
+        "lags half the buffer), the upstream is not read for at most this long, so the "
+        "engine buffers instead of every viewer being skipped at once (0 = never hold)",
+    )
     slow_viewer_policy: Literal["skip", "drop"] = Field(
         "skip",
         description="A viewer behind the buffer: skip = move it forward on a packet boundary, "

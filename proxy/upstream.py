@@ -90,6 +90,18 @@ class Playback(asyncio.Protocol):
         self._finish("eof")
 
     # --- control ---------------------------------------------------------------------------
+    def hold(self) -> None:
+        """Stop reading: the kernel's window closes and the engine buffers (the channel's
+        viewers cannot take more, see backpressure.py rule 5)."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        """Read again; the silence of the hold does not count as a stall."""
+        self.last_data = time.monotonic()
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
     def close(self) -> None:
         self.closed = True
         self.on_end = None
