@@ -27,7 +27,7 @@ class ProxySettings(BaseSettings):
         description="Static engine list, host:port[@cap] comma separated (cap = max streams)",
     )
     engine_stream_cap: int = Field(
-        1, ge=1, le=64, description="Streams per engine when an entry gives no @cap"
+        1, ge=1, le=512, description="Streams per engine when an entry gives no @cap"
     )
     probe_interval_s: float = Field(
         5.0, gt=0, le=3600, description="Seconds between get_status health probes per engine"
@@ -290,9 +290,13 @@ class ProxySettings(BaseSettings):
     )
 
     # --- limits ------------------------------------------------------------------------------
-    max_viewers: int = Field(2000, ge=1, description="Viewers over all channels")
-    max_upstreams: int = Field(64, ge=1, description="Upstream engine sessions at once")
-    max_connections: int = Field(4000, ge=1, description="Client connections of any kind")
+    # Sized for 2,000 viewers and 200 channels on one edge with headroom (bench/results/
+    # proxy.md): what bounds memory is max_viewers x viewer_high_water (stalled viewers, ~750 MiB
+    # at worst here) plus the channels' buffers; file descriptors (the unit's LimitNOFILE, 65536)
+    # are far above max_connections + max_upstreams x 2 (an upstream and its standby).
+    max_viewers: int = Field(3000, ge=1, description="Viewers over all channels")
+    max_upstreams: int = Field(256, ge=1, description="Upstream engine sessions at once")
+    max_connections: int = Field(6000, ge=1, description="Client connections of any kind")
     client_rate: float = Field(
         5.0, gt=0, description="New streams per second per client address (sustained)"
     )
