@@ -252,13 +252,33 @@ def start_source() -> procs.Service:
     raise RuntimeError("bench/proxy_source.py did not start")
 
 
+def proxy_counter(proxy: procs.Service, name: str) -> float:
+    """The sum of a counter's samples (every label) on the proxy's /metrics."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{proxy.url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
+    )
+
+
 async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Result]:
     sim = start_source() if bitrate == 0 else start_sim(bitrate)
     proxy = start_proxy(sim)
     out = []
     try:
         viewers = await live_channel_viewers(proxy, 1, viewers_n)
+        counted = ("acefleet_proxy_viewer_skips_total", "acefleet_proxy_upstream_holds_total")
+        before = [proxy_counter(proxy, name) for name in counted]
         figures, _ = await measure(viewers, seconds, proxy.proc.pid)
+        # every skip is a jump in the viewer's stream (a continuity break its player sees); a
+        # hold is the proxy pausing its upstream because no viewer could take more (issue 17)
+        after = [proxy_counter(proxy, name) for name in counted]
+        figures["skips"], figures["holds"] = (
+            int(b - a) for a, b in zip(before, after, strict=True)
+        )
         close_all(viewers)
         out.append(Result(f"1ch x {viewers_n} fast readers via proxy", figures))
         # the ceiling: the same viewers straight to the simulator, one session each
