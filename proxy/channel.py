@@ -56,6 +56,8 @@ _CAPACITY_RETRY_S = 1.0
 _FILL_PACKETS = 8
 # the old source's PIDs are learnt from this much of its latest bytes when a new one is spliced on
 _PID_SCAN = 2 * 1024 * 1024
+# the smallest bitrate-sized buffer (a joiner's keyframe must fit even on a slow channel)
+_BUFFER_FLOOR = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ class Channel:
         self.selector = selector
         self.params = params
         self.buffer = StreamBuffer(self.settings.buffer_bytes)
+        self.metrics.buffer_bytes.inc(self.buffer.capacity)
+        self.rate = 0.0  # bytes/s the upstream delivers, smoothed (sizes the buffer)
+        self.rate_mark = (0, time.monotonic())  # (buffer head, when) at the last tick
         self.viewers: list[Viewer] = []  # TS viewers; HLS players are in ``self.hls``
         self.hls: HlsFeed | None = None  # made when the first HLS player arrives
         self.live_at = 0.0
@@ -252,7 +257,7 @@ class Channel:
         viewer.bytes_sent += sent
         self.bytes_out += sent
         self.metrics.bytes_out.inc(sent)
-        if buf.head - viewer.cursor <= self.settings.buffer_bytes // 4:
+        if buf.head - viewer.cursor <= buf.capacity // 4:
             self.hold_spent = False
             if self.held_since is not None:
                 self._release_hold("caught_up")
@@ -271,7 +276,7 @@ class Channel:
             or (self.hls is not None and self.hls.sessions)
         ):
             return
-        if end - max(v.cursor for v in self.viewers) < self.settings.buffer_bytes // 2:
+        if end - max(v.cursor for v in self.viewers) < self.buffer.capacity // 2:
             return
         self.held_since = time.monotonic()
         pb.hold()
@@ -638,13 +643,36 @@ class Channel:
         self._retire_upstream(reason, reason)
         # Channels sit in reference cycles (viewers, tasks, callbacks) that only the cyclic GC
         # frees, and it runs on object counts, not bytes: free the megabytes of stream now.
+        self.metrics.buffer_bytes.dec(self.buffer.capacity)
         self.buffer.release()
         self.pending = bytearray()
         self.task = None
 
+    def _size_buffer(self, now: float) -> None:
+        """The buffer holds ``buffer_seconds`` of the measured bitrate, at least two keyframe
+        intervals and ``_BUFFER_FLOOR``, at most ``buffer_bytes``: what a joiner (from the latest
+        keyframe) and a viewer catching up can use, not a fixed 4 MiB per channel. Measured
+        only while bytes flow freely (a hold or a gap would read as a low bitrate)."""
+        head, then = self.rate_mark
+        buf = self.buffer
+        self.rate_mark = (buf.head, now)
+        seconds = self.settings.buffer_seconds
+        if not seconds or self.held_since is not None or self.playback is None or now <= then:
+            return
+        sample = (buf.head - head) / (now - then)
+        self.rate = sample if not self.rate else 0.7 * self.rate + 0.3 * sample
+        keyframes = buf.keyframes
+        gop = keyframes[-1] - keyframes[-2] if len(keyframes) >= 2 else 0
+        want = max(int(self.rate * seconds), 2 * gop, _BUFFER_FLOOR)
+        size = min(want, self.settings.buffer_bytes)
+        if size != buf.capacity:
+            self.metrics.buffer_bytes.inc(size - buf.capacity)
+            buf.capacity = size  # a smaller one sheds its oldest chunks on the next append
+
     def _tick(self) -> None:
         now = time.monotonic()
         self.tick_handle = self.loop.call_later(_TICK_S, self._tick)
+        self._size_buffer(now)
         pb = self.playback
         if (
             self.held_since is not None
@@ -931,5 +959,7 @@ class Channel:
             "bytes_in": self.buffer.head,
             "bytes_out": self.bytes_out,
             "skips": self.skips,
+            "buffer_bytes": self.buffer.capacity,
+            "bitrate_bps": round(self.rate * 8),
             "since": self.since.isoformat(),
         }

@@ -75,6 +75,11 @@ class Metrics:
         self.failovers = Counter(
             "acefleet_proxy_failovers", "Upstreams replaced while watched", registry=r
         )
+        self.buffer_bytes = Gauge(
+            "acefleet_proxy_buffer_bytes",
+            "Stream buffer sizes of all channels (each sized by its bitrate, buffer_seconds)",
+            registry=r,
+        )
         self.standby_sessions = Gauge(
             "acefleet_proxy_standby_sessions",
             "Warm standby engine sessions live (a second session of a watched channel)",

@@ -185,7 +185,16 @@ class ProxySettings(BaseSettings):
         4 * 1024 * 1024,
         ge=256 * 1024,
         le=1024 * 1024 * 1024,
-        description="Recent stream bytes kept per channel (late joiners, slow viewers)",
+        description="Most recent stream bytes kept per channel (late joiners, slow viewers): "
+        "the ceiling of the bitrate-sized buffer (buffer_seconds)",
+    )
+    buffer_seconds: float = Field(
+        4.0,
+        ge=0,
+        le=600,
+        description="A channel keeps this many seconds of its measured bitrate (and at least two "
+        "keyframe intervals and 512 KiB) for joiners and viewers catching up, within "
+        "buffer_bytes (0 = always buffer_bytes)",
     )
     batch_bytes: int = Field(
         64 * 1024, ge=188, le=4 * 1024 * 1024, description="Forward once this much is waiting"
