@@ -80,7 +80,8 @@ def start_proxy(sim: procs.Service, *extra: str) -> procs.Service:
     return procs.start(
         "acefleet-proxy",
         [
-            "--host", "127.0.0.1", "--port", str(port), "--engines", f"127.0.0.1:{sim.port}@64",
+            "--host", "127.0.0.1", "--port", str(port), "--engines", f"127.0.0.1:{sim.port}@256",
+            "--max-upstreams", "256",
             "--max-viewers", "5000", "--max-connections", "6000", "--client-burst", "100000",
             "--client-rate", "100000", "--grace-s", "2", "--log-level", "warning",
             "--drain-timeout-s", "0", *extra,
@@ -390,7 +391,7 @@ async def run(args: argparse.Namespace) -> None:
                 results.append(await scenario_paced(1, n, args.seconds))
                 print(results[-1].line(), flush=True)
         if "2" in chosen:
-            results.append(await scenario_paced(20, 10, args.seconds))
+            results.append(await scenario_paced(args.channels, 10, args.seconds))
             print(results[-1].line(), flush=True)
         if "3" in chosen:
             for r in await scenario_fast(50, args.seconds, args.fast_bitrate):
@@ -406,6 +407,9 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=["1", "2", "3", "4", "5"])
     parser.add_argument("--viewers", type=int, nargs="+", default=[1, 10, 100, 500])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window")
+    parser.add_argument(
+        "--channels", type=int, default=20, help="channels of scenario 2 (10 viewers each)"
+    )
     parser.add_argument("--churn-seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
