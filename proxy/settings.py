@@ -189,12 +189,12 @@ class ProxySettings(BaseSettings):
         "the ceiling of the bitrate-sized buffer (buffer_seconds)",
     )
     buffer_seconds: float = Field(
-        4.0,
+        8.0,
         ge=0,
         le=600,
         description="A channel keeps this many seconds of its measured bitrate (and at least two "
-        "keyframe intervals and 512 KiB) for joiners and viewers catching up, within "
-        "buffer_bytes (0 = always buffer_bytes)",
+        "keyframe intervals and 512 KiB) for joiners, viewers catching up and the first HLS "
+        "player's segments, within buffer_bytes (0 = always buffer_bytes)",
     )
     batch_bytes: int = Field(
         64 * 1024, ge=188, le=4 * 1024 * 1024, description="Forward once this much is waiting"
