@@ -289,6 +289,7 @@ class EngineApi:
         if method != "stop":
             conn.send_json({"response": None, "error": f"unknown method {method!r}"})
             return
+        self.registry.stop_calls_total += 1
         found = self.registry.find(m.group(2))
         if isinstance(found, Session) and found.infohash == m.group(1):
             self.registry.stop(m.group(2))

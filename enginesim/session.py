@@ -184,6 +184,11 @@ class Registry:
         self.started_total = 0
         self.replaced_total = 0
         self.ended_total = 0
+        # why sessions ended (stopped, idle, replaced, shutdown): a caller that abandons a start
+        # without the stop command shows up as "idle" here, not as "stopped"
+        self.ended_by_reason: dict[str, int] = {}
+        # every stop command received, also for a session already gone (answered unknown)
+        self.stop_calls_total = 0
 
     def start(self, content: Content, pid: str, kind: Kind) -> Session:
         current = self.by_infohash.get(content.infohash)
@@ -235,6 +240,7 @@ class Registry:
     def _end(self, session: Session, reason: str) -> None:
         session.end(reason)
         self.ended_total += 1
+        self.ended_by_reason[reason] = self.ended_by_reason.get(reason, 0) + 1
         if self.by_infohash.get(session.infohash) is session:
             del self.by_infohash[session.infohash]
         for key, index in ((session.url_session, self._by_url), (session.token, self._by_token)):
@@ -267,4 +273,6 @@ class Registry:
             "sessions_started_total": self.started_total,
             "sessions_replaced_total": self.replaced_total,
             "sessions_ended_total": self.ended_total,
+            "sessions_ended_by_reason": dict(self.ended_by_reason),
+            "stop_calls_total": self.stop_calls_total,
         }

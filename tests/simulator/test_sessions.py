@@ -140,3 +140,18 @@ def test_sim_sessions_describes_each_live_session(sim: Service) -> None:
     assert s["bytes_sent"] > 0
     assert abs(float(s["started_at"]) - time.time()) < 30  # type: ignore[arg-type]
     t.join(10)
+
+
+def test_ends_are_counted_by_reason_and_every_stop_call_is_counted(start_sim: StartSim) -> None:
+    """A caller that abandons a start shows in ``idle`` ends, one that stops it in ``stopped``;
+    a stop for a session already gone still counts as a stop call (a proxy's late stop)."""
+    svc = start_sim("--idle-timeout", "0.5")
+    stopped = start_json(svc.url, "id=stopme&pid=s")
+    start_json(svc.url, "id=abandoned&pid=a")
+    command = str(stopped["command_url"])
+    for _ in range(2):  # the second stop finds the session gone
+        httpx.get(command, params={"method": "stop"}, timeout=5)
+    assert wait_for(lambda: live(svc.url) == [], 5)
+    snap = sessions(svc.url)
+    assert snap["sessions_ended_by_reason"] == {"stopped": 1, "idle": 1}
+    assert snap["stop_calls_total"] == 2
