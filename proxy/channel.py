@@ -487,6 +487,10 @@ class Channel:
                 ca_file=self.settings.tls_ca_file,
             )
         except UpstreamError as exc:
+            if self.state == "closed":
+                # close() stopped this session and released its placement already (the opening
+                # went on after it: a lost cancellation); doing it again is a second stop
+                raise
             if session is not None and session.command_url:
                 self.ctx.background(self.ctx.engine.stop(session.command_url))
             self.placement = self.session = None
