@@ -106,6 +106,20 @@ class Rotation:
                 if tunnels.gens.get(gen.container) is gen:
                     await self._retire_step(gen)
 
+    async def _remove(self, gen: TunnelGen) -> bool:
+        """Remove ``gen``: its engines, then its container, then its record; False (logged, all
+        kept for the next pass) when Docker refused."""
+        tunnels = self.tunnels
+        try:
+            for engine in tunnels.engines_in(gen):
+                await self.lifecycle.remove(engine, "tunnel_retired")
+            await tunnels.docker.remove(gen.container)
+        except DockerError as exc:
+            log.warning("tunnel_remove_failed", container=gen.container, error=exc.message)
+            return False
+        tunnels.gens.pop(gen.container, None)
+        return True
+
     async def _abort_if_stuck(self, name: str) -> None:
         """Rule 4."""
         tunnels = self.tunnels
@@ -124,14 +138,8 @@ class Rotation:
             if any(g.ever_healthy for g in newer) or time.monotonic() - started < timeout:
                 return
             for gen in newer:
-                try:
-                    for engine in tunnels.engines_in(gen):
-                        await self.lifecycle.remove(engine, "tunnel_retired")
-                    await tunnels.docker.remove(gen.container)
-                except DockerError as exc:
-                    log.warning("tunnel_remove_failed", container=gen.container, error=exc.message)
+                if not await self._remove(gen):
                     return
-                tunnels.gens.pop(gen.container, None)
             old.retiring_mono = None
             old.rotation_aborted_at = now_utc()
             failed = ", ".join(f"g{g.generation} {g.state.value}" for g in newer) or "none left"
@@ -164,12 +172,6 @@ class Rotation:
         replaced = current is not None and current.ever_healthy
         if (tunnels.engines_in(gen) or creating or not replaced) and not overdue:
             return
-        try:
-            for engine in tunnels.engines_in(gen):
-                await self.lifecycle.remove(engine, "tunnel_retired")
-            await tunnels.docker.remove(gen.container)
-        except DockerError as exc:
-            log.warning("tunnel_remove_failed", container=gen.container, error=exc.message)
+        if not await self._remove(gen):
             return
-        tunnels.gens.pop(gen.container, None)
         log.info("tunnel_retired", tunnel=gen.name, container=gen.container, overdue=overdue)
