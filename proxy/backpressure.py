@@ -14,12 +14,17 @@ The rule, whole (settings in brackets):
 4. A viewer paused for longer than ``viewer_stall_timeout_s`` is disconnected (reason
    ``stalled``).
 5. Skips are for a viewer that falls behind *the others*, never for the whole audience at once.
-   When even the TS viewer furthest ahead lags by half the buffer (nobody can take more: an
-   engine's initial burst, an upstream faster than every viewer), the channel stops reading its
-   upstream (the engine buffers) until that viewer is within a quarter of the buffer again,
-   for at most ``upstream_hold_max_s``; then it reads on and rule 3 applies, and it does not
-   hold again until a viewer has caught up. A channel with HLS players never holds (they pull
-   segments at their own pace and would wait for the slowest TS viewer).
+   When the slowest TS viewer that still *paces* the upstream lags by half the buffer (an
+   engine's initial burst, a source faster than every viewer), the channel stops reading its
+   upstream (the engine buffers) until every pacing viewer is within a quarter of the buffer
+   again. Every viewer paces until a hold waited for it in vain, and then never again (it is
+   slower than the stream: rule 3 applies to it). A hold waits in vain when it lasts
+   ``upstream_hold_max_s``, or when a viewer has waited ``upstream_hold_starve_s`` at the head
+   and the viewer the hold waits for, at the pace it reads, would not catch up within another
+   ``upstream_hold_starve_s``. So a stream faster than its viewers goes at the pace of the
+   slowest of them, all get it whole, and a viewer slower than a live stream delays the others
+   once, by at most ``upstream_hold_starve_s``. A channel with HLS players never holds (they
+   pull segments at their own pace and would wait for the slowest TS viewer).
 
 :class:`SlowViewerRule` makes every one of these decisions; the channel applies them (its
 fan-out skips paused viewers and calls :meth:`SlowViewerRule.rejoin` and

@@ -58,6 +58,19 @@ _FILL_PACKETS = 8
 _PID_SCAN = 2 * 1024 * 1024
 # the smallest bitrate-sized buffer (a joiner's keyframe must fit even on a slow channel)
 _BUFFER_FLOOR = 512 * 1024
+# viewers written per loop pass in a fan-out: ~128 writes of a 50-kB chunk take 1-2 ms, so a
+# joiner's request waits that long, not the ~30 ms of a whole 2,000-viewer fan-out (issue 17)
+_FAN_SLICE = 128
+
+
+def _cursor(viewer: Viewer) -> int:
+    return viewer.cursor
+
+
+def _taken(viewer: Viewer) -> int:
+    """The stream offset the viewer's socket has taken: its cursor less what still waits in the
+    transport (the cursor itself moves in chunk-sized steps, when the transport drains)."""
+    return viewer.cursor - viewer.transport.get_write_buffer_size()
 
 
 @dataclass(frozen=True)
@@ -137,10 +150,12 @@ class Channel:
         self.failover = FailoverBudget(self.settings.failovers, self.metrics.failovers)
         self.bytes_out = 0
         self.skips = 0
-        # backpressure.py rule 5: since when the upstream is not read (None: it is), and whether
-        # a hold timed out (no new one until a viewer has caught up)
+        # backpressure.py rule 5: since when the upstream is not read (None: it is), the slowest
+        # pacing viewer the hold waits for, and the timer of a viewer waiting at the head
         self.held_since: float | None = None
-        self.hold_spent = False
+        self.pacer: Viewer | None = None
+        self.pacer_from = (0, 0.0)  # what the pacer had taken when it became the pacer, and when
+        self.starve_handle: asyncio.TimerHandle | None = None
         self.reported_viewers = -1
         # standby and gaps (see that section)
         self.standby: Standby | None = None
@@ -182,6 +197,8 @@ class Channel:
             return
         viewer.channel = None
         self.viewers.remove(viewer)
+        if viewer is self.pacer:
+            self._next_pacer()
         self._left()
 
     def attach_hls(self, session: HlsSession) -> None:
@@ -257,37 +274,94 @@ class Channel:
         viewer.bytes_sent += sent
         self.bytes_out += sent
         self.metrics.bytes_out.inc(sent)
-        if buf.head - viewer.cursor <= buf.capacity // 4:
-            self.hold_spent = False
-            if self.held_since is not None:
-                self._release_hold("caught_up")
+        if self.held_since is not None:
+            if viewer is self.pacer and buf.head - viewer.cursor <= buf.capacity // 4:
+                self._next_pacer()
+            elif viewer.cursor == buf.head and self.starve_handle is None and not viewer.paused:
+                self.starve_handle = self.loop.call_later(
+                    self.settings.upstream_hold_starve_s, self._starved
+                )
 
     # --- holding the upstream (backpressure.py, rule 5) -----------------------------------------
-    def _maybe_hold(self, end: int) -> None:
-        """After a fan-out no viewer took whole: hold the upstream if even the viewer furthest
-        ahead lags by half the buffer."""
+    def _slowest_pacer(self) -> Viewer | None:
+        pacers = [v for v in self.viewers if v.paces and v.cursor >= 0]
+        return min(pacers, key=_cursor) if pacers else None
+
+    def _maybe_hold(self, end: int, fanned: int) -> None:
+        """After a fan-out (``fanned`` viewers took it whole, so wait at the head now): hold
+        the upstream if the slowest viewer that still paces it lags by half the buffer (it
+        would fall out of it next)."""
         pb = self.playback
         if (
             pb is None
             or self.held_since is not None
-            or self.hold_spent
             or not self.settings.upstream_hold_max_s
-            or not self.viewers
             or (self.hls is not None and self.hls.sessions)
         ):
             return
-        if end - max(v.cursor for v in self.viewers) < self.buffer.capacity // 2:
+        slowest = self._slowest_pacer()
+        if slowest is None or end - slowest.cursor < self.buffer.capacity // 2:
             return
         self.held_since = time.monotonic()
+        self._wait_for(slowest)
         pb.hold()
+        if fanned:
+            self.starve_handle = self.loop.call_later(
+                self.settings.upstream_hold_starve_s, self._starved
+            )
+
+    def _next_pacer(self) -> None:
+        """The viewer the hold waited for caught up (or left): wait for the next slowest, or
+        read on when every pacing viewer is within a quarter of the buffer."""
+        slowest = self._slowest_pacer()
+        buf = self.buffer
+        if slowest is None or buf.head - slowest.cursor <= buf.capacity // 4:
+            self._release_hold("caught_up" if slowest is not None else "left")
+        else:
+            self._wait_for(slowest)
+
+    def _wait_for(self, pacer: Viewer) -> None:
+        self.pacer = pacer
+        self.pacer_from = (_taken(pacer), time.monotonic())
+
+    def _starved(self) -> None:
+        """A viewer waited ``upstream_hold_starve_s`` at the head. Wait on only if the pacer,
+        at the pace it has read since the hold began waiting for it, is within another
+        ``upstream_hold_starve_s`` of catching up (viewers of unequal speed, all slower than
+        the source); a viewer slower than the stream is not, and the hold ends for it."""
+        self.starve_handle = None
+        pacer, buf, wait = self.pacer, self.buffer, self.settings.upstream_hold_starve_s
+        if pacer is not None:
+            taken, since = self.pacer_from
+            now_taken = _taken(pacer)
+            pace = (now_taken - taken) / max(time.monotonic() - since, 1e-3)
+            if pace * wait >= buf.head - buf.capacity // 4 - now_taken:
+                self.starve_handle = self.loop.call_later(wait, self._starved)
+                return
+        self._give_up_hold("starved")
+
+    def _give_up_hold(self, end: str) -> None:
+        """End a hold the slow viewers did not make good: they no longer pace the upstream."""
+        buf = self.buffer
+        for viewer in self.viewers:
+            if viewer.paces and buf.head - viewer.cursor > buf.capacity // 4:
+                viewer.paces = False
+        self._release_hold(end)
 
     def _release_hold(self, end: str) -> None:
         if self.held_since is None:
             return
-        self.held_since = None
+        self._forget_hold()
         self.metrics.upstream_holds.labels(end).inc()
         if self.playback is not None:
             self.playback.release()
+
+    def _forget_hold(self) -> None:
+        self.held_since = None
+        self.pacer = None
+        if self.starve_handle is not None:
+            self.starve_handle.cancel()
+            self.starve_handle = None
 
     # --- upstream bytes → viewers --------------------------------------------------------------
     def _ingest(self, generation: int, data: bytes) -> None:
@@ -358,30 +432,46 @@ class Channel:
         buf = self.buffer
         start = buf.head
         buf.append(chunk)
-        end = buf.head
         if self.state == "starting":
             self.state = "live"
             self.live_at = time.monotonic()
         if hls and self.hls is not None:
             self.hls.publish(chunk)
+        self._fan_slice(tuple(self.viewers), 0, chunk, start, 0)
+
+    def _fan_slice(
+        self, viewers: tuple[Viewer, ...], first: int, chunk: bytes, start: int, fanned: int
+    ) -> None:
+        """Hand ``chunk`` (at ``start``) to ``viewers[first:]``, ``_FAN_SLICE`` at a time: the
+        rest goes on at the next loop pass, so a joiner or another channel waits for one slice,
+        not for thousands of writes. A viewer's cursor is always what its socket was handed,
+        so a viewer not yet reached is simply behind (catch_up serves it if more arrives)."""
+        if self.state == "closed":
+            return
         size = len(chunk)
-        fanned = 0
-        for viewer in tuple(self.viewers):
-            if viewer.paused:  # its socket is full: never wait for it (see backpressure.py)
+        end = start + size
+        last = min(first + _FAN_SLICE, len(viewers))
+        direct = 0
+        for i in range(first, last):
+            viewer = viewers[i]
+            if viewer.paused or viewer.channel is not self:  # a full socket: never wait for it
                 continue
             if viewer.cursor == start:
                 viewer.transport.write(chunk)
                 viewer.cursor = end
                 viewer.bytes_sent += size
-                fanned += 1
+                direct += 1
             elif viewer.cursor < 0:
                 self._start_viewer(viewer)
-            elif viewer.cursor != end:
+            elif viewer.cursor < self.buffer.head:
                 self.catch_up(viewer)
-        self.bytes_out += fanned * size
-        self.metrics.bytes_out.inc(fanned * size)
-        if not fanned:
-            self._maybe_hold(end)
+        self.bytes_out += direct * size
+        self.metrics.bytes_out.inc(direct * size)
+        fanned += direct
+        if last < len(viewers):
+            self.loop.call_soon(self._fan_slice, viewers, last, chunk, start, fanned)
+        elif fanned < len(viewers):  # someone lags (all at the head is the usual live case)
+            self._maybe_hold(self.buffer.head, fanned)
 
     # --- upstream lifecycle --------------------------------------------------------------------
     async def _run_upstream(self) -> None:
@@ -589,7 +679,7 @@ class Channel:
     def _retire_upstream(self, reason: str, release_reason: str) -> None:
         """End the current upstream session: playback, engine session (stopped in the
         background), placement (released as ``release_reason``) and its stream record."""
-        self.held_since = None  # a hold was the closed playback's
+        self._forget_hold()  # a hold was the closed playback's
         if self.playback is not None:
             self.playback.close()
             self.playback = None
@@ -682,8 +772,7 @@ class Channel:
             self.held_since is not None
             and now - self.held_since > self.settings.upstream_hold_max_s
         ):
-            self.hold_spent = True
-            self._release_hold("timeout")
+            self._give_up_hold("timeout")
         held = self.held_since is not None  # a silence of our own making is no stall
         if pb is not None and not held and now - pb.last_data > self.settings.stall_timeout_s:
             self._upstream_died(self.generation, "stall")

@@ -36,8 +36,10 @@ class Metrics:
         self.upstream_holds = Counter(
             "acefleet_proxy_upstream_holds",
             "Times a channel stopped reading its upstream because no viewer could take more, by "
-            "how the hold ended (caught_up: a viewer took the backlog; timeout: "
-            "upstream_hold_max_s passed, slow viewers are skipped as before)",
+            "how the hold ended (caught_up: the viewers took the backlog; starved: a viewer "
+            "waited upstream_hold_starve_s at the head; timeout: upstream_hold_max_s passed; "
+            "left: the viewers went; the viewers waited for in vain no longer pace the upstream "
+            "and are skipped as before)",
             ["end"],
             registry=r,
         )

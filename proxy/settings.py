@@ -221,9 +221,16 @@ class ProxySettings(BaseSettings):
         3.0,
         ge=0,
         le=60,
-        description="When no viewer of a channel can take more (even the one furthest ahead "
-        "lags half the buffer), the upstream is not read for at most this long, so the "
-        "engine buffers instead of every viewer being skipped at once (0 = never hold)",
+        description="When no viewer of a channel can take more and the slowest that keeps "
+        "pace lags half the buffer, the upstream is not read for at most this long, so the "
+        "engine buffers instead of viewers being skipped (0 = never hold)",
+    )
+    upstream_hold_starve_s: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="A hold ends once a viewer has waited this long at the head of the stream "
+        "for it: the viewers it waited for are slower than the stream and no longer pace it",
     )
     slow_viewer_policy: Literal["skip", "drop"] = Field(
         "skip",

@@ -36,6 +36,7 @@ class Viewer:
         "channel",
         "closed",
         "cursor",
+        "paces",
         "paused",
         "paused_since",
         "requested_at",
@@ -57,6 +58,9 @@ class Viewer:
         self.run_start = -1
         self.channel: Feed | None = None
         self.closed = False
+        # whether the channel may hold its upstream for this viewer (backpressure.py, rule 5);
+        # lost for good when a hold waited for it in vain: it is slower than the stream
+        self.paces = True
 
     @property
     def started(self) -> bool:

@@ -4,8 +4,11 @@ prebuffer (the realistic profile bursts 20 MB over 12 s). Skips are for a viewer
 behind the others; here nobody is ahead, so the proxy stops reading the engine (which buffers)
 until the viewers have caught up, and every viewer gets the stream whole. With the hold off,
 the same viewers are all skipped: the defect issue 17 measured (every client of an unthrottled
-fan-out saw continuity breaks). A viewer that stops reading altogether holds the upstream only
-``upstream_hold_max_s``: then the channel reads on without it."""
+fan-out saw continuity breaks). The hold waits for the slowest viewer that still keeps pace, so
+viewers of unequal speed all get the stream whole when the source outruns them all. A viewer
+that stops reading altogether holds the upstream only ``upstream_hold_max_s``, and one that
+keeps the others waiting at the head only ``upstream_hold_starve_s``, once: then the channel
+reads on without it."""
 
 from __future__ import annotations
 
@@ -112,3 +115,51 @@ async def test_a_viewer_that_stops_reading_holds_the_upstream_only_so_long(
     await late.read_until(200_000)
     late.close()
     stuck.close()
+
+
+async def test_viewers_of_unequal_speed_are_all_paced_not_the_slower_skipped(
+    start_sim: StartSim, start_proxy: StartProxy
+) -> None:
+    # an 8-MB/s source, far faster than both viewers (3 and 2.4 MB/s), as an engine's burst or
+    # an unpaced source is: paced by the faster viewer (the first hold rule), the slower fell
+    # 0.6 MB/s behind it and out of the 1-MiB buffer within 2 s
+    sim = start_sim("--bitrate", "64000000", "--prebuffer", "1")
+    proxy = start_proxy(endpoint(sim), args=SMALL_BUFFER)
+    url = f"/ace/getstream?infohash={CONTENT}"
+    viewers = list(
+        await asyncio.gather(*(request(proxy.url, url, rcvbuf=32 * 1024) for _ in range(2)))
+    )
+    assert all(v.status == 200 for v in viewers)
+    rates = (3_000_000, 2_400_000)
+    await asyncio.gather(*(read_at(v, r, 6.0) for v, r in zip(viewers, rates, strict=True)))
+    assert metric(proxy.url, "acefleet_proxy_viewer_skips_total") == 0
+    assert metric(proxy.url, "acefleet_proxy_upstream_holds_total", 'end="caught_up"') >= 1
+    for v in viewers:
+        report = ts_report(bytes(v.body))
+        assert report.misaligned == 0
+        assert report.cc_errors == 0
+        v.close()
+
+
+async def test_a_stuck_viewer_keeps_viewers_at_the_head_waiting_once_only(
+    start_sim: StartSim, start_proxy: StartProxy
+) -> None:
+    # a live 1-MB/s channel: one viewer takes everything, one stops reading. The stuck one's lag
+    # reaches half the buffer and the upstream is held, but the other waits at the head: after
+    # upstream_hold_starve_s the hold ends and the stuck viewer no longer paces the upstream, so
+    # it never holds it again
+    sim = start_sim("--bitrate", "8000000", "--prebuffer", "1")
+    proxy = start_proxy(endpoint(sim), args=(*SMALL_BUFFER, "--upstream-hold-max-s", "5"))
+    url = f"/ace/getstream?infohash={CONTENT}"
+    stuck, reader = await asyncio.gather(
+        request(proxy.url, url, rcvbuf=4096), request(proxy.url, url)
+    )
+    await read_at(reader, 3_000_000, 6.0)
+    holds = "acefleet_proxy_upstream_holds_total"
+    assert metric(proxy.url, holds, 'end="starved"') == 1
+    assert metric(proxy.url, holds, 'end="timeout"') == 0
+    report = ts_report(bytes(reader.body))
+    assert report.packets > 20_000  # 6 s at 1 MB/s is ~32,000 packets
+    assert report.cc_errors == 0
+    stuck.close()
+    reader.close()
