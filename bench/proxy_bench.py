@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import multiprocessing
 import random
 import resource
 import statistics
@@ -28,6 +29,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,10 @@ def start_sim(bitrate: int) -> procs.Service:
     )  # fmt: skip
 
 
+# more proxy flags for every scenario (--proxy-arg), to compare settings with the same bench
+PROXY_ARGS: list[str] = []
+
+
 def start_proxy(sim: procs.Service, *extra: str) -> procs.Service:
     port = procs.free_port()
     return procs.start(
@@ -84,7 +90,7 @@ def start_proxy(sim: procs.Service, *extra: str) -> procs.Service:
             "--max-upstreams", "256",
             "--max-viewers", "5000", "--max-connections", "6000", "--client-burst", "100000",
             "--client-rate", "100000", "--grace-s", "2", "--log-level", "warning",
-            "--drain-timeout-s", "0", *extra,
+            "--drain-timeout-s", "0", *extra, *PROXY_ARGS,
         ],
         port=port,
         ready_path="/readyz",
@@ -203,6 +209,45 @@ async def live_channel_viewers(
     return [*starters, *joiners]
 
 
+# --- the join probe --------------------------------------------------------------------------
+# TTFB of the viewers above is taken in this process, which also reads every viewer's bytes
+# (1 GB/s at 2,000 viewers): its own loop lag would be counted as the proxy's. The probe is a
+# separate, otherwise idle process that joins live channels one at a time while the load runs.
+async def _probe(port: int, targets: list[str], interval: float) -> list[float]:
+    ttfbs = []
+    for target in targets:
+        t0 = time.perf_counter()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"probe join refused: {head[:60]!r}")
+        await reader.readexactly(1)  # the first byte of the stream
+        ttfbs.append((time.perf_counter() - t0) * 1000)
+        writer.close()
+        await asyncio.sleep(interval)
+    return ttfbs
+
+
+def probe_joins(port: int, targets: list[str], interval: float) -> list[float]:
+    """Join each of ``targets`` in turn, ``interval`` s apart; each join's ms to its first byte
+    (connect, request, response head and the first stream byte)."""
+    return uvloop.run(_probe(port, targets, interval))
+
+
+async def join_probe(proxy: procs.Service, channels: int, joins: int = 100) -> dict[str, float]:
+    """``joins`` probe joins spread over the live channels, 50 ms apart, from another process."""
+    targets = [f"/ace/getstream?id=bench{i % channels:04d}" for i in range(joins)]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(probe_joins, proxy.port, targets, 0.05)
+        values = await asyncio.wrap_future(future)
+    return {
+        "join_probe_p50_ms": round(pct(values, 50), 1),
+        "join_probe_p99_ms": round(pct(values, 99), 1),
+        "join_probe_max_ms": round(max(values), 1),
+    }
+
+
 def close_all(viewers: list[Viewer]) -> None:
     for v in viewers:
         v.close()
@@ -214,9 +259,12 @@ async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Res
     try:
         before = sessions(sim)
         viewers = await live_channel_viewers(proxy, channels, per_channel)
-        in0 = upstream_bytes(proxy)
+        # off the loop: a slow answer must not stop every viewer in this process from reading
+        in0 = await asyncio.to_thread(upstream_bytes, proxy)
+        probe = asyncio.create_task(join_probe(proxy, channels))  # joins while the load runs
         figures, got = await measure(viewers, seconds, proxy.proc.pid)
-        in1 = upstream_bytes(proxy)
+        in1 = await asyncio.to_thread(upstream_bytes, proxy)
+        figures.update(await probe)
         # judge viewers against what the engine actually delivered in the window (on a loaded
         # machine the simulator's own pacing can fall short of 4 Mbit/s; not the proxy's doing)
         upstream_rate = min(in1.get(k, 0) - in0.get(k, 0) for k in in0) / seconds
@@ -228,7 +276,8 @@ async def scenario_paced(channels: int, per_channel: int, seconds: float) -> Res
             figures.update(ttfb(viewers[channels:]))
         else:  # no joiner: this is the cold start (engine start + prebuffer of the simulator)
             figures["cold_start_ms"] = ttfb(viewers)["ttfb_p50_ms"]
-        figures["upstreams_per_channel"] = (sessions(sim) - before) / channels
+        after = await asyncio.to_thread(sessions, sim)
+        figures["upstreams_per_channel"] = (after - before) / channels
         close_all(viewers)
         return Result(f"{channels}ch x {per_channel} viewers @4Mbit/s", figures)
     finally:
@@ -258,10 +307,12 @@ def proxy_counter(proxy: procs.Service, name: str) -> float:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"{proxy.url}/metrics", timeout=10) as resp:
         text = resp.read().decode()
+    # a name with its labels ("x_total{end=\"timeout\"}") is matched whole
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
+        if line.startswith(name)
+        and (name.endswith("}") or line[len(name) : len(name) + 1] in ("{", " "))
     )
 
 
@@ -271,15 +322,25 @@ async def scenario_fast(viewers_n: int, seconds: float, bitrate: int) -> list[Re
     out = []
     try:
         viewers = await live_channel_viewers(proxy, 1, viewers_n)
-        counted = ("acefleet_proxy_viewer_skips_total", "acefleet_proxy_upstream_holds_total")
-        before = [proxy_counter(proxy, name) for name in counted]
+        holds = "acefleet_proxy_upstream_holds_total{end="
+        counted = (
+            "acefleet_proxy_viewer_skips_total",
+            *(f'{holds}"{end}"}}' for end in ("caught_up", "starved", "timeout")),
+        )
+        before = [await asyncio.to_thread(proxy_counter, proxy, name) for name in counted]
         figures, _ = await measure(viewers, seconds, proxy.proc.pid)
         # every skip is a jump in the viewer's stream (a continuity break its player sees); a
-        # hold is the proxy pausing its upstream because no viewer could take more (issue 17)
-        after = [proxy_counter(proxy, name) for name in counted]
-        figures["skips"], figures["holds"] = (
+        # hold is the proxy pausing its upstream for its slowest viewers (backpressure.py rule 5)
+        after = [await asyncio.to_thread(proxy_counter, proxy, name) for name in counted]
+        skips, caught_up, starved, timeout = (
             int(b - a) for a, b in zip(before, after, strict=True)
         )
+        figures |= {
+            "skips": skips,
+            "holds_caught_up": caught_up,
+            "holds_starved": starved,
+            "holds_timeout": timeout,
+        }
         close_all(viewers)
         out.append(Result(f"1ch x {viewers_n} fast readers via proxy", figures))
         # the ceiling: the same viewers straight to the simulator, one session each
@@ -419,7 +480,15 @@ def main() -> None:
         help="source for the 'as fast as they read' scenario: 0 = bench/proxy_source.py "
         "(unpaced), else the simulator at this bit/s (its maximum is 100 Mbit/s)",
     )
+    parser.add_argument(
+        "--proxy-arg",
+        action="append",
+        default=[],
+        help="one more acefleet-proxy argument for every scenario (repeat: --proxy-arg=--batch-ms "
+        "--proxy-arg=200)",
+    )
     args = parser.parse_args()
+    PROXY_ARGS.extend(args.proxy_arg)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     LOGS.mkdir(parents=True, exist_ok=True)
