@@ -73,6 +73,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         activity.fresh_live_state(state)
         # Engine drains are the one operator decision no edge reports back: reload them.
         state.fleet.drained = await history.drained_engines()
+        # What was live when central last stopped: not placed again until its proxy speaks.
+        state.unadopted = await history.open_sessions()
         catalog, players = new_stores()
         app.state.catalog, app.state.players = catalog, players
         # Stores with tables in the history database: started in this order once history has

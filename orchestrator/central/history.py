@@ -231,6 +231,25 @@ class History:
             rows = (await conn.execute(q)).mappings().all()
         return [dict(r) for r in rows]
 
+    async def open_sessions(self) -> dict[str, str]:
+        """Content keys (and ``infohash:`` aliases) of sessions never ended in the history,
+        each with the host of the proxy that reported it: what was live when central last
+        stopped, as far as its write-behind got."""
+        assert self._engine is not None
+        q = select(sessions.c.content_key, sessions.c.infohash, sessions.c.host).where(
+            sessions.c.ended_at.is_(None)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        live: dict[str, str] = {}
+        for content_key, infohash, host in rows:
+            if not host:  # no proxy host known: no snapshot could ever speak for it
+                continue
+            live[content_key] = host
+            if infohash:
+                live[f"infohash:{infohash.lower()}"] = host
+        return live
+
     async def drained_engines(self) -> set[str]:
         assert self._engine is not None
         async with self._engine.connect() as conn:

@@ -37,6 +37,9 @@ from orchestrator.central.streams import StreamRegistry
 from orchestrator.central.tracking import SnapshotOutcome, StreamTracker
 
 log = logs.get(__name__)
+# Retry hint of a claim refused while its content's proxy has not reported since a restart: the
+# proxies snapshot at once when central answers again, so this is about one round trip away.
+REBUILD_RETRY_S = 1.0
 
 
 class HostMismatch(ValueError):
@@ -68,6 +71,9 @@ class Central:
         self.fleet_max = settings.fleet_max_engines
         # Hosts whose proxy has snapshotted since this start: the book holds their sessions.
         self.snapshotted: set[str] = set()
+        # Content that was live when central last stopped (its history's open sessions) -> the
+        # host whose proxy reported it; dropped per host when that proxy snapshots.
+        self.unadopted: dict[str, str] = {}
         self.version = 0  # bumped on every change; live updates push when it moved
         self.frame_cache: tuple[int, str] | None = None  # (version, live-update frame JSON)
 
@@ -224,6 +230,8 @@ class Central:
             )
         except NoPlacement as exc:
             return self._rejected(exc)
+        if self._unadopted(req.content_key, now):
+            return self._not_yet_adopted(req.content_key)
         same = host.name == req.host
         claim = self.book.reserve(
             kind="engine",
@@ -241,6 +249,30 @@ class Central:
         # Engines listen only on their own host: the other edge's proxy will claim this content,
         # find this reservation and serve it; the asking edge relays from that proxy.
         return self._relay(req, host.name, now, ttl)
+
+    def _unadopted(self, content_key: str, now: float) -> bool:
+        """Whether ``content_key`` may still be live on an engine this central has not heard
+        of: it was live when central last stopped and the proxy that served it has not
+        snapshotted since (bounded like ``rebuilding``). Placing it now could start a second
+        session of the channel on another engine."""
+        host = self.unadopted.get(content_key)
+        if host is None:
+            return False
+        if self.rebuilding(host, now):
+            return True
+        del self.unadopted[content_key]
+        return False
+
+    def _not_yet_adopted(self, content_key: str) -> ErrorDetail:
+        """503 ``rebuilding``: not a code the proxies hand to their agent (a local placement
+        would be the second session); they answer the viewer with a short Retry-After."""
+        self.metrics.claims_total.labels("rejected").inc()
+        return ErrorDetail(
+            code="rebuilding",
+            message=f"{content_key} was live before central restarted; waiting for the proxy "
+            "that served it to report it",
+            retry_after_s=REBUILD_RETRY_S,
+        )
 
     def _rejected(self, exc: NoPlacement) -> ErrorDetail:
         """No engine fits: say why (while central warms up, that its view is still partial)."""
@@ -325,6 +357,8 @@ class Central:
     def snapshot(self, proxy_id: str, snap: ProxySnapshot) -> SnapshotOutcome:
         outcome = self.tracker.snapshot(proxy_id, snap)
         self.snapshotted.add(snap.host)
+        if self.unadopted:  # that proxy told its whole truth: what it still serves is adopted
+            self.unadopted = {k: h for k, h in self.unadopted.items() if h != snap.host}
         self.changed()
         return outcome
 

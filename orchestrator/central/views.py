@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import Gauge
 
 from acefleet.wire import EngineHealth, EngineStats, TunnelState
@@ -79,7 +81,21 @@ def degraded_reason(c: Central, engine: Engine, now: float) -> DegradedReason | 
     return c.stats.reason(engine.id, now)
 
 
-def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
+@dataclass(slots=True, frozen=True)
+class EngineState:
+    """One engine as the views read it: its host, the host's status, its load (the larger of
+    the agent's count and central's claims) and whether new work may be placed on it now."""
+
+    host: Host
+    status: HostStatus
+    engine: Engine
+    load: int
+    placeable: bool
+
+
+def engine_states(c: Central, host_name: str | None = None) -> list[EngineState]:
+    """Every engine (of ``host_name`` only, when given), by host name then engine id: the one
+    walk the operator API and the dashboard frame share, without building models."""
     now = c.clock()
     out = []
     for host in c.fleet.by_name():
@@ -90,22 +106,31 @@ def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
         for engine in sorted(host.engines.values(), key=lambda e: e.id):
             load = c.book.load(engine.id, engine.report.streams)
             fits = host_ok and placeable_engine(engine) and load < engine.report.stream_cap
-            reason = degraded_reason(c, engine, now)
-            out.append(
-                EngineView(
-                    id=engine.id,
-                    host=host.name,
-                    host_status=status.value,
-                    load=load,
-                    claims=c.book.held(engine.id),
-                    placeable=fits,
-                    operator_drain=engine.operator_drain,
-                    stats=engine.report.stats,
-                    degraded=reason is not None,
-                    degraded_reason=reason,
-                    report=engine.report,
-                )
+            out.append(EngineState(host, status, engine, load, fits))
+    return out
+
+
+def engines(c: Central, host_name: str | None = None) -> list[EngineView]:
+    now = c.clock()
+    out = []
+    for st in engine_states(c, host_name):
+        engine = st.engine
+        reason = degraded_reason(c, engine, now)
+        out.append(
+            EngineView(
+                id=engine.id,
+                host=st.host.name,
+                host_status=st.status.value,
+                load=st.load,
+                claims=c.book.held(engine.id),
+                placeable=st.placeable,
+                operator_drain=engine.operator_drain,
+                stats=engine.report.stats,
+                degraded=reason is not None,
+                degraded_reason=reason,
+                report=engine.report,
             )
+        )
     return out
 
 
