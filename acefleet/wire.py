@@ -300,3 +300,11 @@ class ProxySnapshot(Wire):
     host: str
     url: str = Field(description="Base URL other edges use to relay from this proxy")
     streams: list[LiveStream]
+    taken_at: datetime | None = Field(
+        default=None,
+        description="When the proxy built this snapshot, on the same clock as its events' "
+        "``at``. Central compares it only with those event times (never its own clock): a "
+        "stream whose stream_started is at or after it is not ended for being absent, one whose "
+        "stream_ended is at or after it is not adopted back. Absent (an older proxy): the "
+        "snapshot is taken as current",
+    )

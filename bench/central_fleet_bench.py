@@ -248,7 +248,10 @@ class SimProxy:
             }
             for s in self.live.values()
         ]
-        return json.dumps({"host": self.host, "url": self.url, "streams": streams}).encode()
+        # stamped like the events' "at", as a real proxy does: central then tells a snapshot
+        # that is older than an event it already has (equal seconds count as newer: safe)
+        body = {"host": self.host, "url": self.url, "streams": streams, "taken_at": now_iso()}
+        return json.dumps(body).encode()
 
 
 def worker_process(w: int, cfg: dict[str, Any], out: Any) -> None:

@@ -9,10 +9,18 @@ hold (after a restart of central, or for placements the agent made while central
 the live view is rebuilt from them. A proxy is alive while it snapshots: one silent for
 ``proxy_lost_after_s`` (counted from its first event when it never snapshotted) is lost, and its
 streams end with it (reason ``proxy_lost``), releasing their claims.
+
+A snapshot is built before it is sent, and events travel separately, so one can arrive after
+events that are newer than it. The rule, for a snapshot stamped ``taken_at``: a stream whose
+``stream_started`` is at or after ``taken_at`` is not ended for being absent from it, and a
+stream whose ``stream_ended`` (or the end a newer snapshot decided) is at or after ``taken_at``
+is not adopted back by it. The next snapshot settles either. A snapshot without ``taken_at``
+(an older proxy) is taken as current, as before.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +48,13 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+def _not_before(at: datetime | None, taken: datetime | None) -> bool:
+    """Whether a start or end at ``at`` happened at or after a snapshot ``taken`` then (so the
+    snapshot cannot know of it). Equal times count as after: either way it is then right not to
+    end a started stream, and not to adopt an ended one."""
+    return at is not None and taken is not None and at >= taken
+
+
 @dataclass(slots=True, frozen=True)
 class SnapshotOutcome:
     streams: int
@@ -63,6 +78,19 @@ class StreamTracker:
         self.history = history
         self.metrics = metrics
         self.clock = clock
+        # Proxy-clock times of starts and ends, to order snapshots against. Why not central's
+        # own receive times: a snapshot's taken_at is on the proxy's clock, and comparing it
+        # with central's would make the rule depend on the two hosts' clock skew. The events'
+        # ``at`` come from the very clock (and process) that stamps taken_at, so only the
+        # proxy's own ordering matters. Why not a sequence number: it restarts with the proxy
+        # (same proxy id), so a restarted proxy's first snapshot would look older than its
+        # previous incarnation's streams and not end them; wall-clock time keeps growing across
+        # restarts. A forward step of the proxy's clock misorders nothing; a backward one can
+        # misorder a snapshot and an event that straddle it (within the step), which costs at
+        # worst what the rule prevents, until the next snapshot, or keeps a gone stream until
+        # the clock is past its start again.
+        self.started_by_proxy: dict[str, datetime] = {}
+        self.ended_by_proxy: OrderedDict[str, datetime] = OrderedDict()
 
     def apply_events(self, batch: EventBatch) -> EventBatchResult:
         self._heard_of(batch)
@@ -130,9 +158,12 @@ class StreamTracker:
                     standby=ev.standby,
                 )
                 self.registry.streams[ev.stream_id] = stream
+                self.started_by_proxy[ev.stream_id] = _aware(ev.at)
                 self._attach(stream, ev.claim_id, ev.engine_id)
                 self.history.session_started(self._session_row(stream))
             else:
+                # first known from a snapshot: a still older snapshot must not end it either
+                self.started_by_proxy.setdefault(ev.stream_id, _aware(ev.at))
                 if stream.standby and not ev.standby:
                     self._promote(stream)
                 if ev.infohash and not stream.infohash:
@@ -150,6 +181,7 @@ class StreamTracker:
             stream.set_viewers(ev.viewers)
             return None
         self._end(stream, ev.reason or "ended", _aware(ev.at))
+        self._ended_at(stream.stream_id, _aware(ev.at))
         return None
 
     def _attach(self, stream: Stream, claim_id: str | None, engine_id: str | None) -> None:
@@ -193,8 +225,16 @@ class StreamTracker:
             self.book.promote(claim)
         log.info("standby_promoted", stream_id=stream.stream_id, content_key=stream.content_key)
 
+    def _ended_at(self, stream_id: str, at: datetime) -> None:
+        """Remember when (proxy clock) a stream ended, as long as event ids are remembered."""
+        self.ended_by_proxy[stream_id] = at
+        self.ended_by_proxy.move_to_end(stream_id)
+        while len(self.ended_by_proxy) > self.registry.events.size:
+            self.ended_by_proxy.popitem(last=False)
+
     def _end(self, stream: Stream, reason: str, at: datetime) -> None:
         self.registry.streams.pop(stream.stream_id, None)
+        self.started_by_proxy.pop(stream.stream_id, None)
         if stream.claim_id is not None:
             claim = self.book.claims.get(stream.claim_id)
             if claim is not None and claim.stream_id in (None, stream.stream_id):
@@ -226,14 +266,24 @@ class StreamTracker:
         self.registry.proxies[proxy_id] = Proxy(proxy_id, snap.host, snap.url, now)
         self.registry.proxy_url_by_host[snap.host] = snap.url
         listed = {ls.stream_id for ls in snap.streams}
+        taken = _aware(snap.taken_at) if snap.taken_at is not None else None
         ended = 0
         for stream in self.registry.of_proxy(proxy_id):
-            if stream.stream_id not in listed:
-                self._end(stream, "absent_from_snapshot", datetime.now(UTC))
-                ended += 1
+            if stream.stream_id in listed:
+                continue
+            if _not_before(self.started_by_proxy.get(stream.stream_id), taken):
+                log.info("snapshot_older_than_start", stream_id=stream.stream_id)
+                continue
+            self._end(stream, "absent_from_snapshot", datetime.now(UTC))
+            if taken is not None:
+                self._ended_at(stream.stream_id, taken)
+            ended += 1
         added = 0
         for ls in snap.streams:
             known = self.registry.streams.get(ls.stream_id)
+            if known is None and _not_before(self.ended_by_proxy.get(ls.stream_id), taken):
+                log.info("snapshot_older_than_end", stream_id=ls.stream_id)
+                continue
             if known is None:
                 stream = Stream(
                     stream_id=ls.stream_id,

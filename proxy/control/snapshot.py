@@ -4,7 +4,9 @@ Events can be lost (queue overflow) and central can restart with an empty view; 
 the full truth of this proxy, so central adds what it missed and ends what is gone (releasing
 their claims). Sent at start (a restarted proxy ends its previous incarnation's streams), every
 ``interval_s``, and right after central answers again following an outage. A channel's warm
-standby session is listed too, marked ``standby`` (no viewers: they watch the primary).
+standby session is listed too, marked ``standby`` (no viewers: they watch the primary). Each
+snapshot carries ``taken_at``, so central can tell a snapshot built before a stream started or
+ended (and delivered after that event) from a current one.
 
 Central's answer carries ``move_off``: the engines this proxy's streams should leave
 make-before-break (draining, recycling, degraded by stats). The latest list is kept here
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 
 import httpx
 
@@ -58,7 +61,11 @@ def snapshot_of(edge: Edge, host: str, url: str) -> ProxySnapshot:
         spare: StreamRecord | None = getattr(standby, "record", None)
         if spare is not None and spare.stream_id != record.stream_id:
             streams.append(_live(spare, 0, {}))
-    return ProxySnapshot(host=host, url=url, streams=streams)
+    # Stamped with the clock that stamps events (``event_queue``: ``datetime.now(UTC)``): central
+    # orders this snapshot against this proxy's own stream_started/stream_ended times, so the
+    # hosts' clocks never need to agree. Channels record a stream and queue its event in one
+    # step (no await between), so every start and end stamped before this time shows in the list.
+    return ProxySnapshot(host=host, url=url, streams=streams, taken_at=datetime.now(UTC))
 
 
 class SnapshotLoop:
