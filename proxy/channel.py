@@ -58,9 +58,11 @@ _FILL_PACKETS = 8
 _PID_SCAN = 2 * 1024 * 1024
 # the smallest bitrate-sized buffer (a joiner's keyframe must fit even on a slow channel)
 _BUFFER_FLOOR = 512 * 1024
-# viewers written per loop pass in a fan-out: ~128 writes of a 50-kB chunk take 1-2 ms, so a
-# joiner's request waits that long, not the ~30 ms of a whole 2,000-viewer fan-out (issue 17)
-_FAN_SLICE = 128
+# viewers written per loop pass in a fan-out: 64 writes of a 50-kB chunk take about 1 ms, so a
+# joiner's request waits that long, not the ~30 ms of a whole 2,000-viewer fan-out (issue 17).
+# Measured at 2,000 viewers (bench/results/proxy.md): 32 cost ~20 % more CPU per GB, 128 gave
+# the slower joins; the spread between runs on the shared 2-core box was as large as either.
+_FAN_SLICE = 64
 
 
 def _cursor(viewer: Viewer) -> int:
