@@ -190,9 +190,19 @@ async def test_stalled_download_or_no_peers_mark_the_stream_degraded(edge_fleet:
             40,
         )
         # The swarm empties while the engine still delivers: degraded for want of peers. On the
-        # engine the stream is on now: a stall long enough for the proxy's stall timeout (a
-        # loaded machine) moves it to another engine.
-        s = await until("stats again", lambda: with_stats(fleet, "std"), 40)
+        # engine the stream is on now: the proxy moves a channel off a degraded engine (a warm
+        # standby, promoted at its first keyframe), so central may still show the old stream
+        # for a moment after the verdict cleared; wait until it names the engine the proxy
+        # reads from (CI3: the fault went to the old engine, whose session had ended).
+        s = await until(
+            "stats of the engine the proxy reads from",
+            lambda: (
+                (x := with_stats(fleet, "std"))
+                and engine_endpoint(fleet, x["engine_id"]) == upstream_of(fleet, "id:std")
+                and x
+            ),
+            40,
+        )
         engine = engine_endpoint(fleet, s["engine_id"]) or ""
         peerless = {"action": "no_peers", "infohash": ih}
         assert await asyncio.to_thread(sim_fault, engine, peerless) == 200
