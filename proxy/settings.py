@@ -196,11 +196,15 @@ class ProxySettings(BaseSettings):
         "keyframe intervals and 512 KiB) for joiners, viewers catching up and the first HLS "
         "player's segments, within buffer_bytes (0 = always buffer_bytes)",
     )
+    # Fan-out CPU is paid per write, not per byte (bench/results/proxy.md, issue 17): at
+    # 4 Mbit/s, 200 ms batches of up to 128 KiB cost 0.30 CPU-s/GB where 100 ms / 64 KiB cost
+    # 0.38. A player buffers seconds and an engine's stream runs ~30 s behind live, so 0.1 s
+    # more delay is invisible; a joiner is served from the buffer, not from the next batch.
     batch_bytes: int = Field(
-        64 * 1024, ge=188, le=4 * 1024 * 1024, description="Forward once this much is waiting"
+        128 * 1024, ge=188, le=4 * 1024 * 1024, description="Forward once this much is waiting"
     )
     batch_ms: float = Field(
-        100.0, ge=0, le=2000, description="...or once the oldest waiting byte is this old (ms)"
+        200.0, ge=0, le=2000, description="...or once the oldest waiting byte is this old (ms)"
     )
     join_max_bytes: int = Field(
         2 * 1024 * 1024,

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 PACKET_SIZE = 188
 SYNC_BYTE = 0x47
-# Silences shorter than this are normal (the proxy forwards in batches of ~100 ms).
-GAP_S = 0.2
+# Silences shorter than this are normal (the proxy forwards in batches of up to 200 ms).
+GAP_S = 0.3
 
 
 def request_line(target: str, host: str, method: str = "GET") -> bytes:
