@@ -12,7 +12,7 @@ silence spanning the handover (the gap between two reads that contains the momen
 process logged ``handover_done``) and the longest silence in the 3 s around the reload (this
 one also shows the new process's start-up competing for the CPU), against the longest silence
 in a 3 s window without a reload (the proxy forwards in ``batch_ms`` batches, so silences of
-~100 ms are normal). After the last reload every viewer's bytes are checked
+~200 ms are normal). After the last reload every viewer's bytes are checked
 byte-exact (TS continuity per PID, viewers of a channel agree).
 """
 

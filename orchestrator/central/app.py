@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import orchestrator.central as package
 from acefleet import logs
 from acefleet.api_errors import install_error_handlers
-from orchestrator.central import activity, views
+from orchestrator.central import activity, gc_pacing, views
 from orchestrator.central.api import (
     channels,
     edge_catalog,
@@ -100,17 +100,23 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await history.start()
         sweeper: asyncio.Task[None] | None = None
+        collector: asyncio.Task[None] | None = None
         try:
             await role.start()
             sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
+            collector = asyncio.create_task(
+                gc_pacing.collect_forever(settings.gc_full_interval_s, metrics.gc_pause),
+                name="central-gc",
+            )
             log.info("central_started", database=_redact(settings.database_url), role=role.role)
             yield
         finally:
             await role.stop()
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            for task in (sweeper, collector):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             while started:
                 await started.pop().stop()
             await history.stop()

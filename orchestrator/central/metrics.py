@@ -131,6 +131,14 @@ class CentralMetrics:
         self.history_queue = Gauge(
             "acefleet_central_history_queue_depth", "History rows waiting to be written", registry=r
         )
+        self.gc_pause = Histogram(
+            "acefleet_central_gc_pause_seconds",
+            "Pause of each scheduled garbage collection (gc_pacing.py) on the loop that answers "
+            "claims, by generation: 0 young, 1 middle, 2 full (gc_full_interval_s)",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.history_dropped = Counter(
             "acefleet_central_history_dropped",
             "History rows dropped (queue full or DB error)",

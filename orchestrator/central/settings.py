@@ -183,6 +183,14 @@ class CentralSettings(BaseSettings):
     event_id_memory: int = Field(
         200000, ge=1000, description="Event ids remembered for idempotency"
     )
+    gc_full_interval_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Garbage collection on central's schedule (gc_pacing.py: young objects "
+        "every 20 ms) with a full pass every this many seconds, instead of Python's, whose "
+        "passes paused claims for 10-80 ms with a big fleet; 0 = Python's own schedule",
+    )
     live_update_interval_s: float = Field(
         0.5, gt=0, le=10, description="Shortest interval between two live updates to dashboards"
     )
