@@ -33,7 +33,7 @@ from orchestrator.central.auth import KeyRing
 from orchestrator.central.catalog import Store
 from orchestrator.central.catalog.players import PlayerStore
 from orchestrator.central.catalog.store import CatalogFiles, CatalogStore
-from orchestrator.central.fastpath import ClaimFastPath
+from orchestrator.central.fastpath import ServiceFastPath
 from orchestrator.central.history import History
 from orchestrator.central.http import RateLimitHeaders
 from orchestrator.central.metrics import CentralMetrics
@@ -135,8 +135,8 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
     app.state.activity = role
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
-    # Outermost: well-formed claims skip FastAPI entirely (see fastpath.py).
-    app.add_middleware(ClaimFastPath, central=state, keyring=keyring)
+    # Outermost: well-formed claims, heartbeats and events skip FastAPI entirely (fastpath.py).
+    app.add_middleware(ServiceFastPath, central=state, keyring=keyring)
     # Outermost of all: a standby answers nothing but health and metrics (see activity.py).
     app.add_middleware(
         activity.StandbyGate, activity=role, retry_after_s=settings.standby_retry_after_s

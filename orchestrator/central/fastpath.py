@@ -1,14 +1,17 @@
-"""The claim hot path without FastAPI's per-request machinery.
+"""The service hot paths without FastAPI's per-request machinery.
 
-``POST /v1/claims`` and ``DELETE /v1/claims/{id}`` are the calls that decide how fast a new
-channel starts; through FastAPI (routing, dependency solving, response validation) each cost
-about ten times what the claim itself costs. This ASGI middleware answers the well-formed,
-authorised ones directly with the same bodies, headers and status codes. Anything else — no key,
-another role, a query string, an unreadable or invalid body — is handed on, body included, to
-the FastAPI routes, which stay the documented (OpenAPI) definition and produce the precise error.
-A body over 16 KiB is answered 413 here (the route documents it): handing on a truncated body
-would be judged as the wrong request. The claim owner rule of :mod:`.claim_owner` holds here
-as on the route.
+``POST /v1/claims`` and ``DELETE /v1/claims/{id}`` decide how fast a new channel starts;
+``POST /v1/hosts/{host}/heartbeat`` and ``POST /v1/events`` are most of central's traffic (with
+500 edges and 250 claims/s, ~250 heartbeats and ~250 event batches a second). Through FastAPI
+(routing, dependency solving, response validation) each cost several times the work itself,
+and that CPU was what made claims queue (bench/results/central.md, issue 17). This ASGI
+middleware answers the well-formed, authorised ones directly with the same bodies, headers and
+status codes, through the same functions as the routes (``api/services.py``). Anything else —
+no key, another role, a query string, an unreadable or invalid body, a heartbeat or batch over
+``_MAX_REPORT_BODY`` — is handed on, body included, to the FastAPI routes, which stay the
+documented (OpenAPI) definition and produce the precise error. A claim body over 16 KiB is
+answered 413 here (the route documents it): handing on a truncated body would be judged as the
+wrong request. The claim owner rule of :mod:`.claim_owner` holds here as on the route.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acefleet.errors import ServiceError, error_json
-from acefleet.wire import ClaimRequest, ErrorDetail
+from acefleet.wire import ClaimRequest, ErrorDetail, EventBatch, Heartbeat
+from orchestrator.central.api.services import take_events, take_heartbeat
 from orchestrator.central.auth import KeyRing, Principal, Role, Verdict
 from orchestrator.central.claim_owner import may_release, not_claim_owner
 from orchestrator.central.http import (
@@ -33,32 +37,90 @@ from orchestrator.central.http import (
 from orchestrator.central.state import Central
 
 _RELEASE = re.compile(r"^/v1/claims/([^/]{1,100})$")
+_HEARTBEAT = re.compile(r"^/v1/hosts/([^/]{1,200})/heartbeat$")
 _MAX_BODY = 16 * 1024
+# Heartbeats of many engines and batches of up to 200 events: larger ones go to the route.
+_MAX_REPORT_BODY = 1024 * 1024
 _JSON = (b"content-type", b"application/json")
 
 
-class ClaimFastPath:
+class ServiceFastPath:
     def __init__(self, app: ASGIApp, central: Central, keyring: KeyRing) -> None:
         self.app = app
         self.central = central
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/claims"):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "DELETE"):
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        if path.startswith("/v1/claims"):
+            await self._claims(scope, receive, send)
+            return
+        if scope["method"] == "POST":
+            heartbeat = _HEARTBEAT.match(path)
+            if heartbeat is not None or path == "/v1/events":
+                await self._report(scope, receive, send, heartbeat)
+                return
+        await self.app(scope, receive, send)
+
+    def _service(self, scope: Scope) -> tuple[str, Principal] | None:
+        """The key and caller of a request this path may answer: a service key, in a header,
+        with no query string (anything else gets the route's full explanation)."""
+        key = _key(scope)
+        who = self.keyring.identify(key) if key is not None else None
+        if key is None or who is None or who.role is not Role.service or scope["query_string"]:
+            return None
+        return key, who
+
+    async def _report(
+        self, scope: Scope, receive: Receive, send: Send, heartbeat: re.Match[str] | None
+    ) -> None:
+        """A heartbeat (``heartbeat`` is its path's match) or an event batch."""
+        caller = self._service(scope)
+        if caller is None:
+            await self.app(scope, receive, send)
+            return
+        key, who = caller
+        body, complete = await _read_body(receive, _MAX_REPORT_BODY)
+        if not complete:
+            if len(body) > _MAX_REPORT_BODY:
+                await self.app(scope, _replay(body, receive, more=True), send)
+            return  # else the client went away: nobody to answer
+        try:
+            report = (Heartbeat if heartbeat else EventBatch).model_validate_json(body)
+        except ValidationError:
+            await self.app(scope, _replay(body, receive), send)  # 422 naming each bad field
+            return
+        verdict = self.keyring.check(key)
+        if not verdict.allowed:
+            await _send_error(send, rate_limited(verdict), verdict)
+            return
+        try:
+            if isinstance(report, Heartbeat):
+                assert heartbeat is not None
+                answer = take_heartbeat(self.central, heartbeat.group(1), report).model_dump_json()
+            else:
+                answer = take_events(self.central, report, who).model_dump_json()
+        except ApiError as exc:
+            await _send_error(send, exc, verdict)
+            return
+        await _respond(send, 200, answer.encode(), verdict)
+
+    async def _claims(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
         release = _RELEASE.match(path) if method == "DELETE" else None
         if not (release or (method == "POST" and path == "/v1/claims")):
             await self.app(scope, receive, send)
             return
-        key = _key(scope)
-        who = self.keyring.identify(key) if key is not None else None
-        if key is None or who is None or who.role is not Role.service or scope["query_string"]:
+        caller = self._service(scope)
+        if caller is None:
             # 401/403 with the full explanation; an operator's release; a key in the URL (400)
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive)
+        key, who = caller
+        body, complete = await _read_body(receive, _MAX_BODY)
         if not complete:
             if len(body) > _MAX_BODY:
                 verdict = self.keyring.check(key)
@@ -114,8 +176,9 @@ def _key(scope: Scope) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The request body, and whether it was read whole (False: too large or a disconnect)."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, and whether it was read whole (False: over ``limit``, then what was
+    read so far, or a disconnect)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -125,21 +188,22 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
-        if size > _MAX_BODY:
+        if size > limit:
             return b"".join(chunks), False
         if not message.get("more_body", False):
             return b"".join(chunks), True
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive callable that yields the already-read body first, then the original stream."""
+def _replay(body: bytes, receive: Receive, more: bool = False) -> Receive:
+    """A receive callable that yields the already-read body first (``more``: only its start,
+    the rest still to come), then the original stream."""
     sent = False
 
     async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return replay

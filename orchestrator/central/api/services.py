@@ -24,7 +24,7 @@ from acefleet.wire import (
 )
 from orchestrator.central import views
 from orchestrator.central.api.deps import Audit, Caller, central, no_key_in_url
-from orchestrator.central.auth import Role
+from orchestrator.central.auth import Principal, Role
 from orchestrator.central.claim_owner import (
     foreign_events,
     may_release,
@@ -49,13 +49,40 @@ State = Annotated[Central, Depends(central)]
 Name = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-@router.post("/hosts/{host}/heartbeat", tags=["services"], dependencies=Service)
-async def heartbeat(host: Name, body: Heartbeat, c: State) -> HeartbeatReply:
-    """An agent reports its host; the reply carries the interval and directives."""
+def take_heartbeat(c: Central, host: str, body: Heartbeat) -> HeartbeatReply:
+    """A heartbeat posted to ``host``'s URL (this route and the fast path)."""
     try:
         return c.heartbeat(host, body)
     except HostMismatch as exc:
         raise ApiError(422, "host_mismatch", str(exc)) from None
+
+
+def take_events(c: Central, body: EventBatch, who: Principal) -> EventBatchResult:
+    """A proxy's event batch sent with ``who``'s key (this route and the fast path)."""
+    if not c.book.speaks_for(body.proxy_id, who.name):
+        raise not_proxy_owner(body.proxy_id)
+    refused = foreign_events(c.book, c.registry.streams, body, who)
+    if refused:
+        allowed = [ev for ev in body.events if ev.event_id not in refused]
+        applied = iter(c.apply_events(body.model_copy(update={"events": allowed})).results)
+        result = EventBatchResult(
+            results=[
+                EventResult(event_id=ev.event_id, status="error", error=refused[ev.event_id])
+                if ev.event_id in refused
+                else next(applied)
+                for ev in body.events
+            ]
+        )
+    else:
+        result = c.apply_events(body)
+    c.book.adopt(body.proxy_id, who.name)  # claims rebuilt from them (after a restart)
+    return result
+
+
+@router.post("/hosts/{host}/heartbeat", tags=["services"], dependencies=Service)
+async def heartbeat(host: Name, body: Heartbeat, c: State) -> HeartbeatReply:
+    """An agent reports its host; the reply carries the interval and directives."""
+    return take_heartbeat(c, host, body)
 
 
 @router.post(
@@ -119,24 +146,7 @@ async def events(body: EventBatch, c: State, who: Caller) -> EventBatchResult:
     """Stream events in a batch, idempotent by event id; each event gets its own result. A
     batch for another key's proxy id is refused (403); an event on another proxy's stream or
     another key's claim gets an error result (not_stream_owner, not_claim_owner)."""
-    if not c.book.speaks_for(body.proxy_id, who.name):
-        raise not_proxy_owner(body.proxy_id)
-    refused = foreign_events(c.book, c.registry.streams, body, who)
-    if refused:
-        allowed = [ev for ev in body.events if ev.event_id not in refused]
-        applied = iter(c.apply_events(body.model_copy(update={"events": allowed})).results)
-        result = EventBatchResult(
-            results=[
-                EventResult(event_id=ev.event_id, status="error", error=refused[ev.event_id])
-                if ev.event_id in refused
-                else next(applied)
-                for ev in body.events
-            ]
-        )
-    else:
-        result = c.apply_events(body)
-    c.book.adopt(body.proxy_id, who.name)  # claims rebuilt from them (after a restart)
-    return result
+    return take_events(c, body, who)
 
 
 @router.put("/proxies/{proxy_id}/streams", tags=["services"], dependencies=Service)
