@@ -111,6 +111,24 @@ def sim_fault(endpoint: str, body: dict[str, str]) -> int:
     return httpx.post(f"http://{endpoint}/_sim/faults", json=body, timeout=5).status_code
 
 
+def judged(fleet: Fleet, content: str, reason: str) -> dict[str, Any] | None:
+    """The channel's stream while central calls it degraded for ``reason``, in the stream view
+    and both metrics (read together: the verdict ends when the proxy moves the channel)."""
+    s = central_stream(fleet, content)
+    if s is None or s["degraded_reason"] != reason:
+        return None
+    labels = {"stream": s["stream_id"], "host": s["host"]}
+    if metric(fleet, "acefleet_central_stream_degraded", **labels) != 1:
+        return None
+    return s if metric(fleet, "acefleet_central_streams_degraded", reason=reason) == 1 else None
+
+
+def fault_all(fleet: Fleet, body: dict[str, str]) -> bool:
+    """The simulator fault ``body`` on every engine of the edge; True when each took it."""
+    engines = [e for e in agent(fleet, "/v1/engines")["engines"] if e["health"] == "healthy"]
+    return bool(engines) and all(sim_fault(e["endpoint"], body) == 200 for e in engines)
+
+
 def agent_drain(fleet: Fleet, drain: bool) -> int:
     url = f"http://127.0.0.1:{fleet.edge(0).agent_port}/v1/drain"
     return httpx.request("POST" if drain else "DELETE", url, headers=AUTH, timeout=5).status_code
@@ -164,65 +182,55 @@ async def test_central_claim_stats_reach_views_and_metrics(edge_fleet: Fleet) ->
 
 
 async def test_stalled_download_or_no_peers_mark_the_stream_degraded(edge_fleet: Fleet) -> None:
+    """Each fault goes to every engine of the edge, for the content's infohash: the proxy moves
+    a channel off a degraded engine (make-before-break, central's ``move_off``), so a fault on
+    one engine races that move (CI3 and CI6: the fault reached an engine the channel was
+    leaving, or had left, and the verdict never came). A stalled or peerless swarm is the
+    content's, not one engine's, so this is also the realistic case: wherever the channel
+    moves, the verdict follows it."""
     fleet = edge_fleet
     viewers = await watch([stream_url(fleet.proxy_url(0), "std")])
-    engine = ""
+    ih = ""
     try:
         s = await until("stats", lambda: with_stats(fleet, "std"), 40)
-        engine = engine_endpoint(fleet, s["engine_id"]) or ""
         ih = s["infohash"]
         assert ih
-        stall = {"action": "stall", "infohash": ih}
-        assert await asyncio.to_thread(sim_fault, engine, stall) == 200
+        # Stalled everywhere: a move's standby may still get the engine's first burst and be
+        # promoted, but the engine it lands on stalls too and is judged again after
+        # degraded_after_s, so the verdict keeps coming back until the fault clears.
+        assert await asyncio.to_thread(fault_all, fleet, {"action": "stall", "infohash": ih})
         bad = await until(
-            "central calls it degraded",
-            lambda: (x := central_stream(fleet, "std")) and x["degraded"] and x,
+            "central calls it degraded, in its views and metrics",
+            lambda: judged(fleet, "std", "download_stalled"),
             40,
         )
-        assert bad["degraded_reason"] == "download_stalled"
-        labels = {"stream": bad["stream_id"], "host": bad["host"]}
-        assert metric(fleet, "acefleet_central_stream_degraded", **labels) == 1
-        assert metric(fleet, "acefleet_central_streams_degraded", reason="download_stalled") == 1
-        await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
+        assert bad["degraded"]
+        await asyncio.to_thread(fault_all, fleet, {"action": "clear"})
         await until(
             "the verdict clears with progress",
             lambda: (x := central_stream(fleet, "std")) and not x["degraded"],
             40,
         )
-        # The swarm empties while the engine still delivers: degraded for want of peers. On the
-        # engine the stream is on now: the proxy moves a channel off a degraded engine (a warm
-        # standby, promoted at its first keyframe), so central may still show the old stream
-        # for a moment after the verdict cleared; wait until it names the engine the proxy
-        # reads from (CI3: the fault went to the old engine, whose session had ended).
-        s = await until(
-            "stats of the engine the proxy reads from",
-            lambda: (
-                (x := with_stats(fleet, "std"))
-                and engine_endpoint(fleet, x["engine_id"]) == upstream_of(fleet, "id:std")
-                and x
-            ),
-            40,
-        )
-        engine = engine_endpoint(fleet, s["engine_id"]) or ""
-        peerless = {"action": "no_peers", "infohash": ih}
-        assert await asyncio.to_thread(sim_fault, engine, peerless) == 200
+        # The swarm empties while the engines still deliver: degraded for want of peers. Here
+        # the move's standby flows, so the channel may move (to an engine as peerless) while
+        # the test polls: each engine it lands on is judged again after degraded_after_s.
+        assert await asyncio.to_thread(fault_all, fleet, {"action": "no_peers", "infohash": ih})
         bad = await until(
-            "central calls it degraded for want of peers",
-            lambda: (x := central_stream(fleet, "std")) and x["degraded"] and x,
+            "central calls it degraded for want of peers, in its views and metrics",
+            lambda: judged(fleet, "std", "no_peers"),
             40,
         )
-        assert bad["degraded_reason"] == "no_peers"
+        assert bad["degraded"]
         assert bad["peers"] == 0
-        assert metric(fleet, "acefleet_central_streams_degraded", reason="no_peers") == 1
-        await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
+        await asyncio.to_thread(fault_all, fleet, {"action": "clear"})
         await until(
             "the verdict clears when peers return",
             lambda: (x := central_stream(fleet, "std")) and not x["degraded"],
             40,
         )
     finally:
-        if engine:
-            await asyncio.to_thread(sim_fault, engine, {"action": "clear"})
+        if ih:
+            await asyncio.to_thread(fault_all, fleet, {"action": "clear"})
         await stop_all(viewers)
     await until("the stream ends", lambda: central_stream(fleet, "std") is None, 30)
 
