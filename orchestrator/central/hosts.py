@@ -68,6 +68,7 @@ class Host:
     buffer_target: int | None = None
     blocked_reason: str | None = None
     status_seen: HostStatus = HostStatus.live
+    heartbeats: int = 0  # taken since central started: the dashboard frame's cue (live_frame)
 
     @property
     def draining(self) -> bool:
@@ -126,6 +127,7 @@ class Fleet:
             self.hosts[hb.host] = host
         else:
             gap = now - host.last_seen
+        host.heartbeats += 1
         host.agent_url = hb.agent_url
         host.last_seen = now
         host.last_seen_at = wall

@@ -34,36 +34,37 @@ RESUME_FRAMES = 32  # frames remembered to answer a resume with a delta (unchang
 
 def diff(old: Frame, new: Frame) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """Items of ``new`` that are new or changed, and keys of ``old`` items that are gone."""
+    copy = {kind: list(new[kind]) for kind, _ in KINDS}  # share_and_diff's sharing stays here
+    return share_and_diff(old, copy)
+
+
+def share_and_diff(old: Frame, new: Frame) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """``diff``, and in the same pass ``new`` reuses ``old``'s item objects where they are
+    equal: the remembered frames then cost little more than their changes, and later diffs
+    skip them by identity (live_frame hands out the same objects for hosts that did not
+    change, so most items are skipped without a comparison)."""
     upsert: dict[str, list[Any]] = {}
     remove: dict[str, list[Any]] = {}
     for kind, key in KINDS:
         before = {item[key]: item for item in old[kind]}
-        present = set()
+        items = new[kind]
         changed = []
-        for item in new[kind]:
-            present.add(item[key])
-            previous = before.get(item[key])
-            if previous is not item and previous != item:
+        for i, item in enumerate(items):
+            previous = before.pop(item[key], None)
+            if previous is item:
+                continue
+            if previous is not None and previous == item:
+                items[i] = previous
+            else:
                 changed.append(item)
         upsert[kind] = changed
-        remove[kind] = [k for k in before if k not in present]
+        remove[kind] = list(before)  # what is left of the old items is gone
     return upsert, remove
 
 
-def share_unchanged(old: Frame, new: Frame) -> None:
-    """Let ``new`` reuse ``old``'s item objects where they are equal: the remembered frames
-    then cost little more than their changes, and later diffs skip them by identity."""
-    for kind, key in KINDS:
-        before = {item[key]: item for item in old[kind]}
-        items = new[kind]
-        for i, item in enumerate(items):
-            previous = before.get(item[key])
-            if previous is not None and previous == item:
-                items[i] = previous
-
-
-def delta_message(version: int, old: Frame, new: Frame) -> str:
-    upsert, remove = diff(old, new)
+def delta_text(
+    version: int, new: Frame, upsert: dict[str, list[Any]], remove: dict[str, list[Any]]
+) -> str:
     return json.dumps(
         {
             "type": "delta",
@@ -73,6 +74,10 @@ def delta_message(version: int, old: Frame, new: Frame) -> str:
             "remove": remove,
         }
     )
+
+
+def delta_message(version: int, old: Frame, new: Frame) -> str:
+    return delta_text(version, new, *diff(old, new))
 
 
 def ping_message() -> str:
@@ -132,14 +137,15 @@ class LiveFeed:
         self._built_from = self._changes()
         frame = self._build()
         if self.frame is not None:
-            share_unchanged(self.frame, frame)
-            if frame == self.frame:
+            upsert, remove = share_and_diff(self.frame, frame)
+            if frame == self.frame:  # items shared, so mostly identity checks
                 return False  # a version bump that changed nothing a dashboard sees
-        self.version += 1
-        if self.frame is not None:
-            text = delta_message(self.version, self.frame, frame)
+            self.version += 1
+            text = delta_text(self.version, frame, upsert, remove)
             for sub in list(self.subscribers):
                 sub.offer(text)
+        else:
+            self.version += 1
         self.frame = frame
         self._snapshot = None
         self._history.append((self.version, frame))

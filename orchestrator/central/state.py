@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from acefleet import logs
 from acefleet.wire import (
@@ -35,6 +36,9 @@ from orchestrator.central.placement_policy import NoPlacement, choose, choose_st
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.streams import StreamRegistry
 from orchestrator.central.tracking import SnapshotOutcome, StreamTracker
+
+if TYPE_CHECKING:
+    from orchestrator.central.live_frame import HostPart
 
 log = logs.get(__name__)
 # Retry hint of a claim refused while its content's proxy has not reported since a restart: the
@@ -76,6 +80,9 @@ class Central:
         self.unadopted: dict[str, str] = {}
         self.version = 0  # bumped on every change; live updates push when it moved
         self.frame_cache: tuple[int, str] | None = None  # (version, live-update frame JSON)
+        # The dashboard frame's part of each host, rebuilt only when its inputs moved
+        # (live_frame)
+        self.frame_parts: dict[str, HostPart] = {}
 
     # --- status ----------------------------------------------------------------------------
 

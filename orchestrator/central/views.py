@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Gauge
@@ -25,14 +27,12 @@ from orchestrator.central.streams import Stream
 
 def hosts(c: Central) -> list[HostView]:
     now = c.clock()
-    return [_host_view(c, h, now) for h in c.fleet.by_name()]
+    return [host_view(c, h, now) for h in c.fleet.by_name()]
 
 
-def host_view(c: Central, host: Host) -> HostView:
-    return _host_view(c, host, c.clock())
-
-
-def _host_view(c: Central, host: Host, now: float) -> HostView:
+def host_view(c: Central, host: Host, now: float | None = None) -> HostView:
+    if now is None:
+        now = c.clock()
     engines = host.engines.values()
     return HostView(
         name=host.name,
@@ -99,14 +99,20 @@ def engine_states(c: Central, host_name: str | None = None) -> list[EngineState]
     now = c.clock()
     out = []
     for host in c.fleet.by_name():
-        if host_name is not None and host.name != host_name:
-            continue
-        status = c.fleet.status(host, now)
-        host_ok = placeable_host(c.fleet, host, now)
-        for engine in sorted(host.engines.values(), key=lambda e: e.id):
-            load = c.book.load(engine.id, engine.report.streams)
-            fits = host_ok and placeable_engine(engine) and load < engine.report.stream_cap
-            out.append(EngineState(host, status, engine, load, fits))
+        if host_name is None or host.name == host_name:
+            out.extend(host_engine_states(c, host, now))
+    return out
+
+
+def host_engine_states(c: Central, host: Host, now: float) -> list[EngineState]:
+    """The engines of one host, by engine id (``engine_states``)."""
+    status = c.fleet.status(host, now)
+    host_ok = placeable_host(c.fleet, host, now)
+    out = []
+    for engine in sorted(host.engines.values(), key=lambda e: e.id):
+        load = c.book.load(engine.id, engine.report.streams)
+        fits = host_ok and placeable_engine(engine) and load < engine.report.stream_cap
+        out.append(EngineState(host, status, engine, load, fits))
     return out
 
 
@@ -226,7 +232,24 @@ def provisioning(c: Central) -> list[ProvisioningHost]:
     return out
 
 
-def summary(c: Central) -> FleetSummary:
+Capacity = Callable[[Host, float], tuple[int, int]]
+
+
+def host_capacity(c: Central, host: Host, now: float) -> tuple[int, int]:
+    """A host's placeable engines (their load aside) and those engines' free slots."""
+    if not placeable_host(c.fleet, host, now):
+        return 0, 0
+    placeable = free = 0
+    for engine in host.engines.values():
+        if placeable_engine(engine):
+            placeable += 1
+            free += max(0, engine.report.stream_cap - c.book.load(engine.id, engine.report.streams))
+    return placeable, free
+
+
+def summary(c: Central, capacity: Capacity | None = None) -> FleetSummary:
+    """``capacity``: each host's ``host_capacity`` when the caller keeps it already (the
+    dashboard frame's parts, live_frame), instead of a walk over every engine."""
     now = c.clock()
     by_status = {"live": 0, "stale": 0, "lost": 0}
     engines_total = placeable_count = free = 0
@@ -234,14 +257,9 @@ def summary(c: Central) -> FleetSummary:
         status = c.fleet.status(host, now)
         by_status[status.value] += 1
         engines_total += len(host.engines)
-        if not placeable_host(c.fleet, host, now):
-            continue
-        for engine in host.engines.values():
-            if placeable_engine(engine):
-                placeable_count += 1
-                free += max(
-                    0, engine.report.stream_cap - c.book.load(engine.id, engine.report.streams)
-                )
+        placeable, slots = (capacity or functools.partial(host_capacity, c))(host, now)
+        placeable_count += placeable
+        free += slots
     pending = sum(not cl.confirmed for cl in c.book.claims.values())
     return FleetSummary(
         warming_up=c.warming_up(),
