@@ -26,6 +26,7 @@ from typing import Any
 
 from acefleet import logs
 from acefleet.wire import ClaimGrant, ClaimRequest, Heartbeat
+from bench.central_fleet_bench import heartbeat_body, host_name
 from orchestrator.central.api.live import fleet_frame
 from orchestrator.central.history import History
 from orchestrator.central.live_feed import share_and_diff
@@ -33,32 +34,10 @@ from orchestrator.central.metrics import CentralMetrics
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.state import Central
 
-CREATED = "2026-12-01T00:00:00Z"
 
-
-def heartbeat(host: str, engines: int, seq: int) -> Heartbeat:
-    reports = [
-        {
-            "id": f"{host}-eng{n:02}",
-            "host": host,
-            "endpoint": f"127.0.0.1:{19000 + n}",
-            "http_port": 19000 + n,
-            "profile": "sim",
-            "health": "healthy",
-            "stream_cap": 1,
-            "streams": 0,
-            "created_at": CREATED,
-        }
-        for n in range(engines)
-    ]
-    body = {
-        "host": host,
-        "agent_url": f"http://{host}:8100",
-        "seq": seq,
-        "engines": reports,
-        "max_engines": engines,
-    }
-    return Heartbeat.model_validate(body)
+def heartbeat(i: int, engines: int, seq: int) -> Heartbeat:
+    """Edge ``i``'s heartbeat, as the fleet bench's simulated agents send it."""
+    return Heartbeat.model_validate_json(heartbeat_body(i, engines, seq, {}))
 
 
 def claim(c: Central, n: int, host: str) -> str:
@@ -70,8 +49,8 @@ def claim(c: Central, n: int, host: str) -> str:
 
 
 def rounds(c: Central, args: argparse.Namespace, scratch: bool) -> list[float]:
-    names = [f"edge{i:03}" for i in range(args.edges)]
-    beats = [heartbeat(name, args.engines, 2) for name in names]
+    names = [host_name(i) for i in range(args.edges)]
+    beats = [heartbeat(i, args.engines, 2) for i in range(args.edges)]
     held = [claim(c, n, names[n % args.edges]) for n in range(args.claims)]
     frame: dict[str, Any] = fleet_frame(c)
     out = []
@@ -116,7 +95,7 @@ def main() -> None:
         history = History(settings.database_url, 1_000_000, lambda: None)
         c = Central(settings, CentralMetrics(), history)
         for i in range(args.edges):
-            hb = heartbeat(f"edge{i:03}", args.engines, 1)
+            hb = heartbeat(i, args.engines, 1)
             c.heartbeat(hb.host, hb)
         time.sleep(0.01)  # past proxy_lost_after_s: claims place without a proxy snapshot
         gc.collect()
