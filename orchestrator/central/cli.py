@@ -6,12 +6,32 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
 from acefleet import config, logs
 from orchestrator.central.migrations import db_command
 from orchestrator.central.settings import CentralSettings
+
+
+def server_config(app: Any, settings: CentralSettings, **overrides: Any) -> uvicorn.Config:
+    """How central's HTTP server runs (the console script; the tests' in-thread central too)."""
+    options: dict[str, Any] = {
+        "host": settings.listen_host,
+        "port": settings.listen_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        # Open live-update streams never end by themselves; do not wait long for them.
+        "timeout_graceful_shutdown": 2,
+        # HTTPS when given a certificate (docs/tls.md); uvicorn loads the pair itself
+        "ssl_certfile": settings.tls_cert_file or None,
+        "ssl_keyfile": settings.tls_key_file or None,
+        "ws_per_message_deflate": settings.live_ws_deflate,
+    }
+    return uvicorn.Config(app, **(options | overrides))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -33,22 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # them takes tens of ms, which would land on some claim's latency. Take them out of its sight.
     gc.collect()
     gc.freeze()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.listen_host,
-            port=settings.listen_port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            # Open live-update streams never end by themselves; do not wait long for them.
-            timeout_graceful_shutdown=2,
-            # HTTPS when given a certificate (docs/tls.md); uvicorn loads the pair itself
-            ssl_certfile=settings.tls_cert_file or None,
-            ssl_keyfile=settings.tls_key_file or None,
-        )
-    )
+    server = uvicorn.Server(server_config(app, settings))
     server.run()
 
 

@@ -203,6 +203,16 @@ class CentralSettings(BaseSettings):
         description="Messages queued for one live WebSocket that is not reading; past that the "
         "client is dropped as too slow (close 4000)",
     )
+    # Off by default: permessage-deflate compresses every message once per connection (its
+    # own zlib context), so each delta cost the claim loop one zlib pass per dashboard; with
+    # 50 browser dashboards (browsers always offer it) claim p99 went from ~90 to ~410 ms at
+    # 500 edges (bench/results/central.md). The feed sends deltas only; on a slow link to
+    # central an operator turns this on and pays that CPU.
+    live_ws_deflate: bool = Field(
+        False,
+        description="Accept permessage-deflate on WebSockets (the live feed): less traffic to "
+        "dashboards, one compression per dashboard per update on central's claim loop",
+    )
     live_ws_auth_timeout_s: float = Field(
         5.0, gt=0, le=60, description="Time a live WebSocket has to send its auth message (4408)"
     )

@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from orchestrator.central.app import create_app
+from orchestrator.central.cli import server_config
 from orchestrator.central.settings import CentralSettings
 from tests.central.fleetsim import OPERATOR_KEY, SERVICE_KEY, VIEWER_KEY
 from tests.support import postgres, procs, tools
@@ -44,17 +45,8 @@ class ThreadCentral:
 
     def __init__(self, settings: CentralSettings) -> None:
         self.port = settings.listen_port
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=2,
-            # as central's serve does with its tls_cert_file/tls_key_file
-            ssl_certfile=settings.tls_cert_file or None,
-            ssl_keyfile=settings.tls_key_file or None,
-        )
+        # As the console script runs it (server_config), on loopback.
+        config = server_config(create_app(settings), settings, host="127.0.0.1")
         self.scheme = "https" if settings.tls_cert_file else "http"
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="central", daemon=True)

@@ -332,3 +332,19 @@ def test_a_slow_client_is_cut_without_affecting_others(start_central: StartCentr
     service.close()
     assert code == 4000
     assert messages >= 1
+
+
+def test_compression_only_when_configured(start_central: StartCentral) -> None:
+    """Browsers offer permessage-deflate on every WebSocket; the real console script declines it
+    unless live_ws_deflate is on (each compression runs per dashboard on the claim loop)."""
+    for deflate in (None, "true"):
+        svc = start_central(subprocess=True, **({"live_ws_deflate": deflate} if deflate else {}))
+        with live(svc) as ws:  # the client offers permessage-deflate, as browsers do
+            extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+            assert recv_data(ws)["type"] == "snapshot"
+        if deflate:
+            assert extensions is not None
+            assert extensions.startswith("permessage-deflate")
+        else:
+            assert extensions is None
+        svc.stop()
