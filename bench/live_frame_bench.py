@@ -27,6 +27,7 @@ from typing import Any
 from acefleet import logs
 from acefleet.wire import ClaimGrant, ClaimRequest, Heartbeat
 from bench.central_fleet_bench import heartbeat_body, host_name
+from orchestrator.central import slices
 from orchestrator.central.api.live import fleet_frame
 from orchestrator.central.history import History
 from orchestrator.central.live_feed import share_and_diff
@@ -67,7 +68,7 @@ def rounds(c: Central, args: argparse.Namespace, scratch: bool) -> list[float]:
             c.frame_parts = {}
         started = time.perf_counter()
         new = fleet_frame(c)
-        share_and_diff(frame, new)
+        slices.whole(share_and_diff(frame, new))
         out.append((time.perf_counter() - started) * 1e3)
         frame = new
     for cid in held:

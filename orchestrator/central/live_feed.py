@@ -2,7 +2,9 @@
 ``delta`` messages and offers them to every connection's bounded send queue.
 
 Frames are built once per change however many dashboards watch (at most every
-``live_update_interval_s``), diffed against the previous frame, and serialised once. A connection
+``live_update_interval_s``), diffed against the previous frame, and serialised once; the build
+and the diff run in slices with the loop served between them (slices.py), so claims wait for
+one slice of a frame, not the whole of it. A connection
 whose queue is full is not reading fast enough: it is marked dropped (its handler closes it with
 4000) instead of buffering without bound.
 
@@ -24,32 +26,39 @@ from datetime import UTC, datetime
 from typing import Any
 
 from acefleet import logs
+from orchestrator.central import slices
 
 Frame = dict[str, Any]
+Changes = tuple[dict[str, list[Any]], dict[str, list[Any]]]  # upserted items, removed keys
 # Each kind of item in a frame and the field that identifies it.
 log = logs.get(__name__)
 KINDS = (("hosts", "name"), ("engines", "id"), ("streams", "stream_id"))
 RESUME_FRAMES = 32  # frames remembered to answer a resume with a delta (unchanged items shared)
+ITEMS_PER_SLICE = 3000  # items diffed between two pauses of the publisher (~1.5 ms)
 
 
 def diff(old: Frame, new: Frame) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """Items of ``new`` that are new or changed, and keys of ``old`` items that are gone."""
     copy = {kind: list(new[kind]) for kind, _ in KINDS}  # share_and_diff's sharing stays here
-    return share_and_diff(old, copy)
+    return slices.whole(share_and_diff(old, copy))
 
 
-def share_and_diff(old: Frame, new: Frame) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+def share_and_diff(old: Frame, new: Frame) -> slices.Sliced[Changes]:
     """``diff``, and in the same pass ``new`` reuses ``old``'s item objects where they are
     equal: the remembered frames then cost little more than their changes, and later diffs
     skip them by identity (live_frame hands out the same objects for hosts that did not
-    change, so most items are skipped without a comparison)."""
+    change, so most items are skipped without a comparison). Pauses every
+    ``ITEMS_PER_SLICE`` items; neither frame may change meanwhile (both are the feed's own)."""
     upsert: dict[str, list[Any]] = {}
     remove: dict[str, list[Any]] = {}
     for kind, key in KINDS:
         before = {item[key]: item for item in old[kind]}
+        yield
         items = new[kind]
         changed = []
         for i, item in enumerate(items):
+            if i % ITEMS_PER_SLICE == ITEMS_PER_SLICE - 1:
+                yield
             previous = before.pop(item[key], None)
             if previous is item:
                 continue
@@ -91,6 +100,7 @@ class Subscriber:
 
     key: str
     queue: asyncio.Queue[str]
+    since: int | None = None  # the feed version it resumes from (catch_up)
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, text: str) -> None:
@@ -105,14 +115,14 @@ class Subscriber:
 class LiveFeed:
     def __init__(
         self,
-        build: Callable[[], Frame],
+        build: Callable[[], slices.Sliced[Frame]],
         changes: Callable[[], int],
         interval_s: float,
         queue_max: int,
         max_per_key: int,
         ping_s: float,
     ) -> None:
-        self._build = build  # the current frame (fleet_frame of central)
+        self._build = build  # the current frame, in slices (fleet_frame_sliced of central)
         self._changes = changes  # central's version: moved means rebuild
         self.interval_s = interval_s
         self.queue_max = queue_max
@@ -124,6 +134,7 @@ class LiveFeed:
         self._history: deque[tuple[int, Frame]] = deque(maxlen=RESUME_FRAMES)
         self._snapshot: str | None = None
         self.subscribers: set[Subscriber] = set()
+        self._joining: list[Subscriber] = []  # admitted after the publisher's next frame
         self.per_key: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
 
@@ -131,13 +142,20 @@ class LiveFeed:
 
     def refresh(self) -> bool:
         """Build a frame if central changed since the last one and offer its delta to every
-        subscriber; True when something was published."""
+        subscriber, at once; True when something was published."""
+        return slices.whole(self._refresh())
+
+    def _refresh(self) -> slices.Sliced[bool]:
+        """``refresh`` in slices. Only one runs at a time: the publisher's, or (while no
+        publisher runs) ``join``'s, so ``self.frame`` stays put across the pauses."""
         if self.frame is not None and self._changes() == self._built_from:
             return False
+        # Taken before building: a change during the build moves it again and is picked up by
+        # the next refresh.
         self._built_from = self._changes()
-        frame = self._build()
+        frame = yield from self._build()
         if self.frame is not None:
-            upsert, remove = share_and_diff(self.frame, frame)
+            upsert, remove = yield from share_and_diff(self.frame, frame)
             if frame == self.frame:  # items shared, so mostly identity checks
                 return False  # a version bump that changed nothing a dashboard sees
             self.version += 1
@@ -183,30 +201,47 @@ class LiveFeed:
             del self.per_key[key]
 
     def join(self, key: str, since: int | None) -> Subscriber:
-        """Subscribe with the catch-up message queued first; nothing awaits between building it
-        and joining, so no delta is lost or sent twice."""
+        """Subscribe with the catch-up message (``catch_up``) queued first, and nothing awaited
+        between taking it and joining, so no delta is lost or sent twice.
+
+        With no publisher running the frame is built here and now. While it runs, the
+        subscriber waits for its next frame (at most an interval and a build away): a build
+        here would block the loop for a whole frame per joining dashboard (50 joining at once
+        held claims for over a second), and would race the publisher's build in progress."""
+        sub = Subscriber(key, asyncio.Queue(self.queue_max), since=since)
+        if self._task is not None and self.frame is not None:
+            self._joining.append(sub)
+            return sub
         self.refresh()
-        sub = Subscriber(key, asyncio.Queue(self.queue_max))
-        sub.offer(self.catch_up(since))
-        self.subscribers.add(sub)
-        if self._task is None:
-            self._task = asyncio.create_task(self._publish(), name="central-live-feed")
+        self._admit(sub)
+        self._task = asyncio.create_task(self._publish(), name="central-live-feed")
         return sub
+
+    def _admit(self, sub: Subscriber) -> None:
+        sub.offer(self.catch_up(sub.since))
+        self.subscribers.add(sub)
 
     def leave(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        if sub in self._joining:
+            self._joining.remove(sub)
 
     async def _publish(self) -> None:
-        """Runs while anyone listens; the next subscriber starts it again."""
+        """Runs while anyone listens or waits to join; the next subscriber starts it again."""
         quiet = 0.0
         try:
-            while self.subscribers:
+            while self.subscribers or self._joining:
                 await asyncio.sleep(self.interval_s)
                 try:
-                    published = self.refresh()
+                    published = await slices.paced(self._refresh())
                 except Exception as exc:  # a bug in one frame must not end the feed for all
                     log.error("live_feed_frame_failed", error=repr(exc))
                     published = False
+                finally:
+                    # Right after the frame (no await between): their catch-up is from it.
+                    joining, self._joining = self._joining, []
+                    for sub in joining:
+                        self._admit(sub)
                 if published:
                     quiet = 0.0
                     continue

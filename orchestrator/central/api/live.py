@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket, W
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from acefleet import logs
-from orchestrator.central import live_frame, views
+from orchestrator.central import live_frame, slices, views
 from orchestrator.central.api.deps import central, key_in_query, no_key_in_url, request_key
 from orchestrator.central.auth import READERS, KeyRing
 from orchestrator.central.http import ERROR_RESPONSES, ApiError, any_reader, bearer_token
@@ -49,17 +49,25 @@ def fleet_frame_json(c: Central) -> str:
 
 
 def fleet_frame(c: Central) -> dict[str, Any]:
+    """What a dashboard shows, built at once (``fleet_frame_sliced``)."""
+    return slices.whole(fleet_frame_sliced(c))
+
+
+def fleet_frame_sliced(c: Central) -> slices.Sliced[dict[str, Any]]:
     """What a dashboard shows, compact: engines without their full report (hosts and engines
-    per host, rebuilt only where something moved: live_frame)."""
-    hosts, engines = live_frame.hosts_and_engines(c)
+    per host, rebuilt only where something moved: live_frame), built in slices so that the
+    feed's publisher lets claims through between them (orchestrator.central.slices)."""
+    hosts, engines = yield from live_frame.hosts_and_engines(c)
+    yield
     summary = views.summary(c, functools.partial(live_frame.part_capacity, c))
+    yield
+    streams = yield from live_frame.stream_items(c)
     return {
         "summary": summary.model_dump(mode="json"),
         "hosts": hosts,
         "engines": engines,
-        # One frame for every reader, viewers included: no claim ids (a claim id lets its
-        # holder end the stream; operators read them from /v1/claims).
-        "streams": [s.model_dump(mode="json", exclude={"claim_id"}) for s in views.streams(c)],
+        # One frame for every reader, viewers included: no claim ids (live_frame.stream_item).
+        "streams": streams,
     }
 
 
@@ -102,7 +110,7 @@ def live_feed(app: FastAPI) -> LiveFeed:
         c: Central = app.state.central
         s = c.settings
         feed = LiveFeed(
-            lambda: fleet_frame(c),
+            lambda: fleet_frame_sliced(c),
             lambda: c.version,
             s.live_update_interval_s,
             s.live_ws_send_queue_max,
