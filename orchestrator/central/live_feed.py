@@ -112,6 +112,22 @@ class Subscriber:
             self.dropped.set()
 
 
+class Turns:
+    """One turn per loop iteration: after a frame every connection's sender is ready at once,
+    and without turns the loop would run all of them (50 sends of a delta, or 50 snapshots of
+    ~2.5 MB when dashboards reconnect together) before polling for a claim again. A sender
+    takes a turn and then sends; the next one is woken an iteration later, so claims that
+    arrived meanwhile are read in between. A turn is not held across the send, so a client that
+    does not read holds nobody up."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            await asyncio.sleep(0)
+
+
 class LiveFeed:
     def __init__(
         self,
@@ -135,6 +151,7 @@ class LiveFeed:
         self._snapshot: str | None = None
         self.subscribers: set[Subscriber] = set()
         self._joining: list[Subscriber] = []  # admitted after the publisher's next frame
+        self.turns = Turns()  # the connections' senders take turns (Turns)
         self.per_key: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
 

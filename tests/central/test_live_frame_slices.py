@@ -14,7 +14,7 @@ from typing import Any
 from acefleet.wire import ClaimGrant, ClaimRequest, LiveStream, ProxySnapshot
 from orchestrator.central import slices, views
 from orchestrator.central.api.live import fleet_frame, fleet_frame_sliced
-from orchestrator.central.live_feed import KINDS, LiveFeed, Subscriber
+from orchestrator.central.live_feed import KINDS, LiveFeed, Subscriber, Turns
 from orchestrator.central.state import Central
 from tests.central.test_live_frame_parts import Clock, beat, c, clock, from_scratch
 
@@ -191,3 +191,28 @@ async def test_a_dashboard_joining_during_a_build_gets_the_frame_whole_and_once(
     want = {kind: {i[key]: i for i in final[kind]} for kind, key in KINDS}
     for sub in (first, second):
         assert view_of(messages(sub)) == want
+
+
+async def test_senders_take_turns_one_loop_iteration_apart() -> None:
+    """After a frame every connection's sender is ready at once; with turns (live_feed.Turns)
+    each starts its send in a loop iteration of its own, so claims are read in between."""
+    turns = Turns()
+    iteration = 0
+    started: list[int] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:  # counts loop iterations
+        nonlocal iteration
+        while not done.is_set():
+            iteration += 1
+            await asyncio.sleep(0)
+
+    async def sender() -> None:
+        await turns.take()
+        started.append(iteration)  # where its send would run
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*(sender() for _ in range(10)))
+    done.set()
+    await tick
+    assert len(set(started)) == 10

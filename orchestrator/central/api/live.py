@@ -185,12 +185,14 @@ async def _resume_version(ws: WebSocket) -> int | None:
     return version if isinstance(version, int) else None
 
 
-async def _pump(ws: WebSocket, sub: Subscriber) -> bool:
+async def _pump(ws: WebSocket, feed: LiveFeed, sub: Subscriber) -> bool:
     """Send the subscriber's queue until the client leaves (False) or falls behind (True)."""
 
     async def send() -> None:
         while True:
-            await ws.send_text(await sub.queue.get())
+            text = await sub.queue.get()
+            await feed.turns.take()
+            await ws.send_text(text)
 
     async def receive() -> None:
         while True:  # client messages after the start mean nothing; a disconnect ends this
@@ -228,7 +230,7 @@ async def live_ws(ws: WebSocket) -> None:
     sub: Subscriber | None = None
     try:
         sub = feed.join(key, await _resume_version(ws))
-        too_slow = await _pump(ws, sub)
+        too_slow = await _pump(ws, feed, sub)
     except WebSocketDisconnect:
         return
     finally:
