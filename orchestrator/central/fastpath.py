@@ -83,10 +83,10 @@ class ServiceFastPath:
             await self.app(scope, receive, send)
             return
         key, who = caller
-        body, complete = await _read_body(receive, _MAX_REPORT_BODY)
+        body, complete, more = await _read_body(receive, _MAX_REPORT_BODY)
         if not complete:
             if len(body) > _MAX_REPORT_BODY:
-                await self.app(scope, _replay(body, receive, more=True), send)
+                await self.app(scope, _replay(body, receive, more=more), send)
             return  # else the client went away: nobody to answer
         try:
             report = (Heartbeat if heartbeat else EventBatch).model_validate_json(body)
@@ -120,7 +120,7 @@ class ServiceFastPath:
             await self.app(scope, receive, send)
             return
         key, who = caller
-        body, complete = await _read_body(receive, _MAX_BODY)
+        body, complete, _more = await _read_body(receive, _MAX_BODY)
         if not complete:
             if len(body) > _MAX_BODY:
                 verdict = self.keyring.check(key)
@@ -176,22 +176,25 @@ def _key(scope: Scope) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The request body, and whether it was read whole (False: over ``limit``, then what was
-    read so far, or a disconnect)."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool, bool]:
+    """The request body; whether it was read whole (False: over ``limit``, then what was read
+    so far, or a disconnect); and whether more of it is still to come. The chunk that crosses
+    the limit may be the last one: replaying it as "more to come" would leave the route
+    waiting for a body that never comes (seen as a rare read timeout in the tests)."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks), False
+            return b"".join(chunks), False, False
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
+        more = bool(message.get("more_body", False))
         if size > limit:
-            return b"".join(chunks), False
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
+            return b"".join(chunks), False, more
+        if not more:
+            return b"".join(chunks), True, False
 
 
 def _replay(body: bytes, receive: Receive, more: bool = False) -> Receive:

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from acefleet.wire import EventBatch
+from orchestrator.central import fastpath
 from orchestrator.central.api import deps
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.state import Central
@@ -136,3 +137,26 @@ def test_fast_path_answers_as_the_route_does(
     # answered by the fast path, and only the query-string call is the route's.
     routed_calls = 0 if body == "{" else 2 if body.startswith("{") else 1
     assert fleet.routed.count(path) == routed_calls, what
+
+
+async def test_a_body_crossing_the_limit_in_its_last_chunk_is_handed_on_as_complete() -> None:
+    """The chunk that crosses the fast path's limit may be the body's last: the route must get
+    it as the whole body, not wait for more that never comes (the client waits for an answer)."""
+    messages = iter(
+        [
+            {"type": "http.request", "body": b"a" * 600, "more_body": True},
+            {"type": "http.request", "body": b"b" * 600, "more_body": False},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)  # a third call would be the route waiting for more: StopIteration
+
+    body, complete, more = await fastpath._read_body(receive, 1000)
+    assert (complete, more) == (False, False)
+    handed_on = await fastpath._replay(body, receive, more=more)()
+    assert handed_on == {
+        "type": "http.request",
+        "body": b"a" * 600 + b"b" * 600,
+        "more_body": False,
+    }
