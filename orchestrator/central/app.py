@@ -36,7 +36,7 @@ from orchestrator.central.catalog.store import CatalogFiles, CatalogStore
 from orchestrator.central.fastpath import ServiceFastPath
 from orchestrator.central.history import History
 from orchestrator.central.http import RateLimitHeaders
-from orchestrator.central.metrics import CentralMetrics
+from orchestrator.central.metrics import CentralMetrics, StatsCollector
 from orchestrator.central.schemas import Health
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.state import Central
@@ -51,6 +51,7 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
         settings.database_url, settings.history_queue_max, metrics.history_dropped.inc
     )
     state = Central(settings, metrics, history, clock or time.monotonic)
+    metrics.registry.register(StatsCollector(lambda: views.stats_rows(state)))
 
     def new_stores() -> tuple[CatalogStore, PlayerStore]:
         catalog = CatalogStore(

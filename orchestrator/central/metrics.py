@@ -1,8 +1,8 @@
 """Prometheus metrics of central (``acefleet_central_*``), one registry per app instance.
 
 No label ever carries a content key or a client address. Fleet gauges are counts by state; the
-stats gauges are the exceptions, each with a bounded label set, rebuilt at every scrape so a
-series leaves with what it describes:
+stats gauges are the exceptions, each with a bounded label set, made at every scrape
+(``StatsCollector``) so a series leaves with what it describes:
 
 - ``acefleet_central_engine_*{engine, host}``: one series per engine with stats, bounded by the
   fleet's engines (``max_engines`` per host);
@@ -16,8 +16,32 @@ series leaves with what it describes:
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from acefleet.wire import EngineStats
+
+# The per-engine and per-stream stats series: (name, help) by what they measure.
+ENGINE_STATS = (
+    ("acefleet_central_engine_peers", "Peers of the engine's session"),
+    ("acefleet_central_engine_download_bytes_per_second", "Download speed of the engine's session"),
+    ("acefleet_central_engine_upload_bytes_per_second", "Upload speed of the engine's session"),
+)
+STREAM_STATS = (
+    ("acefleet_central_stream_peers", "Peers of the stream's engine"),
+    ("acefleet_central_stream_download_bytes_per_second", "Download speed of the stream's engine"),
+    ("acefleet_central_stream_upload_bytes_per_second", "Upload speed of the stream's engine"),
+)
+STREAM_DEGRADED = (
+    "acefleet_central_stream_degraded",
+    "1 while the stream is degraded (0 peers or no download progress for long)",
+)
+STREAMS_DEGRADED = ("acefleet_central_streams_degraded", "Degraded live streams")
+DEGRADED_REASONS = ("no_peers", "download_stalled")  # schemas.DegradedReason, every one shown
 _CLAIM_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 _LAG_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 4, 6, 10, 30, 60)
 
@@ -41,53 +65,6 @@ class CentralMetrics:
         )
         self.streams = Gauge("acefleet_central_streams", "Live upstream sessions", registry=r)
         self.viewers = Gauge("acefleet_central_viewers", "Viewers on live streams", registry=r)
-        engine_labels = ["engine", "host"]
-        self.engine_peers = Gauge(
-            "acefleet_central_engine_peers",
-            "Peers of the engine's session",
-            engine_labels,
-            registry=r,
-        )
-        self.engine_down = Gauge(
-            "acefleet_central_engine_download_bytes_per_second",
-            "Download speed of the engine's session",
-            engine_labels,
-            registry=r,
-        )
-        self.engine_up = Gauge(
-            "acefleet_central_engine_upload_bytes_per_second",
-            "Upload speed of the engine's session",
-            engine_labels,
-            registry=r,
-        )
-        stream_labels = ["stream", "host"]
-        self.stream_peers = Gauge(
-            "acefleet_central_stream_peers",
-            "Peers of the stream's engine",
-            stream_labels,
-            registry=r,
-        )
-        self.stream_down = Gauge(
-            "acefleet_central_stream_download_bytes_per_second",
-            "Download speed of the stream's engine",
-            stream_labels,
-            registry=r,
-        )
-        self.stream_up = Gauge(
-            "acefleet_central_stream_upload_bytes_per_second",
-            "Upload speed of the stream's engine",
-            stream_labels,
-            registry=r,
-        )
-        self.stream_degraded = Gauge(
-            "acefleet_central_stream_degraded",
-            "1 while the stream is degraded (0 peers or no download progress for long)",
-            stream_labels,
-            registry=r,
-        )
-        self.streams_degraded = Gauge(
-            "acefleet_central_streams_degraded", "Degraded live streams", ["reason"], registry=r
-        )
         self.tunnels = Gauge(
             "acefleet_central_tunnels",
             "VPN tunnels of an edge by state, as its latest heartbeat reported them",
@@ -144,3 +121,65 @@ class CentralMetrics:
             "History rows dropped (queue full or DB error)",
             registry=r,
         )
+
+
+@dataclass(slots=True, frozen=True)
+class StatsRow:
+    """One engine or stream of the stats series: its labels (engine or stream id, host), its
+    engine's stats and, for a stream, why it is degraded (None: it is not)."""
+
+    key: str
+    host: str
+    stats: EngineStats | None
+    degraded: str | None = None
+
+
+class StatsCollector(Collector):
+    """The per-engine and per-stream stats series and the degraded counts, made at collect time
+    from what ``rows`` returns (engines, streams): a series leaves with its engine or stream,
+    and nothing is kept between scrapes. Gauges cleared and set again at every scrape cost
+    ~20 us a series in prometheus_client's label handling: 35 ms of the claim loop per scrape
+    at 500 edges with 1,440 streams."""
+
+    def __init__(self, rows: Callable[[], tuple[list[StatsRow], list[StatsRow]]]) -> None:
+        self._rows = rows
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families([], [])  # names only: no walk of the fleet at registration
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(*self._rows())
+
+    @staticmethod
+    def _families(engines: list[StatsRow], streams: list[StatsRow]) -> Iterator[Metric]:
+        yield from _stats_families(ENGINE_STATS, "engine", engines)
+        yield from _stats_families(STREAM_STATS, "stream", streams)
+        degraded = GaugeMetricFamily(*STREAM_DEGRADED, labels=["stream", "host"])
+        counts = dict.fromkeys(DEGRADED_REASONS, 0)
+        for row in streams:
+            degraded.add_metric([row.key, row.host], 0 if row.degraded is None else 1)
+            if row.degraded is not None:
+                counts[row.degraded] += 1
+        yield degraded
+        by_reason = GaugeMetricFamily(*STREAMS_DEGRADED, labels=["reason"])
+        for reason, n in counts.items():
+            by_reason.add_metric([reason], n)
+        yield by_reason
+
+
+def _stats_families(
+    names: tuple[tuple[str, str], ...], label: str, rows: list[StatsRow]
+) -> Iterator[Metric]:
+    peers, down, up = (GaugeMetricFamily(n, h, labels=[label, "host"]) for n, h in names)
+    for row in rows:
+        st = row.stats
+        if st is None:
+            continue
+        labels = [row.key, row.host]
+        if st.peers is not None:
+            peers.add_metric(labels, st.peers)
+        if st.speed_down_kbps is not None:  # the engine's KB/s are KiB/s
+            down.add_metric(labels, st.speed_down_kbps * 1024)
+        if st.speed_up_kbps is not None:
+            up.add_metric(labels, st.speed_up_kbps * 1024)
+    return iter((peers, down, up))

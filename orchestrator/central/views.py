@@ -6,11 +6,10 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import Gauge
-
-from acefleet.wire import EngineHealth, EngineStats, TunnelState
+from acefleet.wire import EngineHealth, TunnelState
 from orchestrator.central import warm_buffer
 from orchestrator.central.hosts import Engine, Host, HostStatus
+from orchestrator.central.metrics import StatsRow
 from orchestrator.central.placement_policy import placeable_engine, placeable_host
 from orchestrator.central.schemas import (
     ClaimView,
@@ -304,40 +303,28 @@ def update_metrics(c: Central) -> None:
         m.claims.labels(kind, state).set(n)
     m.streams.set(s.streams)
     m.viewers.set(s.viewers)
-    _stats_metrics(c, now)
     _tunnel_metrics(c)
     m.warming_up.set(1 if s.warming_up else 0)
     m.heartbeat_age_max.set(oldest)
     m.history_queue.set(c.history.depth)
 
 
-def _stats_metrics(c: Central, now: float) -> None:
-    """Per-engine and per-stream stats gauges, rebuilt so ended streams and gone engines leave
-    no series behind (label sets: ``metrics``)."""
-    m = c.metrics
-    for gauge in (m.engine_peers, m.engine_down, m.engine_up):
-        gauge.clear()
-    for host in c.fleet.hosts.values():
-        for engine in host.engines.values():
-            _set_stats(
-                (m.engine_peers, m.engine_down, m.engine_up),
-                (engine.id, host.name),
-                engine.report.stats,
-            )
-    for gauge in (m.stream_peers, m.stream_down, m.stream_up, m.stream_degraded):
-        gauge.clear()
-    degraded = {"no_peers": 0, "download_stalled": 0}
+def stats_rows(c: Central) -> tuple[list[StatsRow], list[StatsRow]]:
+    """The engines with stats and the live streams, for the stats series (StatsCollector)."""
+    now = c.clock()
+    engines = [
+        StatsRow(engine.id, host.name, engine.report.stats)
+        for host in c.fleet.hosts.values()
+        for engine in host.engines.values()
+        if engine.report.stats is not None
+    ]
+    streams = []
     for stream in c.registry.streams.values():
-        view = stream_view(c, stream, now)
-        labels = (stream.stream_id, stream.host)
         runs_on = stream_engine(c, stream)
         stats = runs_on.report.stats if runs_on is not None else None
-        _set_stats((m.stream_peers, m.stream_down, m.stream_up), labels, stats)
-        m.stream_degraded.labels(*labels).set(1 if view.degraded else 0)
-        if view.degraded_reason is not None:
-            degraded[view.degraded_reason] += 1
-    for reason, n in degraded.items():
-        m.streams_degraded.labels(reason).set(n)
+        reason = degraded_reason(c, runs_on, now) if runs_on is not None else None
+        streams.append(StatsRow(stream.stream_id, stream.host, stats, reason))
+    return engines, streams
 
 
 def _tunnel_metrics(c: Central) -> None:
@@ -354,17 +341,3 @@ def _tunnel_metrics(c: Central) -> None:
             counts[report.state.value] += 1
         for state, n in counts.items():
             gauge.labels(host.name, state).set(n)
-
-
-def _set_stats(
-    gauges: tuple[Gauge, Gauge, Gauge], labels: tuple[str, str], stats: EngineStats | None
-) -> None:
-    if stats is None:
-        return
-    peers, down, up = gauges
-    if stats.peers is not None:
-        peers.labels(*labels).set(stats.peers)
-    if stats.speed_down_kbps is not None:
-        down.labels(*labels).set(stats.speed_down_kbps * 1024)  # the engine's KB/s are KiB/s
-    if stats.speed_up_kbps is not None:
-        up.labels(*labels).set(stats.speed_up_kbps * 1024)
