@@ -28,14 +28,16 @@ Phases (central CPU from /proc, RSS from /proc/<pid>/status):
     fleet heartbeating and snapshotting without claims (CPU per edge per second).
 [3] claims at --rate/s for --phase s.
 [4] the same with --operators live WebSocket clients (each loads /dashboard, then the feed,
-    as the dashboard page does): claim latency beside [3], feed messages and fan-out spread.
+    as the dashboard page does, offering permessage-deflate as browsers do; --deflate: central
+    accepts it): claim latency beside [3], and once every operator had its snapshot; feed
+    messages and fan-out spread.
 [5] SIGKILL central, start it again on the same port and database under the load: time until
     claims are granted again, hosts/engines/streams known again, and no content on two engines
     at once nor an engine over its cap, judged from the claim answers of the whole run and
     from central's own /v1/claims and /v1/streams after the restart.
 
     .venv/bin/python bench/central_fleet_bench.py [--edges 500] [--engines 20] [--proxies 200]
-        [--rate 2000] [--phase 20] [--operators 50] [--workers 3] [--no-restart]
+        [--rate 2000] [--phase 20] [--operators 50] [--deflate] [--workers 3] [--no-restart]
 """
 
 from __future__ import annotations
@@ -511,6 +513,7 @@ async def operators(port: int, n: int, t_from: float, t_to: float) -> dict[str, 
     size = collections.Counter[str]()
     gaps: list[float] = []
     closes: list[str] = []
+    snapshot_at: list[float] = []  # when each operator had its snapshot (CLOCK_MONOTONIC)
 
     async def one(k: int) -> None:
         conn = Conn(port, operator_key(k))
@@ -518,9 +521,13 @@ async def operators(port: int, n: int, t_from: float, t_to: float) -> dict[str, 
         conn.close()
         got[f"dashboard {status}"] += 1
         try:
+            # permessage-deflate offered, as every browser does (central declines it unless
+            # its live_ws_deflate is on); counted when central took it.
             async with websockets.connect(
-                f"ws://127.0.0.1:{port}/v1/live/ws", max_size=None, compression=None
+                f"ws://127.0.0.1:{port}/v1/live/ws", max_size=None, compression="deflate"
             ) as ws:
+                if ws.response is not None and ws.response.headers.get("Sec-WebSocket-Extensions"):
+                    got["compressed"] += 1
                 await ws.send(json.dumps({"type": "auth", "api_key": operator_key(k)}))
                 prev = None
                 while time.monotonic() < t_to:
@@ -535,6 +542,8 @@ async def operators(port: int, n: int, t_from: float, t_to: float) -> dict[str, 
                         kind = "ping"
                     got[kind] += 1
                     size[kind] += len(raw)
+                    if kind == "snapshot":
+                        snapshot_at.append(now)
                     m = _VERSION.search(raw[:200])
                     if m and kind == "delta":
                         v = int(m.group(1))
@@ -556,6 +565,7 @@ async def operators(port: int, n: int, t_from: float, t_to: float) -> dict[str, 
         "gaps": gaps,
         "closes": closes,
         "versions": len(first),
+        "snapshots_done": max(snapshot_at, default=None),
     }
 
 
@@ -575,6 +585,7 @@ def central_env(port: int, tmp: str, args: argparse.Namespace) -> dict[str, str]
         "ACEFLEET_CENTRAL_HEARTBEAT_INTERVAL_S": str(args.interval),
         "ACEFLEET_CENTRAL_WARM_BUFFER_PER_EDGE": "0",
         "ACEFLEET_CENTRAL_LOG_LEVEL": "warning",
+        "ACEFLEET_CENTRAL_LIVE_WS_DEFLATE": "true" if args.deflate else "false",
     }
 
 
@@ -802,6 +813,9 @@ def main() -> None:
     ap.add_argument("--p-long", type=float, default=0.05)
     ap.add_argument("--channels", type=int, default=50000)
     ap.add_argument("--operators", type=int, default=50)
+    ap.add_argument(
+        "--deflate", action="store_true", help="central accepts the operators' permessage-deflate"
+    )
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--conns", type=int, default=24, help="connections per worker")
     ap.add_argument("--burst", type=int, default=500)
@@ -1013,6 +1027,13 @@ def main() -> None:
                     print(f"    gap between deltas at one operator: {summary_ms(ops['gaps'])}")
                 if ops["closes"]:
                     print(f"    closed: {collections.Counter(ops['closes']).most_common(3)}")
+                done = ops["snapshots_done"]
+                if done is not None and done < t_kill:
+                    # Their snapshots (the whole fleet, ~2-3 MB each) are a one-off burst.
+                    print(
+                        f"    claims once every operator had its snapshot "
+                        f"(+{done - t_ops:.1f} s): {window(claims, done, t_kill)}"
+                    )
             if not args.no_restart:
                 print("\n[5] SIGKILL + restart under load:")
                 print(
