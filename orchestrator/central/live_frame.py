@@ -91,7 +91,7 @@ def hosts_and_engines(c: Central) -> slices.Sliced[tuple[list[Item], list[Item]]
 
     A fingerprint is always taken before its part is built and from no later state, so a part
     that saw a change its fingerprint missed (a claim between the two) differs from the next
-    frame's fingerprint and is rebuilt: a part may be a slice newer than its fingerprint, never
+    frame's fingerprint and is rebuilt: a part may be newer than its fingerprint, never
     older."""
     now = c.clock()
     claims = _by_host(c, c.book.by_engine, lambda eid, host: _claimed_load(c, eid, host))
