@@ -66,3 +66,59 @@ async def test_history_writes_and_reads_back(database_url: str) -> None:
         assert await history.ping()
     finally:
         await history.stop()
+
+
+async def test_one_batch_keeps_what_its_order_means(database_url: str) -> None:
+    """Rows queued together are written as few statements (executemany): a session's updates
+    still land in order, later values winning, and a drain then an undrain of one engine
+    leaves it undrained."""
+    history = History(database_url, 100, lambda: None)
+    await history.start()
+    try:
+        at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        for n in (1, 2):
+            history.session_started(
+                {
+                    "stream_id": f"s{n}",
+                    "proxy_id": "edge1",
+                    "host": "edge1",
+                    "content_key": f"infohash:{n:02}",
+                    "source": "central",
+                    "started_at": at + timedelta(seconds=n),
+                    "peak_viewers": 1,
+                }
+            )
+            history.event(
+                {
+                    "event_id": f"e{n}",
+                    "proxy_id": "edge1",
+                    "type": "stream_started",
+                    "stream_id": f"s{n}",
+                    "at": at,
+                    "payload": {"n": n},
+                }
+            )
+        history.session_updated("s1", {"peak_viewers": 4})
+        history.session_updated("s2", {"ended_at": at + timedelta(seconds=9), "end_reason": "idle"})
+        history.session_updated(
+            "s1", {"ended_at": at + timedelta(seconds=60), "end_reason": "idle", "peak_viewers": 7}
+        )
+        history.session_updated("s1", {"end_reason": "stopped"})
+        history.engine_drain("edge1/e0", True, at)
+        history.engine_drain("edge1/e1", True, at)
+        history.engine_drain("edge1/e0", False, at)
+        history.provisioning(at, "edge1", "scale_up", 1, "first")
+        history.provisioning(at, "edge1", "scale_up", 2, "second")
+        await history.flush()
+
+        rows = {r["stream_id"]: r for r in await history.sessions(10, None, None)}
+        assert (rows["s1"]["end_reason"], rows["s1"]["peak_viewers"]) == ("stopped", 7)
+        assert rows["s1"]["ended_at"] - rows["s1"]["started_at"] == timedelta(seconds=59)
+        assert (rows["s2"]["end_reason"], rows["s2"]["peak_viewers"]) == ("idle", 1)
+        async with history.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(events))).scalar() == 2
+        assert await history.drained_engines() == {"edge1/e1"}
+        newest, oldest = await history.provisioning_entries(10)
+        assert (newest["reason"], oldest["reason"]) == ("second", "first")
+    finally:
+        await history.stop()
