@@ -942,16 +942,23 @@ def main() -> None:
             def load_cpu() -> float:
                 return sum(procs.cpu_seconds(p.pid) for p in workers if p.pid is not None)
 
+            def ops_cpu() -> float:  # the operators' process shares the 2 cores too
+                if ops_proc is None or ops_proc.pid is None or not ops_proc.is_alive():
+                    return 0.0
+                return procs.cpu_seconds(ops_proc.pid)
+
             h0, l0 = claim_histogram(port), load_cpu()
             c0 = procs.cpu_seconds(pid)
             at(t_ops)
             cpu["claims"] = (procs.cpu_seconds(pid) - c0) / args.phase
             h1, l1 = claim_histogram(port), load_cpu()
+            o1 = ops_cpu()
             rss_claims = rss_mib(pid)
             c0 = procs.cpu_seconds(pid)
             at(t_kill)
             cpu["operators"] = (procs.cpu_seconds(pid) - c0) / args.phase
             h2, l2 = claim_histogram(port), load_cpu()
+            o2 = ops_cpu()
             rss_ops = rss_mib(pid)
             restarted = t_ready = 0.0
             view: dict[str, Any] | None = None
@@ -1008,7 +1015,8 @@ def main() -> None:
             print(f"    {window(claims, t_ops, t_kill)}")
             print(
                 f"    central CPU {cpu['operators'] * 100:.0f} % of a core, RSS {rss_ops:.0f} MiB; "
-                f"load processes {(l2 - l1) / args.phase * 100:.0f} % of a core"
+                f"load processes {(l2 - l1) / args.phase * 100:.0f} % of a core, the operators' "
+                f"{(o2 - o1) / args.phase * 100:.0f} %"
             )
             print(f"    {inside(h1, h2)}")
             if ops is not None:
