@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from acefleet.wire import EngineHealth, TunnelState
+from acefleet.wire import EngineHealth, EngineStats, TunnelState
 from orchestrator.central import warm_buffer
 from orchestrator.central.hosts import Engine, Host, HostStatus
 from orchestrator.central.metrics import StatsRow
@@ -147,11 +147,20 @@ def streams(c: Central) -> list[StreamView]:
     ]
 
 
+def stream_health(
+    c: Central, stream: Stream, now: float
+) -> tuple[EngineStats | None, DegradedReason | None]:
+    """The stats of the engine a stream runs on, and why it is degraded (None: it is not, or
+    it has no engine): what the stream view, the dashboard frame and the metrics show."""
+    engine = stream_engine(c, stream)
+    if engine is None:
+        return None, None
+    return engine.report.stats, degraded_reason(c, engine, now)
+
+
 def stream_view(c: Central, stream: Stream, now: float) -> StreamView:
     """A live stream with its engine's stats (one engine may carry several: ``engine_stats``)."""
-    engine = stream_engine(c, stream)
-    stats = engine.report.stats if engine is not None else None
-    reason = degraded_reason(c, engine, now) if engine is not None else None
+    stats, reason = stream_health(c, stream, now)
     return StreamView(
         stream_id=stream.stream_id,
         proxy_id=stream.proxy_id,
@@ -320,9 +329,7 @@ def stats_rows(c: Central) -> tuple[list[StatsRow], list[StatsRow]]:
     ]
     streams = []
     for stream in c.registry.streams.values():
-        runs_on = stream_engine(c, stream)
-        stats = runs_on.report.stats if runs_on is not None else None
-        reason = degraded_reason(c, runs_on, now) if runs_on is not None else None
+        stats, reason = stream_health(c, stream, now)
         streams.append(StatsRow(stream.stream_id, stream.host, stats, reason))
     return engines, streams
 
