@@ -217,7 +217,7 @@ class Central:
                 # proxy redeeming a placement made for another edge's relay. Same claim.
                 self.book.extend(live, now)
                 if not live.proxy_id:
-                    live.proxy_id = req.proxy_id
+                    self.book.redeem(live, req.proxy_id)
                 self.metrics.claims_total.labels("engine").inc()
                 return self._engine_grant(live, held, ttl)
             if live.host != req.host:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from acefleet.wire import EngineHealth, EventBatch, ProxySnapshot, StreamEvent
+from acefleet.wire import EngineHealth, EventBatch, LiveStream, ProxySnapshot, StreamEvent
 from orchestrator.central.settings import CentralSettings
 from tests.central.conftest import Running, StartCentral, ThreadCentral
 from tests.central.fleetsim import (
@@ -431,3 +431,30 @@ def test_another_instance_cannot_end_a_proxys_streams_or_claims(
     # The owner's own batch still goes through.
     send_events(edge_a, "edge0", event("stream_ended", "s-a", reason="done"))
     assert [s["stream_id"] for s in operator.get("/v1/streams").json()["items"]] == ["s-own"]
+
+
+def test_claims_rebuilt_from_a_proxys_reports_belong_to_its_key(
+    two_services: tuple[httpx.Client, httpx.Client, httpx.Client],
+) -> None:
+    """After a restart central learns claims again from the proxies' events and snapshots:
+    each belongs to the key that reported it, so that key (and only it) may release it."""
+    edge_a, edge_b, _operator = two_services
+    Agent("edge0", 3).beat(edge_a)
+    from_snapshot = LiveStream(
+        stream_id="s-snap",
+        content_key="id:snap",
+        engine_id="edge0-eng1",
+        claim_id="c-snap",
+        source="agent",
+        viewers=1,
+        started_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+    )
+    snapshot(edge_a, "edge0", [from_snapshot])
+    from_event = event(
+        "stream_started", "s-ev", content_key="id:ev", engine_id="edge0-eng0", claim_id="c-ev"
+    )
+    send_events(edge_a, "edge0", from_event)
+    for claim_id in ("c-ev", "c-snap"):
+        r = edge_b.delete(f"/v1/claims/{claim_id}")
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "not_claim_owner"), claim_id
+        assert edge_a.delete(f"/v1/claims/{claim_id}").status_code == 204, claim_id
