@@ -12,6 +12,9 @@ no key, another role, a query string, an unreadable or invalid body, a heartbeat
 documented (OpenAPI) definition and produce the precise error. A claim body over 16 KiB is
 answered 413 here (the route documents it): handing on a truncated body would be judged as the
 wrong request. The claim owner rule of :mod:`.claim_owner` holds here as on the route.
+
+It runs in front of FastAPI's whole stack (``app.CentralApp``), so a bug in what it calls is
+answered here as FastAPI's crash handler would (500 ``internal_error``, details in the log).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from acefleet import logs
 from acefleet.errors import ServiceError, error_json
 from acefleet.wire import ClaimRequest, ErrorDetail, EventBatch, Heartbeat
 from orchestrator.central.api.services import take_events, take_heartbeat
@@ -36,6 +40,7 @@ from orchestrator.central.http import (
 )
 from orchestrator.central.state import Central
 
+log = logs.get(__name__)
 _RELEASE = re.compile(r"^/v1/claims/([^/]{1,100})$")
 _HEARTBEAT = re.compile(r"^/v1/hosts/([^/]{1,200})/heartbeat$")
 _MAX_BODY = 16 * 1024
@@ -106,6 +111,9 @@ class ServiceFastPath:
         except ApiError as exc:
             await _send_error(send, exc, verdict)
             return
+        except Exception as exc:
+            await _crashed(send, scope, exc)
+            return
         await _respond(send, 200, answer.encode(), verdict)
 
     async def _claims(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,7 +139,15 @@ class ServiceFastPath:
             if not verdict.allowed:
                 await _send_error(send, rate_limited(verdict), verdict)
                 return
-            await self._release(send, release.group(1), verdict, who)
+            try:
+                refused = self._release(release.group(1), who)
+            except Exception as exc:
+                await _crashed(send, scope, exc)
+                return
+            if refused is not None:
+                await _send_error(send, refused, verdict)
+            else:
+                await _respond(send, 204, b"", verdict)
             return
         try:
             req = ClaimRequest.model_validate_json(body)
@@ -142,24 +158,38 @@ class ServiceFastPath:
         if not verdict.allowed:
             await _send_error(send, rate_limited(verdict), verdict)
             return
-        answer = self.central.claim(req)
+        try:
+            answer = self.central.claim(req)
+            if not isinstance(answer, ErrorDetail):
+                self.central.book.own(answer.claim_id, who.name)
+        except Exception as exc:
+            await _crashed(send, scope, exc)
+            return
         if isinstance(answer, ErrorDetail):
             refusal = claim_refused(answer, self.central.settings.claim_retry_after_s)
             await _send_error(send, refusal, verdict)
             return
-        self.central.book.own(answer.claim_id, who.name)
         await _respond(send, 200, answer.model_dump_json().encode(), verdict)
 
-    async def _release(self, send: Send, claim_id: str, verdict: Verdict, who: Principal) -> None:
+    def _release(self, claim_id: str, who: Principal) -> ApiError | None:
+        """Release the claim, or why not."""
         held = self.central.book.claims.get(claim_id)
         if held is None:
-            await _send_error(send, unknown_claim(claim_id), verdict)
-            return
+            return unknown_claim(claim_id)
         if not may_release(held, who):
-            await _send_error(send, not_claim_owner(claim_id), verdict)
-            return
+            return not_claim_owner(claim_id)
         self.central.release(claim_id)
-        await _respond(send, 204, b"", verdict)
+        return None
+
+
+async def _crashed(send: Send, scope: Scope, exc: Exception) -> None:
+    """A bug, answered as FastAPI's crash handler answers one (acefleet/api_errors.py): that
+    answer comes from outside the rate-limit layer, so it carries no rate-limit headers."""
+    log.exception("unhandled error", path=scope["path"], exc_info=exc)
+    body = error_json("internal_error", "internal error; the service log has the details")
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def body_too_large() -> ApiError:

@@ -5,6 +5,7 @@ goes to the route."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from orchestrator.central.api import deps
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.state import Central
 from tests.central.conftest import ThreadCentral
-from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, Agent, event
+from tests.central.fleetsim import OPERATOR_KEY, VIEWER_KEY, Agent, claim_body, event
 from tests.support import procs
 
 EDGE_A_KEY = "edge-a-fast-path-key-0000001"
@@ -160,3 +161,39 @@ async def test_a_body_crossing_the_limit_in_its_last_chunk_is_handed_on_as_compl
         "body": b"a" * 600 + b"b" * 600,
         "more_body": False,
     }
+
+
+def test_a_bug_behind_the_fast_path_is_answered_as_the_route_answers_it(fleet: Fleet) -> None:
+    """The fast path runs in front of FastAPI's stack: a crash in what it calls must still
+    leave as the one error shape (500 internal_error), as FastAPI's crash handler answers it."""
+    agent = Agent("edge0", 2)
+    agent.beat(fleet.a)
+    held = [
+        fleet.a.post("/v1/claims", json=claim_body(f"id:{n}", "edge0")).json()["claim_id"]
+        for n in range(2)
+    ]
+    central: Central = fleet.svc.server.config.app.state.central
+
+    def bug(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    for name in ("claim", "release", "heartbeat", "apply_events"):
+        setattr(central, name, bug)
+    # FastAPI re-raises a crash after answering it, and uvicorn then drops the connection: each
+    # request gets its own.
+    closing = {**JSON, "connection": "close"}
+    beat = agent.heartbeat_body().model_dump_json()
+    requests = [
+        ("POST", "/v1/claims", json.dumps(claim_body("id:new", "edge0"))),
+        ("POST", "/v1/hosts/edge0/heartbeat", beat),
+        ("POST", "/v1/events", _batch("proxy-edge0", "stream_ended")),
+    ]
+    for method, path, body in requests:
+        fast = fleet.a.request(method, path, content=body, headers=closing)
+        routed = fleet.a.request(method, path + "?via=route", content=body, headers=closing)
+        assert _answer(fast) == _answer(routed), path
+        assert (fast.status_code, fast.json()["error"]["code"]) == (500, "internal_error"), path
+    fast = fleet.a.delete(f"/v1/claims/{held[0]}", headers=closing)
+    routed = fleet.a.delete(f"/v1/claims/{held[1]}?via=route", headers=closing)
+    assert _answer(fast) == _answer(routed)
+    assert (fast.status_code, fast.json()["error"]["code"]) == (500, "internal_error")
