@@ -62,6 +62,9 @@ class ClaimBook:
         # ``adopt`` runs for every event batch, and walking every claim there cost ~5 % of the
         # claim loop at 600 claims/s (bench/results/central.md).
         self._unowned: dict[str, set[str]] = {}
+        # host -> how often the engine claims on its engines changed (reserved, confirmed,
+        # released): placement keeps a host's engines with room until this moves (HostFits).
+        self.changes: dict[str, int] = {}
 
     def held(self, engine_id: str) -> int:
         """Claims (pending or confirmed) on an engine."""
@@ -125,6 +128,7 @@ class ClaimBook:
         if kind == "engine" and engine_id is not None:
             self.by_engine.setdefault(engine_id, set()).add(claim.id)
             self.alias(claim, content_key)
+            self._changed(claim)
         return claim
 
     def alias(self, claim: Claim, key: str) -> None:
@@ -177,6 +181,11 @@ class ClaimBook:
         if not claim.owner:
             self._unowned.setdefault(proxy_id, set()).add(claim.id)
 
+    def _changed(self, claim: Claim) -> None:
+        # An engine claim's host is its engine's host (rebuilt claims of an engine central
+        # has not seen yet take the proxy's host, where a proxy's engines run).
+        self.changes[claim.host] = self.changes.get(claim.host, 0) + 1
+
     def _drop_unowned(self, claim: Claim) -> None:
         unowned = self._unowned.get(claim.proxy_id)
         if unowned is not None:
@@ -185,6 +194,8 @@ class ClaimBook:
                 del self._unowned[claim.proxy_id]
 
     def confirm(self, claim: Claim, stream_id: str) -> None:
+        if claim.expires is not None:
+            self._changed(claim)  # a pending claim counts apart in the engine's load
         claim.expires = None
         claim.stream_id = stream_id
 
@@ -206,6 +217,7 @@ class ClaimBook:
                 held.discard(claim_id)
                 if not held:
                     del self.by_engine[claim.engine_id]
+                self._changed(claim)
         return claim
 
     def expire(self, now: float) -> list[Claim]:

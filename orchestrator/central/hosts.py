@@ -69,6 +69,7 @@ class Host:
     blocked_reason: str | None = None
     status_seen: HostStatus = HostStatus.live
     heartbeats: int = 0  # taken since central started: the dashboard frame's cue (live_frame)
+    drains: int = 0  # operator drains of its engines, counted: placement's cue (HostFits)
 
     @property
     def draining(self) -> bool:
@@ -200,6 +201,7 @@ class Fleet:
     def drain_engine(self, engine_id: str, drain: bool) -> Engine:
         engine = self.engine(engine_id)
         engine.operator_drain = drain
+        self.hosts[self.engine_host[engine_id]].drains += 1
         if drain:
             self.drained.add(engine_id)
         else:

@@ -32,7 +32,7 @@ from orchestrator.central.engine_stats import StatsWatch
 from orchestrator.central.history import History
 from orchestrator.central.hosts import Engine, Fleet, Host, HostStatus
 from orchestrator.central.metrics import CentralMetrics
-from orchestrator.central.placement_policy import NoPlacement, choose, choose_standby
+from orchestrator.central.placement_policy import HostFits, NoPlacement, choose, choose_standby
 from orchestrator.central.settings import CentralSettings
 from orchestrator.central.streams import StreamRegistry
 from orchestrator.central.tracking import SnapshotOutcome, StreamTracker
@@ -68,6 +68,7 @@ class Central:
         self.started_at = datetime.now(UTC)
         self.fleet = Fleet(settings.stale_after_s, settings.lost_after_s, settings.forget_after_s)
         self.book = ClaimBook(settings.claim_ttl_s)
+        self.fits = HostFits()  # placement's per-host engines with room
         self.registry = StreamRegistry(settings.event_id_memory)
         self.tracker = StreamTracker(self.fleet, self.book, self.registry, history, metrics, clock)
         self.stats = StatsWatch(settings.degraded_after_s)
@@ -234,6 +235,7 @@ class Central:
                 lambda h: self.relay_url(h) is not None,
                 self.rng,
                 avoid,
+                self.fits,
             )
         except NoPlacement as exc:
             return self._rejected(exc)
@@ -399,6 +401,7 @@ class Central:
         and what was reserved on them but never started can no longer be served."""
         log.warning("host_forgotten", host=host.name, engines=len(host.engines))
         self.history.provisioning(datetime.now(UTC), host.name, "host_forgotten", None, None)
+        self.fits.forget(host.name)
         for engine_id in host.engines:
             self.stats.forget(engine_id)
             for claim in self.book.pending_on_engine(engine_id):
