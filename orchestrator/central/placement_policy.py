@@ -93,31 +93,90 @@ def _host_candidates(
     return fits, (used / cap if cap else 1.0)
 
 
+_Rank = tuple[float, float, int]  # rules 4 and 5: engine load, host load, not forwarded
+
+
+@dataclass(slots=True, frozen=True)
+class _Offer:
+    """What a host offers a content placed from another edge: its engines with room, its load
+    ratio, and the engines that come first under rules 4 and 5 with their rank — among its
+    engines outside a sick tunnel (``healthy``), and among all of them (``fallback``: read only
+    when no engine outside a sick tunnel fits anywhere, rule 2). Rule 6, the random draw among
+    equals, is made over the whole fleet's equals by the caller."""
+
+    fits: list[_Fit]
+    ratio: float
+    healthy: tuple[_Rank, list[_Fit]] | None
+    fallback: tuple[_Rank, list[_Fit]] | None
+
+
+def _offer(host: Host, book: ClaimBook, avoid: frozenset[str]) -> _Offer:
+    fits, host_ratio = _host_candidates(host, book, avoid)
+    healthy: dict[_Rank, list[_Fit]] = {}
+    fallback: dict[_Rank, list[_Fit]] = {}
+    for f in fits:
+        rank = (f.ratio, host_ratio, 0 if f.forwarded else 1)
+        if not f.sick_tunnel:
+            healthy.setdefault(rank, []).append(f)
+        fallback.setdefault(rank, []).append(f)
+    top = min(healthy) if healthy else None
+    low = min(fallback) if fallback else None
+    return _Offer(
+        fits,
+        host_ratio,
+        (top, healthy[top]) if top is not None else None,
+        (low, fallback[low]) if low is not None else None,
+    )
+
+
 class HostFits:
-    """Each host's engines with room (:func:`_host_candidates`), kept until what they are made
-    of moves: the host's heartbeat count (engine reports, health, agent drains, tunnels), its
-    operator engine drains, and its claim book changes. A claim that no edge of its own can
-    take looks at every host of the fleet: at 500 edges x 20 engines that walk took ~3 ms per
-    claim, the largest single cost of the claim loop at 600 claims/s (bench/results/central.md,
-    issue 17); unchanged hosts now answer from here."""
+    """Each host's offer (:class:`_Offer`), kept until what it is made of moves: the host's
+    heartbeat count (engine reports, health, agent drains, tunnels), its operator engine drains,
+    and its claim book changes. A claim that no engine of its own edge can take looks at every
+    host of the fleet: at 500 edges x 20 engines, ranking every engine with room took 20-45 ms
+    of the claim loop per such claim (bench/results/central.md, issue 17); now unchanged hosts
+    answer from here and only each host's first-ranked engines are compared."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[Host, tuple[int, int, int], list[_Fit], float]] = {}
+        self._kept: dict[str, tuple[Host, tuple[int, int, int], _Offer]] = {}
 
-    def of(self, host: Host, book: ClaimBook, avoid: frozenset[str]) -> tuple[list[_Fit], float]:
+    def of(self, host: Host, book: ClaimBook, avoid: frozenset[str]) -> _Offer:
         if avoid:  # a failover's own exclusions: rare, computed afresh
-            return _host_candidates(host, book, avoid)
+            return _offer(host, book, avoid)
         cue = (host.heartbeats, host.drains, book.changes.get(host.name, 0))
         kept = self._kept.get(host.name)
         # the Host object too: a host forgotten and heartbeating again counts from 0 again
         if kept is not None and kept[0] is host and kept[1] == cue:
-            return kept[2], kept[3]
-        fits, ratio = _host_candidates(host, book)
-        self._kept[host.name] = (host, cue, fits, ratio)
-        return fits, ratio
+            return kept[2]
+        offer = _offer(host, book, frozenset())
+        self._kept[host.name] = (host, cue, offer)
+        return offer
 
     def forget(self, name: str) -> None:
         self._kept.pop(name, None)
+
+
+class _Equals:
+    """The fleet's first-ranked engines so far, with their hosts (rule 6 draws among them)."""
+
+    def __init__(self) -> None:
+        self.rank: _Rank | None = None
+        self.engines: list[tuple[_Fit, Host]] = []
+
+    def add(self, host: Host, offer: tuple[_Rank, list[_Fit]] | None) -> None:
+        if offer is None:
+            return
+        rank, fits = offer
+        if self.rank is None or rank < self.rank:
+            self.rank, self.engines = rank, [(f, host) for f in fits]
+        elif rank == self.rank:
+            self.engines.extend((f, host) for f in fits)
+
+    def draw(self, rng: random.Random) -> tuple[Host, Engine] | None:
+        if not self.engines:
+            return None
+        fit, host = rng.choice(self.engines)
+        return host, fit.engine
 
 
 def choose(
@@ -132,41 +191,38 @@ def choose(
 ) -> tuple[Host, Engine]:
     """The engine for a new content, or :class:`NoPlacement` saying why none fits.
     ``avoid``: engines the asking proxy just saw fail (its failover must land elsewhere).
-    ``kept``: hosts' engines with room kept between calls (the same answers, faster)."""
-    fits_of = kept if kept is not None else HostFits()
+    ``kept``: hosts' offers kept between calls (the same answers, faster)."""
+    offers = kept if kept is not None else HostFits()
     live_hosts = 0
     own = fleet.hosts.get(asking_host)
     own_fits: list[_Fit] = []
     if own is not None and placeable_host(fleet, own, now):
         live_hosts += 1
-        own_fits, _ = fits_of.of(own, book, avoid)
+        own_fits = offers.of(own, book, avoid).fits
         healthy = [f for f in own_fits if not f.sick_tunnel]
         if healthy:
             return own, _best([(f, 0.0) for f in healthy], rng)
-    pool: list[tuple[_Fit, float]] = []
-    owners: dict[str, Host] = {}
+    healthy_equals, fallback_equals = _Equals(), _Equals()
     for host in fleet.hosts.values():
         if host is own or not placeable_host(fleet, host, now):
             continue
-        if f"edge:{host.name}" in avoid:  # the asker could not relay from it just now
+        if avoid and f"edge:{host.name}" in avoid:  # the asker could not relay from it just now
             continue
         live_hosts += 1
         if not relayable(host.name):
             continue
-        fits, host_ratio = fits_of.of(host, book, avoid)
-        for f in fits:
-            pool.append((f, host_ratio))
-            owners[f.engine.id] = host
-    healthy_pool = [(f, r) for f, r in pool if not f.sick_tunnel]
-    if healthy_pool:
-        engine = _best(healthy_pool, rng)
-        return owners[engine.id], engine
+        offer = offers.of(host, book, avoid)
+        healthy_equals.add(host, offer.healthy)
+        fallback_equals.add(host, offer.fallback)
+    placed = healthy_equals.draw(rng)
+    if placed is not None:
+        return placed
     # Rule 2: nothing fits outside a sick tunnel; the asker's own host first still (rule 3).
     if own is not None and own_fits:
         return own, _best([(f, 0.0) for f in own_fits], rng)
-    if pool:
-        engine = _best(pool, rng)
-        return owners[engine.id], engine
+    placed = fallback_equals.draw(rng)
+    if placed is not None:
+        return placed
     if live_hosts == 0:
         raise NoPlacement("no_hosts", "no edge host is heartbeating and undrained")
     raise NoPlacement("no_capacity", "every healthy, undrained engine is at its stream cap")
