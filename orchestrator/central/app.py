@@ -126,7 +126,9 @@ def create_app(settings: CentralSettings, clock: Callable[[], float] | None = No
             await role.start()
             sweeper = asyncio.create_task(_sweep_forever(state), name="central-sweeper")
             collector = asyncio.create_task(
-                gc_pacing.collect_forever(settings.gc_full_interval_s, metrics.gc_pause),
+                gc_pacing.collect_forever(
+                    settings.gc_full_interval_s, metrics.gc_pause, metrics.loop_lag
+                ),
                 name="central-gc",
             )
             log.info("central_started", database=_redact(settings.database_url), role=role.role)

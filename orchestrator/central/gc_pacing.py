@@ -14,6 +14,10 @@ middle one every ``MIDDLE_EVERY`` passes, and everything every ``gc_full_interva
 work is the same; only the pauses are short, bar one full pass a minute. Garbage without
 cycles is freed at once by reference counting as always.
 
+The same timer measures how late the loop wakes it (``lag``): the time other work on the loop,
+or the OS, kept it from running — exactly what a claim arriving then waits before central
+reads it. A claim's latency seen by a proxy minus its time inside central is mostly this.
+
 Collection on/off is process-wide: the first running central (tests run several in one
 process) switches it off, the last one to stop restores it.
 """
@@ -52,10 +56,10 @@ def _let_go() -> None:
         gc.enable()
 
 
-async def collect_forever(full_interval_s: float, pause: Histogram) -> None:
+async def collect_forever(full_interval_s: float, pause: Histogram, lag: Histogram) -> None:
     """Collect on this schedule until cancelled (``full_interval_s`` 0: leave Python's own
     schedule alone and return at once). Each pass's pause is observed in ``pause`` by
-    generation (0 young, 1 middle, 2 full)."""
+    generation (0 young, 1 middle, 2 full), the loop's lateness at each wake-up in ``lag``."""
     if full_interval_s <= 0:
         return
     loop = asyncio.get_running_loop()
@@ -65,7 +69,9 @@ async def collect_forever(full_interval_s: float, pause: Histogram) -> None:
         passes = 0
         full_at = loop.time() + full_interval_s
         while True:
+            asleep = loop.time()
             await asyncio.sleep(YOUNG_S)
+            lag.observe(max(0.0, loop.time() - asleep - YOUNG_S))
             passes += 1
             if loop.time() >= full_at:
                 generation = 2

@@ -116,6 +116,14 @@ class CentralMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "acefleet_central_loop_lag_seconds",
+            "How late the loop that answers claims woke a 20 ms timer (gc_pacing.py): how long "
+            "other work, or the OS, held it; a claim arriving then waited as long. Measured "
+            "while central paces its garbage collection (gc_full_interval_s > 0)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.history_dropped = Counter(
             "acefleet_central_history_dropped",
             "History rows dropped (queue full or DB error)",

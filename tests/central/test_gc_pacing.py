@@ -6,13 +6,17 @@ schedule is back once central stops."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import re
 import time
 import weakref
 
 import httpx
+from prometheus_client import CollectorRegistry, Histogram
 
+from orchestrator.central import gc_pacing
 from tests.central.conftest import StartCentral
 
 
@@ -65,3 +69,29 @@ def test_interval_zero_keeps_pythons_schedule(start_central: StartCentral) -> No
     time.sleep(0.3)
     text = httpx.get(central.url + "/metrics", timeout=5).text
     assert "acefleet_central_gc_pause_seconds_count" not in text
+
+
+def test_the_loops_lateness_is_measured() -> None:
+    """The pacer's timer tells how long other work held the loop (a claim waits as long)."""
+    registry = CollectorRegistry()
+    pause = Histogram("pause_seconds", "", ["generation"], registry=registry)
+    lag = Histogram("lag_seconds", "", buckets=(0.005, 0.05, 1.0), registry=registry)
+
+    async def held_once() -> None:
+        pacer = asyncio.create_task(gc_pacing.collect_forever(60, pause, lag))
+        await asyncio.sleep(0.1)  # a few quiet wake-ups
+        asyncio.get_running_loop().call_soon(time.sleep, 0.08)  # holds the loop for 80 ms
+        await asyncio.sleep(0.2)
+        pacer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pacer
+
+    asyncio.run(held_once())
+
+    def count(le: str) -> float:
+        value = registry.get_sample_value("lag_seconds_bucket", {"le": le})
+        assert value is not None
+        return value
+
+    assert count("+Inf") >= 5  # one observation per wake-up
+    assert count("+Inf") - count("0.05") == 1  # the held one: 60-80 ms late, once
