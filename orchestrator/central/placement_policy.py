@@ -68,20 +68,30 @@ class _Fit:
     sick_tunnel: bool  # rule 2
 
 
+@dataclass(slots=True, frozen=True)
+class _Candidates:
+    fits: list[_Fit]  # engines with room
+    ratio: float  # the host's load over its placeable engines' caps
+    placeable: int  # engines placeable, their load aside (rule 1)
+    free: int  # their free slots
+
+
 def _host_candidates(
     host: Host, book: ClaimBook, avoid: frozenset[str] = frozenset()
-) -> tuple[list[_Fit], float]:
-    """Engines of a host with room, and the host's load ratio over its placeable engines."""
+) -> _Candidates:
+    """Engines of a host with room, the host's load ratio, and its capacity."""
     fits: list[_Fit] = []
-    used = cap = 0
+    used = cap = placeable = free = 0
     for engine in host.engines.values():
         if not placeable_engine(engine) or engine.id in avoid:
             continue
         report = engine.report
         load = book.load(report.id, report.streams)
+        placeable += 1
         used += load
         cap += report.stream_cap
         if load < report.stream_cap:
+            free += report.stream_cap - load
             fits.append(
                 _Fit(
                     engine,
@@ -90,7 +100,7 @@ def _host_candidates(
                     host.on_sick_tunnel(engine),
                 )
             )
-    return fits, (used / cap if cap else 1.0)
+    return _Candidates(fits, used / cap if cap else 1.0, placeable, free)
 
 
 _Rank = tuple[float, float, int]  # rules 4 and 5: engine load, host load, not forwarded
@@ -108,10 +118,13 @@ class _Offer:
     ratio: float
     healthy: tuple[_Rank, list[_Fit]] | None
     fallback: tuple[_Rank, list[_Fit]] | None
+    placeable: int  # engines placeable, their load aside (rule 1): the fleet summary's figures
+    free: int  # their free slots
 
 
 def _offer(host: Host, book: ClaimBook, avoid: frozenset[str]) -> _Offer:
-    fits, host_ratio = _host_candidates(host, book, avoid)
+    candidates = _host_candidates(host, book, avoid)
+    fits, host_ratio = candidates.fits, candidates.ratio
     healthy: dict[_Rank, list[_Fit]] = {}
     fallback: dict[_Rank, list[_Fit]] = {}
     for f in fits:
@@ -126,6 +139,8 @@ def _offer(host: Host, book: ClaimBook, avoid: frozenset[str]) -> _Offer:
         host_ratio,
         (top, healthy[top]) if top is not None else None,
         (low, fallback[low]) if low is not None else None,
+        candidates.placeable,
+        candidates.free,
     )
 
 
@@ -242,7 +257,7 @@ def choose_standby(
     own = fleet.hosts.get(asking_host)
     if own is None or not placeable_host(fleet, own, now):
         raise NoPlacement("no_hosts", f"host {asking_host} is not heartbeating and undrained")
-    fits, _ = _host_candidates(own, book, avoid)
+    fits = _host_candidates(own, book, avoid).fits
     if not fits:
         raise NoPlacement(
             "no_standby_capacity",

@@ -244,15 +244,13 @@ Capacity = Callable[[Host, float], tuple[int, int]]
 
 
 def host_capacity(c: Central, host: Host, now: float) -> tuple[int, int]:
-    """A host's placeable engines (their load aside) and those engines' free slots."""
+    """A host's placeable engines (their load aside) and those engines' free slots, from the
+    offer placement keeps for the host (a /metrics scrape walked all 10,000 engines of a
+    500-edge fleet for this, ~10 ms of the claim loop)."""
     if not placeable_host(c.fleet, host, now):
         return 0, 0
-    placeable = free = 0
-    for engine in host.engines.values():
-        if placeable_engine(engine):
-            placeable += 1
-            free += max(0, engine.report.stream_cap - c.book.load(engine.id, engine.report.streams))
-    return placeable, free
+    offer = c.fits.of(host, c.book, frozenset())
+    return offer.placeable, offer.free
 
 
 def summary(c: Central, capacity: Capacity | None = None) -> FleetSummary:

@@ -24,6 +24,7 @@ from orchestrator.central.placement_policy import (
     _host_candidates,
     _offer,
     choose,
+    placeable_engine,
     placeable_host,
 )
 from orchestrator.central.settings import CentralSettings
@@ -93,11 +94,15 @@ def answers(c: Central, host: Host) -> tuple[Any, Any]:
 
     def plain(offer: Any) -> Any:
         firsts = [(o[0], ids(o[1])) if o else None for o in (offer.healthy, offer.fallback)]
-        return ids(offer.fits), offer.ratio, firsts
+        return ids(offer.fits), offer.ratio, firsts, offer.placeable, offer.free
 
     fresh = _offer(host, c.book, frozenset())
-    fits, ratio = _host_candidates(host, c.book)
-    assert (ids(fresh.fits), fresh.ratio) == (ids(fits), ratio)
+    candidates = _host_candidates(host, c.book)
+    assert (ids(fresh.fits), fresh.ratio) == (ids(candidates.fits), candidates.ratio)
+    # the fleet summary's figures, counted here the plain way
+    placeable = [e for e in host.engines.values() if placeable_engine(e)]
+    free = sum(max(0, e.report.stream_cap - c.book.load(e.id, e.report.streams)) for e in placeable)
+    assert (fresh.placeable, fresh.free) == (len(placeable), free)
     return plain(c.fits.of(host, c.book, frozenset())), plain(fresh)
 
 
@@ -114,14 +119,15 @@ def first_ranked(c: Central, asking: str) -> tuple[set[str], bool]:
     own = c.fleet.hosts.get(asking)
     own_fits: list[Any] = []
     if own is not None and placeable_host(c.fleet, own, now):
-        own_fits, _ = _host_candidates(own, c.book)
+        own_fits = _host_candidates(own, c.book).fits
         healthy = [((f.ratio, not f.forwarded), f) for f in own_fits if not f.sick_tunnel]
         if healthy:
             return firsts(healthy), False
     pool = []
     for host in c.fleet.hosts.values():
         if host is not own and placeable_host(c.fleet, host, now):
-            fits, host_ratio = _host_candidates(host, c.book)
+            candidates = _host_candidates(host, c.book)
+            fits, host_ratio = candidates.fits, candidates.ratio
             pool += [((f.sick_tunnel, f.ratio, host_ratio, not f.forwarded), f) for f in fits]
     if any(not f.sick_tunnel for _, f in pool):
         return firsts([(rank, f) for rank, f in pool if not f.sick_tunnel]), False
