@@ -746,35 +746,60 @@ def judge_grants(grants: list[list[Any]], t_kill: float) -> tuple[list[str], lis
     return bad, bench_made
 
 
-def claim_histogram(port: int) -> tuple[float, float, list[tuple[float, float]]]:
-    """Central's own claim-time histogram (count, sum, cumulative buckets) from /metrics."""
+Histo = tuple[float, float, list[tuple[float, float]]]  # count, sum, cumulative buckets
+CLAIM_SECONDS = "acefleet_central_claim_duration_seconds"
+LOOP_LAG = "acefleet_central_loop_lag_seconds"
+
+
+def histograms(port: int) -> dict[str, Histo]:
+    """Central's claim-time and loop-lag histograms from one /metrics scrape (a scrape holds
+    central's loop ~25 ms at 500 edges: one per reading)."""
     import httpx
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-    count = total = 0.0
-    buckets: list[tuple[float, float]] = []
-    for line in text.splitlines():
-        if line.startswith("acefleet_central_claim_duration_seconds_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            buckets.append((INF if le == "+Inf" else float(le), float(line.split()[-1])))
-        elif line.startswith("acefleet_central_claim_duration_seconds_count"):
-            count = float(line.split()[-1])
-        elif line.startswith("acefleet_central_claim_duration_seconds_sum"):
-            total = float(line.split()[-1])
-    return count, total, buckets
+    out: dict[str, Histo] = {}
+    for name in (CLAIM_SECONDS, LOOP_LAG):
+        count = total = 0.0
+        buckets: list[tuple[float, float]] = []
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                buckets.append((INF if le == "+Inf" else float(le), float(line.split()[-1])))
+            elif line.startswith(name + "_count"):
+                count = float(line.split()[-1])
+            elif line.startswith(name + "_sum"):
+                total = float(line.split()[-1])
+        out[name] = (count, total, buckets)
+    return out
 
 
-def inside(
-    a: tuple[float, float, list[tuple[float, float]]],
-    b: tuple[float, float, list[tuple[float, float]]],
-) -> str:
-    """Time inside central per claim between two histogram readings."""
-    count, total = b[0] - a[0], b[1] - a[1]
+def _bucket_at(a: Histo, b: Histo, share: float) -> float:
+    """The upper bound of the bucket holding ``share`` of the observations between readings."""
+    count, before = b[0] - a[0], dict(a[2])
+    return next((le for le, c in b[2] if c - before.get(le, 0.0) >= share * count), INF)
+
+
+def inside(a: dict[str, Histo], b: dict[str, Histo]) -> str:
+    """Time inside central per claim, and how late its loop woke, between two readings."""
+    ca, cb = a[CLAIM_SECONDS], b[CLAIM_SECONDS]
+    count, total = cb[0] - ca[0], cb[1] - ca[1]
     if count <= 0:
         return "no claims inside central"
-    before = dict(a[2])
-    p99 = next((le for le, c in b[2] if c - before.get(le, 0.0) >= 0.99 * count), INF)
-    return f"inside central: mean {total / count * 1e6:.0f} us, p99 <= {p99 * 1e3:g} ms (bucket)"
+    claims = (
+        f"inside central: mean {total / count * 1e6:.0f} us, "
+        f"p99 <= {_bucket_at(ca, cb, 0.99) * 1e3:g} ms (bucket)"
+    )
+    la, lb = a[LOOP_LAG], b[LOOP_LAG]
+    wakes = lb[0] - la[0]
+    if wakes <= 0:
+        return claims
+    over = {le: c - dict(la[2]).get(le, 0.0) for le, c in lb[2]}
+    late = wakes - over.get(0.01, wakes)
+    return (
+        f"{claims}; loop woken late (20 ms timer, {wakes:.0f} wake-ups): mean "
+        f"{(lb[1] - la[1]) / wakes * 1e3:.2f} ms, p99 <= {_bucket_at(la, lb, 0.99) * 1e3:g} ms, "
+        f"max <= {_bucket_at(la, lb, 1.0) * 1e3:g} ms, {late:.0f} over 10 ms"
+    )
 
 
 def end_reasons(tmp: str) -> dict[str, int]:
@@ -947,17 +972,17 @@ def main() -> None:
                     return 0.0
                 return procs.cpu_seconds(ops_proc.pid)
 
-            h0, l0 = claim_histogram(port), load_cpu()
+            h0, l0 = histograms(port), load_cpu()
             c0 = procs.cpu_seconds(pid)
             at(t_ops)
             cpu["claims"] = (procs.cpu_seconds(pid) - c0) / args.phase
-            h1, l1 = claim_histogram(port), load_cpu()
+            h1, l1 = histograms(port), load_cpu()
             o1 = ops_cpu()
             rss_claims = rss_mib(pid)
             c0 = procs.cpu_seconds(pid)
             at(t_kill)
             cpu["operators"] = (procs.cpu_seconds(pid) - c0) / args.phase
-            h2, l2 = claim_histogram(port), load_cpu()
+            h2, l2 = histograms(port), load_cpu()
             o2 = ops_cpu()
             rss_ops = rss_mib(pid)
             restarted = t_ready = 0.0
