@@ -47,9 +47,10 @@ def test_dashboard_live_view_drain_and_reconnect(
             page.fill("#key", OPERATOR_KEY)
             page.click("#connect")
             page.wait_for_selector('#hosts tr[data-host="edge0"]', timeout=15000)
-            # The key went as the first WebSocket message: no URL carries it.
+            # The key went as the first WebSocket message: no URL carries it. The page asks
+            # for patches: the live changes below reach it merged into the items it has.
             assert sockets
-            assert sockets[0] == f"ws://127.0.0.1:{svc.port}/v1/live/ws"
+            assert sockets[0] == f"ws://127.0.0.1:{svc.port}/v1/live/ws?patches=1"
             assert OPERATOR_KEY not in page.url
             assert page.locator('#engines tr[data-engine="edge0-eng1"]').count() == 1
             stream = page.locator('#streams tr[data-stream="s-1"]')

@@ -75,7 +75,8 @@ def live(
         yield ws
 
 
-def apply(view: dict[str, dict[str, Any]], delta: Message) -> None:
+def apply(view: dict[str, Any], delta: Message) -> None:
+    view["version"] = delta["version"]
     for kind, key in (("hosts", "name"), ("engines", "id"), ("streams", "stream_id")):
         for item in delta["upsert"][kind]:
             view[kind][item[key]] = item
@@ -348,3 +349,59 @@ def test_compression_only_when_configured(start_central: StartCentral) -> None:
         else:
             assert extensions is None
         svc.stop()
+
+
+def test_patches_carry_only_what_changed_and_build_the_same_view(
+    central: Running, service: httpx.Client
+) -> None:
+    """A connection that asks for patches (the dashboard) gets a changed item as its key and
+    changed fields, new items whole; its view ends where a whole-item connection's does."""
+    Agent("edge0", 2).beat(service)
+    send_events(service, "edge0", event("stream_started", "s-1", content_key="id:a", viewers=1))
+    headers = {"X-API-Key": VIEWER_KEY}
+    with (
+        connect(ws_url(central), additional_headers=headers, open_timeout=10) as whole,
+        connect(ws_url(central) + "?patches=1", additional_headers=headers, open_timeout=10) as ws,
+    ):
+        views = [snapshot_view(recv_data(whole)), snapshot_view(recv_data(ws))]
+        send_events(service, "edge0", event("viewers", "s-1", viewers=7))
+        Agent("edge1", 1).beat(service)  # a new host and engine: whole items
+        seen: list[Message] = []
+        while views[0]["streams"]["s-1"]["viewers"] != 7 or "edge1" not in views[0]["hosts"]:
+            apply(views[0], recv_data(whole))
+        version = None
+        while version != views[0]["version"]:
+            delta = recv_data(ws)
+            seen.append(delta)
+            apply_patch(views[1], delta)
+            version = delta["version"]
+        views[1]["version"] = version
+        assert views[1] == views[0]
+        patched = [p for d in seen for p in d["patch"]["streams"]]
+        # the viewer change, and its peak: no field that did not change
+        assert {"stream_id": "s-1", "viewers": 7, "peak_viewers": 7} in patched
+        added = [h["name"] for d in seen for h in d["upsert"]["hosts"]]
+        assert added == ["edge1"]
+        assert all(d["upsert"]["streams"] == [] for d in seen)
+
+
+def snapshot_view(snap: Message) -> dict[str, Any]:
+    assert snap["type"] == "snapshot"
+    fleet = snap["fleet"]
+    return {
+        "version": snap["version"],
+        "hosts": {h["name"]: h for h in fleet["hosts"]},
+        "engines": {e["id"]: e for e in fleet["engines"]},
+        "streams": {s["stream_id"]: s for s in fleet["streams"]},
+    }
+
+
+def apply_patch(view: dict[str, Any], delta: Message) -> None:
+    """As the dashboard applies a delta: whole items set, patches merged, keys removed."""
+    for kind, key in (("hosts", "name"), ("engines", "id"), ("streams", "stream_id")):
+        for item in delta["upsert"][kind]:
+            view[kind][item[key]] = item
+        for part in delta["patch"][kind]:
+            view[kind][part[key]] = {**view[kind].get(part[key], {}), **part}
+        for gone in delta["remove"][kind]:
+            del view[kind][gone]

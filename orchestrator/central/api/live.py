@@ -229,7 +229,8 @@ async def live_ws(ws: WebSocket) -> None:
         return
     sub: Subscriber | None = None
     try:
-        sub = feed.join(key, await _resume_version(ws))
+        patches = ws.query_params.get("patches") == "1"
+        sub = feed.join(key, await _resume_version(ws), patches)
         too_slow = await _pump(ws, feed, sub)
     except WebSocketDisconnect:
         return
