@@ -29,7 +29,8 @@ Phases (central CPU from /proc, RSS from /proc/<pid>/status):
 [3] claims at --rate/s for --phase s.
 [4] the same with --operators live WebSocket clients (each loads /dashboard, then the feed,
     as the dashboard page does, offering permessage-deflate as browsers do; --deflate: central
-    accepts it): claim latency beside [3], and once every operator had its snapshot; feed
+    accepts it; deltas as patches as the page asks for them, --whole: whole items as the CLI
+    takes them): claim latency beside [3], and once every operator had its snapshot; feed
     messages and fan-out spread.
 [5] SIGKILL central, start it again on the same port and database under the load: time until
     claims are granted again, hosts/engines/streams known again, and no content on two engines
@@ -500,11 +501,13 @@ class Worker:
 _VERSION = re.compile(rb'"version": (\d+)')
 
 
-def operators_process(port: int, n: int, t_from: float, t_to: float, out: Any) -> None:
-    out.put(asyncio.run(operators(port, n, t_from, t_to)))
+def operators_process(
+    port: int, n: int, t_from: float, t_to: float, patches: bool, out: Any
+) -> None:
+    out.put(asyncio.run(operators(port, n, t_from, t_to, patches)))
 
 
-async def operators(port: int, n: int, t_from: float, t_to: float) -> dict[str, Any]:
+async def operators(port: int, n: int, t_from: float, t_to: float, patches: bool) -> dict[str, Any]:
     import websockets
 
     first: dict[int, float] = {}
@@ -522,9 +525,11 @@ async def operators(port: int, n: int, t_from: float, t_to: float) -> dict[str, 
         got[f"dashboard {status}"] += 1
         try:
             # permessage-deflate offered, as every browser does (central declines it unless
-            # its live_ws_deflate is on); counted when central took it.
+            # its live_ws_deflate is on); counted when central took it. Patches as the
+            # dashboard page asks for them, unless --whole.
+            query = "?patches=1" if patches else ""
             async with websockets.connect(
-                f"ws://127.0.0.1:{port}/v1/live/ws", max_size=None, compression="deflate"
+                f"ws://127.0.0.1:{port}/v1/live/ws{query}", max_size=None, compression="deflate"
             ) as ws:
                 if ws.response is not None and ws.response.headers.get("Sec-WebSocket-Extensions"):
                     got["compressed"] += 1
@@ -841,6 +846,11 @@ def main() -> None:
     ap.add_argument(
         "--deflate", action="store_true", help="central accepts the operators' permessage-deflate"
     )
+    ap.add_argument(
+        "--whole",
+        action="store_true",
+        help="operators take deltas of whole items (as the CLI), not patches (as the dashboard)",
+    )
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--conns", type=int, default=24, help="connections per worker")
     ap.add_argument("--burst", type=int, default=500)
@@ -950,7 +960,7 @@ def main() -> None:
                     target=operators_process,
                     # joining from the start of [4]: 50 snapshots of the whole fleet (2.3 MB
                     # each) are part of "with operators"; joining 3 s early put them in [3]
-                    args=(port, args.operators, t_ops, t_kill, ops_out),
+                    args=(port, args.operators, t_ops, t_kill, not args.whole, ops_out),
                 )
                 ops_proc.start()
             gc.collect()
