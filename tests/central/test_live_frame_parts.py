@@ -7,6 +7,7 @@ incremental one must always equal; and the identity checks fail if the parts are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,21 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def c(tmp_path: Path, clock: Clock) -> Central:
-    settings = CentralSettings(
+def in_process(tmp_path: Path, clock: Callable[[], float], **settings: Any) -> Central:
+    """Central's live state without a server, on ``clock`` (its history is never started)."""
+    config = CentralSettings(
         database_url=f"sqlite:///{tmp_path / 'central.db'}",
         operator_keys=["ops:" + "k" * 32],
         warmup_s=0,
-        proxy_lost_after_s=1,
+        **settings,
     )
-    history = History(settings.database_url, 1000, lambda: None)
-    central = Central(settings, CentralMetrics(), history, clock)
+    history = History(config.database_url, 100_000, lambda: None)
+    return Central(config, CentralMetrics(), history, clock)
+
+
+@pytest.fixture
+def c(tmp_path: Path, clock: Clock) -> Central:
+    central = in_process(tmp_path, clock, proxy_lost_after_s=1)
     for i in range(3):
         beat(central, f"edge{i}", 3, 1)
     clock.now += 2  # past the rebuild window: claims place on these hosts

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from acefleet.wire import ClaimRequest, Heartbeat
-from orchestrator.central.history import History
 from orchestrator.central.hosts import Host
-from orchestrator.central.metrics import CentralMetrics
 from orchestrator.central.placement_policy import (
     NoPlacement,
     _host_candidates,
@@ -27,9 +25,8 @@ from orchestrator.central.placement_policy import (
     placeable_engine,
     placeable_host,
 )
-from orchestrator.central.settings import CentralSettings
 from orchestrator.central.state import Central
-from tests.central.test_live_frame_parts import CREATED, Clock
+from tests.central.test_live_frame_parts import CREATED, Clock, in_process
 
 HOSTS = 4
 ENGINES = 3
@@ -148,14 +145,8 @@ def placed_from(c: Central, asking: str) -> str | None:
 
 def test_kept_engines_with_room_always_equal_a_fresh_look(tmp_path: Path) -> None:
     clock = Clock()
-    settings = CentralSettings(
-        database_url=f"sqlite:///{tmp_path / 'central.db'}",
-        operator_keys=["ops:" + "k" * 32],
-        warmup_s=0,
-        claim_ttl_s=3,
-    )
-    history = History(settings.database_url, 100_000, lambda: None)
-    c = Central(settings, CentralMetrics(), history, clock)
+    c = in_process(tmp_path, clock, claim_ttl_s=3)
+    settings = c.settings
     rng = random.Random(17)
     seq = 0
     names = [f"edge{i}" for i in range(HOSTS)]
@@ -222,12 +213,7 @@ def test_kept_engines_with_room_always_equal_a_fresh_look(tmp_path: Path) -> Non
 def test_equals_across_hosts_are_drawn_at_random(tmp_path: Path) -> None:
     """Rule 6 draws among the whole fleet's first-ranked engines, not one host's: with every
     engine alike, a burst of claims from outside spreads over all of them."""
-    settings = CentralSettings(
-        database_url=f"sqlite:///{tmp_path / 'central.db'}",
-        operator_keys=["ops:" + "k" * 32],
-        warmup_s=0,
-    )
-    c = Central(settings, CentralMetrics(), History(settings.database_url, 100, lambda: None))
+    c = in_process(tmp_path, Clock())
     for n, host in enumerate(["edge0", "edge1", "edge2"]):
         beat(c, host, n + 1, random.Random(0), alike=True)
     placed = {placed_from(c, "outside") for _ in range(300)}
