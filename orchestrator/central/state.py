@@ -68,7 +68,7 @@ class Central:
         self.started_at = datetime.now(UTC)
         self.fleet = Fleet(settings.stale_after_s, settings.lost_after_s, settings.forget_after_s)
         self.book = ClaimBook(settings.claim_ttl_s)
-        self.fits = HostFits()  # placement's per-host engines with room
+        self.fits = HostFits()  # each host's offer to placement and the fleet summary
         self.registry = StreamRegistry(settings.event_id_memory)
         self.tracker = StreamTracker(self.fleet, self.book, self.registry, history, metrics, clock)
         self.stats = StatsWatch(settings.degraded_after_s)

@@ -31,26 +31,27 @@ class Clock:
         return self.now
 
 
+def engine_report(host: str, n: int, **fields: Any) -> dict[str, Any]:
+    """Engine ``n`` of ``host`` as its agent reports it: idle and healthy, ``fields`` aside."""
+    return {
+        "id": f"{host}-eng{n}",
+        "host": host,
+        "endpoint": f"127.0.0.1:{19000 + n}",
+        "http_port": 19000 + n,
+        "profile": "sim",
+        "health": "healthy",
+        "stream_cap": 2,
+        "streams": 0,
+        "created_at": CREATED,
+    } | fields
+
+
 def beat(
     c: Central, host: str, engines: int, seq: int, draining: bool = False, **engine: Any
 ) -> None:
     """A heartbeat of ``host`` with ``engines`` engines, the first one's report overridden by
     ``engine``; ``draining``: the agent drains the whole host."""
-    reports = [
-        {
-            "id": f"{host}-eng{n}",
-            "host": host,
-            "endpoint": f"127.0.0.1:{19000 + n}",
-            "http_port": 19000 + n,
-            "profile": "sim",
-            "health": "healthy",
-            "stream_cap": 2,
-            "streams": 0,
-            "created_at": CREATED,
-        }
-        | (engine if n == 0 else {})
-        for n in range(engines)
-    ]
+    reports = [engine_report(host, n, **(engine if n == 0 else {})) for n in range(engines)]
     hb = Heartbeat.model_validate(
         {
             "host": host,

@@ -26,7 +26,7 @@ from orchestrator.central.placement_policy import (
     placeable_host,
 )
 from orchestrator.central.state import Central
-from tests.central.test_live_frame_parts import CREATED, Clock, in_process
+from tests.central.test_live_frame_parts import CREATED, Clock, engine_report, in_process
 
 HOSTS = 4
 ENGINES = 3
@@ -38,20 +38,15 @@ def beat(c: Central, host: str, seq: int, rng: random.Random, alike: bool = Fals
     if alike:
         rng = _Alike()
     reports = [
-        {
-            "id": f"{host}-eng{n}",
-            "host": host,
-            "endpoint": f"127.0.0.1:{19000 + n}",
-            "http_port": 19000 + n,
-            "profile": "sim",
-            "health": "healthy" if rng.random() < 0.85 else "unhealthy",
-            "stream_cap": 2,
-            "streams": rng.randint(0, 2),
-            "draining": rng.random() < 0.1,
-            "vpn_forwarded": rng.random() < 0.5,
-            "tunnel": "wg0" if n == 0 else None,
-            "created_at": CREATED,
-        }
+        engine_report(
+            host,
+            n,
+            health="healthy" if rng.random() < 0.85 else "unhealthy",
+            streams=rng.randint(0, 2),
+            draining=rng.random() < 0.1,
+            vpn_forwarded=rng.random() < 0.5,
+            tunnel="wg0" if n == 0 else None,
+        )
         for n in range(ENGINES)
     ]
     wg0 = {  # the first engine's tunnel: sick now and then (rule 2)
