@@ -58,6 +58,9 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         viewer_keys=[VIEWER_KEY],
         warmup_s=0,
         warm_buffer_per_edge=0,
+        # No claim here may expire mid-test: a loaded machine once took the 15 s default to reach
+        # the DELETEs, which then met released claims instead of the crash they test.
+        claim_ttl_s=600,
     )
     f = Fleet(ThreadCentral(settings))
     try:
