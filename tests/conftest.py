@@ -7,11 +7,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.support import procs, tools
 
 # The Gluetun stand-in's fixtures (tests/support/gluetun.py), for every area that runs tunnels.
 from tests.support.gluetun import gluetun_image, gluetun_standin  # noqa: F401
+
+# Services run inside the test process (ThreadCentral and the like) log through structlog's
+# default configuration, whose console renderer draws a logged exception with rich, every
+# frame's locals included: ~4 s for one crash behind FastAPI's stack, long enough for a client
+# to time out on a loaded machine. Plain tracebacks, as the services' own configuration
+# (acefleet/logs.py) writes them.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 @pytest.fixture(scope="session")
