@@ -24,8 +24,13 @@ need chromium chromium
 need cvlc vlc-bin; need npm npm
 [[ -f /usr/share/sgml/xmltv/dtd/0.5/xmltv.dtd ]] ||
   die "the XMLTV DTD is missing: run scripts/bootstrap.sh (or apt-get install -y libxmltv-perl)"
+# A serial run left the two cores ~60 % idle (the tests wait on services, players, containers):
+# one worker per core, each file (and each area of tests/conftest.py's ONE_WORKER_AREAS) whole
+# on one worker. Three workers on two cores saturated them and timing-bound checks (decoded
+# seconds of video in a window, client timeouts) failed. `-n 0` in the arguments runs serially.
+workers=${ACEFLEET_TEST_WORKERS:-$(nproc)}
 # the slowest tests, printed at the end: where CI time goes
-pytest -ra -p no:cacheprovider --durations=30 "$@"
+pytest -ra -p no:cacheprovider --durations=30 -n "$workers" --dist loadfile "$@"
 
 if [[ -x scripts/molecule.sh && -z ${ACEFLEET_SKIP_MOLECULE:-} ]]; then
   step "molecule"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -13,6 +14,11 @@ from tests.support import procs, tools
 
 # The Gluetun stand-in's fixtures (tests/support/gluetun.py), for every area that runs tunnels.
 from tests.support.gluetun import gluetun_image, gluetun_standin  # noqa: F401
+
+# Areas whose tests share one resource across files and must run in one process under xdist
+# (scripts/test.sh runs the suite on several workers, `--dist loadfile`): the fleet tests share
+# one session-wide fleet; the image tests remove their containers by one fixed label.
+ONE_WORKER_AREAS = ("fleet", "images")
 
 # Services run inside the test process (ThreadCentral and the like) log through structlog's
 # default configuration, whose console renderer draws a logged exception with rich, every
@@ -76,3 +82,22 @@ def clip_sim(clip_dir: Path, log_dir: Path) -> Iterator[procs.Service]:
     svc = procs.start_clip_sim(clip_dir, log_dir, "--chaos")
     yield svc
     svc.stop()
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when the plugin is off (-p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadfile`` (scripts/test.sh): a file's tests run in one worker (module
+    fixtures start once) and so does each area of ONE_WORKER_AREAS. xdist's own ``loadgroup``
+    cannot carry this: it renames node ids through an attribute pytest 9 no longer reads.
+    xdist starts the groups with the most tests first (the fleet), not last."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class AreaScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]  # tests/<area>/test_x.py
+            parts = path.split("/")
+            return parts[1] if len(parts) > 2 and parts[1] in ONE_WORKER_AREAS else path
+
+    return AreaScheduling(config, log)
