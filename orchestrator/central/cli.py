@@ -24,6 +24,10 @@ def server_config(app: Any, settings: CentralSettings, **overrides: Any) -> uvic
         "http": "httptools",
         "log_config": None,
         "access_log": False,
+        # Who the client is behind a balancer is central's own rule (trusted_proxies,
+        # api/deps.py client_address). uvicorn's would also believe any X-Forwarded-For sent
+        # from 127.0.0.1, whatever trusted_proxies says, and costs a layer on every request.
+        "proxy_headers": False,
         # Open live-update streams never end by themselves; do not wait long for them.
         "timeout_graceful_shutdown": 2,
         # HTTPS when given a certificate (docs/tls.md); uvicorn loads the pair itself

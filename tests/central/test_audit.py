@@ -125,3 +125,16 @@ def test_catalog_and_guide_edits_are_audited(start_central: StartCentral) -> Non
         assert items[4]["client"] == "203.0.113.7"
         assert items[3]["client"] == "127.0.0.1"
         assert items[2]["detail"]["created"] == 1
+
+
+def test_a_peer_not_trusted_cannot_name_its_own_address(start_central: StartCentral) -> None:
+    """Without trusted_proxies (the default), X-Forwarded-For is the client's own claim, from
+    whatever peer it comes: the audit names the peer (here loopback, which the HTTP server
+    itself must not trust either)."""
+    svc = start_central()
+    with _client(svc.url, OPERATOR_KEY) as operator:
+        channel = {"name": "One", "content_kind": "id", "content_value": "c" * 40}
+        forwarded = {"X-Forwarded-For": "198.51.100.9"}
+        made = operator.post("/v1/channels", json=channel, headers=forwarded)
+        assert made.status_code == 201, made.text
+        assert [i["client"] for i in _audit(operator, 1)] == ["127.0.0.1"]
