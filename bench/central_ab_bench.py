@@ -67,10 +67,12 @@ def start(variant: str, tmp: Path, settings: dict[str, str]) -> procs.Service:
     )
 
 
-async def block(port: int, args: argparse.Namespace, seqs: dict[int, int]) -> dict[int, int]:
-    """--ops operations over --conns connections; the answers' statuses counted."""
+async def block(
+    port: int, args: argparse.Namespace, seqs: dict[int, int], ops: int
+) -> dict[int, int]:
+    """``ops`` operations over --conns connections; the answers' statuses counted."""
     statuses: dict[int, int] = {}
-    todo = iter(range(args.ops))
+    todo = iter(range(ops))
 
     def count(status: int) -> None:
         statuses[status] = statuses.get(status, 0) + 1
@@ -132,16 +134,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="blocks per central")
     ap.add_argument("--conns", type=int, default=8)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="central-http-bench-") as tmp_dir:
+    with tempfile.TemporaryDirectory(prefix="central-ab-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         given = {"A": settings_env(args.a), "B": settings_env(args.b)}
         services = {v: start(v, tmp, given[v]) for v in VARIANTS}
         try:
             seqs = {v: dict.fromkeys(range(args.hosts), 0) for v in VARIANTS}
             for v, svc in services.items():  # warm up: every host known, code paths run once
-                asyncio.run(
-                    block(svc.port, argparse.Namespace(**{**vars(args), "ops": 200}), seqs[v])
-                )
+                asyncio.run(block(svc.port, args, seqs[v], 200))
             load = " ".join(f"{x:.1f}" for x in os.getloadavg())
             for v in VARIANTS:
                 print(f"{v}: {(args.a if v == 'A' else args.b) or '(defaults)'}")
@@ -157,7 +157,7 @@ def main() -> None:
                 for v in order:
                     svc = services[v]
                     c0, t0 = procs.cpu_seconds(svc.proc.pid), time.monotonic()
-                    statuses = asyncio.run(block(svc.port, args, seqs[v]))
+                    statuses = asyncio.run(block(svc.port, args, seqs[v], args.ops))
                     time.sleep(0.3)  # history rows of the block written (its thread's CPU)
                     used = procs.cpu_seconds(svc.proc.pid) - c0
                     wall = time.monotonic() - t0 - 0.3
