@@ -36,11 +36,38 @@ def memory_kib(pid: int, key: str = "VmRSS") -> int:
     return 0
 
 
+# Ports handed out lie below the kernel's ephemeral range (32768-60999 here, and Linux's
+# default): a port the kernel picked could be taken, between this check and the service's bind,
+# by any client socket of the run (seen in CI: "address already in use" for an agent under two
+# pytest-xdist workers). Each xdist worker gets its own slice, so workers never race each other.
+PORTS = range(20000, 32768)
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = len(PORTS) // max(1, count)
+    return range(PORTS.start + index * size, PORTS.start + (index + 1) * size)
+
+
+_slice = _port_slice()
+_next = [_slice.start + os.getpid() % len(_slice)]  # another run at once starts elsewhere
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the kernel picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port free right now, from this process's slice (in turn: a port just handed out is
+    not handed out again until the slice has gone round)."""
+    for _ in range(len(_slice)):
+        port = _next[0]
+        _next[0] = port + 1 if port + 1 < _slice.stop else _slice.start
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # in use (or lingering): the next one
+            return port
+    raise RuntimeError(f"no free port in {_slice.start}-{_slice.stop - 1}")
 
 
 @dataclass
